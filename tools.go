@@ -12,7 +12,7 @@ import (
 	_ "github.com/insomniacslk/dhcp/dhcpv4"
 	_ "github.com/jackc/pgx/v5"
 	_ "github.com/moby/moby/client"
-	_ "github.com/peterbourgon/ff/v4"
+	_ "github.com/peterbourgon/ff/v3"
 	_ "github.com/pin/tftp/v3"
 	_ "github.com/prometheus/alertmanager/api/v2/client"
 	_ "github.com/prometheus/client_golang/prometheus"

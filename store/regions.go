@@ -91,7 +91,7 @@ func versionError(ctx context.Context, q Querier, table, id string, err error) e
 		return MapError(qerr)
 	}
 	if exists {
-		return fmt.Errorf("%w: %s %s was changed by someone else (stale version)", rackcloud.ErrConflict, table, id)
+		return fmt.Errorf("%w: %s %s was changed by someone else", ErrStaleVersion, table, id)
 	}
 	return fmt.Errorf("%w: %s %s", rackcloud.ErrNotFound, table, id)
 }

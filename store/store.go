@@ -27,6 +27,10 @@ type Store struct {
 	Pool *pgxpool.Pool
 }
 
+// ErrStaleVersion is returned by optimistic updates and deletes when the
+// row's version moved since it was read. It is a rackcloud.ErrConflict.
+var ErrStaleVersion = fmt.Errorf("%w: stale version", rackcloud.ErrConflict)
+
 // NewPool parses url and returns a pool. It does not connect: a database
 // that is down is reported by Ping, Migrate and queries, so the server can
 // start and say why it is not ready. A malformed URL is an error naming the
@@ -34,7 +38,7 @@ type Store struct {
 func NewPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
-		return nil, fmt.Errorf("database URL %s: %w", Redact(url), errors.Unwrap(err))
+		return nil, fmt.Errorf("database URL: %w", err)
 	}
 	if !strings.Contains(url, "pool_max_conns") {
 		cfg.MaxConns = DefaultMaxConns

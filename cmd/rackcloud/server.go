@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/peterbourgon/ff/v3"
+	"github.com/peterbourgon/ff/v3/ffyaml"
+
+	"github.com/rackcloud/rackcloud/server"
+	"github.com/rackcloud/rackcloud/store"
+)
+
+func init() {
+	register(command{name: "server", summary: "run the API server, workers and controllers", run: runServer})
+	register(command{name: "migrate", summary: "apply database migrations and exit", run: runMigrate})
+}
+
+// common flags shared by the commands that talk to the database.
+type commonFlags struct {
+	databaseURL string
+	logLevel    string
+	logFormat   string
+}
+
+func (c *commonFlags) bind(fs *flag.FlagSet) {
+	fs.StringVar(&c.databaseURL, "database-url", server.DefaultDatabaseURL, "PostgreSQL connection string (env RACKCLOUD_DATABASE_URL)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error (env RACKCLOUD_LOG_LEVEL)")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json (env RACKCLOUD_LOG_FORMAT)")
+	fs.String("config", "", "optional YAML file whose keys are these flag names (env RACKCLOUD_CONFIG); flags beat environment beats file")
+}
+
+func (c *commonFlags) logger() (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", c.logLevel, err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch strings.ToLower(c.logFormat) {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", c.logFormat)
+}
+
+// parse parses flags, then RACKCLOUD_* environment variables, then the
+// YAML config file, in that order of precedence.
+func parse(fs *flag.FlagSet, args []string) error {
+	return ff.Parse(fs, args,
+		ff.WithEnvVarPrefix("RACKCLOUD"),
+		ff.WithConfigFileFlag("config"),
+		ff.WithConfigFileParser(ffyaml.Parser),
+	)
+}
+
+func runServer(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("rackcloud server", flag.ContinueOnError)
+	var common commonFlags
+	common.bind(fs)
+	cfg := server.Config{}
+	fs.StringVar(&cfg.Listen, "listen", server.DefaultListen, "HTTP address for the API, /healthz, /readyz and /metrics (env RACKCLOUD_LISTEN)")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long a graceful shutdown may take (env RACKCLOUD_SHUTDOWN_TIMEOUT)")
+	fs.DurationVar(&cfg.RetryMax, "db-retry-max", server.DefaultRetryMax, "longest wait between database connection attempts (env RACKCLOUD_DB_RETRY_MAX)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg.DatabaseURL = common.databaseURL
+	log, err := common.logger()
+	if err != nil {
+		return err
+	}
+	s, err := server.New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	return s.Run(ctx)
+}
+
+func runMigrate(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("rackcloud migrate", flag.ContinueOnError)
+	var common commonFlags
+	common.bind(fs)
+	timeout := fs.Duration("timeout", time.Minute, "give up after this long")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	pool, err := store.NewPool(ctx, common.databaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	applied, err := store.Migrate(ctx, pool)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("applied %d migrations %v\n", len(applied), applied)
+	return nil
+}
