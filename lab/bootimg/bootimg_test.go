@@ -168,4 +168,10 @@ func TestImageBootsAndCallsBack(t *testing.T) {
 	require.True(t, strings.HasPrefix(cb["kernel"], "6.1.0-"), cb)
 	require.NotEmpty(t, cb["ip"])
 	t.Logf("callback %v", cb)
+	for _, l := range strings.Split(m.Console(), "\n") {
+		if strings.Contains(l, "rackcloud-init") {
+			t.Log(strings.TrimSpace(l))
+		}
+	}
+	require.NotContains(t, m.Console(), "failed")
 }
