@@ -113,7 +113,7 @@ func init() {
 
 func problemType(status int) string {
 	switch status {
-	case http.StatusBadRequest, http.StatusUnprocessableEntity, http.StatusRequestEntityTooLarge:
+	case http.StatusBadRequest, http.StatusUnprocessableEntity, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType:
 		return ProblemValidation
 	case http.StatusNotFound:
 		return ProblemNotFound

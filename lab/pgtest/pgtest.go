@@ -182,4 +182,3 @@ func AdminURL(t testing.TB) string {
 
 // Cluster returns the throwaway cluster, or nil when DATABASE_URL is used.
 func Cluster() *postgres.Cluster { return cluster }
-

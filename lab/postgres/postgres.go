@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/rackcloud/rackcloud/lab/proc"
 )
 
@@ -61,6 +63,9 @@ func Start(ctx context.Context, c Config) (*Cluster, error) {
 		return nil, err
 	}
 	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := reachable(c.Dir, cred.Uid); err != nil {
 		return nil, err
 	}
 	if err := os.Chown(c.Dir, int(cred.Uid), int(cred.Gid)); err != nil {
@@ -117,4 +122,44 @@ func (c *Cluster) PID() int { return c.proc.PID() }
 // Stop shuts the server down (fast shutdown, then immediate) by PID.
 func (c *Cluster) Stop() {
 	c.proc.Stop(syscall.SIGINT, 10*time.Second)
+}
+
+// CreateDatabase creates database name unless it exists.
+func (c *Cluster) CreateDatabase(ctx context.Context, name string) error {
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
+		return err
+	}
+	if exists {
+		return nil
+	}
+	_, err = conn.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{name}.Sanitize())
+	return err
+}
+
+// reachable checks that user uid can traverse every ancestor of dir, which
+// postgres needs and root's 0700 temporary directories do not allow.
+func reachable(dir string, uid uint32) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for d := filepath.Dir(abs); ; d = filepath.Dir(d) {
+		st, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		sys, _ := st.Sys().(*syscall.Stat_t)
+		if st.Mode().Perm()&0o001 == 0 && (sys == nil || sys.Uid != uid) {
+			return fmt.Errorf("postgres cannot reach %s: %s is mode %v; choose a directory whose parents are world-searchable (e.g. under /var/lib or /tmp)", dir, d, st.Mode().Perm())
+		}
+		if d == "/" {
+			return nil
+		}
+	}
 }

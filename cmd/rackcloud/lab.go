@@ -1,0 +1,42 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"os"
+
+	"github.com/rackcloud/rackcloud/lab"
+)
+
+func init() {
+	register(command{name: "lab", summary: "bring the whole system up on this machine (make run)", run: runLab})
+}
+
+func runLab(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("rackcloud lab", flag.ContinueOnError)
+	var common commonFlags
+	common.bind(fs)
+	c := lab.Config{}
+	fs.StringVar(&c.Dir, "dir", "/var/lib/rackcloud-lab", "state directory; PostgreSQL keeps its data here across runs (env RACKCLOUD_DIR)")
+	fs.IntVar(&c.APIPort, "api-port", lab.DefaultAPIPort, "rackcloud API port on 127.0.0.1")
+	fs.IntVar(&c.PostgresPort, "postgres-port", lab.DefaultPostgresPort, "PostgreSQL port on 127.0.0.1")
+	fs.IntVar(&c.PrometheusPort, "prometheus-port", lab.DefaultPrometheusPort, "Prometheus port on 127.0.0.1")
+	fs.IntVar(&c.AlertmanagerPort, "alertmanager-port", lab.DefaultAlertmanagerPort, "Alertmanager port on 127.0.0.1")
+	fs.IntVar(&c.NodeExporterPort, "node-exporter-port", lab.DefaultNodeExporterPort, "node exporter port on 127.0.0.1")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := common.logger()
+	if err != nil {
+		return err
+	}
+	l, err := lab.Up(ctx, c, log)
+	if err != nil {
+		return err
+	}
+	defer l.Down()
+	l.Print(os.Stdout)
+	<-ctx.Done()
+	log.Info("lab: stopping")
+	return nil
+}

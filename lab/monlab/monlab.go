@@ -1,0 +1,206 @@
+// Package monlab runs the monitoring parts of the lab from Debian's
+// packages: Prometheus (scraping rackcloud and, through rackcloud's HTTP
+// service discovery once it exists, the fleet), Alertmanager and the node
+// exporter, each on a loopback port under a state directory, stopped by PID.
+package monlab
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rackcloud/rackcloud/lab/proc"
+)
+
+// Config says where things live and what Prometheus scrapes.
+type Config struct {
+	// Dir is the state directory (TSDB, Alertmanager data, configs, logs).
+	Dir string
+	// Ports on 127.0.0.1; 0 picks free ones.
+	PrometheusPort, AlertmanagerPort, NodeExporterPort int
+	// RackcloudTargets are host:port addresses of rackcloud servers whose
+	// /metrics Prometheus scrapes (job "rackcloud").
+	RackcloudTargets []string
+	// ScrapeInterval for every job; default 5s.
+	ScrapeInterval time.Duration
+	// WebhookURL, when set, is an Alertmanager receiver for every alert
+	// (rackcloud's availability webhook).
+	WebhookURL string
+	// RuleFiles are globs of Prometheus rule files.
+	RuleFiles []string
+	// NoNodeExporter skips the node exporter.
+	NoNodeExporter bool
+}
+
+// Stack is the running monitoring parts.
+type Stack struct {
+	Config
+	PrometheusURL, AlertmanagerURL, NodeExporterURL string
+	procs                                           []*proc.Process
+}
+
+// Start starts Alertmanager, the node exporter and Prometheus, and waits
+// until each answers its readiness endpoint.
+func Start(ctx context.Context, c Config) (*Stack, error) {
+	for _, bin := range []string{"prometheus", "prometheus-alertmanager"} {
+		if _, err := exec(bin); err != nil {
+			return nil, err
+		}
+	}
+	if c.ScrapeInterval == 0 {
+		c.ScrapeInterval = 5 * time.Second
+	}
+	for _, p := range []*int{&c.PrometheusPort, &c.AlertmanagerPort, &c.NodeExporterPort} {
+		if *p == 0 {
+			port, err := proc.FreePort()
+			if err != nil {
+				return nil, err
+			}
+			*p = port
+		}
+	}
+	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	s := &Stack{Config: c,
+		PrometheusURL:   "http://127.0.0.1:" + strconv.Itoa(c.PrometheusPort),
+		AlertmanagerURL: "http://127.0.0.1:" + strconv.Itoa(c.AlertmanagerPort),
+		NodeExporterURL: "http://127.0.0.1:" + strconv.Itoa(c.NodeExporterPort),
+	}
+	if err := s.start(ctx); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+func exec(bin string) (string, error) {
+	for _, d := range []string{"/usr/bin", "/usr/sbin", "/usr/local/bin"} {
+		p := filepath.Join(d, bin)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not installed: run lab/install.sh", bin)
+}
+
+func (s *Stack) start(ctx context.Context) error {
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	amDir := filepath.Join(s.Dir, "alertmanager")
+	if err := os.MkdirAll(amDir, 0o755); err != nil {
+		return err
+	}
+	amConf := filepath.Join(s.Dir, "alertmanager.yml")
+	if err := os.WriteFile(amConf, []byte(AlertmanagerConfig(s.WebhookURL)), 0o644); err != nil {
+		return err
+	}
+	am, _ := exec("prometheus-alertmanager")
+	p, err := proc.Start(proc.Spec{Name: "alertmanager", Path: am, Log: filepath.Join(s.Dir, "alertmanager.log"),
+		Args: []string{"--config.file=" + amConf, "--storage.path=" + amDir,
+			"--web.listen-address=127.0.0.1:" + strconv.Itoa(s.AlertmanagerPort), "--cluster.listen-address="}})
+	if err != nil {
+		return err
+	}
+	s.procs = append(s.procs, p)
+	if err := p.WaitFunc(wctx, httpOK(s.AlertmanagerURL+"/-/ready")); err != nil {
+		return err
+	}
+
+	var scrapeNode string
+	if !s.NoNodeExporter {
+		ne, err := exec("prometheus-node-exporter")
+		if err != nil {
+			return err
+		}
+		p, err := proc.Start(proc.Spec{Name: "node-exporter", Path: ne, Log: filepath.Join(s.Dir, "node-exporter.log"),
+			Args: []string{"--web.listen-address=127.0.0.1:" + strconv.Itoa(s.NodeExporterPort), "--no-collector.systemd"}})
+		if err != nil {
+			return err
+		}
+		s.procs = append(s.procs, p)
+		if err := p.WaitFunc(wctx, httpOK(s.NodeExporterURL+"/metrics")); err != nil {
+			return err
+		}
+		scrapeNode = "127.0.0.1:" + strconv.Itoa(s.NodeExporterPort)
+	}
+
+	promConf := filepath.Join(s.Dir, "prometheus.yml")
+	if err := os.WriteFile(promConf, []byte(PrometheusConfig(s.Config, scrapeNode)), 0o644); err != nil {
+		return err
+	}
+	prom, _ := exec("prometheus")
+	p, err = proc.Start(proc.Spec{Name: "prometheus", Path: prom, Log: filepath.Join(s.Dir, "prometheus.log"),
+		Args: []string{"--config.file=" + promConf, "--storage.tsdb.path=" + filepath.Join(s.Dir, "tsdb"),
+			"--web.listen-address=127.0.0.1:" + strconv.Itoa(s.PrometheusPort), "--web.enable-lifecycle"}})
+	if err != nil {
+		return err
+	}
+	s.procs = append(s.procs, p)
+	return p.WaitFunc(wctx, httpOK(s.PrometheusURL+"/-/ready"))
+}
+
+// PrometheusConfig renders prometheus.yml for c.
+func PrometheusConfig(c Config, nodeExporter string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "global:\n  scrape_interval: %s\n  evaluation_interval: %s\n", c.ScrapeInterval, c.ScrapeInterval)
+	fmt.Fprintf(&b, "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:%d']\n", c.AlertmanagerPort)
+	if len(c.RuleFiles) > 0 {
+		b.WriteString("rule_files:\n")
+		for _, f := range c.RuleFiles {
+			fmt.Fprintf(&b, "  - %q\n", f)
+		}
+	}
+	b.WriteString("scrape_configs:\n")
+	fmt.Fprintf(&b, "  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:%d']\n", c.PrometheusPort)
+	if len(c.RackcloudTargets) > 0 {
+		b.WriteString("  - job_name: rackcloud\n    static_configs:\n      - targets: [")
+		for i, t := range c.RackcloudTargets {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%q", t)
+		}
+		b.WriteString("]\n")
+	}
+	if nodeExporter != "" {
+		fmt.Fprintf(&b, "  - job_name: node\n    static_configs:\n      - targets: [%q]\n", nodeExporter)
+	}
+	return b.String()
+}
+
+// AlertmanagerConfig renders alertmanager.yml: every alert goes to the
+// webhook when one is given, otherwise to a receiver with no integrations.
+func AlertmanagerConfig(webhook string) string {
+	var b strings.Builder
+	b.WriteString("route:\n  receiver: default\n  group_by: ['alertname', 'host']\n  group_wait: 1s\n  group_interval: 5s\n  repeat_interval: 1h\nreceivers:\n  - name: default\n")
+	if webhook != "" {
+		fmt.Fprintf(&b, "    webhook_configs:\n      - url: %q\n        send_resolved: true\n", webhook)
+	}
+	return b.String()
+}
+
+func httpOK(url string) func() bool {
+	c := &http.Client{Timeout: time.Second}
+	return func() bool {
+		resp, err := c.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+}
+
+// Stop stops every process by PID, Prometheus first. Safe to call twice.
+func (s *Stack) Stop() {
+	for i := len(s.procs) - 1; i >= 0; i-- {
+		s.procs[i].Stop(syscall.SIGTERM, 10*time.Second)
+	}
+}
