@@ -2,7 +2,6 @@ package lab_test
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rackcloud/rackcloud/lab"
+	"github.com/rackcloud/rackcloud/lab/monlab"
 	"github.com/rackcloud/rackcloud/lab/proc"
 )
 
@@ -49,25 +49,12 @@ func TestUpEndToEnd(t *testing.T) {
 	l.Print(&sb)
 	require.Contains(t, sb.String(), l.Monitor.PrometheusURL)
 
-	deadline := time.Now().Add(45 * time.Second)
-	for {
-		resp, err := http.Get(l.Monitor.PrometheusURL + `/api/v1/query?query=up{job="rackcloud"}`)
-		require.NoError(t, err)
-		var r struct {
-			Data struct {
-				Result []struct {
-					Value []any `json:"value"`
-				} `json:"result"`
-			} `json:"data"`
-		}
-		require.NoError(t, json.NewDecoder(resp.Body).Decode(&r))
-		resp.Body.Close()
-		if len(r.Data.Result) == 1 && r.Data.Result[0].Value[1] == "1" {
-			break
-		}
-		require.False(t, time.Now().After(deadline), "Prometheus never saw the rackcloud target up: %+v", r)
-		time.Sleep(250 * time.Millisecond)
-	}
+	qctx, cancel := context.WithTimeout(ctx, 45*time.Second)
+	defer cancel()
+	_, err = monlab.WaitQuery(qctx, l.Monitor.PrometheusURL, `up{job="rackcloud"}`, func(r []monlab.Sample) bool {
+		return len(r) == 1 && r[0].Value == "1"
+	})
+	require.NoError(t, err, "Prometheus never saw the rackcloud target up")
 	l.Down()
 	l.Down()
 	_, err = http.Get(l.APIURL + "/healthz")

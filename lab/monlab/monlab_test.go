@@ -2,7 +2,6 @@ package monlab_test
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -40,26 +39,11 @@ func TestStackScrapesTarget(t *testing.T) {
 	out, err = exec.Command("amtool", "check-config", filepath.Join(dir, "alertmanager.yml")).CombinedOutput()
 	require.NoError(t, err, string(out))
 
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(s.PrometheusURL + "/api/v1/query?query=rackcloud_lab_probe")
-		require.NoError(t, err)
-		var r struct {
-			Data struct {
-				Result []struct {
-					Value []any `json:"value"`
-				} `json:"result"`
-			} `json:"data"`
-		}
-		require.NoError(t, json.NewDecoder(resp.Body).Decode(&r))
-		resp.Body.Close()
-		if len(r.Data.Result) == 1 {
-			require.Equal(t, "42", r.Data.Result[0].Value[1])
-			break
-		}
-		require.False(t, time.Now().After(deadline), "Prometheus never scraped the target")
-		time.Sleep(200 * time.Millisecond)
-	}
+	qctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := monlab.WaitQuery(qctx, s.PrometheusURL, "rackcloud_lab_probe", func(r []monlab.Sample) bool { return len(r) == 1 })
+	require.NoError(t, err, "Prometheus never scraped the target")
+	require.Equal(t, "42", res[0].Value)
 	resp, err := http.Get(s.AlertmanagerURL + "/api/v2/status")
 	require.NoError(t, err)
 	resp.Body.Close()
