@@ -27,23 +27,23 @@ const DefaultTimeout = 2 * time.Second
 // IPMI v2.0 extended-data bit set.
 func Request() []byte {
 	msg := []byte{
-		0x20,       // responder: the BMC
-		0x06 << 2,  // netFn App (request), LUN 0
-		0,          // header checksum, filled in below
-		0x81,       // requester: remote console software ID
-		0x00,       // sequence 0, LUN 0
-		0x38,       // Get Channel Authentication Capabilities
-		0x8e,       // v2.0 extended data + current channel (0xe)
-		0x04,       // requested privilege: administrator
-		0,          // data checksum, filled in below
+		0x20,      // responder: the BMC
+		0x06 << 2, // netFn App (request), LUN 0
+		0,         // header checksum, filled in below
+		0x81,      // requester: remote console software ID
+		0x00,      // sequence 0, LUN 0
+		0x38,      // Get Channel Authentication Capabilities
+		0x8e,      // v2.0 extended data + current channel (0xe)
+		0x04,      // requested privilege: administrator
+		0,         // data checksum, filled in below
 	}
 	msg[2] = checksum(msg[0:2])
 	msg[8] = checksum(msg[3:8])
 	pkt := []byte{
 		0x06, 0x00, 0xff, 0x07, // RMCP v1.0, no ACK, class IPMI
-		0x00,                   // authentication type none
-		0, 0, 0, 0,             // session sequence
-		0, 0, 0, 0,             // session ID
+		0x00,       // authentication type none
+		0, 0, 0, 0, // session sequence
+		0, 0, 0, 0, // session ID
 		byte(len(msg)),
 	}
 	return append(pkt, msg...)

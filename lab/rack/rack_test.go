@@ -1,0 +1,248 @@
+package rack_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/lab/netns"
+	"github.com/rackcloud/rackcloud/lab/rack"
+)
+
+func need(t *testing.T, bins ...string) {
+	t.Helper()
+	for _, b := range bins {
+		if _, err := exec.LookPath(b); err != nil {
+			t.Fatalf("%s is not installed (run lab/install.sh): %v", b, err)
+		}
+	}
+}
+
+func startRack(t *testing.T, cfg rack.Config) *rack.Rack {
+	t.Helper()
+	need(t, "ipmi_sim", "ipmitool")
+	if cfg.Dir == "" {
+		cfg.Dir = t.TempDir()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r, err := rack.Start(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		var pids []int
+		for _, n := range r.Nodes {
+			if m := n.Machine(); m != nil {
+				pids = append(pids, m.PID())
+			}
+		}
+		require.NoError(t, r.Stop())
+		require.NoError(t, r.Stop(), "Stop twice")
+		for _, pid := range pids {
+			require.NoError(t, gone(pid), "QEMU %d after Stop", pid)
+		}
+	})
+	return r
+}
+
+// gone reports an error if pid still exists (running or zombie).
+func gone(pid int) error {
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		return fmt.Errorf("process %d still exists: %s", pid, b)
+	}
+	return nil
+}
+
+func ipmitool(ctx context.Context, n *rack.Node, args ...string) (string, error) {
+	return ipmitoolPW(ctx, n, n.Password, args...)
+}
+
+func ipmitoolPW(ctx context.Context, n *rack.Node, password string, args ...string) (string, error) {
+	a := append([]string{"-I", "lanplus", "-C", "3", "-H", n.IPMI.Addr().String(),
+		"-p", fmt.Sprint(n.IPMI.Port()), "-U", n.User, "-E"}, args...)
+	cmd := exec.CommandContext(ctx, "ipmitool", a...)
+	cmd.Env = append(os.Environ(), "IPMI_PASSWORD="+password)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestIPMIVirtual drives the simulated IPMI BMCs with the real ipmitool:
+// power, boot device, sensors that follow power, and identity.
+func TestIPMIVirtual(t *testing.T) {
+	r := startRack(t, rack.Config{Nodes: 2, Virtual: true})
+	ctx := ctxT(t, 60*time.Second)
+	n := r.Nodes[0]
+	other := r.Nodes[1]
+	require.NotEqual(t, n.IPMI, other.IPMI)
+	require.NotEqual(t, n.Size, other.Size, "nodes have different sizes")
+
+	out, err := ipmitool(ctx, n, "chassis", "power", "status")
+	require.NoError(t, err, out)
+	require.Contains(t, out, "Chassis Power is off")
+
+	out, err = ipmitool(ctx, n, "chassis", "bootdev", "pxe")
+	require.NoError(t, err, out)
+	require.Equal(t, rack.BootPXE, n.BootOverride().Device)
+
+	out, err = ipmitool(ctx, n, "chassis", "power", "on")
+	require.NoError(t, err, out)
+	require.Equal(t, rackcloud.PowerOn, n.Power())
+	require.Equal(t, rackcloud.PowerOff, other.Power(), "the other node is untouched")
+	require.Equal(t, rack.BootNone, n.BootOverride().Device, "a one-shot override is used by the power-on")
+	require.Equal(t, 1, n.Starts())
+
+	out, err = ipmitool(ctx, n, "chassis", "power", "status")
+	require.NoError(t, err, out)
+	require.Contains(t, out, "Chassis Power is on")
+
+	// Sensors follow power; ipmi_sim polls its files once a second.
+	want := n.Sensors()
+	require.Eventually(t, func() bool {
+		out, err = ipmitool(ctx, n, "sdr", "elist", "full")
+		return err == nil &&
+			strings.Contains(out, fmt.Sprintf("%d degrees C", want.TemperatureC)) &&
+			strings.Contains(out, fmt.Sprintf("%d RPM", want.FanRPM)) &&
+			strings.Contains(out, fmt.Sprintf("%d Watts", want.PowerWatts))
+	}, 20*time.Second, 200*time.Millisecond, "sensors: %s", out)
+
+	out, err = ipmitool(ctx, n, "chassis", "power", "cycle")
+	require.NoError(t, err, out)
+	require.NoError(t, n.WaitPower(ctx, rackcloud.PowerOn))
+	require.Eventually(t, func() bool { return n.Starts() == 2 }, 20*time.Second, 50*time.Millisecond, "cycle powers on again")
+
+	out, err = ipmitool(ctx, n, "chassis", "power", "reset")
+	require.NoError(t, err, out)
+	require.Equal(t, 3, n.Starts())
+
+	out, err = ipmitool(ctx, n, "chassis", "power", "off")
+	require.NoError(t, err, out)
+	require.Equal(t, rackcloud.PowerOff, n.Power())
+
+	out, err = ipmitool(ctx, n, "mc", "info")
+	require.NoError(t, err, out)
+	require.Contains(t, out, "Firmware Revision")
+
+	// Wrong password: the real ipmitool refuses the session.
+	out, err = ipmitoolPW(ctx, n, "wrong", "chassis", "power", "status")
+	require.Error(t, err)
+	require.Contains(t, out, "Unable to establish IPMI v2 / RMCP+ session")
+}
+
+// TestIPMIFaults: a BMC that lies reports the lie; a slow BMC is slow.
+func TestIPMIFaults(t *testing.T) {
+	r := startRack(t, rack.Config{Nodes: 1, Virtual: true})
+	ctx := ctxT(t, 60*time.Second)
+	n := r.Nodes[0]
+	n.SetFault(rack.Fault{ReportPower: rackcloud.PowerOn})
+	out, err := ipmitool(ctx, n, "chassis", "power", "status")
+	require.NoError(t, err, out)
+	require.Contains(t, out, "Chassis Power is on")
+	require.Equal(t, rackcloud.PowerOff, n.Power(), "the machine is really off")
+
+	// Slow: ipmitool gives up on a BMC that takes longer than its timeout.
+	n.SetFault(rack.Fault{Delay: 5 * time.Second})
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	out, err = ipmitool(sctx, n, "-N", "1", "-R", "1", "chassis", "power", "status")
+	require.Error(t, err, out)
+	n.SetFault(rack.Fault{})
+	require.Eventually(t, func() bool {
+		out, err = ipmitool(ctx, n, "chassis", "power", "status")
+		return err == nil && strings.Contains(out, "Chassis Power is off")
+	}, 45*time.Second, 500*time.Millisecond, "answers again once the fault is gone")
+}
+
+var nsSeq atomic.Int32
+
+func newNet(t *testing.T) *netns.Net {
+	t.Helper()
+	name := fmt.Sprintf("rkt%d-%d", os.Getpid(), nsSeq.Add(1))
+	ctx := ctxT(t, 30*time.Second)
+	n, err := netns.New(ctx, name, netip.MustParsePrefix("10.77.0.1/24"))
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
+	return n
+}
+
+// startDnsmasq runs a real DHCP server in the namespace and returns its
+// log file.
+func startDnsmasq(t *testing.T, net *netns.Net) string {
+	t.Helper()
+	need(t, "dnsmasq")
+	dir := t.TempDir()
+	logf := filepath.Join(dir, "dnsmasq.log")
+	ctx := context.Background()
+	cmd := net.Command(ctx, "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--user=root",
+		"--interface="+net.Bridge, "--bind-interfaces", "--port=0", "--leasefile-ro",
+		"--dhcp-range=10.77.0.100,10.77.0.200,1h", "--log-dhcp", "--log-facility="+logf,
+		"--pid-file="+filepath.Join(dir, "pid"))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	require.NoError(t, cmd.Start())
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	return logf
+}
+
+// TestPXEPowerOn powers a real QEMU server on through ipmi_sim and sees it
+// ask for an address over DHCP on the provisioning network.
+func TestPXEPowerOn(t *testing.T) {
+	need(t, "qemu-system-x86_64")
+	net := newNet(t)
+	logf := startDnsmasq(t, net)
+	r := startRack(t, rack.Config{Nodes: 1, Net: net})
+	ctx := ctxT(t, 120*time.Second)
+	n := r.Nodes[0]
+
+	out, err := ipmitool(ctx, n, "chassis", "bootdev", "pxe")
+	require.NoError(t, err, out)
+	out, err = ipmitool(ctx, n, "chassis", "power", "on")
+	require.NoError(t, err, out)
+	m := n.Machine()
+	require.NotNil(t, m, "power on starts QEMU")
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", m.PID()))
+	require.NoError(t, err)
+	require.Contains(t, string(stat), "qemu-system-x86_64")
+	require.Contains(t, string(stat), "order=nc", "PXE first")
+
+	mac := regexp.QuoteMeta(n.MAC.String())
+	re := regexp.MustCompile(`DHCPDISCOVER\(` + net.Bridge + `\) ` + mac)
+	require.Eventually(t, func() bool {
+		b, _ := os.ReadFile(logf)
+		return re.Match(b)
+	}, 90*time.Second, 250*time.Millisecond, "DHCPDISCOVER from %s", n.MAC)
+
+	out, err = ipmitool(ctx, n, "chassis", "power", "off")
+	require.NoError(t, err, out)
+	require.Nil(t, n.Machine())
+	require.NoError(t, gone(m.PID()), "QEMU reaped after power off")
+}
