@@ -1,0 +1,3 @@
+package tasks_test
+
+func buildWorker() {}

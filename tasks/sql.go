@@ -1,0 +1,233 @@
+package tasks
+
+// All SQL of the package, in one place. Tables: store/migrations/0100_tasks.sql.
+
+// Notification channels. Payloads: the task's kind on chanWake (a task of
+// that kind may be claimable), "<task id> <event type>" on chanEvents.
+const (
+	chanWake   = "rackcloud_tasks"
+	chanEvents = "rackcloud_task_events"
+)
+
+// activeStates is the SQL list of non-terminal states.
+const activeStates = `('pending', 'running', 'canceling')`
+
+// taskColumns are read into taskRow.
+const taskColumns = `id::text AS id, root_id::text AS root_id, parent_id::text AS parent_id, parent_step, spawn_key,
+	depth, kind, target, params, state, phase, undo_cause, step, step_name, attempt, error, failed_step,
+	cancel_requested, children_pending, waiting, await_step, run_at, lease_token, claims, event_seq,
+	created_at, updated_at, started_at, finished_at`
+
+const sqlSubmit = `
+WITH v AS (SELECT gen_random_uuid() AS id),
+ins AS (
+	INSERT INTO tasks (id, root_id, kind, target, params, step_name, event_seq)
+	SELECT v.id, v.id, $1, $2, $3, $4, 1 FROM v
+	ON CONFLICT (target) WHERE target IS NOT NULL AND state IN ` + activeStates + ` DO NOTHING
+	RETURNING *
+), e AS (
+	INSERT INTO task_events (task_id, seq, type, state, phase, step, step_name)
+	SELECT id, 1, 'created', 'pending', 'run', 0, step_name FROM ins
+), n AS (
+	SELECT pg_notify('` + chanWake + `', kind) FROM ins
+)
+SELECT ` + taskColumns + `, (SELECT count(*) FROM n) AS notified FROM ins`
+
+// sqlActiveOnTarget finds the task holding a target (after a conflict).
+const sqlActiveOnTarget = `SELECT id::text FROM tasks WHERE target = $1 AND state IN ` + activeStates
+
+// sqlClaim leases up to $2 ready tasks of kinds $1 to owner $3 for $4 ms,
+// counts an attempt of each one's current step and records a "started"
+// event. fresh says whether the task was queued (not taken from a dead
+// worker), for the pickup-latency metric.
+const sqlClaim = `
+WITH c AS (
+	SELECT id, lease_token IS NULL AS fresh, extract(epoch FROM now() - run_at) AS waited
+	FROM tasks
+	WHERE state IN ` + activeStates + ` AND NOT waiting AND run_at <= now()
+	  AND (lease_expires_at IS NULL OR lease_expires_at < now())
+	  AND kind = ANY($1::text[])
+	ORDER BY run_at
+	LIMIT $2
+	FOR UPDATE SKIP LOCKED
+), u AS (
+	UPDATE tasks t SET
+		state = CASE WHEN t.state = 'pending' THEN 'running' ELSE t.state END,
+		attempt = t.attempt + 1,
+		claims = t.claims + 1,
+		lease_owner = $3,
+		lease_token = nextval('task_lease_token_seq'),
+		lease_expires_at = now() + $4 * interval '1 millisecond',
+		started_at = coalesce(t.started_at, now()),
+		updated_at = now(),
+		event_seq = t.event_seq + 1
+	FROM c WHERE t.id = c.id
+	RETURNING t.*, c.fresh, c.waited
+), e AS (
+	INSERT INTO task_events (task_id, seq, type, state, phase, step, step_name, attempt)
+	SELECT id, event_seq, 'started', state, phase, step, step_name, attempt FROM u
+)
+SELECT ` + taskColumns + `, fresh, waited FROM u`
+
+// sqlApply writes one plan of the state machine, fenced by the lease: the
+// task row, the end of a step attempt, the events, and on a terminal state
+// the parent's count of pending children (waking it at zero).
+//
+//	$1 id, $2 lease token, $3 state, $4 phase, $5 undo_cause, $6 step,
+//	$7 step_name, $8 attempt, $9 error, $10 failed_step, $11 await_step,
+//	$12 park, $13 release, $14 terminal, $15 delay (ms), $16 lease ttl (ms),
+//	$17 record phase ('' = no record), $18 record idx, $19 record name,
+//	$20 record state, $21 record attempts, $22 output, $23 record error,
+//	$24 record started_at, $25.. $31 event arrays, $32 last event type.
+const sqlApply = `
+WITH t AS (
+	UPDATE tasks SET
+		state = $3, phase = $4, undo_cause = $5, step = $6, step_name = $7, attempt = $8,
+		error = $9, failed_step = $10, await_step = $11,
+		waiting = $12::boolean AND children_pending > 0,
+		lease_owner = CASE WHEN $13::boolean OR $14::boolean OR ($12::boolean AND children_pending > 0) THEN NULL ELSE lease_owner END,
+		lease_token = CASE WHEN $13::boolean OR $14::boolean OR ($12::boolean AND children_pending > 0) THEN NULL ELSE lease_token END,
+		lease_expires_at = CASE WHEN $13::boolean OR $14::boolean OR ($12::boolean AND children_pending > 0) THEN NULL
+			ELSE now() + $16 * interval '1 millisecond' END,
+		run_at = CASE WHEN $13::boolean THEN now() + $15 * interval '1 millisecond' ELSE run_at END,
+		finished_at = CASE WHEN $14::boolean THEN now() END,
+		updated_at = now(),
+		event_seq = event_seq + cardinality($25::text[])
+	WHERE id = $1 AND lease_token = $2
+	RETURNING id, parent_id, waiting, event_seq, kind
+), s AS (
+	INSERT INTO task_steps (task_id, phase, idx, name, state, attempts, output, error, errors, started_at, finished_at)
+	SELECT t.id, $17, $18, $19, $20, $21, $22::jsonb, $23,
+		CASE WHEN $23 = '' THEN '[]'::jsonb
+		ELSE jsonb_build_array(jsonb_build_object('attempt', $21::int, 'at', now(), 'error', $23::text)) END,
+		$24, now()
+	FROM t WHERE $17 <> ''
+	ON CONFLICT (task_id, phase, idx) DO UPDATE SET
+		state = EXCLUDED.state,
+		attempts = EXCLUDED.attempts,
+		output = coalesce(EXCLUDED.output, task_steps.output),
+		error = EXCLUDED.error,
+		errors = task_steps.errors || EXCLUDED.errors,
+		finished_at = EXCLUDED.finished_at
+), e AS (
+	INSERT INTO task_events (task_id, seq, type, state, phase, step, step_name, attempt, error)
+	SELECT t.id, t.event_seq - cardinality($25::text[]) + ev.ord, ev.typ, ev.state, ev.phase, ev.step, ev.name, ev.attempt, ev.err
+	FROM t, unnest($25::text[], $26::text[], $27::text[], $28::int[], $29::text[], $30::int[], $31::text[])
+		WITH ORDINALITY AS ev(typ, state, phase, step, name, attempt, err, ord)
+), p AS (
+	UPDATE tasks SET
+		children_pending = tasks.children_pending - 1,
+		waiting = tasks.waiting AND tasks.children_pending > 1,
+		run_at = CASE WHEN tasks.waiting AND tasks.children_pending = 1 THEN now() ELSE tasks.run_at END,
+		updated_at = now()
+	FROM t WHERE $14::boolean AND tasks.id = t.parent_id
+	RETURNING tasks.kind, tasks.children_pending
+), n AS (
+	SELECT pg_notify('` + chanWake + `', p.kind) FROM p WHERE p.children_pending = 0
+	UNION ALL
+	SELECT pg_notify('` + chanWake + `', t.kind) FROM t WHERE $13::boolean AND $15 = 0
+	UNION ALL
+	SELECT pg_notify('` + chanEvents + `', t.id::text || ' ' || $32) FROM t WHERE $32 <> ''
+)
+SELECT t.waiting, (SELECT count(*) FROM n) FROM t`
+
+// sqlHeartbeat extends the leases this worker still holds.
+const sqlHeartbeat = `
+UPDATE tasks SET lease_expires_at = now() + $3 * interval '1 millisecond'
+WHERE lease_owner = $1 AND lease_token = ANY($2::bigint[])
+RETURNING lease_token, cancel_requested`
+
+// sqlSpawn creates a child of a task held under lease $2, unless the step
+// already spawned one under the same key; the parent then waits for it.
+// Returns whether the parent was held, the new child's ID (NULL when it
+// already existed) and the existing child's ID.
+const sqlSpawn = `
+WITH par AS (
+	SELECT id, root_id, depth, cancel_requested FROM tasks
+	WHERE id = $1 AND lease_token = $2
+	FOR UPDATE
+), v AS (SELECT gen_random_uuid() AS id),
+ins AS (
+	INSERT INTO tasks (id, root_id, parent_id, parent_step, spawn_key, depth, kind, target, params, step_name, event_seq)
+	SELECT v.id, par.root_id, par.id, $3, $4, par.depth + 1, $5, $6, $7, $8, 1
+	FROM par, v WHERE NOT par.cancel_requested
+	ON CONFLICT (parent_id, parent_step, spawn_key) DO NOTHING
+	RETURNING id, kind, step_name
+), e AS (
+	INSERT INTO task_events (task_id, seq, type, state, phase, step, step_name)
+	SELECT id, 1, 'created', 'pending', 'run', 0, step_name FROM ins
+), up AS (
+	UPDATE tasks SET children_pending = children_pending + 1, updated_at = now()
+	WHERE id = $1 AND EXISTS (SELECT 1 FROM ins)
+	RETURNING 1
+), n AS (
+	SELECT pg_notify('` + chanWake + `', kind) FROM ins
+)
+SELECT
+	(SELECT count(*) FROM par) AS held,
+	coalesce((SELECT cancel_requested FROM par), false) AS canceled,
+	(SELECT id::text FROM ins) AS created,
+	(SELECT id::text FROM tasks WHERE parent_id = $1 AND parent_step = $3 AND spawn_key = $4) AS existing,
+	(SELECT count(*) FROM up) + (SELECT count(*) FROM n) AS writes`
+
+// sqlCancel requests the cancel of task $1 and its descendants ($2 true),
+// or of its descendants only ($2 false): every active task of the subtree
+// still running forward becomes canceling, is made claimable, gets an
+// event, and its worker is told through chanEvents.
+const sqlCancel = `
+WITH RECURSIVE sub AS (
+	SELECT id FROM tasks WHERE (id = $1 AND $2::boolean) OR (parent_id = $1 AND NOT $2::boolean)
+	UNION ALL
+	SELECT c.id FROM tasks c JOIN sub ON c.parent_id = sub.id
+), u AS (
+	UPDATE tasks t SET
+		cancel_requested = true,
+		state = 'canceling',
+		run_at = least(t.run_at, now()),
+		updated_at = now(),
+		event_seq = t.event_seq + 1
+	FROM sub
+	WHERE t.id = sub.id AND t.state IN ('pending', 'running') AND t.phase = 'run' AND NOT t.cancel_requested
+	RETURNING t.id, t.kind, t.event_seq, t.phase, t.step, t.step_name, t.attempt
+), e AS (
+	INSERT INTO task_events (task_id, seq, type, state, phase, step, step_name, attempt)
+	SELECT id, event_seq, 'cancel_requested', 'canceling', phase, step, step_name, attempt FROM u
+), n AS (
+	SELECT pg_notify('` + chanEvents + `', id::text || ' cancel_requested') FROM u
+	UNION ALL
+	SELECT pg_notify('` + chanWake + `', k.kind) FROM (SELECT DISTINCT kind FROM u) k
+)
+SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM n)`
+
+const sqlGet = `SELECT ` + taskColumns + ` FROM tasks WHERE id = $1`
+
+const sqlSteps = `
+SELECT phase, idx, name, state, attempts, output, error, errors, started_at, finished_at
+FROM task_steps WHERE task_id = $1
+ORDER BY phase = 'undo', CASE WHEN phase = 'run' THEN idx ELSE -idx END`
+
+const sqlOutputs = `
+SELECT name, output FROM task_steps WHERE task_id = $1 AND phase = 'run' AND state = 'succeeded'`
+
+const sqlEvents = `
+SELECT task_id::text, seq, at, type, state, phase, step, step_name, attempt, error
+FROM task_events WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`
+
+// sqlChildren lists the children of $1 (of step $2, or all when $2 < 0)
+// with the output of their last succeeded run step.
+const sqlChildren = `
+SELECT ` + taskColumns + `,
+	(SELECT s.output FROM task_steps s
+	 WHERE s.task_id = tasks.id AND s.phase = 'run' AND s.state = 'succeeded'
+	 ORDER BY s.idx DESC LIMIT 1) AS result
+FROM tasks WHERE parent_id = $1 AND ($2 < 0 OR parent_step = $2)
+ORDER BY parent_step, created_at, spawn_key`
+
+// sqlQueueDepth counts active tasks by what they wait for.
+const sqlQueueDepth = `
+SELECT
+	count(*) FILTER (WHERE NOT waiting AND run_at <= now() AND (lease_expires_at IS NULL OR lease_expires_at < now())) AS ready,
+	count(*) FILTER (WHERE NOT waiting AND run_at > now() AND lease_expires_at IS NULL) AS scheduled,
+	count(*) FILTER (WHERE lease_expires_at >= now()) AS running,
+	count(*) FILTER (WHERE waiting) AS waiting
+FROM tasks WHERE state IN ` + activeStates
