@@ -1,0 +1,469 @@
+package pxe
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rackcloud/rackcloud"
+)
+
+// Defaults for APIConfig.
+const (
+	DefaultAPITimeout     = 2 * time.Second
+	DefaultAPIRetry       = 2 * time.Second
+	DefaultProfileRefresh = time.Minute
+	DefaultEventQueue     = 10000
+	DefaultEventBatch     = 500
+)
+
+// API paths the boot service calls (see the package documentation).
+const (
+	ProfilesPath = "/v1/boot/profiles/" // + {mac}
+	EventsPath   = "/v1/boot/events"
+)
+
+// APIConfig configures APIClient.
+type APIConfig struct {
+	// BaseURL is the control plane's API, e.g. http://10.0.0.10:8080.
+	BaseURL string
+	// Token is sent as "Authorization: Bearer"; it is never logged.
+	Token string
+	// CacheFile keeps every profile seen, so that a restarted boot service
+	// still boots its known hosts while the API is down. Empty keeps the
+	// cache in memory only.
+	CacheFile string
+	// Timeout bounds one API request.
+	Timeout time.Duration
+	// Retry is how often an unreachable API is probed.
+	Retry time.Duration
+	// Refresh is how often cached profiles are re-read while the API is
+	// reachable, so that the cache follows state changes.
+	Refresh time.Duration
+	// EventQueue bounds the events waiting to be sent; the oldest are
+	// dropped (and counted) when it is full.
+	EventQueue int
+	// Client is the HTTP client; nil means a client with Timeout.
+	Client *http.Client
+}
+
+// APIClient talks to the control plane over HTTP: it is a ProfileSource
+// that caches every profile it reads (in CacheFile) and answers from the
+// cache while the API is unreachable, and an EventSink that queues boot
+// events and sends them in order, catching up when the API returns. Run
+// must be running for probing, refreshing and sending.
+type APIClient struct {
+	cfg  APIConfig
+	base *url.URL
+	log  *slog.Logger
+	hc   *http.Client
+
+	mu        sync.Mutex
+	cache     map[string]Profile
+	reachable bool
+	lastFail  time.Time
+	queue     []Event
+	head      uint64 // sequence number of queue[0]
+	dropped   int64
+	wake      chan struct{}
+	persistMu sync.Mutex
+}
+
+var (
+	_ ProfileSource = (*APIClient)(nil)
+	_ EventSink     = (*APIClient)(nil)
+)
+
+type cacheFile struct {
+	Profiles map[string]Profile `json:"profiles"`
+}
+
+// NewAPIClient loads the cache file (a missing file is an empty cache; a
+// corrupt one is an error and is left untouched).
+func NewAPIClient(cfg APIConfig, log *slog.Logger) (*APIClient, error) {
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultAPITimeout
+	}
+	if cfg.Retry == 0 {
+		cfg.Retry = DefaultAPIRetry
+	}
+	if cfg.Refresh == 0 {
+		cfg.Refresh = DefaultProfileRefresh
+	}
+	if cfg.EventQueue == 0 {
+		cfg.EventQueue = DefaultEventQueue
+	}
+	base, err := url.Parse(strings.TrimSuffix(cfg.BaseURL, "/"))
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+		return nil, fmt.Errorf("api client: base URL %q: %w: want http(s)://host[:port]", redact(cfg.BaseURL), rackcloud.ErrInvalid)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	hc := cfg.Client
+	if hc == nil {
+		hc = &http.Client{Timeout: cfg.Timeout}
+	}
+	c := &APIClient{cfg: cfg, base: base, log: log.With("api", base.Redacted()), hc: hc,
+		cache: map[string]Profile{}, reachable: true, wake: make(chan struct{}, 1)}
+	if cfg.CacheFile != "" {
+		b, err := os.ReadFile(cfg.CacheFile)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+		case err != nil:
+			return nil, fmt.Errorf("profile cache: %w", err)
+		default:
+			var f cacheFile
+			if err := json.Unmarshal(b, &f); err != nil {
+				return nil, fmt.Errorf("profile cache %s is corrupt (left as is): %w", cfg.CacheFile, err)
+			}
+			for mac, p := range f.Profiles {
+				if norm, err := rackcloud.NormalizeMAC(mac); err == nil {
+					p.MAC = norm
+					c.cache[norm] = p
+				}
+			}
+		}
+	}
+	return c, nil
+}
+
+func redact(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	return "(unparsable URL)"
+}
+
+// Reachable reports whether the last API call got an answer.
+func (c *APIClient) Reachable() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reachable
+}
+
+// Cached returns the number of cached profiles.
+func (c *APIClient) Cached() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.cache)
+}
+
+// Profile asks the API for mac's profile and caches the answer. While the
+// API is unreachable (and until the next probe succeeds) it answers from the
+// cache at once, with Cached set; a host missing from the cache then gets
+// ErrUnavailable.
+func (c *APIClient) Profile(ctx context.Context, mac string) (Profile, error) {
+	c.mu.Lock()
+	down := !c.reachable
+	c.mu.Unlock()
+	if !down {
+		p, err := c.fetch(ctx, mac)
+		if err == nil || errors.Is(err, rackcloud.ErrNotFound) {
+			return p, err
+		}
+		c.log.Warn("profile lookup failed, using cache", "mac", mac, "err", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.cache[mac]; ok {
+		p.Cached = true
+		return p, nil
+	}
+	return Profile{}, fmt.Errorf("profile %s: %w", mac, ErrUnavailable)
+}
+
+// fetch GETs one profile and updates the cache and reachability.
+func (c *APIClient) fetch(ctx context.Context, mac string) (Profile, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base.String()+ProfilesPath+url.PathEscape(mac), nil)
+	if err != nil {
+		return Profile{}, err
+	}
+	c.auth(req)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		c.setReachable(false)
+		return Profile{}, fmt.Errorf("profile %s: %w", mac, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		c.setReachable(false)
+		return Profile{}, fmt.Errorf("profile %s: %w", mac, err)
+	}
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		c.setReachable(true)
+		c.forget(mac)
+		return Profile{}, fmt.Errorf("profile %s: %w", mac, rackcloud.ErrNotFound)
+	case resp.StatusCode >= 500:
+		c.setReachable(false)
+		return Profile{}, fmt.Errorf("profile %s: API status %s", mac, resp.Status)
+	case resp.StatusCode != http.StatusOK:
+		c.setReachable(true)
+		return Profile{}, fmt.Errorf("profile %s: API status %s", mac, resp.Status)
+	}
+	c.setReachable(true)
+	var p Profile
+	if err := json.Unmarshal(body, &p); err != nil {
+		return Profile{}, fmt.Errorf("profile %s: bad JSON from API: %w", mac, err)
+	}
+	if norm, err := rackcloud.NormalizeMAC(p.MAC); err != nil || norm != mac {
+		return Profile{}, fmt.Errorf("profile %s: API answered for MAC %q", mac, p.MAC)
+	}
+	p.MAC = mac
+	if p.State == "" {
+		return Profile{}, fmt.Errorf("profile %s: API answered without a state", mac)
+	}
+	c.remember(p)
+	return p, nil
+}
+
+func (c *APIClient) auth(req *http.Request) {
+	if c.cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
+	}
+}
+
+func (c *APIClient) setReachable(ok bool) {
+	c.mu.Lock()
+	was := c.reachable
+	c.reachable = ok
+	if !ok {
+		c.lastFail = time.Now()
+	}
+	c.mu.Unlock()
+	if was != ok {
+		if ok {
+			c.log.Info("control plane reachable again")
+			c.poke()
+		} else {
+			c.log.Warn("control plane unreachable: booting known hosts from the cache")
+		}
+	}
+}
+
+func (c *APIClient) remember(p Profile) {
+	c.mu.Lock()
+	old, had := c.cache[p.MAC]
+	if had && old == p {
+		c.mu.Unlock()
+		return
+	}
+	c.cache[p.MAC] = p
+	snapshot := c.snapshotLocked()
+	c.mu.Unlock()
+	c.persist(snapshot)
+}
+
+func (c *APIClient) forget(mac string) {
+	c.mu.Lock()
+	if _, had := c.cache[mac]; !had {
+		c.mu.Unlock()
+		return
+	}
+	delete(c.cache, mac)
+	snapshot := c.snapshotLocked()
+	c.mu.Unlock()
+	c.persist(snapshot)
+}
+
+func (c *APIClient) snapshotLocked() []byte {
+	f := cacheFile{Profiles: make(map[string]Profile, len(c.cache))}
+	for k, v := range c.cache {
+		f.Profiles[k] = v
+	}
+	b, _ := json.MarshalIndent(f, "", " ")
+	return b
+}
+
+func (c *APIClient) persist(b []byte) {
+	if c.cfg.CacheFile == "" {
+		return
+	}
+	c.persistMu.Lock()
+	defer c.persistMu.Unlock()
+	if err := writeFileAtomic(c.cfg.CacheFile, b); err != nil {
+		c.log.Error("profile cache not saved", "err", err)
+	}
+}
+
+// Record queues e for the API (POST EventsPath); it never blocks.
+func (c *APIClient) Record(e Event) {
+	c.mu.Lock()
+	if len(c.queue) >= c.cfg.EventQueue {
+		c.queue = c.queue[1:]
+		c.head++
+		c.dropped++
+	}
+	c.queue = append(c.queue, e)
+	c.mu.Unlock()
+	c.poke()
+}
+
+// Pending returns the number of events not yet accepted by the API.
+func (c *APIClient) Pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.queue)
+}
+
+func (c *APIClient) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run sends queued events, probes the API while it is unreachable and
+// refreshes the cached profiles, until ctx ends.
+func (c *APIClient) Run(ctx context.Context) error {
+	refresh := time.NewTicker(c.cfg.Refresh)
+	defer refresh.Stop()
+	retry := time.NewTicker(c.cfg.Retry)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.wake:
+		case <-retry.C:
+			if !c.Reachable() {
+				if c.probe(ctx) {
+					c.refreshAll(ctx)
+				}
+			}
+		case <-refresh.C:
+			c.refreshAll(ctx)
+		}
+		if c.Reachable() {
+			c.sendEvents(ctx)
+		}
+	}
+}
+
+// probe asks for any profile: any HTTP answer means the API is back.
+func (c *APIClient) probe(ctx context.Context) bool {
+	mac := "00:00:00:00:00:00"
+	c.mu.Lock()
+	for m := range c.cache {
+		mac = m
+		break
+	}
+	c.mu.Unlock()
+	_, err := c.fetch(ctx, mac)
+	return err == nil || errors.Is(err, rackcloud.ErrNotFound)
+}
+
+func (c *APIClient) refreshAll(ctx context.Context) {
+	c.mu.Lock()
+	macs := make([]string, 0, len(c.cache))
+	for m := range c.cache {
+		macs = append(macs, m)
+	}
+	c.mu.Unlock()
+	for _, m := range macs {
+		if ctx.Err() != nil || !c.Reachable() {
+			return
+		}
+		if _, err := c.fetch(ctx, m); err != nil && !errors.Is(err, rackcloud.ErrNotFound) {
+			c.log.Debug("profile refresh failed", "mac", m, "err", err)
+		}
+	}
+}
+
+func (c *APIClient) sendEvents(ctx context.Context) {
+	for ctx.Err() == nil {
+		c.mu.Lock()
+		n := min(len(c.queue), DefaultEventBatch)
+		batch := append([]Event(nil), c.queue[:n]...)
+		head := c.head
+		c.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if err := c.post(ctx, batch); err != nil {
+			c.log.Warn("boot events not delivered, will retry", "events", n, "err", err)
+			return
+		}
+		c.mu.Lock()
+		// Events dropped from the head meanwhile moved it: remove only
+		// the sent events that are still queued.
+		if end := head + uint64(n); end > c.head {
+			k := min(int(end-c.head), len(c.queue))
+			c.queue = c.queue[k:]
+			c.head += uint64(k)
+		}
+		c.mu.Unlock()
+	}
+}
+
+func (c *APIClient) post(ctx context.Context, batch []Event) error {
+	body, err := json.Marshal(batch)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.String()+EventsPath, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	c.auth(req)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		c.setReachable(false)
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	if resp.StatusCode >= 500 {
+		c.setReachable(false)
+		return fmt.Errorf("API status %s", resp.Status)
+	}
+	if resp.StatusCode/100 != 2 {
+		// The API refuses these events for good (4xx): retrying the same
+		// batch would block the queue forever; drop it and say so.
+		c.log.Error("API refused boot events, dropping them", "events", len(batch), "status", resp.Status)
+	}
+	return nil
+}
+
+// writeFileAtomic replaces name with data: write a temporary file in the
+// same directory, sync it, rename it over name.
+func writeFileAtomic(name string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), name)
+}

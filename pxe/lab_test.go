@@ -1,0 +1,259 @@
+package pxe
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rackcloud/rackcloud/lab/bootimg"
+	"github.com/rackcloud/rackcloud/lab/netns"
+	"github.com/rackcloud/rackcloud/lab/qemu"
+)
+
+// The integration tests run real firmware (SeaBIOS with QEMU's iPXE ROM,
+// OVMF) against the service inside a network namespace made per test.
+
+var nsSeq atomic.Int32
+
+// testLab is one namespace with a bridge, its own subnet and boot files.
+type testLab struct {
+	t      *testing.T
+	net    *netns.Net
+	prefix netip.Prefix
+	server netip.Addr
+	dir    string
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("this test needs root (network namespaces, taps, raw sockets); CI runs make test as root")
+	}
+}
+
+func requireBinaries(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			t.Fatalf("%s not found: run lab/install.sh (%v)", n, err)
+		}
+	}
+}
+
+// newLab creates a namespace whose bridge carries 10.<octet>.0.1/24.
+func newLab(t *testing.T, octet int) *testLab {
+	t.Helper()
+	requireRoot(t)
+	requireBinaries(t, "ip")
+	name := fmt.Sprintf("rcpxe%d-%d", os.Getpid(), nsSeq.Add(1))
+	gw := netip.MustParsePrefix(fmt.Sprintf("10.%d.0.1/24", octet))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := netns.New(ctx, name, gw)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if err := n.Close(); err != nil {
+			t.Errorf("close netns %s: %v", name, err)
+		}
+	})
+	return &testLab{t: t, net: n, prefix: gw.Masked(), server: gw.Addr(), dir: t.TempDir()}
+}
+
+// config is a full-mode configuration for the lab's bridge.
+func (l *testLab) config() Config {
+	return Config{
+		Interface:     l.net.Bridge,
+		Netns:         l.net.Path(),
+		ServerIP:      l.server,
+		StateDir:      filepath.Join(l.dir, "state"),
+		Subnet:        l.prefix,
+		RangeStart:    l.prefix.Addr().Next().Next().Next().Next().Next().Next().Next().Next().Next().Next(),
+		FilesDir:      bootFiles(l.t),
+		AutoDiscovery: true,
+		LeaseTime:     10 * time.Minute,
+	}
+}
+
+func (l *testLab) start(cfg Config, d Deps) *Service {
+	l.t.Helper()
+	if d.Logger == nil {
+		d.Logger = testLogger(l.t)
+	}
+	s, err := New(cfg, d)
+	require.NoError(l.t, err)
+	require.NoError(l.t, s.Start(context.Background()))
+	l.t.Cleanup(func() { require.NoError(l.t, s.Stop()) })
+	return s
+}
+
+var vmSeq atomic.Int32
+
+// boot starts a QEMU server on a new tap of the lab's bridge.
+func (l *testLab) boot(name, mac string, fw qemu.Firmware) (*qemu.Machine, time.Time) {
+	l.t.Helper()
+	requireBinaries(l.t, "qemu-system-x86_64")
+	tap := fmt.Sprintf("tap%d", vmSeq.Add(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(l.t, l.net.AddTap(ctx, tap))
+	hw, err := net.ParseMAC(mac)
+	require.NoError(l.t, err)
+	start := time.Now()
+	m, err := qemu.Start(context.Background(), qemu.Spec{
+		Name: name, MAC: hw, Firmware: fw, BootNetwork: true, MemoryMiB: 512,
+		Netns: l.net.Name, Tap: tap, Dir: filepath.Join(l.dir, name),
+	})
+	require.NoError(l.t, err)
+	l.t.Cleanup(func() {
+		_ = m.Stop()
+		if l.t.Failed() {
+			l.t.Logf("console of %s:\n%s", name, tail(m.Console(), 3000))
+		}
+	})
+	return m, start
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+// waitEvent polls mac's timeline until an event of kind appears.
+func waitEvent(t *testing.T, s *Service, mac string, kind EventKind, d time.Duration, m *qemu.Machine) Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		for _, e := range s.Timeline(mac) {
+			if e.Kind == kind {
+				return e
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no %s event for %s within %v; timeline:\n%s", kind, mac, d, formatTimeline(s.Timeline(mac)))
+		case <-tick.C:
+			if m != nil && !m.Running() {
+				t.Fatalf("qemu exited before %s for %s; timeline:\n%s", kind, mac, formatTimeline(s.Timeline(mac)))
+			}
+		}
+	}
+}
+
+func formatTimeline(evs []Event) string {
+	var b strings.Builder
+	var t0 time.Time
+	for i, e := range evs {
+		if i == 0 {
+			t0 = e.Time
+		}
+		fmt.Fprintf(&b, "  +%6.2fs %-14s client=%s ip=%s file=%s bytes=%d state=%s cached=%v %s %s\n",
+			e.Time.Sub(t0).Seconds(), e.Kind, e.Client, e.IP, e.File, e.Bytes, e.State, e.Cached, e.Detail, e.Error)
+	}
+	return b.String()
+}
+
+// bootTimes are the milestones of one boot, from QEMU's start.
+type bootTimes struct {
+	firstAck, tftpDone, kernelLoaded, callback time.Duration
+}
+
+func (b bootTimes) String() string {
+	tftp := "n/a (iPXE ROM)"
+	if b.tftpDone > 0 {
+		tftp = fmt.Sprintf("%.1fs", b.tftpDone.Seconds())
+	}
+	return fmt.Sprintf("DHCP ack %.1fs, TFTP done %s, kernel+initrd loaded %.1fs, callback %.1fs",
+		b.firstAck.Seconds(), tftp, b.kernelLoaded.Seconds(), b.callback.Seconds())
+}
+
+// measure reads the milestones from the recorded events (not asserted on:
+// they are measurements for the log and the closing note).
+func measure(evs []Event, start time.Time) bootTimes {
+	var b bootTimes
+	for _, e := range evs {
+		d := e.Time.Sub(start)
+		switch e.Kind {
+		case EventDHCPAck:
+			if b.firstAck == 0 {
+				b.firstAck = d
+			}
+		case EventTFTPDone:
+			b.tftpDone = d
+		case EventHTTPKernel, EventHTTPInitrd:
+			if d > b.kernelLoaded {
+				b.kernelLoaded = d
+			}
+		case EventCallback:
+			if b.callback == 0 {
+				b.callback = d
+			}
+		}
+	}
+	return b
+}
+
+var (
+	bootFilesOnce sync.Once
+	bootFilesDir  string
+	bootFilesErr  error
+)
+
+// bootFiles prepares the discovery image (real Debian kernel, Go-built
+// initramfs) once per test binary: FilesDir/inspect/{vmlinuz,initrd.img}.
+func bootFiles(t *testing.T) string {
+	t.Helper()
+	bootFilesOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "rcpxe-files-")
+		if err != nil {
+			bootFilesErr = err
+			return
+		}
+		bootFilesDir = dir
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		_, bootFilesErr = bootimg.Inspection(ctx, filepath.Join(dir, DefaultDiscoveryImage))
+	})
+	require.NoError(t, bootFilesErr)
+	return bootFilesDir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if bootFilesDir != "" {
+		os.RemoveAll(bootFilesDir)
+	}
+	os.Exit(code)
+}
+
+func newRegistry() *prometheus.Registry { return prometheus.NewRegistry() }
+
+func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}
+
+// logInitLines logs what the image's /init printed (its own uptimes).
+func logInitLines(t *testing.T, m *qemu.Machine) {
+	t.Helper()
+	for _, l := range strings.Split(m.Console(), "\n") {
+		if i := strings.Index(l, "rackcloud-init:"); i >= 0 {
+			t.Log(strings.TrimSpace(l[i:]))
+		}
+	}
+}

@@ -1,0 +1,351 @@
+package pxe
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/rackcloud/rackcloud"
+)
+
+// Lease is one address bound to one MAC.
+type Lease struct {
+	MAC      string     `json:"mac"`
+	IP       netip.Addr `json:"ip"`
+	Expires  time.Time  `json:"expires"`
+	Hostname string     `json:"hostname,omitempty"`
+}
+
+// leaseFile is the on-disk format of StateDir/leases.json.
+type leaseFile struct {
+	Version int     `json:"version"`
+	Leases  []Lease `json:"leases"`
+}
+
+const leaseFileVersion = 1
+
+// errPoolExhausted: no free address is left in the pool.
+var errPoolExhausted = errors.New("address pool exhausted")
+
+// leases allocates addresses of one subnet. Bound leases are persisted;
+// offers and declines live in memory only.
+type leases struct {
+	mu       sync.Mutex
+	now      func() time.Time
+	subnet   netip.Prefix
+	start    uint32
+	end      uint32
+	cursor   uint32
+	exclude  map[netip.Addr]bool   // server address etc.
+	reserved map[netip.Addr]string // config reservations: IP -> MAC
+	byMAC    map[string]*Lease
+	byIP     map[netip.Addr]*Lease
+	offers   map[string]offer
+	offered  map[netip.Addr]string
+	declined map[netip.Addr]time.Time
+	hold     time.Duration
+	decline  time.Duration
+	dirty    chan struct{}
+	changes  uint64
+}
+
+type offer struct {
+	ip      netip.Addr
+	expires time.Time
+}
+
+func u32(a netip.Addr) uint32 { b := a.As4(); return binary.BigEndian.Uint32(b[:]) }
+func addr(u uint32) netip.Addr {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], u)
+	return netip.AddrFrom4(b)
+}
+
+func newLeases(cfg Config, now func() time.Time) *leases {
+	l := &leases{
+		now: now, subnet: cfg.Subnet,
+		start: u32(cfg.RangeStart), end: u32(cfg.RangeEnd),
+		exclude:  map[netip.Addr]bool{cfg.ServerIP: true},
+		reserved: map[netip.Addr]string{},
+		byMAC:    map[string]*Lease{}, byIP: map[netip.Addr]*Lease{},
+		offers: map[string]offer{}, offered: map[netip.Addr]string{},
+		declined: map[netip.Addr]time.Time{},
+		hold:     cfg.OfferHold, decline: cfg.DeclineHold,
+		dirty: make(chan struct{}, 1),
+	}
+	l.cursor = l.start
+	if cfg.Router.IsValid() {
+		l.exclude[cfg.Router] = true
+	}
+	for mac, ip := range cfg.Reservations {
+		l.reserved[ip] = mac
+	}
+	return l
+}
+
+// load reads a lease file. A missing file is no leases; a corrupt one is an
+// error, and the file is left as it is for the operator.
+func (l *leases) load(name string) error {
+	b, err := os.ReadFile(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("leases: %w", err)
+	}
+	var f leaseFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return fmt.Errorf("lease file %s is corrupt (left as is; move it away to start empty): %w", name, err)
+	}
+	if f.Version != leaseFileVersion {
+		return fmt.Errorf("lease file %s: version %d, want %d", name, f.Version, leaseFileVersion)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, ls := range f.Leases {
+		mac, err := rackcloud.NormalizeMAC(ls.MAC)
+		if err != nil || !l.subnet.Contains(ls.IP) {
+			continue // another network's lease: not ours to keep
+		}
+		ls.MAC = mac
+		if other, ok := l.byIP[ls.IP]; ok && other.Expires.After(ls.Expires) {
+			continue
+		}
+		lc := ls
+		l.byMAC[mac] = &lc
+		l.byIP[ls.IP] = &lc
+	}
+	return nil
+}
+
+// snapshot returns the lease file's bytes.
+func (l *leases) snapshot() ([]byte, uint64) {
+	l.mu.Lock()
+	f := leaseFile{Version: leaseFileVersion, Leases: make([]Lease, 0, len(l.byMAC))}
+	for _, ls := range l.byMAC {
+		f.Leases = append(f.Leases, *ls)
+	}
+	changes := l.changes
+	l.mu.Unlock()
+	sort.Slice(f.Leases, func(i, j int) bool { return f.Leases[i].IP.Less(f.Leases[j].IP) })
+	b, _ := json.MarshalIndent(f, "", " ")
+	return b, changes
+}
+
+func (l *leases) markDirtyLocked() {
+	l.changes++
+	select {
+	case l.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// all returns the bound leases, ordered by address.
+func (l *leases) all() []Lease {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]Lease, 0, len(l.byMAC))
+	for _, ls := range l.byMAC {
+		out = append(out, *ls)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })
+	return out
+}
+
+// active counts unexpired leases.
+func (l *leases) active() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	n := 0
+	for _, ls := range l.byMAC {
+		if ls.Expires.After(now) {
+			n++
+		}
+	}
+	return n
+}
+
+// macOf returns the MAC holding ip (bound or offered).
+func (l *leases) macOf(ip netip.Addr) (string, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if ls, ok := l.byIP[ip]; ok {
+		return ls.MAC, true
+	}
+	mac, ok := l.offered[ip]
+	return mac, ok
+}
+
+// freeForLocked reports whether ip may be given to mac now.
+func (l *leases) freeForLocked(ip netip.Addr, mac string, now time.Time) bool {
+	if !ip.Is4() || !l.subnet.Contains(ip) || l.exclude[ip] {
+		return false
+	}
+	if ip == l.subnet.Addr() || ip == lastAddr(l.subnet) {
+		return false
+	}
+	if owner, ok := l.reserved[ip]; ok && owner != mac {
+		return false
+	}
+	if until, ok := l.declined[ip]; ok {
+		if now.Before(until) {
+			return false
+		}
+		delete(l.declined, ip)
+	}
+	if ls, ok := l.byIP[ip]; ok && ls.MAC != mac && ls.Expires.After(now) {
+		return false
+	}
+	if owner, ok := l.offered[ip]; ok && owner != mac {
+		if o := l.offers[owner]; o.ip == ip && o.expires.After(now) {
+			return false
+		}
+		delete(l.offered, ip)
+		delete(l.offers, owner)
+	}
+	return true
+}
+
+func (l *leases) inPool(ip netip.Addr) bool {
+	return ip.Is4() && u32(ip) >= l.start && u32(ip) <= l.end
+}
+
+// Offer picks an address for mac: its reservation (want, when valid and
+// free), its current or last lease, the address it asks for (requested, if
+// in the pool and free), or the next free address of the pool. The
+// address is held for the offer time.
+func (l *leases) Offer(mac string, want, requested netip.Addr) (netip.Addr, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	ip, err := l.pickLocked(mac, want, requested, now)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	if o, ok := l.offers[mac]; ok && o.ip != ip {
+		delete(l.offered, o.ip)
+	}
+	l.offers[mac] = offer{ip: ip, expires: now.Add(l.hold)}
+	l.offered[ip] = mac
+	return ip, nil
+}
+
+func (l *leases) pickLocked(mac string, want, requested netip.Addr, now time.Time) (netip.Addr, error) {
+	if want.IsValid() && l.freeForLocked(want, mac, now) {
+		return want, nil
+	}
+	if o, ok := l.offers[mac]; ok && o.expires.After(now) && l.freeForLocked(o.ip, mac, now) {
+		return o.ip, nil
+	}
+	if ls, ok := l.byMAC[mac]; ok && l.freeForLocked(ls.IP, mac, now) {
+		return ls.IP, nil
+	}
+	if requested.IsValid() && l.inPool(requested) && l.freeForLocked(requested, mac, now) {
+		return requested, nil
+	}
+	size := l.end - l.start + 1
+	for i := uint32(0); i < size; i++ {
+		c := l.cursor
+		l.cursor++
+		if l.cursor > l.end || l.cursor < l.start {
+			l.cursor = l.start
+		}
+		if ip := addr(c); l.freeForLocked(ip, mac, now) {
+			// An expired lease of another MAC on this address is gone now.
+			if ls, ok := l.byIP[ip]; ok && ls.MAC != mac {
+				delete(l.byMAC, ls.MAC)
+				delete(l.byIP, ip)
+				l.markDirtyLocked()
+			}
+			return ip, nil
+		}
+	}
+	return netip.Addr{}, errPoolExhausted
+}
+
+// Bind confirms ip for mac (DHCPREQUEST) for d. ip must be in the pool,
+// mac's reservation (config or want) or mac's current lease; it fails when
+// ip is outside the subnet, reserved for or leased to another MAC.
+func (l *leases) Bind(mac string, ip, want netip.Addr, hostname string, d time.Duration) (Lease, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	mine := ip == want || l.reserved[ip] == mac
+	if ls, ok := l.byMAC[mac]; ok && ls.IP == ip {
+		mine = true
+	}
+	if !mine && !l.inPool(ip) {
+		return Lease{}, fmt.Errorf("address %v is outside the pool and not reserved for %s", ip, mac)
+	}
+	if !l.freeForLocked(ip, mac, now) {
+		return Lease{}, fmt.Errorf("address %v is not available to %s", ip, mac)
+	}
+	if ls, ok := l.byIP[ip]; ok && ls.MAC != mac {
+		delete(l.byMAC, ls.MAC)
+	}
+	if old, ok := l.byMAC[mac]; ok && old.IP != ip {
+		delete(l.byIP, old.IP)
+	}
+	ls := &Lease{MAC: mac, IP: ip, Expires: now.Add(d).Truncate(time.Second), Hostname: hostname}
+	l.byMAC[mac] = ls
+	l.byIP[ip] = ls
+	if o, ok := l.offers[mac]; ok {
+		delete(l.offered, o.ip)
+		delete(l.offers, mac)
+	}
+	l.markDirtyLocked()
+	return *ls, nil
+}
+
+// Owns reports whether mac holds an unexpired lease on ip.
+func (l *leases) Owns(mac string, ip netip.Addr) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ls, ok := l.byIP[ip]
+	return ok && ls.MAC == mac && ls.Expires.After(l.now())
+}
+
+// Release ends mac's lease on ip.
+func (l *leases) Release(mac string, ip netip.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if ls, ok := l.byIP[ip]; ok && ls.MAC == mac {
+		// Keep the binding (expired) so the MAC gets the same address
+		// back next time, unless someone else needs it.
+		ls.Expires = l.now()
+		l.markDirtyLocked()
+	}
+}
+
+// Decline marks ip as in use by someone else for the decline hold.
+func (l *leases) Decline(mac string, ip netip.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if ls, ok := l.byIP[ip]; ok && ls.MAC == mac {
+		delete(l.byIP, ip)
+		delete(l.byMAC, mac)
+		l.markDirtyLocked()
+	}
+	if o, ok := l.offers[mac]; ok && o.ip == ip {
+		delete(l.offers, mac)
+		delete(l.offered, ip)
+	}
+	l.declined[ip] = l.now().Add(l.decline)
+}
+
+// Forget drops mac's pending offer (it chose another server).
+func (l *leases) Forget(mac string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if o, ok := l.offers[mac]; ok {
+		delete(l.offered, o.ip)
+		delete(l.offers, mac)
+	}
+}

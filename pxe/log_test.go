@@ -1,0 +1,20 @@
+package pxe
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+// testLogger logs through t.Log (shown for failing or -v tests).
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

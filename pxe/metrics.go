@@ -1,0 +1,76 @@
+package pxe
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// metrics are the boot service's Prometheus metrics (rackcloud_boot_*).
+type metrics struct {
+	dhcpReceived  *prometheus.CounterVec
+	dhcpSent      *prometheus.CounterVec
+	dhcpDropped   *prometheus.CounterVec
+	dhcpLeases    prometheus.GaugeFunc
+	tftpTransfers *prometheus.CounterVec
+	tftpBytes     prometheus.Counter
+	httpRequests  *prometheus.CounterVec
+	httpBytes     *prometheus.CounterVec
+	events        *prometheus.CounterVec
+	lookups       *prometheus.CounterVec
+	controlPlane  prometheus.GaugeFunc
+	raSent        prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, activeLeases func() float64, reachable func() float64) *metrics {
+	f := promauto.With(reg)
+	return &metrics{
+		dhcpReceived: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "rackcloud_boot_dhcp_received_total",
+			Help: "DHCP packets received, by message type and client kind.",
+		}, []string{"type", "client"}),
+		dhcpSent: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "rackcloud_boot_dhcp_sent_total",
+			Help: "DHCP replies sent, by message type.",
+		}, []string{"type"}),
+		dhcpDropped: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "rackcloud_boot_dhcp_dropped_total",
+			Help: "DHCP packets not answered, by reason.",
+		}, []string{"reason"}),
+		dhcpLeases: f.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "rackcloud_boot_dhcp_leases",
+			Help: "Unexpired DHCP leases.",
+		}, activeLeases),
+		tftpTransfers: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "rackcloud_boot_tftp_transfers_total",
+			Help: "TFTP read transfers, by result (done, aborted by the client, error).",
+		}, []string{"result"}),
+		tftpBytes: f.NewCounter(prometheus.CounterOpts{
+			Name: "rackcloud_boot_tftp_sent_bytes_total",
+			Help: "Bytes sent by completed TFTP transfers.",
+		}),
+		httpRequests: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "rackcloud_boot_http_requests_total",
+			Help: "Boot HTTP requests, by handler and status code.",
+		}, []string{"handler", "code"}),
+		httpBytes: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "rackcloud_boot_http_sent_bytes_total",
+			Help: "Bytes of boot HTTP response bodies, by handler.",
+		}, []string{"handler"}),
+		events: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "rackcloud_boot_events_total",
+			Help: "Boot events recorded, by kind.",
+		}, []string{"kind"}),
+		lookups: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "rackcloud_boot_profile_lookups_total",
+			Help: "Boot profile lookups, by result (known, cached, unknown, error).",
+		}, []string{"result"}),
+		controlPlane: f.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "rackcloud_boot_control_plane_up",
+			Help: "1 when the control plane answered the last profile lookup, else 0.",
+		}, reachable),
+		raSent: f.NewCounter(prometheus.CounterOpts{
+			Name: "rackcloud_boot_router_advertisements_sent_total",
+			Help: "IPv6 router advertisements sent on the provisioning interface.",
+		}),
+	}
+}

@@ -1,0 +1,376 @@
+package pxe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+	"github.com/pin/tftp/v3"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rackcloud/rackcloud"
+)
+
+// Deps are the boot service's collaborators.
+type Deps struct {
+	// Profiles says which hosts are known; nil means none are (every MAC
+	// is unknown). When it also has a Run(ctx) error method (APIClient),
+	// the service runs it.
+	Profiles ProfileSource
+	// Events receives every boot event besides the service's own timeline
+	// (e.g. an APIClient forwarding them to the control plane).
+	Events EventSink
+	// Logger defaults to a discarding logger.
+	Logger *slog.Logger
+	// Registerer receives the rackcloud_boot_* metrics; nil means a
+	// private registry.
+	Registerer prometheus.Registerer
+	// Gatherer, when set, is served on GET /metrics.
+	Gatherer prometheus.Gatherer
+}
+
+// runner is the optional capability of a ProfileSource to run in the
+// background (probing, refreshing, sending events).
+type runner interface {
+	Run(ctx context.Context) error
+}
+
+// Service is the boot service: DHCP (full or proxy), TFTP and HTTP on one
+// provisioning network, plus router advertisements. Create it with New,
+// then Start it; Stop ends it.
+type Service struct {
+	cfg      Config
+	log      *slog.Logger
+	m        *metrics
+	profiles ProfileSource
+	timeline *EventLog
+	sink     EventSink
+	gatherer prometheus.Gatherer
+	leases   *leases
+	neigh    sync.Map // netip.Addr -> MAC, learnt from DHCP
+	sums     checksums
+	now      func() time.Time
+
+	filesRoot *os.Root
+	tftpRoot  *os.Root
+
+	mu        sync.Mutex
+	started   bool
+	stopped   bool
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closers   []func() error
+	tftp      *tftp.Server
+	http      *http.Server
+	httpBound netip.AddrPort
+	errs      chan error
+}
+
+// New checks cfg (after WithDefaults) and prepares a service; it opens no
+// socket yet.
+func New(cfg Config, d Deps) (*Service, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := d.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	reg := d.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	s := &Service{
+		cfg: cfg, log: log.With("component", "pxe"), profiles: d.Profiles, gatherer: d.Gatherer,
+		timeline: NewEventLog(cfg.EventsPerMAC, cfg.EventMACs), now: time.Now,
+	}
+	s.sink = multiSink{s.timeline, d.Events}
+	if cfg.DHCPMode == DHCPFull {
+		s.leases = newLeases(cfg, s.now)
+	}
+	s.m = newMetrics(reg, func() float64 {
+		if s.leases == nil {
+			return 0
+		}
+		return float64(s.leases.active())
+	}, func() float64 {
+		if s.profiles == nil || s.profiles.Reachable() {
+			return 1
+		}
+		return 0
+	})
+	return s, nil
+}
+
+// Config returns the service's defaulted configuration.
+func (s *Service) Config() Config { return s.cfg }
+
+// record stamps and stores a boot event.
+func (s *Service) record(e Event) {
+	if e.Time.IsZero() {
+		e.Time = s.now()
+	}
+	s.m.events.WithLabelValues(string(e.Kind)).Inc()
+	s.sink.Record(e)
+}
+
+// Timeline returns mac's recorded boot events, oldest first.
+func (s *Service) Timeline(mac string) []Event { return s.timeline.Timeline(mac) }
+
+// Leases returns the DHCP leases (full mode), ordered by address.
+func (s *Service) Leases() []Lease {
+	if s.leases == nil {
+		return nil
+	}
+	return s.leases.all()
+}
+
+// HTTPAddr is the address HTTP listens on (the bound port when the
+// configured one was 0).
+func (s *Service) HTTPAddr() netip.AddrPort { return s.httpAddr() }
+
+func (s *Service) httpAddr() netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.httpBound.IsValid() {
+		return s.httpBound
+	}
+	return s.cfg.HTTPAddr
+}
+
+func (s *Service) leaseFile() string { return filepath.Join(s.cfg.StateDir, "leases.json") }
+
+// Start opens every socket (inside Config.Netns when set), loads the
+// leases, and serves in the background until ctx ends or Stop is called.
+// It returns once everything listens, or the first error (having closed
+// what it opened).
+func (s *Service) Start(ctx context.Context) error {
+	s.mu.Lock()
+	if s.started {
+		s.mu.Unlock()
+		return errors.New("pxe: service already started")
+	}
+	s.started = true
+	s.mu.Unlock()
+
+	var err error
+	if s.tftpRoot, err = os.OpenRoot(s.cfg.TFTPRoot); err != nil {
+		return fmt.Errorf("pxe: TFTP root: %w", err)
+	}
+	s.closers = append(s.closers, s.tftpRoot.Close)
+	if s.cfg.FilesDir != "" {
+		if s.filesRoot, err = os.OpenRoot(s.cfg.FilesDir); err != nil {
+			s.closeAll()
+			return fmt.Errorf("pxe: files directory: %w", err)
+		}
+		s.closers = append(s.closers, s.filesRoot.Close)
+	}
+	if s.leases != nil {
+		if err := os.MkdirAll(s.cfg.StateDir, 0o755); err != nil {
+			s.closeAll()
+			return fmt.Errorf("pxe: state directory: %w", err)
+		}
+		if err := s.leases.load(s.leaseFile()); err != nil {
+			s.closeAll()
+			return fmt.Errorf("pxe: %w", err)
+		}
+	}
+
+	var (
+		dhcpConn, proxyConn *net.UDPConn
+		tftpConn            *net.UDPConn
+		httpLn              net.Listener
+		ra                  *raSender
+	)
+	err = inNetns(s.cfg.Netns, func() error {
+		var err error
+		if s.cfg.DHCPMode != DHCPOff {
+			if dhcpConn, err = server4.NewIPv4UDPConn(s.cfg.Interface, &net.UDPAddr{Port: s.cfg.DHCPPort}); err != nil {
+				return fmt.Errorf("DHCP on %s port %d: %w", s.cfg.Interface, s.cfg.DHCPPort, err)
+			}
+			s.closers = append(s.closers, dhcpConn.Close)
+		}
+		if s.cfg.DHCPMode == DHCPProxy {
+			if proxyConn, err = server4.NewIPv4UDPConn(s.cfg.Interface, &net.UDPAddr{Port: s.cfg.ProxyPort}); err != nil {
+				return fmt.Errorf("proxyDHCP on %s port %d: %w", s.cfg.Interface, s.cfg.ProxyPort, err)
+			}
+			s.closers = append(s.closers, proxyConn.Close)
+		}
+		if tftpConn, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(s.cfg.TFTPAddr)); err != nil {
+			return fmt.Errorf("TFTP on %v: %w", s.cfg.TFTPAddr, err)
+		}
+		s.closers = append(s.closers, tftpConn.Close)
+		if httpLn, err = net.Listen("tcp", s.cfg.HTTPAddr.String()); err != nil {
+			return fmt.Errorf("HTTP on %v: %w", s.cfg.HTTPAddr, err)
+		}
+		s.closers = append(s.closers, httpLn.Close)
+		if s.cfg.RAInterval > 0 {
+			if ra, err = openRA(s.cfg.Interface, s.cfg.RAInterval); err != nil {
+				return err
+			}
+			ra.log, ra.sent = s.log, s.m.raSent.Inc
+			s.closers = append(s.closers, ra.close)
+		}
+		return nil
+	})
+	if err != nil {
+		s.closeAll()
+		return fmt.Errorf("pxe: %w", err)
+	}
+	bound, _ := netip.ParseAddrPort(httpLn.Addr().String())
+	s.mu.Lock()
+	s.httpBound = netip.AddrPortFrom(s.cfg.HTTPAddr.Addr(), bound.Port())
+	s.mu.Unlock()
+
+	ctx, cancel := context.WithCancel(ctx)
+	s.cancel = cancel
+	s.errs = make(chan error, 8)
+	goRun := func(name string, f func()) {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			f()
+		}()
+	}
+
+	if dhcpConn != nil {
+		work := make(chan dhcpPacket, dhcpBacklog)
+		var readers sync.WaitGroup
+		readers.Add(1)
+		goRun("dhcp", func() { defer readers.Done(); s.serveDHCP(dhcpConn, false, work) })
+		if proxyConn != nil {
+			readers.Add(1)
+			goRun("proxydhcp", func() { defer readers.Done(); s.serveDHCP(proxyConn, true, work) })
+		}
+		goRun("dhcp-close", func() { readers.Wait(); close(work) })
+		for range dhcpWorkers {
+			goRun("dhcp-worker", func() { s.dhcpWorker(ctx, work) })
+		}
+	}
+	if s.leases != nil {
+		goRun("leases", func() { s.flushLeases(ctx) })
+	}
+	s.tftp = s.newTFTPServer()
+	goRun("tftp", func() {
+		if err := s.serveTFTP(s.tftp, tftpConn); err != nil {
+			s.errs <- fmt.Errorf("tftp: %w", err)
+		}
+	})
+	s.http = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	goRun("http", func() {
+		if err := s.http.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.errs <- fmt.Errorf("http: %w", err)
+		}
+	})
+	if ra != nil {
+		goRun("ra", func() { ra.run(ctx) })
+	}
+	if r, ok := s.profiles.(runner); ok {
+		goRun("profiles", func() {
+			if err := r.Run(ctx); err != nil {
+				s.log.Error("profile source stopped", "err", err)
+			}
+		})
+	}
+	goRun("stop-on-cancel", func() {
+		<-ctx.Done()
+		s.shutdown()
+	})
+	s.log.Info("boot service started", "dhcp", s.cfg.DHCPMode, "interface", s.cfg.Interface,
+		"server", s.cfg.ServerIP, "tftp", s.cfg.TFTPAddr, "http", s.HTTPAddr(), "netns", s.cfg.Netns,
+		"auto_discovery", s.cfg.AutoDiscovery)
+	return nil
+}
+
+// Err returns a channel that receives a server's fatal error.
+func (s *Service) Err() <-chan error { return s.errs }
+
+// shutdown closes the listeners and stops the servers (idempotent).
+func (s *Service) shutdown() {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return
+	}
+	s.stopped = true
+	s.mu.Unlock()
+	if s.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), DefaultShutdownWait)
+		_ = s.http.Shutdown(ctx)
+		cancel()
+	}
+	s.closeAll()
+	if s.tftp != nil {
+		s.tftp.Shutdown()
+	}
+}
+
+func (s *Service) closeAll() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		_ = s.closers[i]()
+	}
+	s.closers = nil
+}
+
+// Stop stops serving, waits for the servers and writes the leases. Safe to
+// call twice, and before Start.
+func (s *Service) Stop() error {
+	s.mu.Lock()
+	cancel := s.cancel
+	s.mu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	s.wg.Wait()
+	if s.leases != nil {
+		return s.saveLeases()
+	}
+	return nil
+}
+
+func (s *Service) saveLeases() error {
+	b, _ := s.leases.snapshot()
+	if err := writeFileAtomic(s.leaseFile(), b); err != nil {
+		return fmt.Errorf("pxe: save leases: %w", err)
+	}
+	return nil
+}
+
+// flushLeases writes the lease file soon after each change, at most once
+// per LeaseFlush.
+func (s *Service) flushLeases(ctx context.Context) {
+	var saved uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.leases.dirty:
+		}
+		b, changes := s.leases.snapshot()
+		if changes != saved {
+			if err := writeFileAtomic(s.leaseFile(), b); err != nil {
+				s.log.Error("leases not saved", "err", err)
+			} else {
+				saved = changes
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(s.cfg.LeaseFlush):
+		}
+	}
+}
+
+func isNotFound(err error) bool { return errors.Is(err, rackcloud.ErrNotFound) }
