@@ -168,11 +168,13 @@ func (c *APIClient) Profile(ctx context.Context, mac string) (Profile, error) {
 	c.mu.Lock()
 	down := !c.reachable
 	c.mu.Unlock()
+	var ferr error
 	if !down {
 		p, err := c.fetch(ctx, mac)
 		if err == nil || errors.Is(err, rackcloud.ErrNotFound) {
 			return p, err
 		}
+		ferr = err
 		c.log.Warn("profile lookup failed, using cache", "mac", mac, "err", err)
 	}
 	c.mu.Lock()
@@ -181,7 +183,10 @@ func (c *APIClient) Profile(ctx context.Context, mac string) (Profile, error) {
 		p.Cached = true
 		return p, nil
 	}
-	return Profile{}, fmt.Errorf("profile %s: %w", mac, ErrUnavailable)
+	if ferr != nil {
+		return Profile{}, fmt.Errorf("%w, and not cached: %w", ferr, ErrUnavailable)
+	}
+	return Profile{}, fmt.Errorf("profile %s: not cached: %w", mac, ErrUnavailable)
 }
 
 // fetch GETs one profile and updates the cache and reachability.

@@ -257,3 +257,8 @@ func logInitLines(t *testing.T, m *qemu.Machine) {
 		}
 	}
 }
+
+type netipAddr = netip.Addr
+
+func mustAddr(s string) netip.Addr         { return netip.MustParseAddr(s) }
+func mustAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }

@@ -72,11 +72,12 @@ type Service struct {
 	tftp      *tftp.Server
 	http      *http.Server
 	httpBound netip.AddrPort
+	tftpBound netip.AddrPort
 	errs      chan error
 }
 
-// New checks cfg (after WithDefaults) and prepares a service; it opens no
-// socket yet.
+// New checks cfg (after WithDefaults) and prepares a service: it opens the
+// TFTP root and the files directory, but no socket yet.
 func New(cfg Config, d Deps) (*Service, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -97,6 +98,18 @@ func New(cfg Config, d Deps) (*Service, error) {
 	s.sink = multiSink{s.timeline, d.Events}
 	if cfg.DHCPMode == DHCPFull {
 		s.leases = newLeases(cfg, s.now)
+	}
+	var err error
+	if s.tftpRoot, err = os.OpenRoot(cfg.TFTPRoot); err != nil {
+		return nil, fmt.Errorf("pxe: TFTP root (package ipxe): %w", err)
+	}
+	s.closers = append(s.closers, s.tftpRoot.Close)
+	if cfg.FilesDir != "" {
+		if s.filesRoot, err = os.OpenRoot(cfg.FilesDir); err != nil {
+			s.tftpRoot.Close()
+			return nil, fmt.Errorf("pxe: files directory: %w", err)
+		}
+		s.closers = append(s.closers, s.filesRoot.Close)
 	}
 	s.m = newMetrics(reg, func() float64 {
 		if s.leases == nil {
@@ -139,6 +152,17 @@ func (s *Service) Leases() []Lease {
 // configured one was 0).
 func (s *Service) HTTPAddr() netip.AddrPort { return s.httpAddr() }
 
+// TFTPAddr is the address TFTP listens on (the bound port when the
+// configured one was 0).
+func (s *Service) TFTPAddr() netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tftpBound.IsValid() {
+		return netip.AddrPortFrom(s.tftpBound.Addr().Unmap(), s.tftpBound.Port())
+	}
+	return s.cfg.TFTPAddr
+}
+
 func (s *Service) httpAddr() netip.AddrPort {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -164,17 +188,6 @@ func (s *Service) Start(ctx context.Context) error {
 	s.mu.Unlock()
 
 	var err error
-	if s.tftpRoot, err = os.OpenRoot(s.cfg.TFTPRoot); err != nil {
-		return fmt.Errorf("pxe: TFTP root: %w", err)
-	}
-	s.closers = append(s.closers, s.tftpRoot.Close)
-	if s.cfg.FilesDir != "" {
-		if s.filesRoot, err = os.OpenRoot(s.cfg.FilesDir); err != nil {
-			s.closeAll()
-			return fmt.Errorf("pxe: files directory: %w", err)
-		}
-		s.closers = append(s.closers, s.filesRoot.Close)
-	}
 	if s.leases != nil {
 		if err := os.MkdirAll(s.cfg.StateDir, 0o755); err != nil {
 			s.closeAll()
@@ -230,6 +243,7 @@ func (s *Service) Start(ctx context.Context) error {
 	bound, _ := netip.ParseAddrPort(httpLn.Addr().String())
 	s.mu.Lock()
 	s.httpBound = netip.AddrPortFrom(s.cfg.HTTPAddr.Addr(), bound.Port())
+	s.tftpBound = tftpConn.LocalAddr().(*net.UDPAddr).AddrPort()
 	s.mu.Unlock()
 
 	ctx, cancel := context.WithCancel(ctx)

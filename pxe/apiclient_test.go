@@ -1,0 +1,133 @@
+package pxe
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rackcloud/rackcloud"
+)
+
+func newClient(t *testing.T, api *fakeAPI, cache string) *APIClient {
+	t.Helper()
+	c, err := NewAPIClient(APIConfig{BaseURL: api.URL(), Token: "s3cret", CacheFile: cache,
+		Timeout: time.Second, Retry: 50 * time.Millisecond, Refresh: time.Hour}, testLogger(t))
+	require.NoError(t, err)
+	return c
+}
+
+func pollUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func TestAPIClientCachesAndSurvivesOutages(t *testing.T) {
+	ctx := context.Background()
+	api := startFakeAPI(t)
+	api.token = "s3cret"
+	const mac = "52:54:00:aa:01:01"
+	api.set(Profile{MAC: mac, State: rackcloud.HostProvisioning, Version: 3,
+		Boot: rackcloud.BootProfile{Kernel: "install/vmlinuz"}})
+	cache := filepath.Join(t.TempDir(), "profiles.json")
+	c := newClient(t, api, cache)
+
+	p, err := c.Profile(ctx, mac)
+	require.NoError(t, err)
+	require.Equal(t, rackcloud.HostProvisioning, p.State)
+	require.False(t, p.Cached)
+	require.True(t, c.Reachable())
+	_, err = c.Profile(ctx, "52:54:00:aa:01:02")
+	require.ErrorIs(t, err, rackcloud.ErrNotFound)
+	require.FileExists(t, cache)
+
+	api.stop()
+	p, err = c.Profile(ctx, mac)
+	require.NoError(t, err)
+	require.True(t, p.Cached, "answered from the cache")
+	require.Equal(t, rackcloud.HostProvisioning, p.State)
+	require.False(t, c.Reachable())
+	_, err = c.Profile(ctx, "52:54:00:aa:01:02")
+	require.ErrorIs(t, err, ErrUnavailable)
+
+	// A restarted boot service still knows the host from the file.
+	c2 := newClient(t, api, cache)
+	p, err = c2.Profile(ctx, mac)
+	require.NoError(t, err)
+	require.True(t, p.Cached)
+	require.Equal(t, int64(3), p.Version)
+
+	// Events queue while the API is down and arrive when it is back; the
+	// cache follows the state the API has meanwhile.
+	c.Record(Event{Time: time.Now(), MAC: mac, Kind: EventDHCPDiscover})
+	c.Record(Event{Time: time.Now(), MAC: mac, Kind: EventCallback})
+	require.Equal(t, 2, c.Pending())
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- c.Run(runCtx) }()
+	api.set(Profile{MAC: mac, State: rackcloud.HostReady, Version: 4})
+	api.restart()
+	pollUntil(t, 10*time.Second, "events delivered", func() bool { return c.Pending() == 0 })
+	require.Equal(t, []EventKind{EventDHCPDiscover, EventCallback}, api.kinds(mac))
+	pollUntil(t, 10*time.Second, "cache refreshed", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.cache[mac].State == rackcloud.HostReady
+	})
+	require.True(t, c.Reachable())
+	cancel()
+	require.NoError(t, <-done)
+
+	// A host deleted in the control plane is forgotten by the cache.
+	api.mu.Lock()
+	delete(api.profiles, mac)
+	api.mu.Unlock()
+	_, err = c.Profile(ctx, mac)
+	require.ErrorIs(t, err, rackcloud.ErrNotFound)
+	require.Equal(t, 0, c.Cached())
+}
+
+func TestAPIClientRejectsBadInput(t *testing.T) {
+	_, err := NewAPIClient(APIConfig{BaseURL: "ftp://user:hunter2@api"}, nil)
+	require.ErrorIs(t, err, rackcloud.ErrInvalid)
+	require.NotContains(t, err.Error(), "hunter2", "credentials never in errors")
+
+	cache := filepath.Join(t.TempDir(), "profiles.json")
+	require.NoError(t, os.WriteFile(cache, []byte("{not json"), 0o644))
+	_, err = NewAPIClient(APIConfig{BaseURL: "http://127.0.0.1:1", CacheFile: cache}, nil)
+	require.ErrorContains(t, err, "corrupt")
+	b, _ := os.ReadFile(cache)
+	require.Equal(t, "{not json", string(b), "left for the operator")
+}
+
+func TestAPIClientRejectsWrongAnswers(t *testing.T) {
+	ctx := context.Background()
+	api := startFakeAPI(t)
+	const mac = "52:54:00:aa:01:01"
+	api.set(Profile{MAC: "52:54:00:aa:01:99", State: rackcloud.HostReady}) // answers for another MAC
+	api.mu.Lock()
+	api.profiles[mac] = api.profiles["52:54:00:aa:01:99"]
+	api.mu.Unlock()
+	c := newClient(t, api, "")
+	_, err := c.Profile(ctx, mac)
+	require.Error(t, err)
+	require.False(t, errors.Is(err, rackcloud.ErrNotFound))
+	require.Equal(t, 0, c.Cached(), "a wrong answer is not cached")
+
+	api.token = "other"
+	_, err = c.Profile(ctx, "52:54:00:aa:01:99")
+	require.ErrorContains(t, err, "401")
+	require.NotContains(t, err.Error(), "s3cret")
+}
