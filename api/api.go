@@ -1,15 +1,19 @@
 // Package api is rackcloud's REST API: a huma/v2 OpenAPI 3.1 server under
 // /v1. It owns the mapping of domain errors to HTTP status codes and RFC 9457
-// problem documents, the resources' wire shapes, pagination, ETags and
-// preconditions. Queries are synchronous; changes that touch machines are
-// tasks (202 Accepted and a Location to /v1/tasks/{id}).
+// problem documents, the resources' wire shapes, authentication (bearer
+// tokens) and authorization (roles scoped to projects), the audit log,
+// keyset pagination, ETags and preconditions. Queries are synchronous;
+// changes that touch machines are tasks (202 Accepted, a Location to
+// /v1/tasks/{id} and the task in the body).
 package api
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -19,24 +23,38 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/store"
 )
 
 // Version is the API's version in the OpenAPI document.
 const Version = "0.1.0"
+
+// DefaultMaxBodyBytes caps request bodies; larger ones get 413.
+const DefaultMaxBodyBytes = 64 << 10
 
 // Deps are what the API needs.
 type Deps struct {
 	Pool       *pgxpool.Pool
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+	// Tasks runs the changes that touch machines; nil makes those
+	// operations answer 503.
+	Tasks TaskEngine
+	// Sealer encrypts BMC passwords at rest; nil refuses BMC credentials.
+	Sealer *store.Sealer
+	// Now is the clock (token expiry); nil means time.Now.
+	Now func() time.Time
 }
 
 // API is the REST API.
 type API struct {
 	deps    Deps
+	log     *slog.Logger
 	mux     *http.ServeMux
 	huma    huma.API
 	metrics *metrics
+	// access holds each operation's allowed roles, by operation ID.
+	access map[string]access
 }
 
 type metrics struct {
@@ -52,8 +70,11 @@ func New(d Deps) *API {
 	if d.Registerer == nil {
 		d.Registerer = prometheus.NewRegistry()
 	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
 	f := promauto.With(d.Registerer)
-	a := &API{deps: d, mux: http.NewServeMux(), metrics: &metrics{
+	a := &API{deps: d, log: d.Logger, mux: http.NewServeMux(), access: map[string]access{}, metrics: &metrics{
 		requests: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackcloud_api_requests_total",
 			Help: "API requests by operation and status code.",
@@ -65,14 +86,51 @@ func New(d Deps) *API {
 		}, []string{"operation"}),
 	}}
 	cfg := huma.DefaultConfig("rackcloud API", Version)
-	cfg.Info.Description = "rackcloud turns racks of servers into a cloud: regions, zones, racks, hosts, images, guests, placement groups and tasks. Queries are synchronous; changes that touch machines return 202 and a task."
+	cfg.Info.Description = apiDescription
+	cfg.Info.License = &huma.License{Name: "Apache-2.0", Identifier: "Apache-2.0"}
+	cfg.Info.Contact = &huma.Contact{Name: "rackcloud", URL: "https://rackcloud.dev"}
+	cfg.Servers = []*huma.Server{{URL: "http://127.0.0.1:8080", Description: "A local rackcloud server (make run)."}}
 	cfg.DocsPath = "/docs"
 	cfg.OpenAPIPath = "/openapi"
+	cfg.CreateHooks = nil // no $schema links in bodies: clients see only documented fields
+	cfg.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
+		"bearer": {Type: "http", Scheme: "bearer", BearerFormat: "rct_<43 base64url characters>",
+			Description: "A token from POST /v1/tokens or `rackcloud token bootstrap`: `Authorization: Bearer rct_...`."},
+	}
+	cfg.Security = []map[string][]string{{"bearer": {}}}
 	a.huma = humago.New(a.mux, cfg)
-	a.huma.UseMiddleware(a.observe)
+	a.huma.UseMiddleware(a.requestID, a.observe, a.authenticate)
+	registerTags(a)
 	registerRegions(a)
+	registerLocation(a)
+	registerHosts(a)
+	registerImages(a)
+	registerProjects(a)
+	registerGuests(a)
+	registerUsers(a)
+	registerTokens(a)
+	registerAlertRules(a)
+	registerAudit(a)
+	registerTasks(a)
 	return a
 }
+
+const apiDescription = `rackcloud turns racks of servers into a cloud: regions, zones, racks, hosts,
+images, guests, placement groups, projects, tokens, quotas, alert rules, tasks
+and the audit log.
+
+- **Authentication**: every operation takes ` + "`Authorization: Bearer <token>`" + `.
+  Roles are admin, operator, member and viewer; members and viewers see only the
+  projects their token is scoped to, and only admins and operators touch hosts.
+- **Changes that touch machines are tasks**: they answer 202 Accepted with a
+  ` + "`Location`" + ` header to /v1/tasks/{id} and the task in the body; follow it with
+  GET /v1/tasks/{id} or the server-sent events of GET /v1/tasks/{id}/events.
+- **Lists** are keyset-paginated: pass ` + "`cursor`" + ` from the previous page's
+  ` + "`next_cursor`" + ` or follow the ` + "`Link: <...>; rel=\"next\"`" + ` header.
+- **Concurrency**: every resource has an ETag; send ` + "`If-Match`" + ` on updates and
+  deletes to get 412 instead of overwriting someone else's change.
+- **Errors** are RFC 9457 problem documents (application/problem+json) whose
+  ` + "`type`" + ` names the kind of error.`
 
 // Handler serves the API.
 func (a *API) Handler() http.Handler { return a.mux }
@@ -90,14 +148,17 @@ func (a *API) observe(ctx huma.Context, next func(huma.Context)) {
 
 // Problem types: one stable URI per error kind (RFC 9457 "type").
 const (
-	ProblemValidation   = "https://rackcloud.dev/problems/validation"
-	ProblemNotFound     = "https://rackcloud.dev/problems/not-found"
-	ProblemConflict     = "https://rackcloud.dev/problems/conflict"
-	ProblemPrecondition = "https://rackcloud.dev/problems/precondition-failed"
-	ProblemQuota        = "https://rackcloud.dev/problems/quota-exceeded"
-	ProblemUnauthorized = "https://rackcloud.dev/problems/unauthorized"
-	ProblemForbidden    = "https://rackcloud.dev/problems/forbidden"
-	ProblemInternal     = "https://rackcloud.dev/problems/internal"
+	ProblemValidation     = "https://rackcloud.dev/problems/validation"
+	ProblemNotFound       = "https://rackcloud.dev/problems/not-found"
+	ProblemConflict       = "https://rackcloud.dev/problems/conflict"
+	ProblemPrecondition   = "https://rackcloud.dev/problems/precondition-failed"
+	ProblemQuota          = "https://rackcloud.dev/problems/quota-exceeded"
+	ProblemUnauthorized   = "https://rackcloud.dev/problems/unauthorized"
+	ProblemForbidden      = "https://rackcloud.dev/problems/forbidden"
+	ProblemTooLarge       = "https://rackcloud.dev/problems/body-too-large"
+	ProblemNotImplemented = "https://rackcloud.dev/problems/not-implemented"
+	ProblemUnavailable    = "https://rackcloud.dev/problems/unavailable"
+	ProblemInternal       = "https://rackcloud.dev/problems/internal"
 )
 
 func init() {
@@ -109,43 +170,104 @@ func init() {
 		}
 		return se
 	}
+	huma.NewErrorWithContext = func(ctx huma.Context, status int, msg string, errs ...error) huma.StatusError {
+		se := huma.NewError(status, msg, errs...)
+		if m, ok := se.(*huma.ErrorModel); ok && m.Instance == "" && ctx != nil {
+			if id := requestIDFrom(ctx.Context()); id != "" {
+				m.Instance = "urn:rackcloud:request:" + id
+			}
+		}
+		return se
+	}
 }
 
 func problemType(status int) string {
 	switch status {
-	case http.StatusBadRequest, http.StatusUnprocessableEntity, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType:
+	case http.StatusBadRequest, http.StatusUnprocessableEntity, http.StatusUnsupportedMediaType:
 		return ProblemValidation
+	case http.StatusRequestEntityTooLarge:
+		return ProblemTooLarge
 	case http.StatusNotFound:
 		return ProblemNotFound
 	case http.StatusConflict:
 		return ProblemConflict
-	case http.StatusPreconditionFailed:
+	case http.StatusPreconditionFailed, http.StatusPreconditionRequired:
 		return ProblemPrecondition
 	case http.StatusUnauthorized:
 		return ProblemUnauthorized
 	case http.StatusForbidden:
 		return ProblemForbidden
+	case http.StatusNotImplemented:
+		return ProblemNotImplemented
+	case http.StatusServiceUnavailable:
+		return ProblemUnavailable
+	case http.StatusInternalServerError:
+		return ProblemInternal
 	default:
 		return "about:blank"
 	}
 }
 
+// quotaProblem is a 403 whose type says the project's quota is too small.
+func quotaProblem(detail string) huma.StatusError {
+	return &huma.ErrorModel{Type: ProblemQuota, Title: "Quota exceeded", Status: http.StatusForbidden, Detail: detail}
+}
+
 // problem maps a domain error to a huma status error. Unknown errors are
 // logged and reported as a 500 without internals.
 func (a *API) problem(err error) error {
+	var se huma.StatusError
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &se):
+		return err
+	case errors.Is(err, store.ErrQuotaExceeded):
+		return quotaProblem(err.Error())
+	case errors.Is(err, store.ErrStaleVersion):
+		return huma.Error412PreconditionFailed(err.Error())
 	case errors.Is(err, rackcloud.ErrNotFound):
 		return huma.Error404NotFound("not found")
 	case errors.Is(err, rackcloud.ErrConflict):
 		return huma.Error409Conflict(err.Error())
 	case errors.Is(err, rackcloud.ErrInvalid):
+		if unknownTaskKind(err) {
+			return huma.NewError(http.StatusNotImplemented, err.Error()+": this server has no worker for it yet")
+		}
 		return huma.Error422UnprocessableEntity(err.Error())
+	case errors.Is(err, context.Canceled):
+		return huma.NewError(499, "request canceled")
 	}
-	a.deps.Logger.Error("api: internal error", "err", err)
+	a.log.Error("api: internal error", "err", err)
 	return huma.Error500InternalServerError("internal error")
+}
+
+// unknownTaskKind tells the task engine's "unknown task kind" (a kind whose
+// behaviour a later part of the system registers) from other invalid input.
+func unknownTaskKind(err error) bool {
+	return strings.Contains(err.Error(), "unknown task kind")
 }
 
 // etag returns the strong ETag of a resource version.
 func etag(version int64) string { return `"` + strconv.FormatInt(version, 10) + `"` }
+
+func registerTags(a *API) {
+	oa := a.huma.OpenAPI()
+	for _, t := range []struct{ name, doc string }{
+		{"Regions", "The top of the location tree."},
+		{"Zones", "Failure domains inside a region."},
+		{"Racks", "Racks of hosts inside a zone (operators only)."},
+		{"Hosts", "Physical servers: registered by MAC or BMC, enrolled, provisioned, drained (operators only)."},
+		{"Images", "OS images for hosts and guests."},
+		{"Guests", "VMs, containers and whole machines given to projects."},
+		{"Placement groups", "Keep a project's guests together or apart."},
+		{"Projects", "Owners of guests, with a quota each."},
+		{"Users", "People and programs (admins only)."},
+		{"Tokens", "Bearer tokens; the secret is shown once."},
+		{"Alert rules", "Thresholds over metrics, rendered into Prometheus rules."},
+		{"Audit", "Who changed what, and how it ended."},
+		{"Tasks", "Durable changes with steps; follow them by polling or server-sent events."},
+	} {
+		oa.Tags = append(oa.Tags, &huma.Tag{Name: t.name, Description: t.doc})
+	}
+}

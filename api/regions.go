@@ -2,14 +2,10 @@ package api
 
 import (
 	"context"
-	"errors"
 	"net/http"
-	"net/url"
-	"strconv"
-	"strings"
 
 	"github.com/danielgtaylor/huma/v2"
-	"github.com/danielgtaylor/huma/v2/conditional"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/store"
@@ -28,143 +24,75 @@ type RegionUpdateBody struct {
 	Labels      map[string]string `json:"labels,omitempty" doc:"Replaces all labels when present."`
 }
 
-type regionOutput struct {
-	ETag     string `header:"ETag"`
-	Location string `header:"Location"`
-	Body     rackcloud.Region
-}
-
-type regionIDParam struct {
-	ID string `path:"id" format:"uuid" doc:"Region ID."`
-}
-
-// ListParams are the keyset pagination parameters.
-type ListParams struct {
-	Limit  int    `query:"limit" minimum:"1" maximum:"1000" default:"100" doc:"Page size."`
-	Cursor string `query:"cursor" maxLength:"256" doc:"Opaque cursor from the previous page's next_cursor or Link header."`
-}
-
-type regionList struct {
-	Link string `header:"Link" doc:"RFC 8288 link to the next page (rel=\"next\")."`
-	Body struct {
-		Items      []rackcloud.Region `json:"items"`
-		NextCursor string             `json:"next_cursor,omitempty"`
-	}
+func regionsCrud(a *API) *crud[rackcloud.Region, Region] {
+	return &crud[rackcloud.Region, Region]{a: a, tag: "Regions", path: "/v1/regions", kind: "region", opName: "Region",
+		plural: "Regions", read: anyRole, write: staffOnly, get: store.GetRegion,
+		list: func(ctx context.Context, q store.Querier, f store.Filter) ([]rackcloud.Region, error) {
+			return store.ListRegionsFiltered(ctx, q, f)
+		},
+		del: store.DeleteRegion, meta: func(r rackcloud.Region) rackcloud.Meta { return r.Meta }, out: regionOut,
+		delDoc: "Deletes a region that has no zones (409 otherwise)."}
 }
 
 func registerRegions(a *API) {
-	tags := []string{"Regions"}
-	huma.Register(a.huma, huma.Operation{
-		OperationID: "listRegions", Method: http.MethodGet, Path: "/v1/regions",
-		Summary: "List regions", Description: "Lists regions in name order, keyset-paginated.", Tags: tags,
-	}, func(ctx context.Context, in *ListParams) (*regionList, error) {
-		rs, err := store.ListRegions(ctx, a.deps.Pool, in.Cursor, in.Limit+1)
+	c := regionsCrud(a)
+	c.registerAll("Lists regions in name order, keyset-paginated.")
+
+	register(a, huma.Operation{
+		OperationID: "createRegion", Method: http.MethodPost, Path: "/v1/regions",
+		Summary: "Create a region", Tags: []string{c.tag}, DefaultStatus: http.StatusCreated,
+		Errors: []int{http.StatusConflict},
+	}, staffOnly, func(ctx context.Context, in *struct{ Body RegionBody }) (*itemOutput[Region], error) {
+		if err := checkLabels("body.labels", in.Body.Labels); err != nil {
+			return nil, err
+		}
+		ch := a.newChange(ctx, "createRegion", "region/"+in.Body.Name)
+		var r rackcloud.Region
+		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
+			r, err = store.CreateRegion(ctx, tx, rackcloud.Region{
+				Meta:        rackcloud.Meta{Name: in.Body.Name, Labels: in.Body.Labels},
+				Description: in.Body.Description,
+			})
+			ch.target = c.target(r.ID)
+			return err
+		})
 		if err != nil {
-			return nil, a.problem(err)
+			return nil, err
 		}
-		out := &regionList{}
-		if len(rs) > in.Limit {
-			rs = rs[:in.Limit]
-			out.Body.NextCursor = rs[len(rs)-1].Name
-			out.Link = nextLink("/v1/regions", in.Limit, out.Body.NextCursor)
-		}
-		out.Body.Items = append([]rackcloud.Region{}, rs...)
+		out := item(regionOut(r), r.Version)
+		out.Location = c.path + "/" + r.ID
 		return out, nil
 	})
 
-	huma.Register(a.huma, huma.Operation{
-		OperationID: "createRegion", Method: http.MethodPost, Path: "/v1/regions",
-		Summary: "Create a region", Tags: tags, DefaultStatus: http.StatusCreated,
-		Errors: []int{http.StatusConflict, http.StatusUnprocessableEntity},
-	}, func(ctx context.Context, in *struct{ Body RegionBody }) (*regionOutput, error) {
-		r, err := store.CreateRegion(ctx, a.deps.Pool, rackcloud.Region{
-			Meta:        rackcloud.Meta{Name: in.Body.Name, Labels: in.Body.Labels},
-			Description: in.Body.Description,
+	register(a, huma.Operation{
+		OperationID: "updateRegion", Method: http.MethodPatch, Path: "/v1/regions/{id}",
+		Summary: "Update a region", Description: "Changes the description and labels. Send If-Match with the ETag you read to avoid overwriting someone else's change (412 when stale).",
+		Tags: []string{c.tag}, Errors: []int{http.StatusNotFound, http.StatusPreconditionFailed},
+	}, staffOnly, func(ctx context.Context, in *struct {
+		IDParam
+		IfMatch
+		Body RegionUpdateBody
+	}) (*itemOutput[Region], error) {
+		if err := checkLabels("body.labels", in.Body.Labels); err != nil {
+			return nil, err
+		}
+		ch := a.newChange(ctx, "updateRegion", c.target(in.ID))
+		var r rackcloud.Region
+		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
+			r, err = update(ctx, c, tx, ch, in.ID, in.IfMatch, func(r *rackcloud.Region) error {
+				if in.Body.Description != nil {
+					r.Description = *in.Body.Description
+				}
+				if in.Body.Labels != nil {
+					r.Labels = in.Body.Labels
+				}
+				return nil
+			}, store.UpdateRegion)
+			return err
 		})
 		if err != nil {
-			return nil, a.problem(err)
+			return nil, err
 		}
-		return &regionOutput{ETag: etag(r.Version), Location: "/v1/regions/" + r.ID, Body: r}, nil
+		return item(regionOut(r), r.Version), nil
 	})
-
-	huma.Register(a.huma, huma.Operation{
-		OperationID: "getRegion", Method: http.MethodGet, Path: "/v1/regions/{id}",
-		Summary: "Get a region", Tags: tags, Errors: []int{http.StatusNotFound},
-	}, func(ctx context.Context, in *regionIDParam) (*regionOutput, error) {
-		r, err := store.GetRegion(ctx, a.deps.Pool, in.ID)
-		if err != nil {
-			return nil, a.problem(err)
-		}
-		return &regionOutput{ETag: etag(r.Version), Body: r}, nil
-	})
-
-	huma.Register(a.huma, huma.Operation{
-		OperationID: "updateRegion", Method: http.MethodPatch, Path: "/v1/regions/{id}",
-		Summary: "Update a region", Description: "Send If-Match with the ETag you read to avoid overwriting someone else's change (412 when stale).",
-		Tags: tags, Errors: []int{http.StatusNotFound, http.StatusPreconditionFailed, http.StatusUnprocessableEntity},
-	}, func(ctx context.Context, in *struct {
-		regionIDParam
-		conditional.Params
-		Body RegionUpdateBody
-	}) (*regionOutput, error) {
-		cur, err := store.GetRegion(ctx, a.deps.Pool, in.ID)
-		if err != nil {
-			return nil, a.problem(err)
-		}
-		if in.HasConditionalParams() {
-			if perr := in.PreconditionFailed(strings.Trim(etag(cur.Version), `"`), cur.UpdatedAt); perr != nil {
-				return nil, perr
-			}
-		}
-		if in.Body.Description != nil {
-			cur.Description = *in.Body.Description
-		}
-		if in.Body.Labels != nil {
-			cur.Labels = in.Body.Labels
-		}
-		r, err := store.UpdateRegion(ctx, a.deps.Pool, cur)
-		if err != nil {
-			return nil, a.precondition(err)
-		}
-		return &regionOutput{ETag: etag(r.Version), Body: r}, nil
-	})
-
-	huma.Register(a.huma, huma.Operation{
-		OperationID: "deleteRegion", Method: http.MethodDelete, Path: "/v1/regions/{id}",
-		Summary: "Delete a region", Tags: tags, DefaultStatus: http.StatusNoContent,
-		Errors: []int{http.StatusNotFound, http.StatusPreconditionFailed, http.StatusConflict},
-	}, func(ctx context.Context, in *struct {
-		regionIDParam
-		conditional.Params
-	}) (*struct{}, error) {
-		var version int64
-		if in.HasConditionalParams() {
-			cur, err := store.GetRegion(ctx, a.deps.Pool, in.ID)
-			if err != nil {
-				return nil, a.problem(err)
-			}
-			if perr := in.PreconditionFailed(strings.Trim(etag(cur.Version), `"`), cur.UpdatedAt); perr != nil {
-				return nil, perr
-			}
-			version = cur.Version
-		}
-		if err := store.DeleteRegion(ctx, a.deps.Pool, in.ID, version); err != nil {
-			return nil, a.precondition(err)
-		}
-		return nil, nil
-	})
-}
-
-// precondition maps a lost optimistic race (the version moved between our
-// read and our write) to 412, like a stale If-Match.
-func (a *API) precondition(err error) error {
-	if errors.Is(err, store.ErrStaleVersion) {
-		return huma.Error412PreconditionFailed(err.Error())
-	}
-	return a.problem(err)
-}
-
-func nextLink(path string, limit int, cursor string) string {
-	q := url.Values{"limit": {strconv.Itoa(limit)}, "cursor": {cursor}}
-	return "<" + path + "?" + q.Encode() + `>; rel="next"`
 }

@@ -7,6 +7,7 @@ package server
 
 import (
 	"context"
+	crand "crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -23,8 +25,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/api"
 	"github.com/rackcloud/rackcloud/store"
+	"github.com/rackcloud/rackcloud/tasks"
 )
 
 // Defaults.
@@ -45,6 +49,18 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// RetryMax caps the backoff between database connection attempts.
 	RetryMax time.Duration
+	// SecretKeyFile holds the hex key that seals BMC passwords at rest; it
+	// is created with a random key when missing. Empty uses a key that
+	// lives only as long as the process (BMC passwords stored with it
+	// cannot be read after a restart), with a warning.
+	SecretKeyFile string
+	// BootstrapTokenFile, when set and missing, receives a new admin
+	// token's secret (mode 0600) once the database is ready; an existing
+	// file is left alone. This is how the lab gets its first token.
+	BootstrapTokenFile string
+	// TaskWorkers is how many tasks this server runs at once (0: the task
+	// engine's default; negative: none, the server only submits).
+	TaskWorkers int
 }
 
 // Server is one rackcloud server process.
@@ -54,13 +70,15 @@ type Server struct {
 	pool     *pgxpool.Pool
 	registry *prometheus.Registry
 	api      *api.API
+	tasks    *tasks.Engine
 	ln       net.Listener
 
 	mu       sync.Mutex
 	dbErr    error // why the store is not ready, nil once ready
 	migrated bool
 
-	dbUp prometheus.Gauge
+	dbUp   prometheus.Gauge
+	sealer *store.Sealer
 }
 
 // New validates cfg and builds the server; it does not touch the network.
@@ -89,9 +107,37 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.dbUp = promauto.With(reg).NewGauge(prometheus.GaugeOpts{
 		Name: "rackcloud_store_up", Help: "1 when the state store answered the last readiness check.",
 	})
-	s.api = api.New(api.Deps{Pool: pool, Logger: log, Registerer: reg})
+	key := make([]byte, store.SecretKeySize)
+	if cfg.SecretKeyFile != "" {
+		if key, err = store.LoadOrCreateSecretKey(cfg.SecretKeyFile); err != nil {
+			pool.Close()
+			return nil, err
+		}
+	} else {
+		_, _ = crand.Read(key)
+		log.Warn("no --secret-key-file: BMC passwords stored now cannot be read after a restart")
+	}
+	sealer, err := store.NewSealer(key)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	s.sealer = sealer
+	s.tasks, err = tasks.New(pool, tasks.Config{Workers: cfg.TaskWorkers, Logger: log.With("component", "tasks"), Registerer: reg})
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	s.api = api.New(api.Deps{Pool: pool, Logger: log, Registerer: reg, Tasks: s.tasks, Sealer: sealer})
 	return s, nil
 }
+
+// Tasks is the server's task engine: register the task kinds on it before
+// Run (the engine starts once the database is ready).
+func (s *Server) Tasks() *tasks.Engine { return s.tasks }
+
+// Sealer seals and opens the secrets stored at rest (BMC passwords).
+func (s *Server) Sealer() *store.Sealer { return s.sealer }
 
 // Registry is the server's metrics registry, for packages embedded in it.
 func (s *Server) Registry() *prometheus.Registry { return s.registry }
@@ -190,6 +236,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if serr := srv.Shutdown(sctx); serr != nil && err == nil {
 		err = serr
 	}
+	if terr := s.tasks.Stop(sctx); terr != nil && err == nil {
+		err = terr
+	}
 	s.pool.Close()
 	s.log.Info("rackcloud server stopped")
 	if errors.Is(err, http.ErrServerClosed) {
@@ -204,6 +253,13 @@ func (s *Server) connect(ctx context.Context) {
 	backoff := 250 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		applied, err := store.Migrate(ctx, s.pool)
+		if err == nil {
+			err = s.bootstrap(ctx)
+		}
+		if err == nil {
+			// The engine outlives dbCtx: Run stops it after the HTTP server.
+			err = s.tasks.Start(context.WithoutCancel(ctx))
+		}
 		if err == nil {
 			s.mu.Lock()
 			s.dbErr, s.migrated = nil, true
@@ -226,4 +282,28 @@ func (s *Server) connect(ctx context.Context) {
 		}
 		backoff = min(backoff*2, s.cfg.RetryMax)
 	}
+}
+
+// bootstrap writes a new admin token to Config.BootstrapTokenFile when the
+// file does not exist yet.
+func (s *Server) bootstrap(ctx context.Context) error {
+	if s.cfg.BootstrapTokenFile == "" {
+		return nil
+	}
+	if _, err := os.Stat(s.cfg.BootstrapTokenFile); err == nil {
+		return nil
+	}
+	_, secret, err := store.Bootstrap(ctx, s.pool, store.BootstrapOptions{Force: true, TokenName: "bootstrap-file"})
+	if errors.Is(err, rackcloud.ErrConflict) {
+		// A token of that name exists but its file is gone: make another.
+		_, secret, err = store.Bootstrap(ctx, s.pool, store.BootstrapOptions{Force: true})
+	}
+	if err != nil {
+		return fmt.Errorf("bootstrap token: %w", err)
+	}
+	if err := os.WriteFile(s.cfg.BootstrapTokenFile, []byte(secret+"\n"), 0o600); err != nil {
+		return fmt.Errorf("bootstrap token: %w", err)
+	}
+	s.log.Info("wrote a new admin token", "file", s.cfg.BootstrapTokenFile)
+	return nil
 }

@@ -24,8 +24,13 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func start(t *testing.T, dbURL string) (*server.Server, string) {
 	t.Helper()
+	return startWith(t, server.Config{Listen: "127.0.0.1:0", DatabaseURL: dbURL, RetryMax: 500 * time.Millisecond})
+}
+
+func startWith(t *testing.T, cfg server.Config) (*server.Server, string) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s, err := server.New(ctx, server.Config{Listen: "127.0.0.1:0", DatabaseURL: dbURL, RetryMax: 500 * time.Millisecond}, nil)
+	s, err := server.New(ctx, cfg, nil)
 	require.NoError(t, err)
 	require.NoError(t, s.Listen())
 	done := make(chan error, 1)
@@ -63,18 +68,41 @@ func waitReady(t *testing.T, base string, timeout time.Duration) {
 }
 
 func TestServeEndToEnd(t *testing.T) {
-	_, base := start(t, pgtest.URL(t))
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "admin.token")
+	_, base := startWith(t, server.Config{Listen: "127.0.0.1:0", DatabaseURL: pgtest.URL(t), RetryMax: 500 * time.Millisecond,
+		BootstrapTokenFile: tokenFile, SecretKeyFile: filepath.Join(dir, "secret.key")})
 	code, body := get(t, base+"/healthz")
 	require.Equal(t, 200, code, body)
 	waitReady(t, base, 30*time.Second)
 
-	resp, err := http.Post(base+"/v1/regions", "application/json", strings.NewReader(`{"name":"lab","labels":{"env":"test"}}`))
+	// The bootstrap token file holds a working admin token, mode 0600.
+	st, err := os.Stat(tokenFile)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+	tok, err := os.ReadFile(tokenFile)
+	require.NoError(t, err)
+	token := strings.TrimSpace(string(tok))
+
+	code, _ = get(t, base+"/v1/regions")
+	require.Equal(t, http.StatusUnauthorized, code, "no token")
+	req, err := http.NewRequest("POST", base+"/v1/regions", strings.NewReader(`{"name":"lab","labels":{"env":"test"}}`))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusCreated, resp.StatusCode)
-	code, body = get(t, base+"/v1/regions")
-	require.Equal(t, 200, code)
-	require.Contains(t, body, `"name":"lab"`)
+	req, err = http.NewRequest("GET", base+"/v1/regions", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+	require.Contains(t, string(b), `"name":"lab"`)
 
 	code, body = get(t, base+"/openapi.json")
 	require.Equal(t, 200, code)

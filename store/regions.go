@@ -95,3 +95,8 @@ func versionError(ctx context.Context, q Querier, table, id string, err error) e
 	}
 	return fmt.Errorf("%w: %s %s", rackcloud.ErrNotFound, table, id)
 }
+
+// ListRegionsFiltered lists regions in (name, id) order with a Filter.
+func ListRegionsFiltered(ctx context.Context, q Querier, f Filter) ([]rackcloud.Region, error) {
+	return listRows(ctx, q, listSpec{table: "regions", cols: regionCols}, f, scanRegion)
+}

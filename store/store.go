@@ -92,6 +92,9 @@ func MapError(err error) error {
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
+		if qe := quotaError(pe); qe != nil {
+			return qe
+		}
 		switch pe.Code {
 		case "23505", "23P01": // unique_violation, exclusion_violation
 			return fmt.Errorf("%w: %s", rackcloud.ErrConflict, constraintMessage(pe))
@@ -110,3 +113,5 @@ func constraintMessage(pe *pgconn.PgError) string {
 	}
 	return pe.Message
 }
+
+func isNotFound(err error) bool { return errors.Is(err, rackcloud.ErrNotFound) }

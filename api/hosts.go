@@ -1,0 +1,342 @@
+package api
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/store"
+)
+
+// Task kinds the host operations submit; the provisioner registers their
+// steps with the task engine.
+const (
+	KindHostEnroll      = "host.enroll"
+	KindHostProvision   = "host.provision"
+	KindHostDeprovision = "host.deprovision"
+	KindHostDrain       = "host.drain"
+	KindHostActivate    = "host.activate"
+)
+
+// BMCBody registers a BMC.
+type BMCBody struct {
+	Address  string `json:"address" minLength:"3" maxLength:"255" pattern:"^[A-Za-z0-9.:\\[\\]-]+$" doc:"host:port of the BMC (port defaults to 623 for ipmi, 443 for redfish)." example:"10.0.0.17:623"`
+	Protocol string `json:"protocol" enum:"ipmi,redfish" doc:"How rackcloud talks to the BMC."`
+	Username string `json:"username" minLength:"1" maxLength:"64" doc:"BMC user." example:"admin"`
+	Password string `json:"password" minLength:"1" maxLength:"128" writeOnly:"true" doc:"BMC password; stored encrypted, never returned." example:"secret"`
+}
+
+// HostBody registers a host by MAC, by BMC, or both.
+type HostBody struct {
+	Name      string            `json:"name,omitempty" pattern:"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" maxLength:"63" doc:"Unique name; derived from the first MAC or the BMC address when absent." example:"r1-node07"`
+	MACs      []string          `json:"macs,omitempty" maxItems:"16" uniqueItems:"true" doc:"MAC addresses of the host's NICs." example:"[\"52:54:00:aa:01:01\"]"`
+	BMC       *BMCBody          `json:"bmc,omitempty" doc:"The host's BMC."`
+	RackID    string            `json:"rack_id,omitempty" format:"uuid" doc:"The rack the host is in."`
+	Position  int               `json:"position,omitempty" minimum:"0" maximum:"100" doc:"Rack unit."`
+	Resources *Resources        `json:"resources,omitempty" doc:"Total resources, when known before inspection."`
+	Overhead  *Resources        `json:"overhead,omitempty" doc:"Resources reserved for the host itself."`
+	Labels    map[string]string `json:"labels,omitempty" doc:"Labels for selection and placement." example:"{\"ssd\":\"true\"}"`
+}
+
+// HostUpdateBody changes a host's place, overhead and labels; lifecycle
+// changes are tasks.
+type HostUpdateBody struct {
+	RackID   *string           `json:"rack_id,omitempty" format:"uuid" doc:"The rack the host is in."`
+	Position *int              `json:"position,omitempty" minimum:"0" maximum:"100" doc:"Rack unit."`
+	Overhead *Resources        `json:"overhead,omitempty" doc:"Resources reserved for the host itself."`
+	Labels   map[string]string `json:"labels,omitempty" doc:"Replaces all labels when present."`
+}
+
+// ProvisionBody asks for a host to be installed.
+type ProvisionBody struct {
+	Role    string `json:"role" enum:"bm,kvm,docker" doc:"What to install the host as."`
+	ImageID string `json:"image_id" format:"uuid" doc:"The image to install; it must serve the role."`
+}
+
+// MaintenanceBody enters or leaves maintenance.
+type MaintenanceBody struct {
+	Enabled bool   `json:"enabled" doc:"true drains the host into maintenance; false returns it to service."`
+	Reason  string `json:"reason,omitempty" maxLength:"1024" doc:"Why, for the audit log and the task." example:"replace DIMM B2"`
+}
+
+type hostListParams struct {
+	ListParams
+	State  string `query:"state" enum:"discovered,inspecting,available,provisioning,ready,draining,maintenance,deprovisioning,failed" doc:"Only hosts in this state."`
+	RackID string `query:"rack_id" format:"uuid" doc:"Only hosts in this rack."`
+}
+
+type hostActionInput struct {
+	IDParam
+}
+
+func registerHosts(a *API) {
+	c := &crud[rackcloud.Host, Host]{a: a, tag: "Hosts", path: "/v1/hosts", kind: "host", opName: "Host", plural: "Hosts",
+		read: staffOnly, write: staffOnly, get: store.GetHost, list: store.ListHosts, del: store.DeleteHost,
+		meta: func(h rackcloud.Host) rackcloud.Meta { return h.Meta }, out: hostOut,
+		delDoc: "Forgets a host that runs no guests (409 otherwise). The machine itself is not touched: deprovision it first to wipe it."}
+	registerList(c, "Lists hosts in name order, keyset-paginated, by state, rack and labels.", func(in *hostListParams) (ListParams, url.Values, func(*store.Filter)) {
+		return in.ListParams, url.Values{"state": {in.State}, "rack_id": {in.RackID}}, func(f *store.Filter) {
+			f.State, f.Parent = in.State, in.RackID
+		}
+	})
+	c.registerGet()
+	c.registerDelete()
+
+	register(a, huma.Operation{
+		OperationID: "registerHost", Method: http.MethodPost, Path: "/v1/hosts", Summary: "Register a host",
+		Description: "Records a host by its MACs (the boot service then recognises it) and/or its BMC (enroll it next with POST /v1/hosts/{id}/enroll). Nothing is done to the machine: the host starts discovered.",
+		Tags:        []string{c.tag}, DefaultStatus: http.StatusCreated, Errors: []int{http.StatusConflict},
+	}, staffOnly, func(ctx context.Context, in *struct{ Body HostBody }) (*itemOutput[Host], error) {
+		h, sealed, err := a.hostFromBody(in.Body)
+		if err != nil {
+			return nil, err
+		}
+		ch := a.newChange(ctx, "registerHost", "host/"+h.Name)
+		err = a.run(ctx, ch, func(tx pgx.Tx) (err error) {
+			if h.RackID != "" {
+				if _, err := store.GetRack(ctx, tx, h.RackID); err != nil {
+					return notFoundField(err, "body.rack_id", h.RackID)
+				}
+			}
+			h, err = store.CreateHost(ctx, tx, h, sealed)
+			ch.target = c.target(h.ID)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		out := item(hostOut(h), h.Version)
+		out.Location = c.path + "/" + h.ID
+		return out, nil
+	})
+
+	register(a, huma.Operation{
+		OperationID: "updateHost", Method: http.MethodPatch, Path: "/v1/hosts/{id}", Summary: "Update a host",
+		Description: "Changes a host's rack, position, overhead and labels. Lifecycle changes (enroll, provision, maintenance) are tasks of their own.",
+		Tags:        []string{c.tag}, Errors: []int{http.StatusNotFound, http.StatusPreconditionFailed},
+	}, staffOnly, func(ctx context.Context, in *struct {
+		IDParam
+		IfMatch
+		Body HostUpdateBody
+	}) (*itemOutput[Host], error) {
+		if err := checkLabels("body.labels", in.Body.Labels); err != nil {
+			return nil, err
+		}
+		ch := a.newChange(ctx, "updateHost", c.target(in.ID))
+		var h rackcloud.Host
+		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
+			h, err = update(ctx, c, tx, ch, in.ID, in.IfMatch, func(h *rackcloud.Host) error {
+				if in.Body.RackID != nil {
+					if _, err := store.GetRack(ctx, tx, *in.Body.RackID); err != nil {
+						return notFoundField(err, "body.rack_id", *in.Body.RackID)
+					}
+					h.RackID = *in.Body.RackID
+				}
+				if in.Body.Position != nil {
+					h.Position = *in.Body.Position
+				}
+				if in.Body.Overhead != nil {
+					h.Overhead = resourcesIn(*in.Body.Overhead)
+				}
+				if in.Body.Labels != nil {
+					h.Labels = in.Body.Labels
+				}
+				return nil
+			}, store.UpdateHost)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		return item(hostOut(h), h.Version), nil
+	})
+
+	// hostTask registers an action on a host that becomes a task.
+	hostTask := func(op huma.Operation, check func(context.Context, pgx.Tx, *rackcloud.Host, any) (string, any, error)) {
+		op.Tags = []string{c.tag}
+		op.DefaultStatus = http.StatusAccepted
+		op.Errors = append(op.Errors, http.StatusNotFound, http.StatusConflict)
+		run := func(ctx context.Context, id string, b any) (*taskAccepted, error) {
+			ch := a.newChange(ctx, op.OperationID, c.target(id))
+			var acc *taskAccepted
+			err := a.run(ctx, ch, func(tx pgx.Tx) error {
+				h, err := store.GetHost(ctx, tx, id)
+				if err != nil {
+					return err
+				}
+				kind, params, err := check(ctx, tx, &h, b)
+				if err != nil {
+					return err
+				}
+				info, err := a.submit(ctx, tx, ch, kind, params)
+				if err != nil {
+					return err
+				}
+				acc = accepted(info)
+				return nil
+			})
+			return acc, err
+		}
+		switch op.OperationID {
+		case "provisionHost":
+			register(a, op, staffOnly, func(ctx context.Context, in *struct {
+				IDParam
+				Body ProvisionBody
+			}) (*taskAccepted, error) {
+				return run(ctx, in.ID, &in.Body)
+			})
+		case "setHostMaintenance":
+			register(a, op, staffOnly, func(ctx context.Context, in *struct {
+				IDParam
+				Body MaintenanceBody
+			}) (*taskAccepted, error) {
+				return run(ctx, in.ID, &in.Body)
+			})
+		default:
+			register(a, op, staffOnly, func(ctx context.Context, in *hostActionInput) (*taskAccepted, error) {
+				return run(ctx, in.ID, nil)
+			})
+		}
+	}
+
+	hostTask(huma.Operation{
+		OperationID: "enrollHost", Method: http.MethodPost, Path: "/v1/hosts/{id}/enroll", Summary: "Enroll a host through its BMC",
+		Description: "Starts a host.enroll task: set the next boot to PXE through the BMC and power the machine on; inspection follows. The host needs a BMC.",
+	}, func(ctx context.Context, tx pgx.Tx, h *rackcloud.Host, _ any) (string, any, error) {
+		if h.BMC == nil {
+			return "", nil, huma.Error409Conflict("host " + h.Name + " has no BMC: register one first")
+		}
+		return KindHostEnroll, map[string]string{"host_id": h.ID}, nil
+	})
+
+	hostTask(huma.Operation{
+		OperationID: "provisionHost", Method: http.MethodPost, Path: "/v1/hosts/{id}/provision", Summary: "Provision a host",
+		Description: "Starts a host.provision task that installs the image and the role on an available host.",
+	}, func(ctx context.Context, tx pgx.Tx, h *rackcloud.Host, b any) (string, any, error) {
+		body := b.(*ProvisionBody)
+		im, err := store.GetImage(ctx, tx, body.ImageID)
+		if err != nil {
+			return "", nil, notFoundField(err, "body.image_id", body.ImageID)
+		}
+		if len(im.Roles) > 0 && !slices.Contains(im.Roles, rackcloud.HostRole(body.Role)) {
+			return "", nil, huma.Error422UnprocessableEntity("image "+im.Name+" does not serve role "+body.Role,
+				&huma.ErrorDetail{Location: "body.role", Message: "the image's roles are " + strings.Join(roleNames(im.Roles), ", "), Value: body.Role})
+		}
+		if h.State != rackcloud.HostAvailable && h.State != rackcloud.HostFailed {
+			return "", nil, huma.Error409Conflict("host " + h.Name + " is " + string(h.State) + ": only available (or failed) hosts can be provisioned")
+		}
+		return KindHostProvision, map[string]string{"host_id": h.ID, "role": body.Role, "image_id": body.ImageID}, nil
+	})
+
+	hostTask(huma.Operation{
+		OperationID: "deprovisionHost", Method: http.MethodPost, Path: "/v1/hosts/{id}/deprovision", Summary: "Deprovision a host",
+		Description: "Starts a host.deprovision task that wipes the host and returns it to available. The host must run no guests.",
+	}, func(ctx context.Context, tx pgx.Tx, h *rackcloud.Host, _ any) (string, any, error) {
+		n, err := store.CountGuestsOnHost(ctx, tx, h.ID)
+		if err != nil {
+			return "", nil, err
+		}
+		if n > 0 {
+			return "", nil, huma.Error409Conflict("host " + h.Name + " still runs guests: drain it first")
+		}
+		return KindHostDeprovision, map[string]string{"host_id": h.ID}, nil
+	})
+
+	hostTask(huma.Operation{
+		OperationID: "setHostMaintenance", Method: http.MethodPost, Path: "/v1/hosts/{id}/maintenance", Summary: "Enter or leave maintenance",
+		Description: "enabled=true starts a host.drain task (no new guests, guests moved away, then maintenance); enabled=false starts a host.activate task that returns the host to service.",
+	}, func(ctx context.Context, tx pgx.Tx, h *rackcloud.Host, b any) (string, any, error) {
+		body := b.(*MaintenanceBody)
+		if body.Enabled {
+			return KindHostDrain, map[string]string{"host_id": h.ID, "reason": body.Reason}, nil
+		}
+		if h.State != rackcloud.HostMaintenance && !h.Maintenance {
+			return "", nil, huma.Error409Conflict("host " + h.Name + " is not in maintenance")
+		}
+		return KindHostActivate, map[string]string{"host_id": h.ID, "reason": body.Reason}, nil
+	})
+}
+
+func roleNames(rs []rackcloud.HostRole) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = string(r)
+	}
+	return out
+}
+
+// hostFromBody validates a registration and seals the BMC password.
+func (a *API) hostFromBody(b HostBody) (rackcloud.Host, []byte, error) {
+	if err := checkLabels("body.labels", b.Labels); err != nil {
+		return rackcloud.Host{}, nil, err
+	}
+	if len(b.MACs) == 0 && b.BMC == nil {
+		return rackcloud.Host{}, nil, huma.Error422UnprocessableEntity("a host needs MACs or a BMC",
+			&huma.ErrorDetail{Location: "body", Message: "give macs, bmc, or both"})
+	}
+	h := rackcloud.Host{Meta: rackcloud.Meta{Name: b.Name, Labels: b.Labels}, RackID: b.RackID, Position: b.Position}
+	for i, m := range b.MACs {
+		norm, err := rackcloud.NormalizeMAC(m)
+		if err != nil {
+			return h, nil, huma.Error422UnprocessableEntity("bad MAC address",
+				&huma.ErrorDetail{Location: "body.macs[" + strconv.Itoa(i) + "]", Message: "want a 48-bit MAC such as 52:54:00:aa:01:01", Value: m})
+		}
+		h.MACs = append(h.MACs, norm)
+	}
+	if b.Resources != nil {
+		h.Resources = resourcesIn(*b.Resources)
+	}
+	if b.Overhead != nil {
+		h.Overhead = resourcesIn(*b.Overhead)
+	}
+	var sealed []byte
+	if b.BMC != nil {
+		if a.deps.Sealer == nil {
+			return h, nil, huma.Error503ServiceUnavailable("this server has no secret key to store BMC passwords (start it with --secret-key-file)")
+		}
+		addr := b.BMC.Address
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			port := "623"
+			if b.BMC.Protocol == string(rackcloud.BMCRedfish) {
+				port = "443"
+			}
+			addr = net.JoinHostPort(strings.Trim(addr, "[]"), port)
+		}
+		h.BMC = &rackcloud.BMC{Address: addr, Protocol: rackcloud.BMCProtocol(b.BMC.Protocol), Username: b.BMC.Username}
+		sealed = a.deps.Sealer.Seal([]byte(b.BMC.Password))
+	}
+	if h.Name == "" {
+		switch {
+		case len(h.MACs) > 0:
+			h.Name = "host-" + strings.ReplaceAll(h.MACs[0], ":", "")
+		default:
+			h.Name = "bmc-" + sanitizeName(h.BMC.Address)
+		}
+	}
+	return h, sealed, nil
+}
+
+// sanitizeName turns s into a DNS label.
+func sanitizeName(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(s) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	out := strings.Trim(b.String(), "-")
+	if len(out) > 58 {
+		out = strings.Trim(out[:58], "-")
+	}
+	return out
+}

@@ -1,0 +1,122 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/store"
+)
+
+// ImageBody creates an image.
+type ImageBody struct {
+	Name     string            `json:"name" pattern:"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" maxLength:"63" doc:"Unique name." example:"debian-12"`
+	URL      string            `json:"url" minLength:"1" maxLength:"2048" format:"uri" doc:"Where the image is." example:"http://images.example/debian-12.qcow2"`
+	Checksum string            `json:"checksum" pattern:"^sha256:[0-9a-f]{64}$" doc:"sha256:<hex> of the image." example:"sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"`
+	Format   string            `json:"format" enum:"raw,qcow2" doc:"Disk format."`
+	Roles    []string          `json:"roles,omitempty" maxItems:"3" uniqueItems:"true" doc:"Host roles the image serves; empty for guest images." example:"[\"kvm\"]"`
+	Boot     *BootProfile      `json:"boot,omitempty" doc:"Network boot profile."`
+	Labels   map[string]string `json:"labels,omitempty" doc:"Labels for selection and grouping."`
+}
+
+// ImageUpdateBody changes an image.
+type ImageUpdateBody struct {
+	URL      *string           `json:"url,omitempty" minLength:"1" maxLength:"2048" format:"uri" doc:"Where the image is."`
+	Checksum *string           `json:"checksum,omitempty" pattern:"^sha256:[0-9a-f]{64}$" doc:"sha256:<hex> of the image."`
+	Boot     *BootProfile      `json:"boot,omitempty" doc:"Network boot profile."`
+	Labels   map[string]string `json:"labels,omitempty" doc:"Replaces all labels when present."`
+}
+
+func checkRoles(roles []string) ([]rackcloud.HostRole, error) {
+	out := []rackcloud.HostRole{}
+	for i, r := range roles {
+		switch rackcloud.HostRole(r) {
+		case rackcloud.RoleBareMetal, rackcloud.RoleKVM, rackcloud.RoleDocker:
+			out = append(out, rackcloud.HostRole(r))
+		default:
+			return nil, huma.Error422UnprocessableEntity("unknown role", &huma.ErrorDetail{Location: "body.roles[" + itoa(i) + "]", Message: "want bm, kvm or docker", Value: r})
+		}
+	}
+	return out, nil
+}
+
+func registerImages(a *API) {
+	c := &crud[rackcloud.Image, Image]{a: a, tag: "Images", path: "/v1/images", kind: "image", opName: "Image", plural: "Images",
+		read: anyRole, write: staffOnly, get: store.GetImage, list: store.ListImages, del: store.DeleteImage,
+		meta: func(im rackcloud.Image) rackcloud.Meta { return im.Meta }, out: imageOut,
+		delDoc: "Deletes an image no host or guest uses (409 otherwise)."}
+	c.registerAll("Lists images in name order, keyset-paginated.")
+
+	register(a, huma.Operation{
+		OperationID: "createImage", Method: http.MethodPost, Path: "/v1/images", Summary: "Create an image",
+		Tags: []string{c.tag}, DefaultStatus: http.StatusCreated, Errors: []int{http.StatusConflict},
+	}, staffOnly, func(ctx context.Context, in *struct{ Body ImageBody }) (*itemOutput[Image], error) {
+		if err := checkLabels("body.labels", in.Body.Labels); err != nil {
+			return nil, err
+		}
+		roles, err := checkRoles(in.Body.Roles)
+		if err != nil {
+			return nil, err
+		}
+		im := rackcloud.Image{Meta: rackcloud.Meta{Name: in.Body.Name, Labels: in.Body.Labels}, URL: in.Body.URL,
+			Checksum: in.Body.Checksum, Format: rackcloud.ImageFormat(in.Body.Format), Roles: roles}
+		if in.Body.Boot != nil {
+			im.Boot = rackcloud.BootProfile(*in.Body.Boot)
+		}
+		ch := a.newChange(ctx, "createImage", "image/"+im.Name)
+		err = a.run(ctx, ch, func(tx pgx.Tx) (err error) {
+			im, err = store.CreateImage(ctx, tx, im)
+			ch.target = c.target(im.ID)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		out := item(imageOut(im), im.Version)
+		out.Location = c.path + "/" + im.ID
+		return out, nil
+	})
+
+	register(a, huma.Operation{
+		OperationID: "updateImage", Method: http.MethodPatch, Path: "/v1/images/{id}", Summary: "Update an image",
+		Tags: []string{c.tag}, Errors: []int{http.StatusNotFound, http.StatusPreconditionFailed},
+	}, staffOnly, func(ctx context.Context, in *struct {
+		IDParam
+		IfMatch
+		Body ImageUpdateBody
+	}) (*itemOutput[Image], error) {
+		if err := checkLabels("body.labels", in.Body.Labels); err != nil {
+			return nil, err
+		}
+		ch := a.newChange(ctx, "updateImage", c.target(in.ID))
+		var im rackcloud.Image
+		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
+			im, err = update(ctx, c, tx, ch, in.ID, in.IfMatch, func(im *rackcloud.Image) error {
+				if in.Body.URL != nil {
+					im.URL = *in.Body.URL
+				}
+				if in.Body.Checksum != nil {
+					im.Checksum = *in.Body.Checksum
+				}
+				if in.Body.Boot != nil {
+					im.Boot = rackcloud.BootProfile(*in.Body.Boot)
+				}
+				if in.Body.Labels != nil {
+					im.Labels = in.Body.Labels
+				}
+				return nil
+			}, store.UpdateImage)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		return item(imageOut(im), im.Version), nil
+	})
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

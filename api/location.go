@@ -1,0 +1,187 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/store"
+)
+
+// ZoneBody creates a zone.
+type ZoneBody struct {
+	RegionID string            `json:"region_id" format:"uuid" doc:"The region the zone is in."`
+	Name     string            `json:"name" pattern:"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" maxLength:"63" doc:"Name, unique in the region." example:"room-a"`
+	Labels   map[string]string `json:"labels,omitempty" doc:"Labels for selection and grouping."`
+}
+
+// LabelsUpdateBody changes labels.
+type LabelsUpdateBody struct {
+	Labels map[string]string `json:"labels" doc:"Replaces all labels." example:"{\"tier\":\"gold\"}"`
+}
+
+// RackBody creates a rack.
+type RackBody struct {
+	ZoneID    string            `json:"zone_id" format:"uuid" doc:"The zone the rack is in."`
+	Name      string            `json:"name" pattern:"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" maxLength:"63" doc:"Name, unique in the zone." example:"r1"`
+	Positions int               `json:"positions,omitempty" minimum:"1" maximum:"100" default:"42" doc:"Rack units."`
+	Labels    map[string]string `json:"labels,omitempty" doc:"Labels for selection and grouping."`
+}
+
+// RackUpdateBody changes a rack.
+type RackUpdateBody struct {
+	Positions *int              `json:"positions,omitempty" minimum:"1" maximum:"100" doc:"Rack units."`
+	Labels    map[string]string `json:"labels,omitempty" doc:"Replaces all labels when present."`
+}
+
+type zoneListParams struct {
+	ListParams
+	RegionID string `query:"region_id" format:"uuid" doc:"Only zones of this region."`
+}
+
+type rackListParams struct {
+	ListParams
+	ZoneID string `query:"zone_id" format:"uuid" doc:"Only racks of this zone."`
+}
+
+func registerLocation(a *API) {
+	zones := &crud[rackcloud.Zone, Zone]{a: a, tag: "Zones", path: "/v1/zones", kind: "zone", opName: "Zone", plural: "Zones",
+		read: anyRole, write: staffOnly, get: store.GetZone, list: store.ListZones, del: store.DeleteZone,
+		meta: func(z rackcloud.Zone) rackcloud.Meta { return z.Meta }, out: zoneOut,
+		delDoc: "Deletes a zone that has no racks or guests (409 otherwise)."}
+	registerList(zones, "Lists zones in name order, keyset-paginated.", func(in *zoneListParams) (ListParams, url.Values, func(*store.Filter)) {
+		return in.ListParams, url.Values{"region_id": {in.RegionID}}, func(f *store.Filter) { f.Parent = in.RegionID }
+	})
+	zones.registerGet()
+	zones.registerDelete()
+	register(a, huma.Operation{
+		OperationID: "createZone", Method: http.MethodPost, Path: "/v1/zones", Summary: "Create a zone",
+		Tags: []string{zones.tag}, DefaultStatus: http.StatusCreated, Errors: []int{http.StatusConflict},
+	}, staffOnly, func(ctx context.Context, in *struct{ Body ZoneBody }) (*itemOutput[Zone], error) {
+		if err := checkLabels("body.labels", in.Body.Labels); err != nil {
+			return nil, err
+		}
+		ch := a.newChange(ctx, "createZone", "zone/"+in.Body.Name)
+		var z rackcloud.Zone
+		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
+			if _, err := store.GetRegion(ctx, tx, in.Body.RegionID); err != nil {
+				return notFoundField(err, "body.region_id", in.Body.RegionID)
+			}
+			z, err = store.CreateZone(ctx, tx, rackcloud.Zone{Meta: rackcloud.Meta{Name: in.Body.Name, Labels: in.Body.Labels}, RegionID: in.Body.RegionID})
+			ch.target = zones.target(z.ID)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		out := item(zoneOut(z), z.Version)
+		out.Location = zones.path + "/" + z.ID
+		return out, nil
+	})
+	register(a, huma.Operation{
+		OperationID: "updateZone", Method: http.MethodPatch, Path: "/v1/zones/{id}", Summary: "Update a zone's labels",
+		Tags: []string{zones.tag}, Errors: []int{http.StatusNotFound, http.StatusPreconditionFailed},
+	}, staffOnly, func(ctx context.Context, in *struct {
+		IDParam
+		IfMatch
+		Body LabelsUpdateBody
+	}) (*itemOutput[Zone], error) {
+		if err := checkLabels("body.labels", in.Body.Labels); err != nil {
+			return nil, err
+		}
+		ch := a.newChange(ctx, "updateZone", zones.target(in.ID))
+		var z rackcloud.Zone
+		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
+			z, err = update(ctx, zones, tx, ch, in.ID, in.IfMatch, func(z *rackcloud.Zone) error {
+				z.Labels = in.Body.Labels
+				return nil
+			}, store.UpdateZone)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		return item(zoneOut(z), z.Version), nil
+	})
+
+	racks := &crud[rackcloud.Rack, Rack]{a: a, tag: "Racks", path: "/v1/racks", kind: "rack", opName: "Rack", plural: "Racks",
+		read: staffOnly, write: staffOnly, get: store.GetRack, list: store.ListRacks, del: store.DeleteRack,
+		meta: func(r rackcloud.Rack) rackcloud.Meta { return r.Meta }, out: rackOut,
+		delDoc: "Deletes a rack that holds no hosts (409 otherwise)."}
+	registerList(racks, "Lists racks in name order, keyset-paginated.", func(in *rackListParams) (ListParams, url.Values, func(*store.Filter)) {
+		return in.ListParams, url.Values{"zone_id": {in.ZoneID}}, func(f *store.Filter) { f.Parent = in.ZoneID }
+	})
+	racks.registerGet()
+	racks.registerDelete()
+	register(a, huma.Operation{
+		OperationID: "createRack", Method: http.MethodPost, Path: "/v1/racks", Summary: "Create a rack",
+		Tags: []string{racks.tag}, DefaultStatus: http.StatusCreated, Errors: []int{http.StatusConflict},
+	}, staffOnly, func(ctx context.Context, in *struct{ Body RackBody }) (*itemOutput[Rack], error) {
+		if err := checkLabels("body.labels", in.Body.Labels); err != nil {
+			return nil, err
+		}
+		if in.Body.Positions == 0 {
+			in.Body.Positions = 42
+		}
+		ch := a.newChange(ctx, "createRack", "rack/"+in.Body.Name)
+		var r rackcloud.Rack
+		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
+			if _, err := store.GetZone(ctx, tx, in.Body.ZoneID); err != nil {
+				return notFoundField(err, "body.zone_id", in.Body.ZoneID)
+			}
+			r, err = store.CreateRack(ctx, tx, rackcloud.Rack{Meta: rackcloud.Meta{Name: in.Body.Name, Labels: in.Body.Labels},
+				ZoneID: in.Body.ZoneID, Positions: in.Body.Positions})
+			ch.target = racks.target(r.ID)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		out := item(rackOut(r), r.Version)
+		out.Location = racks.path + "/" + r.ID
+		return out, nil
+	})
+	register(a, huma.Operation{
+		OperationID: "updateRack", Method: http.MethodPatch, Path: "/v1/racks/{id}", Summary: "Update a rack",
+		Tags: []string{racks.tag}, Errors: []int{http.StatusNotFound, http.StatusPreconditionFailed},
+	}, staffOnly, func(ctx context.Context, in *struct {
+		IDParam
+		IfMatch
+		Body RackUpdateBody
+	}) (*itemOutput[Rack], error) {
+		if err := checkLabels("body.labels", in.Body.Labels); err != nil {
+			return nil, err
+		}
+		ch := a.newChange(ctx, "updateRack", racks.target(in.ID))
+		var r rackcloud.Rack
+		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
+			r, err = update(ctx, racks, tx, ch, in.ID, in.IfMatch, func(r *rackcloud.Rack) error {
+				if in.Body.Positions != nil {
+					r.Positions = *in.Body.Positions
+				}
+				if in.Body.Labels != nil {
+					r.Labels = in.Body.Labels
+				}
+				return nil
+			}, store.UpdateRack)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		return item(rackOut(r), r.Version), nil
+	})
+}
+
+// notFoundField turns "the referenced resource does not exist" into a 422
+// naming the field, instead of a 404 that would say the URL is wrong.
+func notFoundField(err error, loc, value string) error {
+	if isNotFound(err) {
+		return huma.Error422UnprocessableEntity("referenced resource not found", &huma.ErrorDetail{Location: loc, Message: "no such resource", Value: value})
+	}
+	return err
+}

@@ -1,0 +1,139 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rackcloud/rackcloud"
+)
+
+const hostCols = `h.id::text, h.name, COALESCE(h.rack_id::text, ''), h.position, h.role, COALESCE(h.image_id::text, ''),
+	h.state, h.state_reason, h.power, COALESCE(h.bmc_address, ''), h.bmc_protocol, h.bmc_username, h.bmc_healthy, h.bmc_error,
+	h.inventory, h.cpu_cores, h.memory_mib, h.disk_gib, h.disk_iops, h.network_mbps, h.overhead, h.maintenance,
+	ARRAY(SELECT m.mac::text FROM host_macs m WHERE m.host_id = h.id ORDER BY m.idx, m.mac),
+	h.labels, h.version, h.created_at, h.updated_at`
+
+func scanHost(row pgx.Row) (rackcloud.Host, error) {
+	var h rackcloud.Host
+	var bmcAddr, bmcProto, bmcUser, bmcErr string
+	var bmcHealthy bool
+	err := row.Scan(&h.ID, &h.Name, &h.RackID, &h.Position, &h.Role, &h.ImageID,
+		&h.State, &h.StateReason, &h.Power, &bmcAddr, &bmcProto, &bmcUser, &bmcHealthy, &bmcErr,
+		&h.Inventory, &h.Resources.CPUCores, &h.Resources.MemoryMiB, &h.Resources.DiskGiB, &h.Resources.DiskIOPS,
+		&h.Resources.NetworkMbs, &h.Overhead, &h.Maintenance, &h.MACs, &h.Labels, &h.Version, &h.CreatedAt, &h.UpdatedAt)
+	if err != nil {
+		return h, MapError(err)
+	}
+	if bmcAddr != "" {
+		h.BMC = &rackcloud.BMC{Address: bmcAddr, Protocol: rackcloud.BMCProtocol(bmcProto), Username: bmcUser,
+			Healthy: bmcHealthy, Error: bmcErr}
+	}
+	if h.MACs == nil {
+		h.MACs = []string{}
+	}
+	return h, nil
+}
+
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// CreateHost inserts h with its MACs. sealedPassword is the BMC password
+// as sealed by a Sealer (nil without a BMC). A MAC or BMC address that
+// another host has is rackcloud.ErrConflict.
+func CreateHost(ctx context.Context, q Querier, h rackcloud.Host, sealedPassword []byte) (rackcloud.Host, error) {
+	var bmcAddr, bmcProto, bmcUser string
+	if h.BMC != nil {
+		bmcAddr, bmcProto, bmcUser = h.BMC.Address, string(h.BMC.Protocol), h.BMC.Username
+	}
+	if h.State == "" {
+		h.State = rackcloud.HostDiscovered
+	}
+	if h.Power == "" {
+		h.Power = rackcloud.PowerUnknown
+	}
+	var id string
+	err := q.QueryRow(ctx, `INSERT INTO hosts (name, rack_id, position, role, image_id, state, power, bmc_address,
+		bmc_protocol, bmc_username, bmc_password_sealed, inventory, cpu_cores, memory_mib, disk_gib, disk_iops,
+		network_mbps, overhead, maintenance, labels)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) RETURNING id::text`,
+		h.Name, nullable(h.RackID), h.Position, string(h.Role), nullable(h.ImageID), string(h.State), string(h.Power),
+		nullable(bmcAddr), bmcProto, bmcUser, sealedPassword, h.Inventory, h.Resources.CPUCores, h.Resources.MemoryMiB,
+		h.Resources.DiskGiB, h.Resources.DiskIOPS, h.Resources.NetworkMbs, h.Overhead, h.Maintenance,
+		labelsOrEmpty(h.Labels)).Scan(&id)
+	if err != nil {
+		return rackcloud.Host{}, MapError(err)
+	}
+	for i, mac := range h.MACs {
+		if _, err := q.Exec(ctx, `INSERT INTO host_macs (mac, host_id, idx) VALUES ($1, $2, $3)`, mac, id, i); err != nil {
+			return rackcloud.Host{}, fmt.Errorf("MAC %s: %w", mac, MapError(err))
+		}
+	}
+	return GetHost(ctx, q, id)
+}
+
+// GetHost returns the host with id, or rackcloud.ErrNotFound.
+func GetHost(ctx context.Context, q Querier, id string) (rackcloud.Host, error) {
+	if !ValidID(id) {
+		return rackcloud.Host{}, rackcloud.ErrNotFound
+	}
+	return scanHost(q.QueryRow(ctx, `SELECT `+hostCols+` FROM hosts h WHERE h.id = $1`, id))
+}
+
+// GetHostByMAC returns the host that owns mac, or rackcloud.ErrNotFound.
+func GetHostByMAC(ctx context.Context, q Querier, mac string) (rackcloud.Host, error) {
+	norm, err := rackcloud.NormalizeMAC(mac)
+	if err != nil {
+		return rackcloud.Host{}, err
+	}
+	return scanHost(q.QueryRow(ctx, `SELECT `+hostCols+` FROM hosts h JOIN host_macs hm ON hm.host_id = h.id
+		WHERE hm.mac = $1::macaddr`, norm))
+}
+
+// ListHosts lists hosts; Filter.Parent is a rack and Filter.State a
+// lifecycle state.
+func ListHosts(ctx context.Context, q Querier, f Filter) ([]rackcloud.Host, error) {
+	return listRows(ctx, q, listSpec{table: "hosts", from: "hosts h", alias: "h", cols: hostCols,
+		stateCol: "state", parentCol: "rack_id"}, f, scanHost)
+}
+
+// UpdateHost writes h's placement, role, image, state, power, inventory,
+// resources, overhead, maintenance flag and labels if its version is still
+// h.Version. MACs and the BMC are not changed.
+func UpdateHost(ctx context.Context, q Querier, h rackcloud.Host) (rackcloud.Host, error) {
+	var id string
+	err := q.QueryRow(ctx, `UPDATE hosts SET rack_id = $3, position = $4, role = $5, image_id = $6, state = $7,
+		state_reason = $8, power = $9, inventory = $10, cpu_cores = $11, memory_mib = $12, disk_gib = $13,
+		disk_iops = $14, network_mbps = $15, overhead = $16, maintenance = $17, labels = $18,
+		version = version + 1, updated_at = now()
+		WHERE id::text = $1 AND version = $2 RETURNING id::text`,
+		h.ID, h.Version, nullable(h.RackID), h.Position, string(h.Role), nullable(h.ImageID), string(h.State),
+		h.StateReason, string(h.Power), h.Inventory, h.Resources.CPUCores, h.Resources.MemoryMiB, h.Resources.DiskGiB,
+		h.Resources.DiskIOPS, h.Resources.NetworkMbs, h.Overhead, h.Maintenance, labelsOrEmpty(h.Labels)).Scan(&id)
+	if err != nil {
+		return rackcloud.Host{}, versionError(ctx, q, "hosts", h.ID, err)
+	}
+	return GetHost(ctx, q, id)
+}
+
+// DeleteHost deletes a host that runs no guests (else
+// rackcloud.ErrConflict), with its MACs.
+func DeleteHost(ctx context.Context, q Querier, id string, version int64) error {
+	return deleteRow(ctx, q, "hosts", id, version)
+}
+
+// HostBMCSecret returns the sealed BMC password of a host (nil when it has
+// none); open it with the Sealer that sealed it.
+func HostBMCSecret(ctx context.Context, q Querier, id string) ([]byte, error) {
+	if !ValidID(id) {
+		return nil, rackcloud.ErrNotFound
+	}
+	var b []byte
+	err := q.QueryRow(ctx, `SELECT bmc_password_sealed FROM hosts WHERE id = $1`, id).Scan(&b)
+	return b, MapError(err)
+}
