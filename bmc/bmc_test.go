@@ -1,0 +1,233 @@
+package bmc_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/bmc"
+	"github.com/rackcloud/rackcloud/lab/netns"
+	"github.com/rackcloud/rackcloud/lab/rack"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func need(t *testing.T, bins ...string) {
+	t.Helper()
+	for _, b := range bins {
+		if _, err := exec.LookPath(b); err != nil {
+			t.Fatalf("%s is not installed (run lab/install.sh): %v", b, err)
+		}
+	}
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func startRack(t *testing.T, cfg rack.Config) *rack.Rack {
+	t.Helper()
+	need(t, "ipmi_sim", "ipmitool")
+	cfg.Dir = t.TempDir()
+	r, err := rack.Start(ctxT(t, 60*time.Second), cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, r.Stop()) })
+	return r
+}
+
+// syncBuf is a log sink tests can read.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type env struct {
+	m   *bmc.Manager
+	reg *prometheus.Registry
+	log *syncBuf
+}
+
+func newManager(t *testing.T, cfg bmc.Config) *env {
+	t.Helper()
+	e := &env{reg: prometheus.NewRegistry(), log: &syncBuf{}}
+	cfg.Registerer = e.reg
+	cfg.Logger = slog.New(slog.NewJSONHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	m, err := bmc.New(cfg)
+	require.NoError(t, err)
+	e.m = m
+	t.Cleanup(func() { require.NoError(t, m.Close(context.Background())) })
+	return e
+}
+
+func ipmiEndpoint(n *rack.Node) bmc.Endpoint {
+	return bmc.Endpoint{Protocol: rackcloud.BMCIPMI, Address: n.IPMI.String(), Username: n.User, Password: bmc.NewSecret(n.Password)}
+}
+
+func redfishEndpoint(n *rack.Node) bmc.Endpoint {
+	return bmc.Endpoint{Protocol: rackcloud.BMCRedfish, Address: n.Redfish.String(), Username: n.User, Password: bmc.NewSecret(n.Password)}
+}
+
+var nsSeq atomic.Int32
+
+func newNet(t *testing.T) *netns.Net {
+	t.Helper()
+	name := fmt.Sprintf("bmct%d-%d", os.Getpid(), nsSeq.Add(1))
+	n, err := netns.New(ctxT(t, 30*time.Second), name, netip.MustParsePrefix("10.78.0.1/24"))
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
+	return n
+}
+
+// startDnsmasq runs a real DHCP server on the namespace's bridge and
+// returns its log file.
+func startDnsmasq(t *testing.T, n *netns.Net) string {
+	t.Helper()
+	need(t, "dnsmasq")
+	dir := t.TempDir()
+	logf := filepath.Join(dir, "dnsmasq.log")
+	cmd := n.Command(context.Background(), "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--user=root",
+		"--interface="+n.Bridge, "--bind-interfaces", "--port=0", "--leasefile-ro",
+		"--dhcp-range=10.78.0.100,10.78.0.200,1h", "--log-dhcp", "--log-facility="+logf,
+		"--pid-file="+filepath.Join(dir, "pid"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	require.NoError(t, cmd.Start())
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	return logf
+}
+
+// TestPXEBootThroughBMC powers two simulated servers on with boot device
+// PXE, one through IPMI (ipmi_sim + ipmitool) and one through Redfish, and
+// sees each QEMU ask for an address over DHCP; then powers them off.
+func TestPXEBootThroughBMC(t *testing.T) {
+	need(t, "qemu-system-x86_64")
+	pnet := newNet(t)
+	logf := startDnsmasq(t, pnet)
+	r := startRack(t, rack.Config{Nodes: 2, Net: pnet, Redfish: true})
+	e := newManager(t, bmc.Config{RootCAs: r.CertPool()})
+	ctx := ctxT(t, 150*time.Second)
+
+	type tc struct {
+		name string
+		node *rack.Node
+		ep   bmc.Endpoint
+	}
+	cases := []tc{
+		{"ipmi", r.Nodes[0], ipmiEndpoint(r.Nodes[0])},
+		{"redfish", r.Nodes[1], redfishEndpoint(r.Nodes[1])},
+	}
+	clients := map[string]*bmc.Client{}
+	for _, c := range cases {
+		cl, err := e.m.Open(ctx, c.ep)
+		require.NoError(t, err, c.name)
+		clients[c.name] = cl
+		st, err := cl.PowerState(ctx)
+		require.NoError(t, err, c.name)
+		require.Equal(t, rackcloud.PowerOff, st, "%s: racked servers wait powered off", c.name)
+
+		require.NoError(t, cl.SetBootDevice(ctx, bmc.BootPXE, bmc.BootOptions{}), c.name)
+		require.Equal(t, rack.BootPXE, c.node.BootOverride().Device, c.name)
+		require.NoError(t, cl.EnsurePower(ctx, rackcloud.PowerOn), c.name)
+		m := c.node.Machine()
+		require.NotNil(t, m, "%s: a QEMU process appears", c.name)
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", m.PID()))
+		require.NoError(t, err)
+		require.Contains(t, string(cmdline), "order=nc", "%s: network first", c.name)
+	}
+	for _, c := range cases {
+		re := regexp.MustCompile(`DHCPDISCOVER\(` + pnet.Bridge + `\) ` + regexp.QuoteMeta(c.node.MAC.String()))
+		require.Eventually(t, func() bool {
+			b, _ := os.ReadFile(logf)
+			return re.Match(b)
+		}, 100*time.Second, 250*time.Millisecond, "%s: DHCPDISCOVER from %s", c.name, c.node.MAC)
+	}
+	for _, c := range cases {
+		m := c.node.Machine()
+		require.NoError(t, clients[c.name].EnsurePower(ctx, rackcloud.PowerOff), c.name)
+		require.Nil(t, c.node.Machine(), c.name)
+		<-m.Done() // reaped
+	}
+
+	// Every call was measured and logged with the provider that answered.
+	require.Equal(t, 2.0, metric(t, e.reg, "rackcloud_bmc_requests_total", map[string]string{"op": "set-boot", "result": "ok"}))
+	require.Equal(t, 1.0, metric(t, e.reg, "rackcloud_bmc_up", map[string]string{"bmc": cases[0].ep.String()}))
+	logs := e.log.String()
+	require.Contains(t, logs, `"provider":"ipmitool"`)
+	require.Contains(t, logs, `"provider":"gofish"`)
+	require.NotContains(t, logs, r.Password())
+}
+
+// metric returns the value of the series name{labels} (counter, gauge, or
+// a histogram's count), or -1 when there is none.
+func metric(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				have[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range labels {
+				if have[k] != v {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				return m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return -1
+}

@@ -1,0 +1,264 @@
+package bmc
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"syscall"
+
+	"github.com/stmcginnis/gofish/common"
+)
+
+// Kinds of failure. Test with errors.Is.
+var (
+	// ErrAuth: the BMC answered but refused the user name or password.
+	ErrAuth = errors.New("BMC refused the credentials")
+	// ErrCipher: the BMC does not offer the configured IPMI cipher suite.
+	ErrCipher = errors.New("BMC does not offer the cipher suite")
+	// ErrUnreachable: nothing answers at the BMC's address.
+	ErrUnreachable = errors.New("BMC unreachable")
+	// ErrTimeout: the BMC did not finish in time (it does not answer, or
+	// answers slowly).
+	ErrTimeout = errors.New("BMC did not answer in time")
+	// ErrTLS: the Redfish BMC's certificate is not trusted.
+	ErrTLS = errors.New("BMC certificate not trusted")
+	// ErrBadResponse: the BMC answered something that makes no sense.
+	ErrBadResponse = errors.New("BMC answered nonsense")
+	// ErrPowerMismatch: the BMC accepted a power change but does not
+	// report the expected state (it lies, or the machine does not obey).
+	ErrPowerMismatch = errors.New("BMC power state does not match")
+	// ErrUnsupported: the BMC does not offer this operation.
+	ErrUnsupported = errors.New("not supported by the BMC")
+	// ErrBackoff: the BMC failed recently and the call would have to wait
+	// past its deadline for the back-off to end.
+	ErrBackoff = errors.New("BMC in back-off after errors")
+	// ErrClosed: the client or manager was closed.
+	ErrClosed = errors.New("BMC client closed")
+)
+
+// Error is a failed call to one BMC.
+type Error struct {
+	// BMC is the endpoint ("ipmi://127.0.0.1:623"), never the credentials.
+	BMC string
+	// Op is the operation ("power-status", "set-power", ...).
+	Op string
+	// Kind is one of the Err* kinds above, or nil.
+	Kind error
+	// Err is the underlying failure, with any password removed.
+	Err error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "bmc %s %s", e.BMC, e.Op)
+	if e.Kind != nil {
+		b.WriteString(": ")
+		b.WriteString(e.Kind.Error())
+	}
+	if e.Err != nil {
+		b.WriteString(": ")
+		b.WriteString(e.Err.Error())
+	}
+	return b.String()
+}
+
+// Unwrap exposes the kind and the underlying error to errors.Is/As.
+func (e *Error) Unwrap() []error {
+	var errs []error
+	if e.Kind != nil {
+		errs = append(errs, e.Kind)
+	}
+	if e.Err != nil {
+		errs = append(errs, e.Err)
+	}
+	return errs
+}
+
+// result is the metric label for err's kind.
+func result(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, ErrAuth):
+		return "auth"
+	case errors.Is(err, ErrCipher):
+		return "cipher"
+	case errors.Is(err, ErrUnreachable):
+		return "unreachable"
+	case errors.Is(err, ErrTimeout):
+		return "timeout"
+	case errors.Is(err, ErrTLS):
+		return "tls"
+	case errors.Is(err, ErrBadResponse):
+		return "bad_response"
+	case errors.Is(err, ErrPowerMismatch):
+		return "power_mismatch"
+	case errors.Is(err, ErrUnsupported):
+		return "unsupported"
+	case errors.Is(err, ErrBackoff):
+		return "backoff"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	}
+	return "error"
+}
+
+// healthKind reports whether err says something about the BMC's health
+// (caller cancellation and unsupported operations do not).
+func healthKind(err error) bool {
+	switch result(err) {
+	case "ok", "canceled", "unsupported", "backoff", "error":
+		return false
+	}
+	return true
+}
+
+// ipmitool's messages, by kind. ipmitool prints the same "Unable to
+// establish" for a wrong password and for a BMC that never answers; the
+// caller tells them apart with an RMCP ping (see classifyIPMI).
+var (
+	ipmiCipherMsgs = []string{
+		"invalid authentication algorithm",
+		"invalid integrity algorithm",
+		"invalid confidentiality algorithm",
+		"no matching cipher suite",
+		"invalid cipher suite",
+		"unsupported cipher suite",
+	}
+	ipmiAuthMsgs = []string{
+		"rakp 2 hmac is invalid",
+		"rakp 2 message indicates an error",
+		"unauthorized name",
+		"invalid user name",
+		"insufficient privilege",
+	}
+	ipmiSessionMsgs = []string{
+		"unable to establish ipmi v2 / rmcp+ session",
+		"unable to establish lan session",
+		"unable to establish ipmi v1.5 / rmcp session",
+	}
+	ipmiUnreachableMsgs = []string{
+		"unable to get channel authentication capabilities",
+		"get auth capabilities error",
+		"no response from remote controller",
+		"address lookup for",
+		"connection refused",
+	}
+)
+
+// ipmiClass is what ipmitool's output says about a failure.
+type ipmiClass int
+
+const (
+	ipmiOther       ipmiClass = iota
+	ipmiCipher                // the suite was refused
+	ipmiAuth                  // credentials refused explicitly
+	ipmiSession               // no session: wrong credentials or no BMC
+	ipmiUnreachable           // no BMC answered
+)
+
+// classifyIPMIText sorts an ipmitool failure by its output. It is pure and
+// fuzzed.
+func classifyIPMIText(out string) ipmiClass {
+	s := strings.ToLower(out)
+	has := func(msgs []string) bool {
+		for _, m := range msgs {
+			if strings.Contains(s, m) {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case has(ipmiCipherMsgs):
+		return ipmiCipher
+	case has(ipmiUnreachableMsgs):
+		return ipmiUnreachable
+	case has(ipmiSessionMsgs):
+		if has(ipmiAuthMsgs) {
+			return ipmiAuth
+		}
+		return ipmiSession
+	case has(ipmiAuthMsgs):
+		return ipmiAuth
+	}
+	return ipmiOther
+}
+
+// classifyRedfish sorts a Redfish (gofish/net/http) failure.
+func classifyRedfish(err error) error {
+	var ce *common.Error
+	if errors.As(err, &ce) {
+		switch ce.HTTPReturnedStatusCode {
+		case 401, 403:
+			return ErrAuth
+		case 404, 405, 501:
+			return ErrUnsupported
+		}
+		if ce.HTTPReturnedStatusCode == 0 {
+			return ErrBadResponse
+		}
+	}
+	var ue x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var ci x509.CertificateInvalidError
+	var cv *tls.CertificateVerificationError
+	if errors.As(err, &ue) || errors.As(err, &he) || errors.As(err, &ci) || errors.As(err, &cv) {
+		return ErrTLS
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return ErrTimeout
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return ErrTimeout
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) {
+		return ErrUnreachable
+	}
+	var de *net.DNSError
+	if errors.As(err, &de) {
+		return ErrUnreachable
+	}
+	// bmclib flattens some errors to text.
+	s := strings.ToLower(err.Error())
+	switch {
+	case strings.Contains(s, "401") || strings.Contains(s, "unauthorized") || strings.Contains(s, "not authenticated"):
+		return ErrAuth
+	case strings.Contains(s, "x509:") || strings.Contains(s, "certificate"):
+		return ErrTLS
+	case strings.Contains(s, "timeout") || strings.Contains(s, "deadline exceeded"):
+		return ErrTimeout
+	case strings.Contains(s, "connection refused") || strings.Contains(s, "no route to host"):
+		return ErrUnreachable
+	case strings.Contains(s, "invalid character") || strings.Contains(s, "unexpected end of json") || strings.Contains(s, "cannot unmarshal"):
+		return ErrBadResponse
+	}
+	return nil
+}
+
+// redact removes secret from s.
+func redact(s string, secret Secret) string {
+	if p := secret.Reveal(); len(p) >= 3 {
+		s = strings.ReplaceAll(s, p, "[REDACTED]")
+	}
+	return s
+}
+
+// redactErr returns err, or a plain error with the same text minus the
+// password when the text held it (the chain is dropped so that nothing
+// can print the original).
+func redactErr(err error, secret Secret) error {
+	if err == nil {
+		return nil
+	}
+	msg := redact(err.Error(), secret)
+	if msg == err.Error() {
+		return err
+	}
+	return errors.New(msg)
+}

@@ -1,0 +1,42 @@
+package bmc
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// metrics of the bmc subsystem.
+type metrics struct {
+	requests  *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	up        *prometheus.GaugeVec
+	unhealthy prometheus.Gauge
+	polls     *prometheus.CounterVec
+}
+
+func newMetrics(r prometheus.Registerer) *metrics {
+	f := promauto.With(r) // a nil Registerer registers nothing
+	return &metrics{
+		requests: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "rackcloud_bmc_requests_total",
+			Help: "Calls to BMCs by operation and result (ok, timeout, unreachable, auth, cipher, tls, bad_response, power_mismatch, unsupported, backoff, canceled, error).",
+		}, []string{"op", "result"}),
+		duration: f.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "rackcloud_bmc_request_duration_seconds",
+			Help:    "Latency of calls to BMCs by operation, waiting for the BMC's turn included.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20, 40},
+		}, []string{"op"}),
+		up: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "rackcloud_bmc_up",
+			Help: "1 while the BMC answers, 0 after it failed (unreachable, timeout, refused credentials...).",
+		}, []string{"bmc"}),
+		unhealthy: f.NewGauge(prometheus.GaugeOpts{
+			Name: "rackcloud_bmc_unhealthy",
+			Help: "Number of known BMCs whose last call failed.",
+		}),
+		polls: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "rackcloud_bmc_polls_total",
+			Help: "Power-state polls by the poller, by result.",
+		}, []string{"result"}),
+	}
+}

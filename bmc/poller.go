@@ -1,0 +1,253 @@
+package bmc
+
+import (
+	"container/heap"
+	"context"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/rackcloud/rackcloud"
+)
+
+// Defaults for PollerConfig.
+const (
+	DefaultPollInterval    = 30 * time.Second
+	DefaultPollJitter      = 0.2
+	DefaultPollConcurrency = 8
+)
+
+// PollerConfig configures a Poller.
+type PollerConfig struct {
+	// Interval between two polls of one BMC (DefaultPollInterval when
+	// zero). A failing BMC is polled again only after its back-off.
+	Interval time.Duration
+	// Jitter spreads polls by +-Jitter*Interval (DefaultPollJitter when
+	// zero, none when negative), and the first polls over
+	// [0, Jitter*Interval), so that BMCs are not all asked at once.
+	Jitter float64
+	// Concurrency is the most polls in flight at once
+	// (DefaultPollConcurrency when zero). A BMC that does not answer holds
+	// one slot for at most Config.Timeout.
+	Concurrency int
+	// OnResult, when set, is called after every poll, from the polling
+	// goroutine: it must not block for long.
+	OnResult func(PollResult)
+}
+
+// PollResult is the outcome of one power-state poll.
+type PollResult struct {
+	// ID is the caller's name for the BMC (e.g. the host ID).
+	ID    string
+	BMC   string
+	Power rackcloud.PowerState
+	Err   error
+	// Health is the BMC's health after the poll.
+	Health Health
+	At     time.Time
+}
+
+// Poller polls the power state of many BMCs concurrently, each at its own
+// jittered interval, backing off from BMCs that fail. A BMC that does not
+// answer never delays the others beyond taking one of the Concurrency
+// slots for at most Config.Timeout.
+type Poller struct {
+	m   *Manager
+	cfg PollerConfig
+
+	mu      sync.Mutex
+	targets map[string]*target
+	queue   pollQueue
+	results map[string]PollResult
+	wake    chan struct{}
+}
+
+type target struct {
+	id     string
+	client *Client
+	next   time.Time
+	index  int // in queue; -1 while polled or removed
+	gone   bool
+}
+
+// NewPoller returns a Poller of m's BMCs; add BMCs with Set and start it
+// with Run.
+func (m *Manager) NewPoller(cfg PollerConfig) *Poller {
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultPollInterval
+	}
+	if cfg.Jitter == 0 {
+		cfg.Jitter = DefaultPollJitter
+	}
+	if cfg.Jitter < 0 {
+		cfg.Jitter = 0
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = DefaultPollConcurrency
+	}
+	return &Poller{
+		m:       m,
+		cfg:     cfg,
+		targets: map[string]*target{},
+		results: map[string]PollResult{},
+		wake:    make(chan struct{}, 1),
+	}
+}
+
+// Set adds or updates the BMC polled under id.
+func (p *Poller) Set(id string, ep Endpoint) error {
+	c, err := p.m.Client(ep)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if t, ok := p.targets[id]; ok {
+		t.client = c
+		return nil
+	}
+	first := time.Duration(rand.Float64() * p.cfg.Jitter * float64(p.cfg.Interval))
+	t := &target{id: id, client: c, next: time.Now().Add(first), index: -1}
+	p.targets[id] = t
+	heap.Push(&p.queue, t)
+	p.signal()
+	return nil
+}
+
+// Remove stops polling id.
+func (p *Poller) Remove(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t, ok := p.targets[id]
+	if !ok {
+		return
+	}
+	t.gone = true
+	delete(p.targets, id)
+	delete(p.results, id)
+	if t.index >= 0 {
+		heap.Remove(&p.queue, t.index)
+	}
+	p.signal()
+}
+
+// Results returns the last result of every polled BMC, by ID.
+func (p *Poller) Results() map[string]PollResult {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]PollResult, len(p.results))
+	for k, v := range p.results {
+		out[k] = v
+	}
+	return out
+}
+
+func (p *Poller) signal() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// due pops the first target if it is due, or says how long to wait.
+func (p *Poller) due(now time.Time) (*target, time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.queue) == 0 {
+		return nil, time.Hour
+	}
+	t := p.queue[0]
+	if wait := t.next.Sub(now); wait > 0 {
+		return nil, wait
+	}
+	heap.Pop(&p.queue)
+	return t, 0
+}
+
+// Run polls until ctx ends, then waits for the polls in flight (which end
+// with ctx) and returns nil.
+func (p *Poller) Run(ctx context.Context) error {
+	slots := make(chan struct{}, p.cfg.Concurrency)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		var t *target
+		for t == nil {
+			var wait time.Duration
+			t, wait = p.due(time.Now())
+			if t != nil {
+				break
+			}
+			timer.Reset(wait)
+			select {
+			case <-ctx.Done():
+				<-slots
+				return nil
+			case <-p.wake:
+			case <-timer.C:
+			}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			p.poll(ctx, t)
+		}()
+	}
+}
+
+func (p *Poller) poll(ctx context.Context, t *target) {
+	st, err := t.client.PowerState(ctx)
+	now := time.Now()
+	h := t.client.Health()
+	res := PollResult{ID: t.id, BMC: t.client.key, Power: st, Err: err, Health: h, At: now}
+	if ctx.Err() != nil && err != nil {
+		return // shutting down: not a result
+	}
+	p.m.met.polls.WithLabelValues(result(err)).Inc()
+	next := now.Add(jitter(p.cfg.Interval, p.cfg.Jitter))
+	if err != nil && h.BackoffUntil.After(next) {
+		next = h.BackoffUntil
+	}
+	p.mu.Lock()
+	if !t.gone {
+		t.next = next
+		heap.Push(&p.queue, t)
+		p.results[t.id] = res
+	}
+	p.mu.Unlock()
+	p.signal()
+	if p.cfg.OnResult != nil {
+		p.cfg.OnResult(res)
+	}
+}
+
+// pollQueue is a min-heap of targets by next poll time.
+type pollQueue []*target
+
+func (q pollQueue) Len() int           { return len(q) }
+func (q pollQueue) Less(i, j int) bool { return q[i].next.Before(q[j].next) }
+func (q pollQueue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].index, q[j].index = i, j
+}
+func (q *pollQueue) Push(x any) {
+	t := x.(*target)
+	t.index = len(*q)
+	*q = append(*q, t)
+}
+func (q *pollQueue) Pop() any {
+	old := *q
+	t := old[len(old)-1]
+	old[len(old)-1] = nil
+	t.index = -1
+	*q = old[:len(old)-1]
+	return t
+}
