@@ -218,10 +218,16 @@ func (e *Engine) go_(f func()) {
 	}()
 }
 
+// StopGrace is how long Stop waits for interrupted steps to return.
+const StopGrace = 5 * time.Second
+
 // Stop stops claiming, lets running steps finish until ctx ends, then
 // interrupts them (their context ends with ErrStopping) and gives their
-// tasks back without using up the attempt. It is safe to call twice.
+// tasks back without using up the attempt. A step that ignores its context
+// for StopGrace more is left behind with an error (its lease expires). It
+// is safe to call twice.
 func (e *Engine) Stop(ctx context.Context) error {
+	var err error
 	e.stopOnce.Do(func() {
 		e.stopping.Store(true)
 		done := make(chan struct{})
@@ -237,14 +243,18 @@ func (e *Engine) Stop(ctx context.Context) error {
 				r.interrupt(ErrStopping)
 			}
 			e.runMu.Unlock()
-			<-done
+			select {
+			case <-done:
+			case <-time.After(StopGrace):
+				err = fmt.Errorf("tasks: stop: %d step(s) ignored their context", e.busy.Load())
+			}
 		}
 		if e.cancel != nil {
 			e.cancel(ErrStopping)
 		}
 		e.loops.Wait()
 	})
-	return nil
+	return err
 }
 
 // signal wakes the claim loop.
