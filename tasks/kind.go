@@ -177,6 +177,8 @@ type StepContext struct {
 	Phase     Phase
 	// Attempt is this attempt's number, from 1.
 	Attempt int
+	// Worker is the ID of the engine running the step.
+	Worker string
 	// Logger carries the task's attributes.
 	Logger *slog.Logger
 

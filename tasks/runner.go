@@ -245,6 +245,7 @@ func (r *runner) runStep() (in input, ok bool) {
 		StepIndex: idx,
 		Phase:     phase,
 		Attempt:   r.prog.Attempt,
+		Worker:    r.e.cfg.ID,
 		Logger:    r.log.With("step", st.Name, "phase", phase, "attempt", r.prog.Attempt),
 		run:       r,
 		params:    r.row.Params,
