@@ -41,10 +41,18 @@ type Deps struct {
 	// operations answer 503.
 	Tasks TaskEngine
 	// Sealer encrypts BMC passwords at rest; nil refuses BMC credentials.
-	Sealer *store.Sealer
+	Sealer Sealer
 	// Now is the clock (token expiry); nil means time.Now.
 	Now func() time.Time
 }
+
+// Sealer encrypts a secret for storage; aad (the host's ID) binds the
+// sealed value to its record. *store.Sealer is one.
+type Sealer interface {
+	Seal(plaintext string, aad []byte) (string, error)
+}
+
+var _ Sealer = (*store.Sealer)(nil)
 
 // API is the REST API.
 type API struct {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -164,8 +165,8 @@ func register[I, O any](a *API, op huma.Operation, allow access, h func(context.
 	if op.Method != http.MethodGet {
 		op.Errors = append(op.Errors, http.StatusUnprocessableEntity)
 	}
-	if op.Method == http.MethodPost || op.Method == http.MethodPut || op.Method == http.MethodPatch {
-		op.MaxBodyBytes = DefaultMaxBodyBytes
+	op.MaxBodyBytes = DefaultMaxBodyBytes
+	if _, hasBody := reflect.TypeFor[I]().FieldByName("Body"); hasBody {
 		op.Errors = append(op.Errors, http.StatusRequestEntityTooLarge)
 	}
 	slices.Sort(op.Errors)

@@ -95,7 +95,7 @@ func registerHosts(a *API) {
 		Description: "Records a host by its MACs (the boot service then recognises it) and/or its BMC (enroll it next with POST /v1/hosts/{id}/enroll). Nothing is done to the machine: the host starts discovered.",
 		Tags:        []string{c.tag}, DefaultStatus: http.StatusCreated, Errors: []int{http.StatusConflict},
 	}, staffOnly, func(ctx context.Context, in *struct{ Body HostBody }) (*itemOutput[Host], error) {
-		h, sealed, err := a.hostFromBody(in.Body)
+		h, err := a.hostFromBody(in.Body)
 		if err != nil {
 			return nil, err
 		}
@@ -106,9 +106,20 @@ func registerHosts(a *API) {
 					return notFoundField(err, "body.rack_id", h.RackID)
 				}
 			}
-			h, err = store.CreateHost(ctx, tx, h, sealed)
+			bmc := h.BMC
+			h, err = store.CreateHost(ctx, tx, h)
+			if err != nil {
+				return err
+			}
 			ch.target = c.target(h.ID)
-			return err
+			if bmc != nil {
+				sealed, err := a.deps.Sealer.Seal(bmc.Password, []byte(h.ID))
+				if err != nil {
+					return err
+				}
+				return store.SetHostBMCSecret(ctx, tx, h.ID, sealed)
+			}
+			return nil
 		})
 		if err != nil {
 			return nil, err
@@ -273,20 +284,20 @@ func roleNames(rs []rackcloud.HostRole) []string {
 	return out
 }
 
-// hostFromBody validates a registration and seals the BMC password.
-func (a *API) hostFromBody(b HostBody) (rackcloud.Host, []byte, error) {
+// hostFromBody validates a registration.
+func (a *API) hostFromBody(b HostBody) (rackcloud.Host, error) {
 	if err := checkLabels("body.labels", b.Labels); err != nil {
-		return rackcloud.Host{}, nil, err
+		return rackcloud.Host{}, err
 	}
 	if len(b.MACs) == 0 && b.BMC == nil {
-		return rackcloud.Host{}, nil, huma.Error422UnprocessableEntity("a host needs MACs or a BMC",
+		return rackcloud.Host{}, huma.Error422UnprocessableEntity("a host needs MACs or a BMC",
 			&huma.ErrorDetail{Location: "body", Message: "give macs, bmc, or both"})
 	}
 	h := rackcloud.Host{Meta: rackcloud.Meta{Name: b.Name, Labels: b.Labels}, RackID: b.RackID, Position: b.Position}
 	for i, m := range b.MACs {
 		norm, err := rackcloud.NormalizeMAC(m)
 		if err != nil {
-			return h, nil, huma.Error422UnprocessableEntity("bad MAC address",
+			return h, huma.Error422UnprocessableEntity("bad MAC address",
 				&huma.ErrorDetail{Location: "body.macs[" + strconv.Itoa(i) + "]", Message: "want a 48-bit MAC such as 52:54:00:aa:01:01", Value: m})
 		}
 		h.MACs = append(h.MACs, norm)
@@ -297,10 +308,9 @@ func (a *API) hostFromBody(b HostBody) (rackcloud.Host, []byte, error) {
 	if b.Overhead != nil {
 		h.Overhead = resourcesIn(*b.Overhead)
 	}
-	var sealed []byte
 	if b.BMC != nil {
 		if a.deps.Sealer == nil {
-			return h, nil, huma.Error503ServiceUnavailable("this server has no secret key to store BMC passwords (start it with --secret-key-file)")
+			return h, huma.Error503ServiceUnavailable("this server has no secret key to store BMC passwords (start it with --secret-key-file)")
 		}
 		addr := b.BMC.Address
 		if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -310,8 +320,8 @@ func (a *API) hostFromBody(b HostBody) (rackcloud.Host, []byte, error) {
 			}
 			addr = net.JoinHostPort(strings.Trim(addr, "[]"), port)
 		}
-		h.BMC = &rackcloud.BMC{Address: addr, Protocol: rackcloud.BMCProtocol(b.BMC.Protocol), Username: b.BMC.Username}
-		sealed = a.deps.Sealer.Seal([]byte(b.BMC.Password))
+		h.BMC = &rackcloud.BMC{Address: addr, Protocol: rackcloud.BMCProtocol(b.BMC.Protocol), Username: b.BMC.Username,
+			Password: b.BMC.Password}
 	}
 	if h.Name == "" {
 		switch {
@@ -321,7 +331,7 @@ func (a *API) hostFromBody(b HostBody) (rackcloud.Host, []byte, error) {
 			h.Name = "bmc-" + sanitizeName(h.BMC.Address)
 		}
 	}
-	return h, sealed, nil
+	return h, nil
 }
 
 // sanitizeName turns s into a DNS label.

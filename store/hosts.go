@@ -43,10 +43,10 @@ func nullable(s string) *string {
 	return &s
 }
 
-// CreateHost inserts h with its MACs. sealedPassword is the BMC password
-// as sealed by a Sealer (nil without a BMC). A MAC or BMC address that
-// another host has is rackcloud.ErrConflict.
-func CreateHost(ctx context.Context, q Querier, h rackcloud.Host, sealedPassword []byte) (rackcloud.Host, error) {
+// CreateHost inserts h with its MACs (the BMC password is set apart with
+// SetHostBMCSecret). A MAC or BMC address that another host has is
+// rackcloud.ErrConflict.
+func CreateHost(ctx context.Context, q Querier, h rackcloud.Host) (rackcloud.Host, error) {
 	var bmcAddr, bmcProto, bmcUser string
 	if h.BMC != nil {
 		bmcAddr, bmcProto, bmcUser = h.BMC.Address, string(h.BMC.Protocol), h.BMC.Username
@@ -59,11 +59,11 @@ func CreateHost(ctx context.Context, q Querier, h rackcloud.Host, sealedPassword
 	}
 	var id string
 	err := q.QueryRow(ctx, `INSERT INTO hosts (name, rack_id, position, role, image_id, state, power, bmc_address,
-		bmc_protocol, bmc_username, bmc_password_sealed, inventory, cpu_cores, memory_mib, disk_gib, disk_iops,
+		bmc_protocol, bmc_username, inventory, cpu_cores, memory_mib, disk_gib, disk_iops,
 		network_mbps, overhead, maintenance, labels)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) RETURNING id::text`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) RETURNING id::text`,
 		h.Name, nullable(h.RackID), h.Position, string(h.Role), nullable(h.ImageID), string(h.State), string(h.Power),
-		nullable(bmcAddr), bmcProto, bmcUser, sealedPassword, h.Inventory, h.Resources.CPUCores, h.Resources.MemoryMiB,
+		nullable(bmcAddr), bmcProto, bmcUser, h.Inventory, h.Resources.CPUCores, h.Resources.MemoryMiB,
 		h.Resources.DiskGiB, h.Resources.DiskIOPS, h.Resources.NetworkMbs, h.Overhead, h.Maintenance,
 		labelsOrEmpty(h.Labels)).Scan(&id)
 	if err != nil {
@@ -127,13 +127,26 @@ func DeleteHost(ctx context.Context, q Querier, id string, version int64) error 
 	return deleteRow(ctx, q, "hosts", id, version)
 }
 
-// HostBMCSecret returns the sealed BMC password of a host (nil when it has
-// none); open it with the Sealer that sealed it.
-func HostBMCSecret(ctx context.Context, q Querier, id string) ([]byte, error) {
+// HostBMCSecret returns the sealed BMC password of a host ("" when it has
+// none); open it with the sealer that sealed it and the host's ID as
+// additional data.
+func HostBMCSecret(ctx context.Context, q Querier, id string) (string, error) {
 	if !ValidID(id) {
-		return nil, rackcloud.ErrNotFound
+		return "", rackcloud.ErrNotFound
 	}
-	var b []byte
-	err := q.QueryRow(ctx, `SELECT bmc_password_sealed FROM hosts WHERE id = $1`, id).Scan(&b)
-	return b, MapError(err)
+	var s string
+	err := q.QueryRow(ctx, `SELECT bmc_password_sealed FROM hosts WHERE id = $1`, id).Scan(&s)
+	return s, MapError(err)
+}
+
+// SetHostBMCSecret stores a host's sealed BMC password.
+func SetHostBMCSecret(ctx context.Context, q Querier, id, sealed string) error {
+	tag, err := q.Exec(ctx, `UPDATE hosts SET bmc_password_sealed = $2 WHERE id::text = $1`, id, sealed)
+	if err != nil {
+		return MapError(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%w: host %s", rackcloud.ErrNotFound, id)
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -15,7 +16,8 @@ import (
 const SecretKeySize = 32
 
 // Sealer encrypts secrets at rest (BMC passwords) with AES-256-GCM. The
-// sealed form is nonce || ciphertext.
+// sealed form is "rcs0:" + base64url(nonce || ciphertext); the additional
+// data (a host's ID) binds a sealed value to its record.
 type Sealer struct {
 	aead cipher.AEAD
 }
@@ -36,25 +38,30 @@ func NewSealer(key []byte) (*Sealer, error) {
 	return &Sealer{aead: aead}, nil
 }
 
-// Seal encrypts plaintext.
-func (s *Sealer) Seal(plaintext []byte) []byte {
+const sealedPrefix = "rcs0:"
+
+// Seal encrypts plaintext bound to aad.
+func (s *Sealer) Seal(plaintext string, aad []byte) (string, error) {
 	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plaintext)+s.aead.Overhead())
-	_, _ = rand.Read(nonce)
-	return s.aead.Seal(nonce, nonce, plaintext, nil)
+	if _, err := rand.Read(nonce); err != nil {
+		return "", err
+	}
+	return sealedPrefix + base64.RawURLEncoding.EncodeToString(s.aead.Seal(nonce, nonce, []byte(plaintext), aad)), nil
 }
 
-// Open decrypts what Seal returned; a wrong key or tampered data is an
-// error that says nothing of the content.
-func (s *Sealer) Open(sealed []byte) ([]byte, error) {
+// Open decrypts what Seal returned with the same aad; a wrong key, aad or
+// tampered data is an error that says nothing of the content.
+func (s *Sealer) Open(sealed string, aad []byte) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(sealed, sealedPrefix))
 	n := s.aead.NonceSize()
-	if len(sealed) < n {
-		return nil, errors.New("sealed secret too short")
+	if err != nil || !strings.HasPrefix(sealed, sealedPrefix) || len(b) < n {
+		return "", errors.New("not a sealed secret")
 	}
-	out, err := s.aead.Open(nil, sealed[:n], sealed[n:], nil)
+	out, err := s.aead.Open(nil, b[:n], b[n:], aad)
 	if err != nil {
-		return nil, errors.New("sealed secret does not open with this key")
+		return "", errors.New("sealed secret does not open with this key")
 	}
-	return out, nil
+	return string(out), nil
 }
 
 // LoadOrCreateSecretKey reads a hex-encoded key from path, creating the

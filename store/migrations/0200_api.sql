@@ -54,12 +54,12 @@ CREATE TABLE hosts (
 	                    'available', 'provisioning', 'ready', 'draining', 'maintenance', 'deprovisioning', 'failed')),
 	state_reason        text NOT NULL DEFAULT '',
 	power               text NOT NULL DEFAULT 'unknown' CHECK (power IN ('on', 'off', 'unknown')),
-	-- The BMC; the password is sealed (AES-GCM) with the server's secret
-	-- key and never leaves the database in clear.
+	-- The BMC; the password is sealed (AES-GCM, bound to the host's ID)
+	-- with the server's secret key and never leaves the database in clear.
 	bmc_address         text UNIQUE CHECK (bmc_address IS NULL OR length(bmc_address) BETWEEN 1 AND 255),
 	bmc_protocol        text NOT NULL DEFAULT '' CHECK (bmc_protocol IN ('', 'ipmi', 'redfish')),
 	bmc_username        text NOT NULL DEFAULT '',
-	bmc_password_sealed bytea,
+	bmc_password_sealed text NOT NULL DEFAULT '',
 	bmc_healthy         boolean NOT NULL DEFAULT false,
 	bmc_error           text NOT NULL DEFAULT '',
 	inventory           jsonb,
