@@ -94,6 +94,14 @@ func TestIPMIVirtual(t *testing.T) {
 	other := r.Nodes[1]
 	require.NotEqual(t, n.IPMI, other.IPMI)
 	require.NotEqual(t, n.Size, other.Size, "nodes have different sizes")
+	var table bytes.Buffer
+	r.Print(&table)
+	for _, x := range r.Nodes {
+		require.Contains(t, table.String(), x.IPMI.String())
+		require.Contains(t, table.String(), x.MAC.String())
+	}
+	require.Len(t, r.Describe(), 2)
+	require.Equal(t, "off", r.Describe()[0].Power)
 
 	out, err := ipmitool(ctx, n, "chassis", "power", "status")
 	require.NoError(t, err, out)

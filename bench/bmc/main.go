@@ -1,0 +1,208 @@
+// Command bmc benchmarks power-state polling of many BMCs: rackcloud's
+// bmc.Poller against calling ipmitool directly in a loop, with the same
+// concurrency, against the same simulated BMCs (one ipmi_sim per server),
+// in the same run. Rounds alternate between the two so that drift in the
+// machine's load hits both.
+//
+// The last line is
+//
+//	BENCH bmc polls_per_s=<rackcloud> ipmitool_polls_per_s=<peer> ratio=<rackcloud/peer>
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/bmc"
+	"github.com/rackcloud/rackcloud/lab/rack"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/bmc:", err)
+		os.Exit(1)
+	}
+}
+
+type tally struct {
+	polls, errors int64
+	elapsed       time.Duration
+}
+
+func (t tally) rate() float64 { return float64(t.polls) / t.elapsed.Seconds() }
+func (t tally) errRate() float64 {
+	if t.polls+t.errors == 0 {
+		return 0
+	}
+	return float64(t.errors) / float64(t.polls+t.errors)
+}
+
+func run() error {
+	bmcs := flag.Int("bmcs", 50, "simulated BMCs")
+	conc := flag.Int("concurrency", 8, "polls in flight at once, for both")
+	dur := flag.Duration("duration", 4*time.Second, "length of one round of each")
+	rounds := flag.Int("rounds", 6, "rounds of each")
+	flag.Parse()
+
+	dir, err := os.MkdirTemp("", "bench-bmc-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	fmt.Printf("starting %d ipmi_sim BMCs...\n", *bmcs)
+	r, err := rack.Start(ctx, rack.Config{Name: "bench", Nodes: *bmcs, Dir: dir, Virtual: true})
+	if err != nil {
+		return err
+	}
+	defer r.Stop()
+	// Half the servers on, so both answers are exercised.
+	want := map[string]rackcloud.PowerState{}
+	for i, n := range r.Nodes {
+		if i%2 == 0 {
+			if err := n.PowerOn(); err != nil {
+				return err
+			}
+		}
+		want[n.IPMI.String()] = n.Power()
+	}
+
+	mgr, err := bmc.New(bmc.Config{Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return err
+	}
+	defer mgr.Close(ctx)
+
+	// Open every client first: opening costs one extra status call per
+	// BMC, which is not what is measured.
+	for _, n := range r.Nodes {
+		if _, err := mgr.Open(ctx, endpoint(n)); err != nil {
+			return err
+		}
+	}
+
+	var ours, peer tally
+	for i := 0; i < *rounds; i++ {
+		var o, p tally
+		var err error
+		// ABBA order: a steady drift in the machine's load hits both.
+		if i%2 == 0 {
+			p, err = pollIpmitool(ctx, r, want, *conc, *dur)
+			if err == nil {
+				o, err = pollRackcloud(ctx, mgr, r, want, *conc, *dur)
+			}
+		} else {
+			o, err = pollRackcloud(ctx, mgr, r, want, *conc, *dur)
+			if err == nil {
+				p, err = pollIpmitool(ctx, r, want, *conc, *dur)
+			}
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Printf("round %d: rackcloud %6.1f polls/s (%d errors), ipmitool %6.1f polls/s (%d errors)\n",
+			i+1, o.rate(), o.errors, p.rate(), p.errors)
+		peer.polls += p.polls
+		peer.errors += p.errors
+		peer.elapsed += p.elapsed
+		ours.polls += o.polls
+		ours.errors += o.errors
+		ours.elapsed += o.elapsed
+	}
+	fmt.Printf("rackcloud bmc.Poller: %.1f polls/s, error rate %.4f (%d polls, %d errors)\n", ours.rate(), ours.errRate(), ours.polls, ours.errors)
+	fmt.Printf("ipmitool loop:        %.1f polls/s, error rate %.4f (%d polls, %d errors)\n", peer.rate(), peer.errRate(), peer.polls, peer.errors)
+	fmt.Printf("BENCH bmc polls_per_s=%.1f ipmitool_polls_per_s=%.1f ratio=%.3f\n", ours.rate(), peer.rate(), ours.rate()/peer.rate())
+	return nil
+}
+
+// pollRackcloud runs a bmc.Poller over every BMC, polling each as soon as
+// its previous poll ended (no interval, no jitter), for d.
+func pollRackcloud(ctx context.Context, mgr *bmc.Manager, r *rack.Rack, want map[string]rackcloud.PowerState, conc int, d time.Duration) (tally, error) {
+	var polls, errs atomic.Int64
+	var counting atomic.Bool
+	p := mgr.NewPoller(bmc.PollerConfig{
+		Interval:    time.Nanosecond,
+		Jitter:      -1,
+		Concurrency: conc,
+		OnResult: func(res bmc.PollResult) {
+			if !counting.Load() {
+				return
+			}
+			addr := strings.TrimPrefix(res.BMC, "ipmi://")
+			if res.Err != nil || res.Power != want[addr] {
+				errs.Add(1)
+				return
+			}
+			polls.Add(1)
+		},
+	})
+	for _, n := range r.Nodes {
+		if err := p.Set(n.Name, endpoint(n)); err != nil {
+			return tally{}, err
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = p.Run(ctx); close(done) }()
+	time.Sleep(200 * time.Millisecond) // warm-up: every slot busy
+	counting.Store(true)
+	start := time.Now()
+	time.Sleep(d)
+	counting.Store(false)
+	elapsed := time.Since(start)
+	cancel()
+	<-done
+	return tally{polls: polls.Load(), errors: errs.Load(), elapsed: elapsed}, nil
+}
+
+func endpoint(n *rack.Node) bmc.Endpoint {
+	return bmc.Endpoint{Protocol: rackcloud.BMCIPMI, Address: n.IPMI.String(), Username: n.User, Password: bmc.NewSecret(n.Password)}
+}
+
+// pollIpmitool runs conc workers that call `ipmitool chassis power status`
+// on the BMCs in turn, for d.
+func pollIpmitool(ctx context.Context, r *rack.Rack, want map[string]rackcloud.PowerState, conc int, d time.Duration) (tally, error) {
+	var polls, errs atomic.Int64
+	var next atomic.Int64
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				n := r.Nodes[int(next.Add(1))%len(r.Nodes)]
+				cmd := exec.CommandContext(ctx, "ipmitool", "-I", "lanplus", "-C", "3",
+					"-H", n.IPMI.Addr().String(), "-p", strconv.Itoa(int(n.IPMI.Port())),
+					"-U", n.User, "-E", "chassis", "power", "status")
+				cmd.Env = []string{"IPMITOOL_PASSWORD=" + n.Password}
+				out, err := cmd.CombinedOutput()
+				if ctx.Err() != nil {
+					return // cut off by the end of the round: not counted
+				}
+				st, perr := bmc.ParsePowerState(string(out))
+				if err != nil || perr != nil || st != want[n.IPMI.String()] {
+					errs.Add(1)
+					continue
+				}
+				polls.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return tally{polls: polls.Load(), errors: errs.Load(), elapsed: time.Since(start)}, nil
+}
