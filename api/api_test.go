@@ -20,6 +20,7 @@ const checksum = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c1
 type fixture struct {
 	region, zone, rack, host, image, project string
 	member, memberTokenID                    string
+	guest                                    string
 }
 
 func (e *env) fixture(name string) fixture {
@@ -29,7 +30,7 @@ func (e *env) fixture(name string) fixture {
 	f.zone = e.must(201, "POST", "/v1/zones", e.admin, map[string]any{"name": "z1", "region_id": f.region})["id"].(string)
 	f.rack = e.must(201, "POST", "/v1/racks", e.admin, map[string]any{"name": "r1", "zone_id": f.zone, "labels": map[string]string{"row": "a"}})["id"].(string)
 	f.host = e.must(201, "POST", "/v1/hosts", e.admin, map[string]any{"name": name + "-h1", "macs": []string{macFor(name, 1)},
-		"rack_id": f.rack, "bmc": map[string]any{"address": "127.0.0.1:9623", "protocol": "ipmi", "username": "admin", "password": "hunter2"}})["id"].(string)
+		"rack_id": f.rack, "bmc": map[string]any{"address": fmt.Sprintf("127.0.0.1:%d", 9000+int(nameHash(name))), "protocol": "ipmi", "username": "admin", "password": "hunter2"}})["id"].(string)
 	f.image = e.must(201, "POST", "/v1/images", e.admin, map[string]any{"name": name + "-img", "url": "http://127.0.0.1/x.qcow2",
 		"checksum": checksum, "format": "qcow2", "roles": []string{"kvm"}})["id"].(string)
 	f.project = e.must(201, "POST", "/v1/projects", e.admin, map[string]any{"name": name})["id"].(string)
@@ -38,13 +39,15 @@ func (e *env) fixture(name string) fixture {
 	return f
 }
 
-func macFor(name string, i int) string {
+func nameHash(name string) byte {
 	var h byte
 	for _, c := range name {
 		h = h*31 + byte(c)
 	}
-	return fmt.Sprintf("52:54:00:%02x:00:%02x", h, i)
+	return h
 }
+
+func macFor(name string, i int) string { return fmt.Sprintf("52:54:00:%02x:00:%02x", nameHash(name), i) }
 
 func TestGuestLifecycleEndToEnd(t *testing.T) {
 	t.Parallel()

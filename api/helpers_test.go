@@ -108,6 +108,13 @@ func newEnv(t *testing.T) *env {
 	return &env{t: t, pool: pool, srv: srv, api: a, engine: engine, admin: secret}
 }
 
+// with returns a copy of e that reports to t (a subtest).
+func (e *env) with(t *testing.T) *env {
+	c := *e
+	c.t = t
+	return &c
+}
+
 // resp is an answer.
 type resp struct {
 	Code   int

@@ -1,0 +1,128 @@
+package api_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rackcloud/rackcloud"
+)
+
+// TestWalkEveryOperationWithoutRights calls every operation of the served
+// OpenAPI document with a viewer token of project A and with a member
+// token of project B, and proves that nothing of A leaks to B and that
+// neither changes anything.
+func TestWalkEveryOperationWithoutRights(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := e.fixture("alpha")
+	e.fixture("bravo") // another project with its own member, not used
+	projectB := e.must(201, "POST", "/v1/projects", e.admin, map[string]any{"name": "bravo-2"})["id"].(string)
+	memberB, _ := e.token("bravo-member-2", rackcloud.RoleMember, projectB)
+	viewerA, _ := e.token("alpha-viewer", rackcloud.RoleViewer, a.project)
+
+	// Project A's things.
+	r := e.do("POST", "/v1/guests", a.member, map[string]any{"project_id": a.project, "name": "secret-guest", "kind": "vm",
+		"flavor": map[string]any{"vcpu": 1, "memory_mib": 512, "disk_gib": 1}, "image_id": a.image})
+	require.Equal(t, 202, r.Code, r)
+	taskA := r.json(t)["id"].(string)
+	guestA := strings.TrimPrefix(r.json(t)["target"].(string), "guest/")
+	e.waitTask(a.member, taskA)
+	pgA := e.must(201, "POST", "/v1/placement-groups", a.member, map[string]any{"project_id": a.project, "name": "secret-pg", "policy": "anti-affinity"})["id"].(string)
+	ruleA := e.must(201, "POST", "/v1/alert-rules", e.admin, map[string]any{"name": "secret-rule", "expr": "up", "op": "<", "threshold": 1,
+		"severity": "warning", "scope": "project", "scope_id": a.project})["id"].(string)
+	userA := e.must(200, "GET", "/v1/tokens/"+a.memberTokenID, e.admin, nil)["user_id"].(string)
+	secretsOfA := map[string]string{"project": a.project, "guest": guestA, "task": taskA, "placement group": pgA,
+		"alert rule": ruleA, "token": a.memberTokenID, "user": userA, "guest name": "secret-guest", "group name": "secret-pg"}
+
+	ids := map[string]string{"regions": a.region, "zones": a.zone, "racks": a.rack, "hosts": a.host, "images": a.image,
+		"guests": guestA, "placement-groups": pgA, "projects": a.project, "users": userA, "tokens": a.memberTokenID,
+		"alert-rules": ruleA, "tasks": taskA}
+	const someMAC = "52:54:00:ee:ee:01"
+	bodies := map[string]any{
+		"createRegion":         map[string]any{"name": "walk"},
+		"updateRegion":         map[string]any{"labels": map[string]string{"x": "y"}},
+		"createZone":           map[string]any{"region_id": a.region, "name": "walk"},
+		"updateZone":           map[string]any{"labels": map[string]string{"x": "y"}},
+		"createRack":           map[string]any{"zone_id": a.zone, "name": "walk"},
+		"updateRack":           map[string]any{"labels": map[string]string{"x": "y"}},
+		"registerHost":         map[string]any{"macs": []string{someMAC}},
+		"updateHost":           map[string]any{"labels": map[string]string{"x": "y"}},
+		"provisionHost":        map[string]any{"role": "kvm", "image_id": a.image},
+		"setHostMaintenance":   map[string]any{"enabled": true},
+		"createImage":          map[string]any{"name": "walk", "url": "http://127.0.0.1/w", "checksum": checksum, "format": "raw"},
+		"updateImage":          map[string]any{"labels": map[string]string{"x": "y"}},
+		"createGuest":          map[string]any{"project_id": a.project, "name": "walk", "kind": "vm", "flavor": map[string]any{"vcpu": 1, "memory_mib": 512, "disk_gib": 1}, "image_id": a.image},
+		"updateGuest":          map[string]any{"labels": map[string]string{"x": "y"}},
+		"createPlacementGroup": map[string]any{"project_id": a.project, "name": "walk", "policy": "affinity"},
+		"createProject":        map[string]any{"name": "walk"},
+		"updateProject":        map[string]any{"labels": map[string]string{"x": "y"}},
+		"setProjectQuota":      map[string]any{"reserved": map[string]any{"vcpu": 100, "memory_mib": 100, "disk_gib": 100, "hosts": 1}},
+		"createUser":           map[string]any{"name": "walk"},
+		"updateUser":           map[string]any{"labels": map[string]string{"x": "y"}},
+		"createToken":          map[string]any{"name": "walk", "role": "member", "user_id": userA, "project_ids": []string{a.project}},
+		"createAlertRule":      map[string]any{"name": "walk", "expr": "up", "op": "<", "threshold": 1, "severity": "warning", "scope": "project", "scope_id": a.project},
+		"updateAlertRule":      map[string]any{"labels": map[string]string{"x": "y"}},
+	}
+
+	var doc struct {
+		Paths map[string]map[string]struct {
+			OperationID string          `json:"operationId"`
+			RequestBody json.RawMessage `json:"requestBody"`
+		} `json:"paths"`
+	}
+	require.NoError(t, json.Unmarshal(e.do("GET", "/openapi.json", "", nil).Body, &doc))
+	type op struct{ method, path, id string }
+	var ops []op
+	for p, methods := range doc.Paths {
+		for m, o := range methods {
+			path := p
+			if strings.Contains(p, "{id}") {
+				coll := strings.Split(strings.TrimPrefix(p, "/v1/"), "/")[0]
+				id, ok := ids[coll]
+				require.True(t, ok, "no ID for %s %s: extend the walk", m, p)
+				path = strings.Replace(p, "{id}", id, 1)
+			}
+			if len(o.RequestBody) > 0 {
+				_, ok := bodies[o.OperationID]
+				require.True(t, ok, "no body for %s: extend the walk", o.OperationID)
+			}
+			ops = append(ops, op{strings.ToUpper(m), path, o.OperationID})
+		}
+	}
+	sort.Slice(ops, func(i, j int) bool { return ops[i].id < ops[j].id })
+	require.Greater(t, len(ops), 60)
+
+	// Deletes last, so that a wrongly allowed delete cannot hide another leak.
+	sort.SliceStable(ops, func(i, j int) bool { return ops[i].method != "DELETE" && ops[j].method == "DELETE" })
+	before := e.snapshot()
+	for _, who := range []struct{ name, token string }{{"viewer of A", viewerA}, {"member of B", memberB}} {
+		for _, o := range ops {
+			r := e.do(o.method, o.path, who.token, bodies[o.id])
+			where := who.name + " " + o.id + " " + o.method + " " + o.path
+			if o.method != http.MethodGet {
+				require.Contains(t, []int{403, 404}, r.Code, "%s changed or tried to: %s", where, r)
+				continue
+			}
+			require.Less(t, r.Code, 500, "%s: %s", where, r)
+			if who.token == memberB {
+				for what, s := range secretsOfA {
+					require.NotContains(t, string(r.Body), s, "%s leaks project A's %s", where, what)
+				}
+			}
+			if r.Code == 200 && who.token == viewerA && o.id == "getGuest" {
+				require.Contains(t, string(r.Body), guestA, "the viewer sees its project's guest")
+			}
+		}
+	}
+	if diff := diffLines(before, e.snapshot()); diff != "" {
+		t.Fatalf("the walk changed the database:\n%s", diff)
+	}
+	// The refused changes are in the audit log as denied.
+	denied := e.must(200, "GET", "/v1/audit-events?outcome=denied&limit=1000", e.admin, nil)["items"].([]any)
+	require.GreaterOrEqual(t, len(denied), 30)
+}
