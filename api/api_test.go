@@ -47,7 +47,9 @@ func nameHash(name string) byte {
 	return h
 }
 
-func macFor(name string, i int) string { return fmt.Sprintf("52:54:00:%02x:00:%02x", nameHash(name), i) }
+func macFor(name string, i int) string {
+	return fmt.Sprintf("52:54:00:%02x:00:%02x", nameHash(name), i)
+}
 
 func TestGuestLifecycleEndToEnd(t *testing.T) {
 	t.Parallel()
