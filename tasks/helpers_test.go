@@ -19,10 +19,7 @@ import (
 	"github.com/rackcloud/rackcloud/tasks"
 )
 
-func TestMain(m *testing.M) {
-	buildWorker()
-	pgtest.Main(m)
-}
+func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // testConfig is fast: short leases, quick polls and retries.
 func testConfig(t testing.TB) tasks.Config {
