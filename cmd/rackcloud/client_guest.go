@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+)
+
+func init() {
+	register(command{name: "guest", summary: "create, list, start, stop and delete guests", run: dispatch("guest", []verb{
+		{"list", "[--project P] [--state S] [--label k=v]", "list guests", guestList},
+		{"get", "ID", "show a guest", getVerb("guest", "guests")},
+		{"create", "NAME --project P --image I [--kind vm] [--vcpu 1] [--memory 1024] [--disk 10] [--wait]", "ask for a guest", guestCreate},
+		{"start", "ID [--wait]", "start a guest", guestAction("start", http.MethodPost)},
+		{"stop", "ID [--wait]", "stop a guest", guestAction("stop", http.MethodPost)},
+		{"reboot", "ID [--wait]", "reboot a guest", guestAction("reboot", http.MethodPost)},
+		{"delete", "ID [--wait]", "delete a guest", guestAction("delete", http.MethodDelete)},
+	})})
+}
+
+var guestColumns = []column{{"ID", "id"}, {"NAME", "name"}, {"PROJECT", "project_id"}, {"KIND", "kind"}, {"STATE", "state"},
+	{"VCPU", "flavor.vcpu"}, {"MEM_MIB", "flavor.memory_mib"}, {"DISK_GIB", "flavor.disk_gib"}, {"HOST", "host_id"}, {"LABELS", "labels"}}
+
+func guestList(ctx context.Context, args []string) error {
+	var cf clientFlags
+	fs := newVerbFlags("guest", "list", &cf)
+	project := fs.String("project", "", "only guests of this project (name or ID)")
+	state := fs.String("state", "", "only guests in this state")
+	limit := fs.Int("limit", 0, "at most this many (0: all)")
+	labels := labelsFlag{}
+	fs.Var(labels, "label", "only guests with this label key=value (repeatable)")
+	c, _, err := parseClient(fs, &cf, args)
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	if *state != "" {
+		q.Set("state", *state)
+	}
+	if *project != "" {
+		id, err := c.resolve(ctx, "projects", *project)
+		if err != nil {
+			return err
+		}
+		q.Set("project_id", id)
+	}
+	if len(labels) > 0 {
+		q.Set("label_selector", labels.String())
+	}
+	items, err := c.list(ctx, "/v1/guests", q, *limit)
+	if err != nil {
+		return err
+	}
+	return c.printItems(items, guestColumns)
+}
+
+func guestCreate(ctx context.Context, args []string) error {
+	var cf clientFlags
+	fs := newVerbFlags("guest", "create", &cf)
+	project := fs.String("project", "", "owning project (name or ID; env RACKCLOUD_PROJECT)")
+	image := fs.String("image", "", "image (name or ID)")
+	kind := fs.String("kind", "vm", "vm, container or bm")
+	vcpu := fs.Int("vcpu", 1, "virtual CPUs")
+	mem := fs.Int64("memory", 1024, "memory in MiB")
+	disk := fs.Int64("disk", 10, "disk in GiB")
+	zone := fs.String("zone", "", "zone (name or ID)")
+	group := fs.String("group", "", "placement group (name or ID)")
+	ha := fs.String("ha", "none", "HA policy: none or restart")
+	labels := labelsFlag{}
+	fs.Var(labels, "label", "label key=value (repeatable)")
+	selector := labelsFlag{}
+	fs.Var(selector, "selector", "host label the host must have, key=value (repeatable)")
+	wait := fs.Bool("wait", false, "follow the task, showing its steps, until it ends")
+	c, pos, err := parseClient(fs, &cf, args)
+	if err != nil {
+		return err
+	}
+	if err := needArgs(pos, 1, "rackcloud guest create NAME --project P --image I"); err != nil {
+		return err
+	}
+	body := map[string]any{"name": pos[0], "kind": *kind, "ha": *ha,
+		"flavor": map[string]any{"vcpu": *vcpu, "memory_mib": *mem, "disk_gib": *disk}}
+	for _, r := range []struct {
+		coll, val, key string
+	}{{"projects", *project, "project_id"}, {"images", *image, "image_id"}, {"zones", *zone, "zone_id"}, {"placement-groups", *group, "placement_group_id"}} {
+		if r.val == "" {
+			continue
+		}
+		id, err := c.resolve(ctx, r.coll, r.val)
+		if err != nil {
+			return err
+		}
+		body[r.key] = id
+	}
+	if len(labels) > 0 {
+		body["labels"] = map[string]string(labels)
+	}
+	if len(selector) > 0 {
+		body["selector"] = map[string]string(selector)
+	}
+	r, err := c.call(ctx, http.MethodPost, "/v1/guests", body)
+	if err != nil {
+		return err
+	}
+	return c.accepted(ctx, r, *wait)
+}
+
+func guestAction(action, method string) func(ctx context.Context, args []string) error {
+	return func(ctx context.Context, args []string) error {
+		var cf clientFlags
+		fs := newVerbFlags("guest", action, &cf)
+		wait := fs.Bool("wait", false, "follow the task until it ends")
+		ifMatch := fs.String("if-match", "", "only if the guest's ETag is still this")
+		c, pos, err := parseClient(fs, &cf, args)
+		if err != nil {
+			return err
+		}
+		if err := needArgs(pos, 1, "rackcloud guest "+action+" ID"); err != nil {
+			return err
+		}
+		id, err := c.resolve(ctx, "guests", pos[0])
+		if err != nil {
+			return err
+		}
+		path := "/v1/guests/" + id
+		if method != http.MethodDelete {
+			path += "/" + action
+		}
+		var hdr []string
+		if *ifMatch != "" {
+			hdr = []string{"If-Match", *ifMatch}
+		}
+		r, err := c.call(ctx, method, path, nil, hdr...)
+		if err != nil {
+			return err
+		}
+		return c.accepted(ctx, r, *wait)
+	}
+}

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"net/http"
+	"net/url"
+)
+
+func init() {
+	register(command{name: "host", summary: "list, register, enroll, provision and drain hosts", run: dispatch("host", []verb{
+		{"list", "[--state S] [--rack R] [--label k=v]", "list hosts", hostList},
+		{"get", "ID", "show a host", getVerb("host", "hosts")},
+		{"register", "[--mac M]... [--bmc ADDR --bmc-user U --bmc-password P] [--enroll [--wait]]", "register a host by MAC and/or BMC", hostRegister},
+		{"enroll", "ID [--wait]", "power the host on into PXE through its BMC", hostAction("enroll", nil)},
+		{"provision", "ID --role kvm|docker|bm --image I [--wait]", "install a host", hostProvision},
+		{"maintenance", "ID on|off [--reason R] [--wait]", "drain a host into maintenance, or return it", hostMaintenance},
+		{"deprovision", "ID [--wait]", "wipe a host back to available", hostAction("deprovision", nil)},
+		{"delete", "ID", "forget a host", deleteVerb("host", "hosts")},
+	})})
+}
+
+var hostColumns = []column{{"ID", "id"}, {"NAME", "name"}, {"STATE", "state"}, {"POWER", "power"}, {"ROLE", "role"},
+	{"MACS", "macs"}, {"BMC", "bmc.address"}, {"MAINT", "maintenance"}, {"LABELS", "labels"}}
+
+func hostList(ctx context.Context, args []string) error {
+	var cf clientFlags
+	fs := newVerbFlags("host", "list", &cf)
+	state := fs.String("state", "", "only hosts in this state")
+	rack := fs.String("rack", "", "only hosts in this rack (name or ID)")
+	limit := fs.Int("limit", 0, "at most this many hosts (0: all)")
+	labels := labelsFlag{}
+	fs.Var(labels, "label", "only hosts with this label key=value (repeatable)")
+	c, _, err := parseClient(fs, &cf, args)
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	if *state != "" {
+		q.Set("state", *state)
+	}
+	if *rack != "" {
+		id, err := c.resolve(ctx, "racks", *rack)
+		if err != nil {
+			return err
+		}
+		q.Set("rack_id", id)
+	}
+	if len(labels) > 0 {
+		q.Set("label_selector", labels.String())
+	}
+	items, err := c.list(ctx, "/v1/hosts", q, *limit)
+	if err != nil {
+		return err
+	}
+	return c.printItems(items, hostColumns)
+}
+
+func hostRegister(ctx context.Context, args []string) error {
+	var cf clientFlags
+	fs := newVerbFlags("host", "register", &cf)
+	var macs listFlag
+	fs.Var(&macs, "mac", "a MAC address of the host (repeatable)")
+	name := fs.String("name", "", "host name (default: from the MAC or BMC address)")
+	bmc := fs.String("bmc", "", "BMC address host[:port]")
+	proto := fs.String("bmc-protocol", "ipmi", "BMC protocol: ipmi or redfish")
+	user := fs.String("bmc-user", "", "BMC user")
+	pass := fs.String("bmc-password", "", "BMC password (env RACKCLOUD_BMC_PASSWORD)")
+	rack := fs.String("rack", "", "rack (name or ID)")
+	pos := fs.Int("position", 0, "rack unit")
+	labels := labelsFlag{}
+	fs.Var(labels, "label", "label key=value (repeatable)")
+	enroll := fs.Bool("enroll", false, "enroll the host through its BMC right away")
+	wait := fs.Bool("wait", false, "with --enroll: follow the task until it ends")
+	c, _, err := parseClient(fs, &cf, args)
+	if err != nil {
+		return err
+	}
+	body := map[string]any{}
+	if *name != "" {
+		body["name"] = *name
+	}
+	if len(macs) > 0 {
+		body["macs"] = macs
+	}
+	if *bmc != "" {
+		body["bmc"] = map[string]any{"address": *bmc, "protocol": *proto, "username": *user, "password": *pass}
+	}
+	if *rack != "" {
+		id, err := c.resolve(ctx, "racks", *rack)
+		if err != nil {
+			return err
+		}
+		body["rack_id"] = id
+		body["position"] = *pos
+	}
+	if len(labels) > 0 {
+		body["labels"] = map[string]string(labels)
+	}
+	r, err := c.call(ctx, http.MethodPost, "/v1/hosts", body)
+	if err != nil {
+		return err
+	}
+	if !*enroll {
+		return c.printItem(r.body)
+	}
+	var h struct {
+		ID string `json:"id"`
+	}
+	if err := jsonUnmarshal(r.body, &h); err != nil {
+		return err
+	}
+	r, err = c.call(ctx, http.MethodPost, "/v1/hosts/"+h.ID+"/enroll", nil)
+	if err != nil {
+		return err
+	}
+	return c.accepted(ctx, r, *wait)
+}
+
+// hostAction posts to /v1/hosts/{id}/<action>; flags adds the action's
+// flags and returns its body.
+func hostAction(action string, flags func(fs *flag.FlagSet) func(c *client, ctx context.Context, pos []string) (any, error)) func(ctx context.Context, args []string) error {
+	return func(ctx context.Context, args []string) error {
+		var cf clientFlags
+		fs := newVerbFlags("host", action, &cf)
+		wait := fs.Bool("wait", false, "follow the task until it ends")
+		var mk func(c *client, ctx context.Context, pos []string) (any, error)
+		if flags != nil {
+			mk = flags(fs)
+		}
+		c, pos, err := parseClient(fs, &cf, args)
+		if err != nil {
+			return err
+		}
+		if len(pos) < 1 {
+			return errUsage("rackcloud host " + action + " ID")
+		}
+		id, err := c.resolve(ctx, "hosts", pos[0])
+		if err != nil {
+			return err
+		}
+		var body any
+		if mk != nil {
+			if body, err = mk(c, ctx, pos[1:]); err != nil {
+				return err
+			}
+		}
+		r, err := c.call(ctx, http.MethodPost, "/v1/hosts/"+id+"/"+action, body)
+		if err != nil {
+			return err
+		}
+		return c.accepted(ctx, r, *wait)
+	}
+}
+
+var hostProvision = hostAction("provision", func(fs *flag.FlagSet) func(*client, context.Context, []string) (any, error) {
+	role := fs.String("role", "kvm", "role: bm, kvm or docker")
+	image := fs.String("image", "", "image (name or ID)")
+	return func(c *client, ctx context.Context, _ []string) (any, error) {
+		id, err := c.resolve(ctx, "images", *image)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"role": *role, "image_id": id}, nil
+	}
+})
+
+var hostMaintenance = hostAction("maintenance", func(fs *flag.FlagSet) func(*client, context.Context, []string) (any, error) {
+	reason := fs.String("reason", "", "why, for the audit log")
+	return func(_ *client, _ context.Context, pos []string) (any, error) {
+		if len(pos) != 1 || (pos[0] != "on" && pos[0] != "off") {
+			return nil, errUsage("rackcloud host maintenance ID on|off")
+		}
+		return map[string]any{"enabled": pos[0] == "on", "reason": *reason}, nil
+	}
+})

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"net/http"
+	"net/url"
+)
+
+func init() {
+	meta := []column{{"ID", "id"}, {"NAME", "name"}, {"LABELS", "labels"}}
+	register(command{name: "region", summary: "list and create regions", run: dispatch("region", []verb{
+		{"list", "", "list regions", listVerb("region", "regions", meta)},
+		{"get", "ID", "show a region", getVerb("region", "regions")},
+		{"create", "NAME [--description D] [--label k=v]", "create a region", createVerb("region", "regions", func(fs *flag.FlagSet) func(*client, context.Context, []string) (map[string]any, error) {
+			desc := fs.String("description", "", "free text")
+			return func(_ *client, _ context.Context, pos []string) (map[string]any, error) {
+				return map[string]any{"name": pos[0], "description": *desc}, nil
+			}
+		})},
+		{"delete", "ID", "delete a region", deleteVerb("region", "regions")},
+	})})
+	register(command{name: "zone", summary: "list and create zones", run: dispatch("zone", []verb{
+		{"list", "", "list zones", listVerb("zone", "zones", append(meta[:2:2], column{"REGION", "region_id"}))},
+		{"get", "ID", "show a zone", getVerb("zone", "zones")},
+		{"create", "NAME --region R", "create a zone", createVerb("zone", "zones", func(fs *flag.FlagSet) func(*client, context.Context, []string) (map[string]any, error) {
+			region := fs.String("region", "", "region (name or ID)")
+			return func(c *client, ctx context.Context, pos []string) (map[string]any, error) {
+				id, err := c.resolve(ctx, "regions", *region)
+				return map[string]any{"name": pos[0], "region_id": id}, err
+			}
+		})},
+		{"delete", "ID", "delete a zone", deleteVerb("zone", "zones")},
+	})})
+	// "rack" is the lab's simulated rack (labrack.go): the resource is "racks".
+	register(command{name: "racks", summary: "list and create racks", run: dispatch("racks", []verb{
+		{"list", "", "list racks", listVerb("racks", "racks", append(meta[:2:2], column{"ZONE", "zone_id"}, column{"UNITS", "positions"}))},
+		{"get", "ID", "show a rack", getVerb("racks", "racks")},
+		{"create", "NAME --zone Z [--units 42]", "create a rack", createVerb("racks", "racks", func(fs *flag.FlagSet) func(*client, context.Context, []string) (map[string]any, error) {
+			zone := fs.String("zone", "", "zone (name or ID)")
+			units := fs.Int("units", 42, "rack units")
+			return func(c *client, ctx context.Context, pos []string) (map[string]any, error) {
+				id, err := c.resolve(ctx, "zones", *zone)
+				return map[string]any{"name": pos[0], "zone_id": id, "positions": *units}, err
+			}
+		})},
+		{"delete", "ID", "delete a rack", deleteVerb("racks", "racks")},
+	})})
+	register(command{name: "image", summary: "list and create images", run: dispatch("image", []verb{
+		{"list", "", "list images", listVerb("image", "images", append(meta[:2:2], column{"FORMAT", "format"}, column{"ROLES", "roles"}, column{"URL", "url"}))},
+		{"get", "ID", "show an image", getVerb("image", "images")},
+		{"create", "NAME --url U --checksum sha256:H [--format raw|qcow2] [--role kvm]...", "create an image", createVerb("image", "images", func(fs *flag.FlagSet) func(*client, context.Context, []string) (map[string]any, error) {
+			u := fs.String("url", "", "where the image is")
+			sum := fs.String("checksum", "", "sha256:<hex>")
+			format := fs.String("format", "qcow2", "raw or qcow2")
+			var roles listFlag
+			fs.Var(&roles, "role", "host role the image serves (repeatable)")
+			return func(_ *client, _ context.Context, pos []string) (map[string]any, error) {
+				b := map[string]any{"name": pos[0], "url": *u, "checksum": *sum, "format": *format}
+				if len(roles) > 0 {
+					b["roles"] = roles
+				}
+				return b, nil
+			}
+		})},
+		{"delete", "ID", "delete an image", deleteVerb("image", "images")},
+	})})
+	register(command{name: "project", summary: "list and create projects, set quotas", run: dispatch("project", []verb{
+		{"list", "", "list projects", listVerb("project", "projects", meta)},
+		{"get", "ID", "show a project", getVerb("project", "projects")},
+		{"create", "NAME [--description D]", "create a project", createVerb("project", "projects", func(fs *flag.FlagSet) func(*client, context.Context, []string) (map[string]any, error) {
+			desc := fs.String("description", "", "free text")
+			return func(_ *client, _ context.Context, pos []string) (map[string]any, error) {
+				return map[string]any{"name": pos[0], "description": *desc}, nil
+			}
+		})},
+		{"quota", "ID [--vcpu N --memory MiB --disk GiB --hosts N]", "show or set a project's quota", projectQuota},
+		{"delete", "ID", "delete a project", deleteVerb("project", "projects")},
+	})})
+	register(command{name: "audit", summary: "list audit events", run: dispatch("audit", []verb{
+		{"list", "[--target T] [--actor A] [--action OP] [--outcome O]", "list audit events, newest first", auditList},
+	})})
+}
+
+// createVerb posts a new resource named by the first argument; mk adds
+// the verb's flags and builds the body.
+func createVerb(cmd, collection string, mk func(fs *flag.FlagSet) func(*client, context.Context, []string) (map[string]any, error)) func(ctx context.Context, args []string) error {
+	return func(ctx context.Context, args []string) error {
+		var cf clientFlags
+		fs := newVerbFlags(cmd, "create", &cf)
+		labels := labelsFlag{}
+		fs.Var(labels, "label", "label key=value (repeatable)")
+		build := mk(fs)
+		c, pos, err := parseClient(fs, &cf, args)
+		if err != nil {
+			return err
+		}
+		if err := needArgs(pos, 1, "rackcloud "+cmd+" create NAME"); err != nil {
+			return err
+		}
+		body, err := build(c, ctx, pos)
+		if err != nil {
+			return err
+		}
+		if len(labels) > 0 {
+			body["labels"] = map[string]string(labels)
+		}
+		r, err := c.call(ctx, http.MethodPost, "/v1/"+collection, body)
+		if err != nil {
+			return err
+		}
+		return c.printItem(r.body)
+	}
+}
+
+func projectQuota(ctx context.Context, args []string) error {
+	var cf clientFlags
+	fs := newVerbFlags("project", "quota", &cf)
+	vcpu := fs.Int("vcpu", -1, "reserve this many vCPUs")
+	mem := fs.Int64("memory", -1, "reserve this much memory (MiB)")
+	disk := fs.Int64("disk", -1, "reserve this much disk (GiB)")
+	hosts := fs.Int("hosts", -1, "reserve this many whole hosts")
+	c, pos, err := parseClient(fs, &cf, args)
+	if err != nil {
+		return err
+	}
+	if err := needArgs(pos, 1, "rackcloud project quota ID"); err != nil {
+		return err
+	}
+	id, err := c.resolve(ctx, "projects", pos[0])
+	if err != nil {
+		return err
+	}
+	r, err := c.call(ctx, http.MethodGet, "/v1/projects/"+id+"/quota", nil)
+	if err != nil {
+		return err
+	}
+	if *vcpu < 0 && *mem < 0 && *disk < 0 && *hosts < 0 {
+		return c.printItem(r.body)
+	}
+	var q struct {
+		Reserved map[string]int64 `json:"reserved"`
+	}
+	if err := jsonUnmarshal(r.body, &q); err != nil {
+		return err
+	}
+	for k, v := range map[string]int64{"vcpu": int64(*vcpu), "memory_mib": *mem, "disk_gib": *disk, "hosts": int64(*hosts)} {
+		if v >= 0 {
+			q.Reserved[k] = v
+		}
+	}
+	r, err = c.call(ctx, http.MethodPut, "/v1/projects/"+id+"/quota", map[string]any{"reserved": q.Reserved},
+		"If-Match", r.header.Get("ETag"))
+	if err != nil {
+		return err
+	}
+	return c.printItem(r.body)
+}
+
+func auditList(ctx context.Context, args []string) error {
+	var cf clientFlags
+	fs := newVerbFlags("audit", "list", &cf)
+	limit := fs.Int("limit", 50, "at most this many (0: all)")
+	vals := map[string]*string{}
+	for _, f := range []string{"target", "actor", "action", "outcome"} {
+		vals[f] = fs.String(f, "", "only events with this "+f)
+	}
+	c, _, err := parseClient(fs, &cf, args)
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	for k, v := range vals {
+		if *v != "" {
+			q.Set(k, *v)
+		}
+	}
+	items, err := c.list(ctx, "/v1/audit-events", q, *limit)
+	if err != nil {
+		return err
+	}
+	return c.printItems(items, []column{{"ID", "id"}, {"AT", "at"}, {"ACTOR", "actor"}, {"ACTION", "action"},
+		{"TARGET", "target"}, {"OUTCOME", "outcome"}, {"REQUEST", "request_id"}, {"DETAIL", "detail"}})
+}
+
