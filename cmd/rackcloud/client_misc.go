@@ -182,4 +182,3 @@ func auditList(ctx context.Context, args []string) error {
 	return c.printItems(items, []column{{"ID", "id"}, {"AT", "at"}, {"ACTOR", "actor"}, {"ACTION", "action"},
 		{"TARGET", "target"}, {"OUTCOME", "outcome"}, {"REQUEST", "request_id"}, {"DETAIL", "detail"}})
 }
-
