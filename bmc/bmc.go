@@ -285,3 +285,18 @@ type Health struct {
 	// BackoffUntil is when the next request may be sent after failures.
 	BackoffUntil time.Time `json:"backoff_until,omitzero"`
 }
+
+// EndpointOf is the Endpoint of a host's BMC record.
+func EndpointOf(b rackcloud.BMC) Endpoint {
+	return Endpoint{Protocol: b.Protocol, Address: b.Address, Username: b.Username, Password: NewSecret(b.Password)}
+}
+
+// Mark records h in a host's BMC record: Healthy, and the error while
+// unhealthy.
+func (h Health) Mark(b *rackcloud.BMC) {
+	b.Healthy = h.Healthy
+	b.Error = ""
+	if !h.Healthy {
+		b.Error = h.Error
+	}
+}

@@ -175,3 +175,16 @@ func TestResultLabels(t *testing.T) {
 		require.Equal(t, label, result(err))
 	}
 }
+
+func TestHostRecord(t *testing.T) {
+	rec := rackcloud.BMC{Address: "10.0.0.9:623", Protocol: rackcloud.BMCIPMI, Username: "admin", Password: "pw-123"}
+	ep := EndpointOf(rec)
+	require.Equal(t, "ipmi://10.0.0.9:623", ep.String())
+	require.Equal(t, "pw-123", ep.Password.Reveal())
+	Health{Healthy: false, Error: "bmc ipmi://10.0.0.9:623 power-status: BMC did not answer in time"}.Mark(&rec)
+	require.False(t, rec.Healthy)
+	require.Contains(t, rec.Error, "did not answer")
+	Health{Healthy: true, Error: "stale"}.Mark(&rec)
+	require.True(t, rec.Healthy)
+	require.Empty(t, rec.Error)
+}

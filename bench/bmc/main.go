@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +40,23 @@ func main() {
 type tally struct {
 	polls, errors int64
 	elapsed       time.Duration
+	// cpu is the CPU time of the ipmitool processes run (user + system):
+	// the client-side cost, which the machine's load does not change.
+	cpu time.Duration
+}
+
+func (t tally) cpuPerPoll() time.Duration {
+	if t.polls+t.errors == 0 {
+		return 0
+	}
+	return t.cpu / time.Duration(t.polls+t.errors)
+}
+
+// childCPU is the CPU time of the reaped child processes so far.
+func childCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func (t tally) rate() float64 { return float64(t.polls) / t.elapsed.Seconds() }
@@ -117,12 +135,16 @@ func run() error {
 		peer.polls += p.polls
 		peer.errors += p.errors
 		peer.elapsed += p.elapsed
+		peer.cpu += p.cpu
 		ours.polls += o.polls
 		ours.errors += o.errors
 		ours.elapsed += o.elapsed
+		ours.cpu += o.cpu
 	}
-	fmt.Printf("rackcloud bmc.Poller: %.1f polls/s, error rate %.4f (%d polls, %d errors)\n", ours.rate(), ours.errRate(), ours.polls, ours.errors)
-	fmt.Printf("ipmitool loop:        %.1f polls/s, error rate %.4f (%d polls, %d errors)\n", peer.rate(), peer.errRate(), peer.polls, peer.errors)
+	fmt.Printf("rackcloud bmc.Poller: %.1f polls/s, error rate %.4f (%d polls, %d errors), ipmitool CPU %s per poll\n",
+		ours.rate(), ours.errRate(), ours.polls, ours.errors, ours.cpuPerPoll().Round(10*time.Microsecond))
+	fmt.Printf("ipmitool loop:        %.1f polls/s, error rate %.4f (%d polls, %d errors), ipmitool CPU %s per poll\n",
+		peer.rate(), peer.errRate(), peer.polls, peer.errors, peer.cpuPerPoll().Round(10*time.Microsecond))
 	fmt.Printf("BENCH bmc polls_per_s=%.1f ipmitool_polls_per_s=%.1f ratio=%.3f\n", ours.rate(), peer.rate(), ours.rate()/peer.rate())
 	return nil
 }
@@ -157,14 +179,16 @@ func pollRackcloud(ctx context.Context, mgr *bmc.Manager, r *rack.Rack, want map
 	done := make(chan struct{})
 	go func() { _ = p.Run(ctx); close(done) }()
 	time.Sleep(200 * time.Millisecond) // warm-up: every slot busy
+	cpu0 := childCPU()
 	counting.Store(true)
 	start := time.Now()
 	time.Sleep(d)
 	counting.Store(false)
 	elapsed := time.Since(start)
+	cpu := childCPU() - cpu0 // the polls in flight at the end are cut short below
 	cancel()
 	<-done
-	return tally{polls: polls.Load(), errors: errs.Load(), elapsed: elapsed}, nil
+	return tally{polls: polls.Load(), errors: errs.Load(), elapsed: elapsed, cpu: cpu}, nil
 }
 
 func endpoint(n *rack.Node) bmc.Endpoint {
@@ -178,6 +202,7 @@ func pollIpmitool(ctx context.Context, r *rack.Rack, want map[string]rackcloud.P
 	var next atomic.Int64
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
+	cpu0 := childCPU()
 	start := time.Now()
 	var wg sync.WaitGroup
 	for w := 0; w < conc; w++ {
@@ -204,5 +229,5 @@ func pollIpmitool(ctx context.Context, r *rack.Rack, want map[string]rackcloud.P
 		}()
 	}
 	wg.Wait()
-	return tally{polls: polls.Load(), errors: errs.Load(), elapsed: time.Since(start)}, nil
+	return tally{polls: polls.Load(), errors: errs.Load(), elapsed: time.Since(start), cpu: childCPU() - cpu0}, nil
 }
