@@ -92,7 +92,8 @@ type Node struct {
 	rack *Rack
 	log  *slog.Logger
 
-	op sync.Mutex // serialises power transitions (QEMU start/stop)
+	op      sync.Mutex // serialises power transitions (QEMU start/stop)
+	stopped bool       // guarded by op: the rack is stopping, no more power-ons
 
 	mu      sync.Mutex // guards the fields below
 	power   bool
@@ -173,7 +174,10 @@ func (n *Node) stop() error {
 			errs = append(errs, err)
 		}
 	}
-	n.PowerOff()
+	n.op.Lock()
+	n.stopped = true // a late BMC request cannot start QEMU again
+	n.powerOffLocked()
+	n.op.Unlock()
 	if n.rack.cfg.Net != nil && !n.rack.cfg.Virtual {
 		_ = n.rack.cfg.Net.DelTap(context.Background(), n.Tap)
 	}
@@ -222,6 +226,14 @@ func (n *Node) Machine() *qemu.Machine {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.machine
+}
+
+// IPMISimPID is the PID of the node's ipmi_sim (0 without one).
+func (n *Node) IPMISimPID() int {
+	if n.sim == nil {
+		return 0
+	}
+	return n.sim.pid()
 }
 
 // Starts counts the power-ons since the rack started.
@@ -289,6 +301,9 @@ func (n *Node) PowerOn() error {
 }
 
 func (n *Node) powerOnLocked() error {
+	if n.stopped {
+		return fmt.Errorf("power on %s: the rack is stopping", n.Name)
+	}
 	n.mu.Lock()
 	if n.power {
 		n.mu.Unlock()

@@ -216,6 +216,9 @@ func (r *Rack) Stop() error {
 	}
 	r.closed = true
 	r.mu.Unlock()
+	if r.ctl != nil {
+		r.ctl.close() // no more chassis requests; waits for those in flight
+	}
 	var (
 		errs []error
 		emu  sync.Mutex
@@ -233,9 +236,6 @@ func (r *Rack) Stop() error {
 		}()
 	}
 	wg.Wait()
-	if r.ctl != nil {
-		r.ctl.close()
-	}
 	return errors.Join(errs...)
 }
 

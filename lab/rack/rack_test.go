@@ -47,11 +47,14 @@ func startRack(t *testing.T, cfg rack.Config) *rack.Rack {
 			if m := n.Machine(); m != nil {
 				pids = append(pids, m.PID())
 			}
+			if p := n.IPMISimPID(); p != 0 {
+				pids = append(pids, p)
+			}
 		}
 		require.NoError(t, r.Stop())
 		require.NoError(t, r.Stop(), "Stop twice")
 		for _, pid := range pids {
-			require.NoError(t, gone(pid), "QEMU %d after Stop", pid)
+			require.NoError(t, gone(pid), "QEMU or ipmi_sim %d after Stop", pid)
 		}
 	})
 	return r
