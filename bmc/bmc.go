@@ -17,8 +17,8 @@
 //
 // Failures are typed: errors.Is(err, ErrAuth), ErrCipher, ErrUnreachable,
 // ErrTimeout, ErrBadResponse, ErrPowerMismatch, ErrTLS, ErrBackoff,
-// ErrUnsupported, rackcloud.ErrInvalid; errors.As(err, *Error) gives the
-// BMC and the operation.
+// ErrBusy, ErrUnsupported, rackcloud.ErrInvalid; errors.As(err, *Error)
+// gives the BMC and the operation.
 //
 // Credentials are Secrets: they never print, log or marshal in clear. A
 // Keyring seals them with AES-GCM for storage, under keys from

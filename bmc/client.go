@@ -188,11 +188,17 @@ func (c *Client) run(ctx context.Context, op string, needOpen bool, cl *call, fn
 	select {
 	case c.sem <- struct{}{}:
 	case <-ctx.Done():
-		return &Error{BMC: c.key, Op: op, Err: fmt.Errorf("waiting for the BMC's turn: %w", context.Cause(ctx))}
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return &Error{BMC: c.key, Op: op, Err: ctx.Err()}
+		}
+		return &Error{BMC: c.key, Op: op, Kind: ErrBusy, Err: errors.New("deadline passed while waiting for the BMC's turn")}
 	}
 	defer func() { <-c.sem }()
 	if err := c.lim.Wait(ctx); err != nil {
-		return &Error{BMC: c.key, Op: op, Err: fmt.Errorf("rate limit: %w", err)}
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return &Error{BMC: c.key, Op: op, Err: ctx.Err()}
+		}
+		return &Error{BMC: c.key, Op: op, Kind: ErrBusy, Err: fmt.Errorf("rate limit: %v", err)}
 	}
 	c.mu.Lock()
 	ep, bc, opened := c.ep, c.bc, c.opened

@@ -36,6 +36,10 @@ var (
 	// ErrBackoff: the BMC failed recently and the call would have to wait
 	// past its deadline for the back-off to end.
 	ErrBackoff = errors.New("BMC in back-off after errors")
+	// ErrBusy: the call's deadline passed while it waited for the BMC's
+	// turn (other calls to the same BMC) or its rate limit. It says nothing
+	// about the BMC's health.
+	ErrBusy = errors.New("BMC busy with other calls")
 	// ErrClosed: the client or manager was closed.
 	ErrClosed = errors.New("BMC client closed")
 )
@@ -101,17 +105,22 @@ func result(err error) string {
 		return "unsupported"
 	case errors.Is(err, ErrBackoff):
 		return "backoff"
+	case errors.Is(err, ErrBusy):
+		return "busy"
+	case errors.Is(err, ErrClosed):
+		return "closed"
 	case errors.Is(err, context.Canceled):
 		return "canceled"
 	}
 	return "error"
 }
 
-// healthKind reports whether err says something about the BMC's health
-// (caller cancellation and unsupported operations do not).
+// healthKind reports whether err is a failure of the BMC, which marks it
+// unhealthy and backs it off. Caller cancellation, waiting for the BMC's
+// turn, back-off itself and unsupported operations are not.
 func healthKind(err error) bool {
 	switch result(err) {
-	case "ok", "canceled", "unsupported", "backoff", "error":
+	case "ok", "canceled", "unsupported", "backoff", "busy", "closed":
 		return false
 	}
 	return true

@@ -318,3 +318,34 @@ func TestOneRequestAtATime(t *testing.T) {
 	require.Greater(t, seen.Load(), int64(16))
 	require.Equal(t, int64(1), maxIn.Load(), "one request at a time per BMC")
 }
+
+// TestBusy: a call whose deadline passes while another call holds the
+// BMC's turn fails with ErrBusy, which says nothing about the BMC's health.
+func TestBusy(t *testing.T) {
+	r := startRack(t, rack.Config{Nodes: 1, Virtual: true, Redfish: true, NoIPMI: true})
+	n := r.Nodes[0]
+	proxy, seen := countingProxy(t, r, n)
+	e := newManager(t, bmc.Config{Timeout: 30 * time.Second, InsecureTLS: true, RedfishBasicAuth: true})
+	ctx := ctxT(t, time.Minute)
+	ep := redfishEndpoint(n)
+	ep.Address = proxy
+	c, err := e.m.Open(ctx, ep)
+	require.NoError(t, err)
+
+	n.SetFault(rack.Fault{Delay: 3 * time.Second})
+	before := seen.Load()
+	slow := make(chan error, 1)
+	go func() {
+		_, err := c.PowerState(ctx)
+		slow <- err
+	}()
+	require.Eventually(t, func() bool { return seen.Load() > before }, 20*time.Second, 10*time.Millisecond, "the slow call reached the BMC")
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	_, err = c.PowerState(short)
+	cancel()
+	requireKind(t, err, bmc.ErrBusy)
+	require.NoError(t, <-slow, "the slow call itself succeeds")
+	n.SetFault(rack.Fault{})
+	require.True(t, c.Health().Healthy)
+	require.Equal(t, 1.0, metric(t, e.reg, "rackcloud_bmc_requests_total", map[string]string{"op": "power-status", "result": "busy"}))
+}

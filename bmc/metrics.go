@@ -19,7 +19,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 	return &metrics{
 		requests: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackcloud_bmc_requests_total",
-			Help: "Calls to BMCs by operation and result (ok, timeout, unreachable, auth, cipher, tls, bad_response, power_mismatch, unsupported, backoff, canceled, error).",
+			Help: "Calls to BMCs by operation and result (ok, timeout, unreachable, auth, cipher, tls, bad_response, power_mismatch, unsupported, backoff, busy, closed, canceled, error).",
 		}, []string{"op", "result"}),
 		duration: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "rackcloud_bmc_request_duration_seconds",

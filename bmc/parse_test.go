@@ -166,7 +166,7 @@ func TestResultLabels(t *testing.T) {
 	for kind, label := range map[error]string{
 		nil: "ok", ErrAuth: "auth", ErrCipher: "cipher", ErrUnreachable: "unreachable", ErrTimeout: "timeout",
 		ErrTLS: "tls", ErrBadResponse: "bad_response", ErrPowerMismatch: "power_mismatch",
-		ErrUnsupported: "unsupported", ErrBackoff: "backoff",
+		ErrUnsupported: "unsupported", ErrBackoff: "backoff", ErrBusy: "busy", ErrClosed: "closed",
 	} {
 		var err error
 		if kind != nil {
