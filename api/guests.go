@@ -126,17 +126,19 @@ func registerGuests(a *API) {
 					return notFoundField(rackcloud.ErrNotFound, "body.placement_group_id", b.PlacementGroupID)
 				}
 			}
-			g, err := store.CreateGuest(ctx, tx, rackcloud.Guest{
-				Meta: rackcloud.Meta{Name: b.Name, Labels: b.Labels}, ProjectID: b.ProjectID, Kind: rackcloud.GuestKind(b.Kind),
-				Flavor:  rackcloud.Resources{CPUCores: b.Flavor.VCPU, MemoryMiB: b.Flavor.MemoryMiB, DiskGiB: b.Flavor.DiskGiB},
-				ImageID: b.ImageID, ZoneID: b.ZoneID, Selector: b.Selector, PlacementGroupID: b.PlacementGroupID,
-				HA: rackcloud.HAPolicy(b.HA)})
+			// The task first, the guest last: its insert locks the
+			// project's quota row until commit.
+			id := store.NewID()
+			ch.target = c.target(id)
+			info, err := a.submit(ctx, tx, ch, KindGuestCreate, map[string]string{"guest_id": id})
 			if err != nil {
 				return err
 			}
-			ch.target = c.target(g.ID)
-			info, err := a.submit(ctx, tx, ch, KindGuestCreate, map[string]string{"guest_id": g.ID})
-			if err != nil {
+			if _, err := store.CreateGuest(ctx, tx, rackcloud.Guest{
+				Meta: rackcloud.Meta{ID: id, Name: b.Name, Labels: b.Labels}, ProjectID: b.ProjectID, Kind: rackcloud.GuestKind(b.Kind),
+				Flavor:  rackcloud.Resources{CPUCores: b.Flavor.VCPU, MemoryMiB: b.Flavor.MemoryMiB, DiskGiB: b.Flavor.DiskGiB},
+				ImageID: b.ImageID, ZoneID: b.ZoneID, Selector: b.Selector, PlacementGroupID: b.PlacementGroupID,
+				HA: rackcloud.HAPolicy(b.HA)}); err != nil {
 				return err
 			}
 			acc = accepted(info)

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 
 	"github.com/jackc/pgx/v5"
 
@@ -21,20 +23,36 @@ func scanGuest(row pgx.Row) (rackcloud.Guest, error) {
 }
 
 // CreateGuest inserts g, which uses its project's quota at once: a guest
-// the quota cannot hold is ErrQuotaExceeded.
+// the quota cannot hold is ErrQuotaExceeded. The insert locks the
+// project's quota row until the transaction ends, so callers do it last.
+// g.ID may be set (see NewID); empty makes one.
 func CreateGuest(ctx context.Context, q Querier, g rackcloud.Guest) (rackcloud.Guest, error) {
+	if g.ID == "" {
+		g.ID = NewID()
+	}
 	if g.State == "" {
 		g.State = rackcloud.GuestPending
 	}
 	if g.HA == "" {
 		g.HA = rackcloud.HANone
 	}
-	return scanGuest(q.QueryRow(ctx, `INSERT INTO guests (project_id, name, kind, vcpu, memory_mib, disk_gib, image_id,
+	return scanGuest(q.QueryRow(ctx, `INSERT INTO guests (id, project_id, name, kind, vcpu, memory_mib, disk_gib, image_id,
 		zone_id, selector, placement_group_id, ha, state, labels)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING `+guestCols,
+		VALUES ($14, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING `+guestCols,
 		g.ProjectID, g.Name, string(g.Kind), g.Flavor.CPUCores, g.Flavor.MemoryMiB, g.Flavor.DiskGiB, g.ImageID,
 		nullable(g.ZoneID), labelsOrEmpty(g.Selector), nullable(g.PlacementGroupID), string(g.HA), string(g.State),
-		labelsOrEmpty(g.Labels)))
+		labelsOrEmpty(g.Labels), g.ID))
+}
+
+// NewID returns a random (version 4) UUID, for rows whose ID is needed
+// before they are written.
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
 // GetGuest returns the guest with id, or rackcloud.ErrNotFound.

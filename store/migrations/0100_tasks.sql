@@ -45,6 +45,10 @@ CREATE TABLE tasks (
 	lease_token      bigint,
 	lease_expires_at timestamptz,
 	claims           int NOT NULL DEFAULT 0,
+	-- watched_until is set by followers (Engine.Follow): until then every
+	-- event of the task is announced with NOTIFY. Unwatched tasks do not
+	-- notify, because NOTIFY serialises committing transactions.
+	watched_until    timestamptz,
 	-- event_seq is the sequence number of the task's last event; every
 	-- event is written by the statement that bumps it, so a task's events
 	-- are numbered 1, 2, 3... without gaps, in commit order.
@@ -57,7 +61,9 @@ CREATE TABLE tasks (
 	CHECK ((parent_id IS NULL) = (parent_step IS NULL)),
 	CHECK (jsonb_typeof(params) = 'object'),
 	CONSTRAINT tasks_spawn_unique UNIQUE (parent_id, parent_step, spawn_key)
-);
+) WITH (fillfactor = 50);
+-- Room on each page lets the step-by-step updates of a task be HOT (no
+-- new index entries), which keeps the claim index small.
 
 -- At most one active change task per resource, decided by the database.
 CREATE UNIQUE INDEX tasks_one_active_per_target ON tasks (target)
