@@ -19,6 +19,7 @@ import (
 
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/lab/netns"
+	"github.com/rackcloud/rackcloud/lab/qemu"
 	"github.com/rackcloud/rackcloud/lab/rack"
 )
 
@@ -224,15 +225,21 @@ func startDnsmasq(t *testing.T, net *netns.Net) string {
 	return logf
 }
 
-// TestPXEPowerOn powers a real QEMU server on through ipmi_sim and sees it
-// ask for an address over DHCP on the provisioning network.
+// TestPXEPowerOn powers real QEMU servers on through ipmi_sim, one with
+// SeaBIOS (iPXE ROM) and one with OVMF (the firmware's own PXE), and sees
+// each ask for an address over DHCP on the provisioning network.
 func TestPXEPowerOn(t *testing.T) {
 	need(t, "qemu-system-x86_64")
 	net := newNet(t)
 	logf := startDnsmasq(t, net)
-	r := startRack(t, rack.Config{Nodes: 1, Net: net})
-	ctx := ctxT(t, 120*time.Second)
-	n := r.Nodes[0]
+	r := startRack(t, rack.Config{Nodes: 2, Net: net, Firmware: []qemu.Firmware{qemu.BIOS, qemu.UEFI}})
+	ctx := ctxT(t, 150*time.Second)
+	for _, n := range r.Nodes {
+		t.Run(string(n.Firmware), func(t *testing.T) { pxePowerOn(t, ctx, net, logf, n) })
+	}
+}
+
+func pxePowerOn(t *testing.T, ctx context.Context, net *netns.Net, logf string, n *rack.Node) {
 
 	out, err := ipmitool(ctx, n, "chassis", "bootdev", "pxe")
 	require.NoError(t, err, out)
@@ -244,13 +251,16 @@ func TestPXEPowerOn(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(stat), "qemu-system-x86_64")
 	require.Contains(t, string(stat), "order=nc", "PXE first")
+	if n.Firmware == qemu.UEFI {
+		require.Contains(t, string(stat), "OVMF")
+	}
 
 	mac := regexp.QuoteMeta(n.MAC.String())
 	re := regexp.MustCompile(`DHCPDISCOVER\(` + net.Bridge + `\) ` + mac)
 	require.Eventually(t, func() bool {
 		b, _ := os.ReadFile(logf)
 		return re.Match(b)
-	}, 90*time.Second, 250*time.Millisecond, "DHCPDISCOVER from %s", n.MAC)
+	}, 120*time.Second, 250*time.Millisecond, "DHCPDISCOVER from %s", n.MAC)
 
 	out, err = ipmitool(ctx, n, "chassis", "power", "off")
 	require.NoError(t, err, out)
