@@ -378,6 +378,10 @@ func (e *Engine) Events(ctx context.Context, id string, after int64, limit int) 
 	return evs, nil
 }
 
+// watchFor is how long one watch of Follow asks for notifications; it is
+// renewed at half of it.
+const watchFor = time.Minute
+
 // Follow calls fn for every event of task id with Seq > after, in order,
 // first those already recorded, then new ones as they happen (woken by
 // LISTEN/NOTIFY, with a poll every Config.PollInterval as a safety net).
@@ -389,12 +393,32 @@ func (e *Engine) Follow(ctx context.Context, id string, after int64, fn func(Eve
 	}
 	wake, unsub := e.hub.subscribe(id)
 	defer unsub()
-	if _, err := e.getRow(ctx, id); err != nil {
+	// Ask for notifications before reading, so no event falls in between.
+	watch := func() error {
+		var state string
+		var seq int64
+		err := e.pool.QueryRow(ctx, sqlWatch, id, watchFor.Milliseconds()).Scan(&state, &seq)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w: task %s", rackcloud.ErrNotFound, id)
+		}
+		if err != nil {
+			return fmt.Errorf("follow task %s: %w", id, err)
+		}
+		return nil
+	}
+	if err := watch(); err != nil {
 		return err
 	}
+	watched := time.Now()
 	tick := time.NewTicker(e.cfg.PollInterval)
 	defer tick.Stop()
 	for {
+		if time.Since(watched) > watchFor/2 {
+			if err := watch(); err != nil {
+				return err
+			}
+			watched = time.Now()
+		}
 		evs, err := e.Events(ctx, id, after, MaxListLimit)
 		if err != nil {
 			return err

@@ -312,8 +312,9 @@ func (e *Engine) claim(ctx context.Context, n int) (int, error) {
 	}
 	type claimed struct {
 		taskRow
-		Fresh  bool    `db:"fresh"`
-		Waited float64 `db:"waited"`
+		Fresh    bool    `db:"fresh"`
+		Waited   float64 `db:"waited"`
+		Notified int64   `db:"notified"`
 	}
 	got, err := pgx.CollectRows(rows, pgx.RowToStructByName[claimed])
 	if err != nil {

@@ -66,8 +66,10 @@ WITH c AS (
 ), e AS (
 	INSERT INTO task_events (task_id, seq, type, state, phase, step, step_name, attempt)
 	SELECT id, event_seq, 'started', state, phase, step, step_name, attempt FROM u
+), n AS (
+	SELECT pg_notify('` + chanEvents + `', id::text || ' started') FROM u WHERE watched_until > now()
 )
-SELECT ` + taskColumns + `, fresh, waited FROM u`
+SELECT ` + taskColumns + `, fresh, waited, (SELECT count(*) FROM n) AS notified FROM u`
 
 // sqlApply writes one plan of the state machine, fenced by the lease: the
 // task row, the end of a step attempt, the events, and on a terminal state
@@ -94,7 +96,7 @@ WITH t AS (
 		updated_at = now(),
 		event_seq = event_seq + cardinality($25::text[])
 	WHERE id = $1 AND lease_token = $2
-	RETURNING id, parent_id, waiting, event_seq, kind
+	RETURNING id, parent_id, waiting, event_seq, kind, watched_until
 ), s AS (
 	INSERT INTO task_steps (task_id, phase, idx, name, state, attempts, output, error, errors, started_at, finished_at)
 	SELECT t.id, $17, $18, $19, $20, $21, $22::jsonb, $23,
@@ -127,7 +129,7 @@ WITH t AS (
 	UNION ALL
 	SELECT pg_notify('` + chanWake + `', t.kind) FROM t WHERE $13::boolean AND $15 = 0
 	UNION ALL
-	SELECT pg_notify('` + chanEvents + `', t.id::text || ' ' || $32) FROM t WHERE $32 <> ''
+	SELECT pg_notify('` + chanEvents + `', t.id::text || ' ' || $32) FROM t WHERE $32 <> '' AND t.watched_until > now()
 )
 SELECT t.waiting, (SELECT count(*) FROM n) FROM t`
 
@@ -200,6 +202,11 @@ WITH RECURSIVE sub AS (
 SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM n)`
 
 const sqlGet = `SELECT ` + taskColumns + ` FROM tasks WHERE id = $1`
+
+// sqlWatch asks for NOTIFY of task $1's events for the next $2 ms.
+const sqlWatch = `
+UPDATE tasks SET watched_until = greatest(watched_until, now() + $2 * interval '1 millisecond')
+WHERE id = $1 RETURNING state, event_seq`
 
 const sqlSteps = `
 SELECT phase, idx, name, state, attempts, output, error, errors, started_at, finished_at
