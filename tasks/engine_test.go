@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http/httptest"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/stretchr/testify/require"
 
 	"github.com/rackcloud/rackcloud"
@@ -484,4 +487,45 @@ func counterValue(t testing.TB, g prometheus.Gatherer, name string, labels ...st
 		}
 	}
 	return 0
+}
+
+func TestMetricsAreExposedAndValid(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.DB(t)
+	cfg := testConfig(t)
+	reg := prometheus.NewRegistry()
+	cfg.Registerer = reg
+	var j journal
+	e := startEngine(t, pool, cfg, sagaKind("t.metrics", &j, func(step string, attempt int) error {
+		if step == "c" && attempt == 1 {
+			return errors.New("once")
+		}
+		return nil
+	}))
+	inf := submit(t, e, pool, "t.metrics", "", nil)
+	waitTask(t, e, inf.ID, rackcloud.TaskSucceeded)
+	waitFor(t, "metrics", func() bool {
+		return counterValue(t, reg, "rackcloud_tasks_finished_total", "t.metrics", "succeeded") == 1
+	})
+	require.Equal(t, 1.0, counterValue(t, reg, "rackcloud_tasks_started_total", "t.metrics"))
+	require.Equal(t, 1.0, counterValue(t, reg, "rackcloud_tasks_submitted_total", "t.metrics"))
+	require.Equal(t, 1.0, counterValue(t, reg, "rackcloud_tasks_step_retries_total", "t.metrics", "c"))
+
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, name := range []string{
+		"rackcloud_tasks_step_duration_seconds_bucket", "rackcloud_tasks_pickup_latency_seconds_bucket",
+		"rackcloud_tasks_queue_depth", "rackcloud_tasks_running", "rackcloud_tasks_leases_lost_total",
+	} {
+		require.Contains(t, body, name)
+	}
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatalf("promtool not installed (lab/install.sh installs prometheus): %v", err)
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(body)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "promtool check metrics:\n%s", out)
 }

@@ -215,8 +215,10 @@ func TestKill9WorkersMidStep(t *testing.T) {
 		}
 	}
 	for _, w := range all {
-		if strings.Contains(w.p.LogTail(200), "DATA RACE") {
-			t.Errorf("worker %s reported a data race:\n%s", w.name, w.p.LogTail(200))
+		b, err := os.ReadFile(filepath.Join(dir, w.name+".log"))
+		require.NoError(t, err)
+		if strings.Contains(string(b), "DATA RACE") || strings.Contains(string(b), "panic:") {
+			t.Errorf("worker %s:\n%s", w.name, b)
 		}
 	}
 }
