@@ -152,13 +152,14 @@ func run() error {
 // pollRackcloud runs a bmc.Poller over every BMC, polling each as soon as
 // its previous poll ended (no interval, no jitter), for d.
 func pollRackcloud(ctx context.Context, mgr *bmc.Manager, r *rack.Rack, want map[string]rackcloud.PowerState, conc int, d time.Duration) (tally, error) {
-	var polls, errs atomic.Int64
+	var polls, errs, all atomic.Int64
 	var counting atomic.Bool
 	p := mgr.NewPoller(bmc.PollerConfig{
 		Interval:    time.Nanosecond,
 		Jitter:      -1,
 		Concurrency: conc,
 		OnResult: func(res bmc.PollResult) {
+			all.Add(1)
 			if !counting.Load() {
 				return
 			}
@@ -177,17 +178,19 @@ func pollRackcloud(ctx context.Context, mgr *bmc.Manager, r *rack.Rack, want map
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
+	cpu0 := childCPU()
 	go func() { _ = p.Run(ctx); close(done) }()
 	time.Sleep(200 * time.Millisecond) // warm-up: every slot busy
-	cpu0 := childCPU()
 	counting.Store(true)
 	start := time.Now()
 	time.Sleep(d)
 	counting.Store(false)
 	elapsed := time.Since(start)
-	cpu := childCPU() - cpu0 // the polls in flight at the end are cut short below
 	cancel()
 	<-done
+	// CPU over the whole phase (warm-up and the polls cut short at the
+	// end included), shared over every poll of the phase, as for the peer.
+	cpu := time.Duration(float64(childCPU()-cpu0) * float64(polls.Load()+errs.Load()) / float64(max(all.Load(), 1)))
 	return tally{polls: polls.Load(), errors: errs.Load(), elapsed: elapsed, cpu: cpu}, nil
 }
 
@@ -200,6 +203,10 @@ func endpoint(n *rack.Node) bmc.Endpoint {
 func pollIpmitool(ctx context.Context, r *rack.Rack, want map[string]rackcloud.PowerState, conc int, d time.Duration) (tally, error) {
 	var polls, errs atomic.Int64
 	var next atomic.Int64
+	ipmitool, err := exec.LookPath("ipmitool")
+	if err != nil {
+		return tally{}, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	cpu0 := childCPU()
@@ -211,7 +218,7 @@ func pollIpmitool(ctx context.Context, r *rack.Rack, want map[string]rackcloud.P
 			defer wg.Done()
 			for ctx.Err() == nil {
 				n := r.Nodes[int(next.Add(1))%len(r.Nodes)]
-				cmd := exec.CommandContext(ctx, "ipmitool", "-I", "lanplus", "-C", "3",
+				cmd := exec.CommandContext(ctx, ipmitool, "-I", "lanplus", "-C", "3",
 					"-H", n.IPMI.Addr().String(), "-p", strconv.Itoa(int(n.IPMI.Port())),
 					"-U", n.User, "-E", "chassis", "power", "status")
 				cmd.Env = []string{"IPMITOOL_PASSWORD=" + n.Password}
