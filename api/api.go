@@ -106,6 +106,7 @@ func New(d Deps) *API {
 			Description: "A token from POST /v1/tokens or `rackcloud token bootstrap`: `Authorization: Bearer rct_...`."},
 	}
 	cfg.Security = []map[string][]string{{"bearer": {}}}
+	cfg.Transformers = append(cfg.Transformers, problemInstance)
 	a.huma = humago.New(a.mux, cfg)
 	a.huma.UseMiddleware(a.requestID, a.observe, a.authenticate)
 	registerTags(a)
@@ -120,7 +121,27 @@ func New(d Deps) *API {
 	registerAlertRules(a)
 	registerAudit(a)
 	registerTasks(a)
+	documentProblems(a.huma.OpenAPI())
 	return a
+}
+
+// documentProblems says in the error schema which problem types exist.
+func documentProblems(oa *huma.OpenAPI) {
+	s := oa.Components.Schemas.Map()["ErrorModel"]
+	if s == nil {
+		return
+	}
+	s.Description = "An RFC 9457 problem document (application/problem+json)."
+	if t := s.Properties["type"]; t != nil {
+		t.Description = "The kind of error, stable across releases: " + strings.Join([]string{ProblemValidation,
+			ProblemNotFound, ProblemConflict, ProblemPrecondition, ProblemQuota, ProblemUnauthorized, ProblemForbidden,
+			ProblemTooLarge, ProblemNotImplemented, ProblemUnavailable, ProblemInternal}, ", ") + "."
+		t.Examples = []any{ProblemValidation}
+	}
+	if i := s.Properties["instance"]; i != nil {
+		i.Description = "The request's ID (X-Request-ID) as a URN, to find it in logs and the audit log."
+		i.Examples = []any{"urn:rackcloud:request:5b2c0f8e9a1d4e7f3c6b8a90"}
+	}
 }
 
 const apiDescription = `rackcloud turns racks of servers into a cloud: regions, zones, racks, hosts,
@@ -187,6 +208,16 @@ func init() {
 		}
 		return se
 	}
+}
+
+// problemInstance names the request in every problem document.
+func problemInstance(ctx huma.Context, _ string, v any) (any, error) {
+	if m, ok := v.(*huma.ErrorModel); ok && m.Instance == "" {
+		if id := requestIDFrom(ctx.Context()); id != "" {
+			m.Instance = "urn:rackcloud:request:" + id
+		}
+	}
+	return v, nil
 }
 
 func problemType(status int) string {

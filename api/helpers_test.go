@@ -186,6 +186,7 @@ func (e *env) problem(r resp, code int, typ string) {
 	m := r.json(e.t)
 	require.Equal(e.t, typ, m["type"], string(r.Body))
 	require.EqualValues(e.t, code, m["status"], string(r.Body))
+	require.Equal(e.t, "urn:rackcloud:request:"+r.Header.Get("X-Request-ID"), m["instance"], string(r.Body))
 }
 
 // token creates a token (as admin) and returns its secret and ID.
