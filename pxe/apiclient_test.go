@@ -37,7 +37,7 @@ func pollUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
 func TestAPIClientCachesAndSurvivesOutages(t *testing.T) {
 	ctx := context.Background()
 	api := startFakeAPI(t)
-	api.token = "s3cret"
+	api.setToken("s3cret")
 	const mac = "52:54:00:aa:01:01"
 	api.set(Profile{MAC: mac, State: rackcloud.HostProvisioning, Version: 3,
 		Boot: rackcloud.BootProfile{Kernel: "install/vmlinuz"}})
@@ -126,7 +126,7 @@ func TestAPIClientRejectsWrongAnswers(t *testing.T) {
 	require.False(t, errors.Is(err, rackcloud.ErrNotFound))
 	require.Equal(t, 0, c.Cached(), "a wrong answer is not cached")
 
-	api.token = "other"
+	api.setToken("other")
 	_, err = c.Profile(ctx, "52:54:00:aa:01:99")
 	require.ErrorContains(t, err, "401")
 	require.NotContains(t, err.Error(), "s3cret")

@@ -1,11 +1,17 @@
 package pxe
 
 import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/lab/bootimg"
 	"github.com/rackcloud/rackcloud/lab/qemu"
 )
@@ -42,4 +48,124 @@ func TestBootUEFI(t *testing.T) {
 	t.Logf("timeline:\n%s", formatTimeline(evs))
 	t.Logf("UEFI boot times: %s", measure(evs, start))
 	logInitLines(t, m)
+}
+
+// TestBootTwoServersAtOnce: two BIOS servers boot on the same segment at
+// the same time and each ends up with its own address and callback.
+func TestBootTwoServersAtOnce(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 73)
+	s := l.start(l.config(), Deps{})
+	macs := []string{"52:54:00:73:00:01", "52:54:00:73:00:02"}
+	var ms []*qemu.Machine
+	var starts []time.Time
+	for i, mac := range macs {
+		m, start := l.boot(fmt.Sprintf("pair%d", i), mac, qemu.BIOS)
+		ms, starts = append(ms, m), append(starts, start)
+	}
+	ips := map[string]string{}
+	for i, mac := range macs {
+		cb := waitEvent(t, s, mac, EventCallback, 4*time.Minute, ms[i])
+		var body struct{ IP string }
+		require.NoError(t, json.Unmarshal(cb.Data, &body))
+		ips[body.IP] = mac
+		t.Logf("%s boot times: %s", mac, measure(s.Timeline(mac), starts[i]))
+	}
+	require.Len(t, ips, 2, "each server has its own address: %v", ips)
+	leases := s.Leases()
+	require.Len(t, leases, 2)
+	for _, ls := range leases {
+		require.Equal(t, ls.MAC, ips[ls.IP.String()], "the lease file agrees with what the servers use")
+	}
+}
+
+// TestProxyDHCPBesideDnsmasq: dnsmasq, on another machine of the segment
+// (a second namespace), is the site's DHCP server and knows nothing about
+// network boot; rackcloud runs as a proxyDHCP and the server still boots
+// and calls back with an address from dnsmasq.
+func TestProxyDHCPBesideDnsmasq(t *testing.T) {
+	t.Parallel()
+	requireBinaries(t, "dnsmasq")
+	l := newLab(t, 74)
+	site := l.siteNet(netip.MustParsePrefix("10.74.0.2/24"))
+	leaseFile := filepath.Join(l.dir, "dnsmasq.leases")
+	l.startProcess(site, "dnsmasq.log", "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
+		"--interface=vsite1", "--bind-interfaces", "--dhcp-range=10.74.0.100,10.74.0.150,1h",
+		"--dhcp-leasefile="+leaseFile, "--pid-file="+filepath.Join(l.dir, "dnsmasq.pid"),
+		"--dhcp-authoritative", "--log-dhcp", "--log-facility=-")
+	cfg := l.config()
+	cfg.DHCPMode = DHCPProxy
+	cfg.Subnet, cfg.RangeStart, cfg.RangeEnd, cfg.StateDir = netip.Prefix{}, netip.Addr{}, netip.Addr{}, ""
+	s := l.start(cfg, Deps{})
+
+	mac := "52:54:00:74:00:01"
+	m, start := l.boot("proxy", mac, qemu.BIOS)
+	cb := waitEvent(t, s, mac, EventCallback, 4*time.Minute, m)
+	var body struct{ IP string }
+	require.NoError(t, json.Unmarshal(cb.Data, &body))
+	ip := netip.MustParseAddr(body.IP)
+	require.True(t, netip.MustParseAddr("10.74.0.100").Compare(ip) <= 0 && ip.Compare(netip.MustParseAddr("10.74.0.150")) <= 0,
+		"address %v comes from dnsmasq's range", ip)
+	require.Empty(t, s.Leases(), "a proxy hands out no address")
+	evs := s.Timeline(mac)
+	t.Logf("timeline:\n%s", formatTimeline(evs))
+	t.Logf("proxyDHCP boot times: %s", measure(evs, start))
+	var proxied bool
+	for _, e := range evs {
+		proxied = proxied || (e.Kind == EventDHCPOffer && e.Detail == "proxyDHCP" && e.Client == ClientIPXE)
+	}
+	require.True(t, proxied, "the boot information came from the proxy")
+	leases, err := os.ReadFile(leaseFile)
+	require.NoError(t, err)
+	require.Contains(t, string(leases), mac, "dnsmasq leased the address")
+}
+
+// TestBootWhileControlPlaneDown: the API answers the first lookup of a
+// known, provisioning host and then stops; the boot service keeps booting
+// the host from its cache (the installer, not discovery), and sends the
+// boot events once the API is back.
+func TestBootWhileControlPlaneDown(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 75)
+	api := startFakeAPI(t)
+	mac := "52:54:00:75:00:01"
+	api.set(Profile{MAC: mac, HostID: "h-75", State: rackcloud.HostProvisioning, Version: 9,
+		Boot: rackcloud.BootProfile{Kernel: "inspect/vmlinuz", Initrd: "inspect/initrd.img",
+			Cmdline: "console=ttyS0 quiet rackcloud.role=installer"}})
+	api.mu.Lock()
+	api.stopAfter = 1 // the control plane dies right after answering once
+	api.mu.Unlock()
+	cfg := l.config()
+	client, err := NewAPIClient(APIConfig{BaseURL: api.URL(), CacheFile: filepath.Join(cfg.StateDir, "profiles.json"),
+		Timeout: time.Second, Retry: 200 * time.Millisecond}, testLogger(t))
+	require.NoError(t, err)
+	s := l.start(cfg, Deps{Profiles: client, Events: client})
+
+	m, start := l.boot("cpdown", mac, qemu.BIOS)
+	cb := waitEvent(t, s, mac, EventCallback, 4*time.Minute, m)
+	evs := s.Timeline(mac)
+	t.Logf("timeline:\n%s", formatTimeline(evs))
+	t.Logf("boot times with the control plane down: %s", measure(evs, start))
+	var script Event
+	for _, e := range evs {
+		if e.Kind == EventHTTPScript {
+			script = e
+		}
+	}
+	require.Equal(t, rackcloud.HostProvisioning, script.State, "the known host boots its installer, not discovery")
+	require.True(t, script.Cached, "from the cache: the API was down")
+	require.False(t, client.Reachable())
+	var body struct{ Cmdline string }
+	require.NoError(t, json.Unmarshal(cb.Data, &body))
+	require.Contains(t, body.Cmdline, "rackcloud.role=installer")
+	require.Contains(t, body.Cmdline, "rackcloud.state=provisioning")
+	require.False(t, containsKind(api.kinds(mac), EventCallback), "the stopped API got nothing after the first lookup")
+
+	api.restart()
+	pollUntil(t, 30*time.Second, "the boot events reach the API", func() bool {
+		return containsKind(api.kinds(mac), EventCallback)
+	})
+	kinds := api.kinds(mac)
+	require.Equal(t, EventDHCPDiscover, kinds[0], "in order, from the first")
+	require.True(t, client.Reachable())
 }

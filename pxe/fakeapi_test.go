@@ -1,7 +1,6 @@
 package pxe
 
 import (
-	"context"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -21,19 +20,26 @@ type fakeAPI struct {
 	events   []Event
 	token    string
 	lookups  int
-	addr     string
-	srv      *http.Server
+	// stopAfter > 0 stops the API (listener closed) right after it
+	// answered that many profile lookups.
+	stopAfter int
+	addr      string
+	ln        net.Listener
+	srv       *http.Server
 }
 
 func startFakeAPI(t *testing.T) *fakeAPI {
 	a := &fakeAPI{t: t, profiles: map[string]Profile{}}
+	a.mu.Lock()
 	a.start("127.0.0.1:0")
+	a.mu.Unlock()
 	t.Cleanup(a.stop)
 	return a
 }
 
 func (a *fakeAPI) URL() string { return "http://" + a.addr }
 
+// start serves on addr; a.mu is held.
 func (a *fakeAPI) start(addr string) {
 	var ln net.Listener
 	var err error
@@ -48,6 +54,8 @@ func (a *fakeAPI) start(addr string) {
 	}
 	require.NoError(a.t, err)
 	a.addr = ln.Addr().String()
+	a.ln = ln
+	a.ln = ln
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+ProfilesPath+"{mac}", func(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
@@ -63,6 +71,13 @@ func (a *fakeAPI) start(addr string) {
 			return
 		}
 		_ = json.NewEncoder(w).Encode(p)
+		if a.stopAfter > 0 && a.lookups >= a.stopAfter {
+			// Stop taking connections, but let this answer reach the
+			// client (closing the connection now could eat it).
+			a.stopAfter = 0
+			a.srv.SetKeepAlivesEnabled(false)
+			_ = a.ln.Close()
+		}
 	})
 	mux.HandleFunc("POST "+EventsPath, func(w http.ResponseWriter, r *http.Request) {
 		var evs []Event
@@ -80,15 +95,28 @@ func (a *fakeAPI) start(addr string) {
 }
 
 func (a *fakeAPI) stop() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if a.srv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = a.srv.Shutdown(ctx)
+		_ = a.srv.Close()
 		a.srv = nil
 	}
 }
 
-func (a *fakeAPI) restart() { a.start(a.addr) }
+func (a *fakeAPI) restart() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.srv != nil {
+		_ = a.srv.Close()
+	}
+	a.start(a.addr)
+}
+
+func (a *fakeAPI) setToken(tok string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.token = tok
+}
 
 func (a *fakeAPI) set(p Profile) {
 	a.mu.Lock()

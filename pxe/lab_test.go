@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -187,12 +188,17 @@ func (b bootTimes) String() string {
 // they are measurements for the log and the closing note).
 func measure(evs []Event, start time.Time) bootTimes {
 	var b bootTimes
+	var firstReq time.Duration
 	for _, e := range evs {
 		d := e.Time.Sub(start)
 		switch e.Kind {
 		case EventDHCPAck:
 			if b.firstAck == 0 {
 				b.firstAck = d
+			}
+		case EventDHCPRequest:
+			if firstReq == 0 && e.Client != ClientDHCP {
+				firstReq = d
 			}
 		case EventTFTPDone:
 			b.tftpDone = d
@@ -205,6 +211,11 @@ func measure(evs []Event, start time.Time) bootTimes {
 				b.callback = d
 			}
 		}
+	}
+	if b.firstAck == 0 {
+		// Proxy mode: the site's server acks; the client's request is the
+		// closest event we see.
+		b.firstAck = firstReq
 	}
 	return b
 }
@@ -262,3 +273,78 @@ type netipAddr = netip.Addr
 
 func mustAddr(s string) netip.Addr         { return netip.MustParseAddr(s) }
 func mustAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+// addVeth plugs a veth pair into the lab: one end on the bridge, the other
+// (peer) left in the lab namespace, or moved to namespace peerNS when set.
+func (l *testLab) addVeth(br, peer, peerNS string) {
+	l.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	steps := [][]string{
+		{"ip", "link", "add", br, "type", "veth", "peer", "name", peer},
+		{"ip", "link", "set", br, "master", l.net.Bridge},
+		{"ip", "link", "set", br, "up"},
+	}
+	if peerNS != "" {
+		steps = append(steps, []string{"ip", "link", "set", peer, "netns", peerNS})
+	} else {
+		steps = append(steps, []string{"ip", "link", "set", peer, "up"})
+	}
+	for _, s := range steps {
+		require.NoError(l.t, l.net.Run(ctx, s[0], s[1:]...))
+	}
+}
+
+// siteNet is a second namespace standing for another machine on the
+// provisioning segment (the site's DHCP server), linked to the lab bridge.
+func (l *testLab) siteNet(addr netip.Prefix) (name string) {
+	l.t.Helper()
+	name = l.net.Name + "-site"
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", "netns", "add", name).CombinedOutput()
+	require.NoError(l.t, err, string(out))
+	l.t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			l.t.Errorf("delete netns %s: %v %s", name, err, out)
+		}
+	})
+	l.addVeth("vsite0", "vsite1", name)
+	for _, s := range [][]string{
+		{"ip", "link", "set", "lo", "up"},
+		{"ip", "addr", "add", addr.String(), "dev", "vsite1"},
+		{"ip", "link", "set", "vsite1", "up"},
+	} {
+		out, err := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", name}, s...)...).CombinedOutput()
+		require.NoError(l.t, err, "%v: %s", s, out)
+	}
+	return name
+}
+
+// startProcess runs a daemon in namespace ns as a child of the test and
+// stops it by PID at cleanup.
+func (l *testLab) startProcess(ns, logName string, name string, args ...string) *exec.Cmd {
+	l.t.Helper()
+	log, err := os.Create(filepath.Join(l.dir, logName))
+	require.NoError(l.t, err)
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	require.NoError(l.t, cmd.Start())
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); log.Close(); close(done) }()
+	l.t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if l.t.Failed() {
+			b, _ := os.ReadFile(log.Name())
+			l.t.Logf("%s log:\n%s", name, tail(string(b), 3000))
+		}
+	})
+	return cmd
+}

@@ -23,7 +23,7 @@ type raSender struct {
 	conn     *icmp.PacketConn
 	pc       *ipv6.PacketConn
 	ifi      *net.Interface
-	msg      []byte
+	netns    string
 	interval time.Duration
 	sent     func()
 	log      interface {
@@ -36,27 +36,11 @@ type raSender struct {
 var allNodes = &net.IPAddr{IP: net.ParseIP("ff02::1")}
 
 // openRA opens a raw ICMPv6 socket for ifname; call it inside the
-// service's network namespace.
-func openRA(ifname string, interval time.Duration) (*raSender, error) {
+// service's network namespace (netns names it for the sending goroutines).
+func openRA(ifname, netns string, interval time.Duration) (*raSender, error) {
 	ifi, err := net.InterfaceByName(ifname)
 	if err != nil {
 		return nil, fmt.Errorf("router advertisements on %s: %w", ifname, err)
-	}
-	var prefixes []netip.Prefix
-	addrs, err := ifi.Addrs()
-	if err != nil {
-		return nil, fmt.Errorf("router advertisements on %s: %w", ifname, err)
-	}
-	for _, a := range addrs {
-		ipn, ok := a.(*net.IPNet)
-		if !ok {
-			continue
-		}
-		ip, _ := netip.AddrFromSlice(ipn.IP)
-		ones, _ := ipn.Mask.Size()
-		if ip.Is6() && !ip.Is4In6() && !ip.IsLinkLocalUnicast() && ones == 64 {
-			prefixes = append(prefixes, netip.PrefixFrom(ip, 64).Masked())
-		}
 	}
 	c, err := icmp.ListenPacket("ip6:ipv6-icmp", "::")
 	if err != nil {
@@ -79,7 +63,42 @@ func openRA(ifname string, interval time.Duration) (*raSender, error) {
 		c.Close()
 		return nil, fmt.Errorf("router advertisements on %s: %w", ifname, err)
 	}
-	return &raSender{conn: c, pc: pc, ifi: ifi, msg: buildRA(ifi.HardwareAddr, prefixes), interval: interval}, nil
+	return &raSender{conn: c, pc: pc, ifi: ifi, netns: netns, interval: interval}, nil
+}
+
+// addresses returns the interface's link-local address (the only valid
+// source of an RA) and its /64 prefixes. It reads the interface now: the
+// link-local address appears only once the bridge has a port up.
+func (r *raSender) addresses() (net.IP, []netip.Prefix, error) {
+	ifi, err := net.InterfaceByIndex(r.ifi.Index)
+	if err != nil {
+		return nil, nil, err
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return nil, nil, err
+	}
+	var ll net.IP
+	var prefixes []netip.Prefix
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, _ := netip.AddrFromSlice(ipn.IP)
+		ones, _ := ipn.Mask.Size()
+		switch {
+		case !ip.Is6() || ip.Is4In6():
+		case ip.IsLinkLocalUnicast():
+			ll = ipn.IP
+		case ones == 64:
+			prefixes = append(prefixes, netip.PrefixFrom(ip, 64).Masked())
+		}
+	}
+	if ll == nil {
+		return nil, nil, errors.New("no link-local address yet")
+	}
+	return ll, prefixes, nil
 }
 
 // buildRA builds a router advertisement (RFC 4861 4.2) with the source
@@ -115,9 +134,14 @@ func (r *raSender) send() {
 	}
 	r.last = time.Now()
 	r.mu.Unlock()
-	cm := &ipv6.ControlMessage{IfIndex: r.ifi.Index, HopLimit: 255}
+	src, prefixes, err := r.addresses()
+	if err != nil {
+		r.log.Debug("router advertisement not sent", "err", err)
+		return
+	}
+	cm := &ipv6.ControlMessage{IfIndex: r.ifi.Index, HopLimit: 255, Src: src}
 	dst := &net.IPAddr{IP: allNodes.IP, Zone: r.ifi.Name}
-	if _, err := r.pc.WriteTo(r.msg, cm, dst); err != nil {
+	if _, err := r.pc.WriteTo(buildRA(r.ifi.HardwareAddr, prefixes), cm, dst); err != nil {
 		// Typically the bridge's link-local address is still tentative
 		// (DAD) right after a port came up; the next RS or tick retries.
 		r.log.Debug("router advertisement not sent", "err", err)
@@ -129,9 +153,17 @@ func (r *raSender) send() {
 }
 
 // run advertises every interval and answers router solicitations until ctx
-// ends (the socket is closed by close).
+// ends (the socket is closed by close). Its goroutines read the interface's
+// addresses, so their threads move into the service's namespace.
 func (r *raSender) run(ctx context.Context) {
+	if err := lockThreadInNetns(r.netns); err != nil {
+		r.log.Debug("router advertisements stopped", "err", err)
+		return
+	}
 	go func() {
+		if err := lockThreadInNetns(r.netns); err != nil {
+			return
+		}
 		buf := make([]byte, 1500)
 		for {
 			n, cm, _, err := r.pc.ReadFrom(buf)

@@ -228,7 +228,7 @@ func (s *Service) Start(ctx context.Context) error {
 		}
 		s.closers = append(s.closers, httpLn.Close)
 		if s.cfg.RAInterval > 0 {
-			if ra, err = openRA(s.cfg.Interface, s.cfg.RAInterval); err != nil {
+			if ra, err = openRA(s.cfg.Interface, s.cfg.Netns, s.cfg.RAInterval); err != nil {
 				return err
 			}
 			ra.log, ra.sent = s.log, s.m.raSent.Inc

@@ -133,8 +133,22 @@ func TestInitramfsContents(t *testing.T) {
 func TestImageBootsAndCallsBack(t *testing.T) {
 	needBinary(t, "qemu-system-x86_64")
 	dir := t.TempDir()
-	img, err := Prepare(dir, Spec{Kernel: fetchKernel(t)})
+	cache := t.TempDir()
+	spec := Spec{Kernel: fetchKernel(t), CacheDir: cache}
+	img, err := Prepare(dir, spec)
 	require.NoError(t, err)
+	cached, _ := filepath.Glob(filepath.Join(cache, "initrd-*.img"))
+	require.Len(t, cached, 1, "the build is cached")
+	again, err := Prepare(t.TempDir(), spec)
+	require.NoError(t, err)
+	b1, _ := os.ReadFile(img.Initrd)
+	b2, _ := os.ReadFile(again.Initrd)
+	require.Equal(t, b1, b2, "an unchanged spec reuses the cached image")
+	spec.Files = []File{{Path: "etc/extra", Mode: 0o644, Data: []byte("x")}}
+	_, err = Prepare(t.TempDir(), spec)
+	require.NoError(t, err)
+	cached, _ = filepath.Glob(filepath.Join(cache, "initrd-*.img"))
+	require.Len(t, cached, 2, "a changed spec is built anew")
 
 	got := make(chan map[string]string, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -155,7 +169,7 @@ func TestImageBootsAndCallsBack(t *testing.T) {
 	mac := "52:54:00:bb:00:01"
 	m, err := qemu.Start(context.Background(), qemu.Spec{Name: "bootimg", Dir: dir, MemoryMiB: 384, ExtraArgs: []string{
 		"-kernel", img.Vmlinuz, "-initrd", img.Initrd,
-		"-append", "console=ttyS0 quiet " + ParamMAC + "=" + mac + " " + ParamCallback + "=http://10.0.2.2:" + port + "/cb",
+		"-append", `console=ttyS0 quiet x="a\b" ` + ParamMAC + "=" + mac + " " + ParamCallback + "=http://10.0.2.2:" + port + "/cb",
 		"-netdev", "user,id=u0", "-device", "virtio-net-pci,netdev=u0,mac=" + mac,
 	}})
 	require.NoError(t, err)
@@ -167,6 +181,7 @@ func TestImageBootsAndCallsBack(t *testing.T) {
 	require.Equal(t, mac, cb["mac"])
 	require.True(t, strings.HasPrefix(cb["kernel"], "6.1.0-"), cb)
 	require.NotEmpty(t, cb["ip"])
+	require.Contains(t, cb["cmdline"], `x="a\b" `+ParamMAC+"="+mac, "the command line, escaped into JSON")
 	t.Logf("callback %v", cb)
 	for _, l := range strings.Split(m.Console(), "\n") {
 		if strings.Contains(l, "rackcloud-init") {

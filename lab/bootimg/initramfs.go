@@ -3,6 +3,8 @@ package bootimg
 import (
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -58,12 +60,55 @@ type Spec struct {
 	Init string
 	// Files are added as they are; parent directories are created.
 	Files []File
+	// CacheDir, when set, keeps built initramfs images keyed by a hash of
+	// everything that goes into them, so an unchanged image is built once.
+	CacheDir string
+}
+
+// key hashes everything BuildInitramfs puts into the image.
+func (s Spec) key() (string, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "bootimg-initramfs-v1\x00%s\x00%s\x00%s\x00", s.Kernel.Version, s.Init, udhcpcScript)
+	names := s.Modules
+	if names == nil {
+		names = DefaultModules
+	}
+	mods, err := s.Kernel.Modules(names...)
+	if err != nil {
+		return "", err
+	}
+	bb := s.Busybox
+	if bb == "" {
+		bb = DefaultBusybox
+	}
+	paths := []string{bb}
+	for _, m := range mods {
+		paths = append(paths, m.Path)
+	}
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "%s\x00", p)
+		_, err = io.Copy(h, f)
+		f.Close()
+		if err != nil {
+			return "", err
+		}
+	}
+	for _, f := range s.Files {
+		fmt.Fprintf(h, "%s\x00%o\x00%d\x00", cleanName(f.Path), f.Mode, len(f.Data))
+		h.Write(f.Data)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:24], nil
 }
 
 // DefaultInit is the /init script: it loads the NIC modules, brings up the
-// NIC whose MAC is rackcloud.mac with udhcpc, POSTs a JSON report to
-// rackcloud.callback with wget, prints CallbackMarker on the console, then
-// runs the programs in HooksDir and idles.
+// NIC whose MAC is rackcloud.mac with udhcpc, POSTs a JSON report
+// ({"mac","ip","kernel","uptime","cmdline"}) to rackcloud.callback with
+// wget, prints CallbackMarker on the console, then runs the programs in
+// HooksDir and idles.
 const DefaultInit = `#!/bin/sh
 /bin/busybox mkdir -p /proc /sys /dev /run /tmp /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
@@ -104,7 +149,8 @@ fi
 IP=$(cat /run/rackcloud-ip 2>/dev/null)
 say "address $IP up at $(cut -d' ' -f1 /proc/uptime)s"
 if [ -n "$CALLBACK" ]; then
-	body="{\"mac\":\"$MAC\",\"ip\":\"$IP\",\"kernel\":\"$(uname -r)\",\"uptime\":\"$(cut -d' ' -f1 /proc/uptime)\"}"
+	cmdline=$(sed 's/[\\"]/\\&/g' /proc/cmdline)
+	body="{\"mac\":\"$MAC\",\"ip\":\"$IP\",\"kernel\":\"$(uname -r)\",\"uptime\":\"$(cut -d' ' -f1 /proc/uptime)\",\"cmdline\":\"$cmdline\"}"
 	for try in 1 2 3 4 5 6 7 8 9 10; do
 		if wget -q -O /run/callback.out --header "Content-Type: application/json" --post-data "$body" "$CALLBACK"; then
 			echo "` + CallbackMarker + ` mac=$MAC"
@@ -163,7 +209,7 @@ func BuildInitramfs(w io.Writer, spec Spec) error {
 	if init == "" {
 		init = DefaultInit
 	}
-	zw, err := gzip.NewWriterLevel(w, gzip.BestCompression)
+	zw, err := gzip.NewWriterLevel(w, gzip.DefaultCompression)
 	if err != nil {
 		return err
 	}
@@ -261,20 +307,42 @@ func Prepare(dir string, spec Spec) (*Image, error) {
 	if err := writeAtomic(img.Vmlinuz, func(w io.Writer) error { _, err := w.Write(kernel); return err }); err != nil {
 		return nil, err
 	}
-	if err := writeAtomic(img.Initrd, func(w io.Writer) error { return BuildInitramfs(w, spec) }); err != nil {
+	build := func(w io.Writer) error { return BuildInitramfs(w, spec) }
+	if spec.CacheDir != "" {
+		key, err := spec.key()
+		if err != nil {
+			return nil, fmt.Errorf("initramfs: %w", err)
+		}
+		cached := filepath.Join(spec.CacheDir, "initrd-"+key+".img")
+		if _, err := os.Stat(cached); err != nil {
+			if err := writeAtomic(cached, build); err != nil {
+				return nil, err
+			}
+		}
+		build = func(w io.Writer) error {
+			f, err := os.Open(cached)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = io.Copy(w, f)
+			return err
+		}
+	}
+	if err := writeAtomic(img.Initrd, build); err != nil {
 		return nil, err
 	}
 	return img, nil
 }
 
 // Inspection fetches the kernel into CacheDir() and writes the default
-// image (DefaultInit, DefaultModules) into dir.
+// image (DefaultInit, DefaultModules) into dir, reusing a cached build.
 func Inspection(ctx context.Context, dir string) (*Image, error) {
 	k, err := FetchKernel(ctx, CacheDir())
 	if err != nil {
 		return nil, err
 	}
-	return Prepare(dir, Spec{Kernel: k})
+	return Prepare(dir, Spec{Kernel: k, CacheDir: CacheDir()})
 }
 
 func writeAtomic(name string, fill func(io.Writer) error) error {
