@@ -191,6 +191,9 @@ const (
 )
 
 func init() {
+	// Lists are never null on the wire: say so, so that generated clients
+	// need no null checks.
+	huma.DefaultArrayNullable = false
 	base := huma.NewError
 	huma.NewError = func(status int, msg string, errs ...error) huma.StatusError {
 		se := base(status, msg, errs...)

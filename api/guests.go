@@ -31,7 +31,7 @@ type GuestBody struct {
 	ZoneID           string            `json:"zone_id,omitempty" format:"uuid" doc:"Run in this zone."`
 	Selector         map[string]string `json:"selector,omitempty" doc:"Host labels the host must have." example:"{\"ssd\":\"true\"}"`
 	PlacementGroupID string            `json:"placement_group_id,omitempty" format:"uuid" doc:"A placement group of the same project."`
-	HA               string            `json:"ha,omitempty" enum:"none,restart" default:"none" doc:"What to do when the host dies."`
+	HA               string            `json:"ha,omitempty" enum:"none,restart" doc:"What to do when the host dies; none when absent."`
 	Labels           map[string]string `json:"labels,omitempty" doc:"Labels for selection and grouping."`
 }
 
@@ -47,7 +47,7 @@ type PlacementGroupBody struct {
 	Name      string            `json:"name" pattern:"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" maxLength:"63" doc:"Name, unique in the project." example:"db-spread"`
 	Policy    string            `json:"policy" enum:"affinity,anti-affinity" doc:"Together or apart."`
 	Hard      bool              `json:"hard,omitempty" doc:"Refuse placements that break the policy (else only weigh against them)."`
-	Scope     string            `json:"scope,omitempty" enum:"host,rack,zone" default:"host" doc:"The failure domain the policy works over."`
+	Scope     string            `json:"scope,omitempty" enum:"host,rack,zone" doc:"The failure domain the policy works over; host when absent."`
 	Labels    map[string]string `json:"labels,omitempty" doc:"Labels for selection and grouping."`
 }
 

@@ -28,7 +28,7 @@ type LabelsUpdateBody struct {
 type RackBody struct {
 	ZoneID    string            `json:"zone_id" format:"uuid" doc:"The zone the rack is in."`
 	Name      string            `json:"name" pattern:"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" maxLength:"63" doc:"Name, unique in the zone." example:"r1"`
-	Positions int               `json:"positions,omitempty" minimum:"1" maximum:"100" default:"42" doc:"Rack units."`
+	Positions int               `json:"positions,omitempty" minimum:"1" maximum:"100" doc:"Rack units; 42 when absent."`
 	Labels    map[string]string `json:"labels,omitempty" doc:"Labels for selection and grouping."`
 }
 
