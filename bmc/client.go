@@ -141,45 +141,50 @@ type call struct {
 	via       string   // "bmclib" or "direct"
 }
 
+// opFunc is one operation against the BMC. It runs in its own goroutine,
+// which owns the BMC's turn until it returns: it must honour ctx, and
+// return its result rather than write to the caller's variables.
+type opFunc func(ctx context.Context, cl *call) (any, error)
+
 // do runs fn as operation op: back-off, turn, rate limit, timeout, then
-// classification, health, metrics and a log record. fn must honour ctx.
-func (c *Client) do(ctx context.Context, op string, fn func(ctx context.Context, cl *call) error) error {
+// classification, health, metrics and a log record.
+func (c *Client) do(ctx context.Context, op string, fn opFunc) (any, error) {
 	return c.doOpen(ctx, op, true, fn)
 }
 
 // doDirect is do for operations that do not go through bmclib (sensors,
 // identity): no bmclib session is opened first.
-func (c *Client) doDirect(ctx context.Context, op string, fn func(ctx context.Context, cl *call) error) error {
+func (c *Client) doDirect(ctx context.Context, op string, fn opFunc) (any, error) {
 	return c.doOpen(ctx, op, false, fn)
 }
 
-func (c *Client) doOpen(ctx context.Context, op string, needOpen bool, fn func(ctx context.Context, cl *call) error) error {
+func (c *Client) doOpen(ctx context.Context, op string, needOpen bool, fn opFunc) (any, error) {
 	start := time.Now()
 	cl := &call{}
-	err := c.run(ctx, op, needOpen, cl, fn)
+	v, err := c.run(ctx, op, needOpen, cl, fn)
 	c.record(ctx, op, start, cl, err)
-	return err
+	return v, err
 }
 
-func (c *Client) run(ctx context.Context, op string, needOpen bool, cl *call, fn func(ctx context.Context, cl *call) error) error {
+func (c *Client) run(ctx context.Context, op string, needOpen bool, cl *call, fn opFunc) (any, error) {
 	c.mu.Lock()
 	closed := c.closed
 	until := c.health.BackoffUntil
 	last := c.health.Error
 	c.mu.Unlock()
 	if closed {
-		return &Error{BMC: c.key, Op: op, Kind: ErrClosed}
+		return nil, &Error{BMC: c.key, Op: op, Kind: ErrClosed}
 	}
 	if err := ctx.Err(); err != nil {
-		return &Error{BMC: c.key, Op: op, Err: err}
+		return nil, &Error{BMC: c.key, Op: op, Err: err}
 	}
 	// Back-off: wait if the caller can, else say so at once.
 	if wait := time.Until(until); wait > 0 {
 		if dl, ok := ctx.Deadline(); ok && dl.Before(until) {
-			return &Error{BMC: c.key, Op: op, Kind: ErrBackoff, Err: fmt.Errorf("next try in %s; last error: %s", wait.Round(time.Millisecond), last)}
+			return nil, &Error{BMC: c.key, Op: op, Kind: ErrBackoff, Err: fmt.Errorf("next try in %s; last error: %s", wait.Round(time.Millisecond), last)}
 		}
 		if err := sleep(ctx, wait); err != nil {
-			return &Error{BMC: c.key, Op: op, Err: err}
+			return nil, &Error{BMC: c.key, Op: op, Err: err}
 		}
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, c.m.cfg.Timeout, fmt.Errorf("%w: %s after %s", ErrTimeout, op, c.m.cfg.Timeout))
@@ -189,29 +194,55 @@ func (c *Client) run(ctx context.Context, op string, needOpen bool, cl *call, fn
 	case c.sem <- struct{}{}:
 	case <-ctx.Done():
 		if errors.Is(ctx.Err(), context.Canceled) {
-			return &Error{BMC: c.key, Op: op, Err: ctx.Err()}
+			return nil, &Error{BMC: c.key, Op: op, Err: ctx.Err()}
 		}
-		return &Error{BMC: c.key, Op: op, Kind: ErrBusy, Err: errors.New("deadline passed while waiting for the BMC's turn")}
+		return nil, &Error{BMC: c.key, Op: op, Kind: ErrBusy, Err: errors.New("deadline passed while waiting for the BMC's turn")}
 	}
-	defer func() { <-c.sem }()
+	release := func() { <-c.sem }
 	if err := c.lim.Wait(ctx); err != nil {
+		release()
 		if errors.Is(ctx.Err(), context.Canceled) {
-			return &Error{BMC: c.key, Op: op, Err: ctx.Err()}
+			return nil, &Error{BMC: c.key, Op: op, Err: ctx.Err()}
 		}
-		return &Error{BMC: c.key, Op: op, Kind: ErrBusy, Err: fmt.Errorf("rate limit: %v", err)}
+		return nil, &Error{BMC: c.key, Op: op, Kind: ErrBusy, Err: fmt.Errorf("rate limit: %v", err)}
 	}
 	c.mu.Lock()
 	ep, bc, opened := c.ep, c.bc, c.opened
 	c.mu.Unlock()
-	if needOpen && !opened {
-		if err := c.open(ctx, bc, cl); err != nil {
-			return c.wrap(ctx, op, ep, err)
+
+	// The operation runs in a goroutine that keeps the BMC's turn until it
+	// ends, so that the caller gets its answer when ctx ends even where a
+	// library does not honour ctx (gofish requests after login are bounded
+	// only by the HTTP client's Timeout): no second request reaches the
+	// BMC before the first is over.
+	type outcome struct {
+		v   any
+		cl  call
+		err error
+	}
+	ch := make(chan outcome, 1)
+	go func() {
+		defer release()
+		var o outcome
+		if needOpen && !opened {
+			if o.err = c.open(ctx, bc, &o.cl); o.err != nil {
+				ch <- o
+				return
+			}
 		}
+		o.v, o.err = fn(ctx, &o.cl)
+		ch <- o
+	}()
+	select {
+	case o := <-ch:
+		*cl = o.cl
+		if o.err != nil {
+			return nil, c.wrap(ctx, op, ep, o.err)
+		}
+		return o.v, nil
+	case <-ctx.Done():
+		return nil, c.wrap(ctx, op, ep, context.Cause(ctx))
 	}
-	if err := fn(ctx, cl); err != nil {
-		return c.wrap(ctx, op, ep, err)
-	}
-	return nil
 }
 
 // wrap turns a failure into an *Error with its kind and no password.
@@ -233,7 +264,10 @@ func (c *Client) wrap(ctx context.Context, op string, ep Endpoint, err error) er
 		c.opened = false // log in again next time
 		c.mu.Unlock()
 	}
-	return &Error{BMC: c.key, Op: op, Kind: kind, Err: redactErr(err, ep.Password)}
+	// A timeout is the BMC's fault when Config.Timeout ran out, not when
+	// the caller's own, shorter deadline did.
+	callers := kind == ErrTimeout && ctx.Err() != nil && !errors.Is(context.Cause(ctx), ErrTimeout)
+	return &Error{BMC: c.key, Op: op, Kind: kind, Err: redactErr(err, ep.Password), callerDeadline: callers}
 }
 
 // classify finds the kind of a failure, or nil.
@@ -360,15 +394,25 @@ func (cl *call) note(md bmclibbmc.Metadata) {
 // Redfish, it logs in). Other calls open on demand; Open makes the check
 // explicit.
 func (c *Client) Open(ctx context.Context) error {
-	return c.doDirect(ctx, "open", func(ctx context.Context, cl *call) error {
+	_, err := c.doDirect(ctx, "open", func(ctx context.Context, cl *call) (any, error) {
 		c.mu.Lock()
 		bc := c.bc
 		c.mu.Unlock()
-		return c.open(ctx, bc, cl)
+		return nil, c.open(ctx, bc, cl)
 	})
+	return err
 }
 
 func (c *Client) open(ctx context.Context, bc *bmclib.Client, cl *call) error {
+	if c.Endpoint().Protocol == rackcloud.BMCRedfish {
+		// bmclib sets the session's HTTP timeout, for every later request,
+		// to what is left of this context: make that Config.Timeout, not
+		// whatever the first caller had left. The caller still gets its
+		// answer when its own context ends (see run).
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), c.m.cfg.Timeout)
+		defer cancel()
+	}
 	err := bc.Open(ctx)
 	cl.note(bc.GetMetadata())
 	if err != nil {
@@ -398,15 +442,15 @@ func (c *Client) Close(ctx context.Context) error {
 	if counted {
 		c.m.healthChanged(c, true)
 	}
-	if !opened {
-		return nil
-	}
 	ctx, cancel := context.WithTimeout(ctx, c.m.cfg.Timeout)
 	defer cancel()
-	select { // wait for the request in flight
+	select { // wait for the request in flight, bounded by Timeout
 	case c.sem <- struct{}{}:
 		defer func() { <-c.sem }()
 	case <-ctx.Done():
+		return nil
+	}
+	if !opened {
 		return nil
 	}
 	return bc.Close(ctx)
@@ -420,13 +464,13 @@ func (c *Client) bmclib() *bmclib.Client {
 
 // PowerState reads the machine's power state.
 func (c *Client) PowerState(ctx context.Context) (rackcloud.PowerState, error) {
-	var st rackcloud.PowerState
-	err := c.do(ctx, "power-status", func(ctx context.Context, cl *call) error {
-		var err error
-		st, err = c.powerState(ctx, cl)
-		return err
+	v, err := c.do(ctx, "power-status", func(ctx context.Context, cl *call) (any, error) {
+		return c.powerState(ctx, cl)
 	})
-	return st, err
+	if err != nil {
+		return rackcloud.PowerUnknown, err
+	}
+	return v.(rackcloud.PowerState), nil
 }
 
 func (c *Client) powerState(ctx context.Context, cl *call) (rackcloud.PowerState, error) {
@@ -450,27 +494,29 @@ func (c *Client) SetPower(ctx context.Context, a PowerAction) error {
 	if err := a.validate(); err != nil {
 		return &Error{BMC: c.key, Op: "set-power", Err: err}
 	}
-	return c.do(ctx, "set-power-"+string(a), func(ctx context.Context, cl *call) error {
+	_, err := c.do(ctx, "set-power-"+string(a), func(ctx context.Context, cl *call) (any, error) {
 		bc := c.bmclib()
-		if a == PowerCycle {
+		act := a
+		if act == PowerCycle {
 			st, err := c.powerState(ctx, cl)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if st == rackcloud.PowerOff {
-				a = PowerOn
+				act = PowerOn
 			}
 		}
-		ok, err := bc.SetPowerState(ctx, string(a))
+		ok, err := bc.SetPowerState(ctx, string(act))
 		cl.note(bc.GetMetadata())
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if !ok {
-			return fmt.Errorf("%w: power %s not acknowledged", ErrBadResponse, a)
+			return nil, fmt.Errorf("%w: power %s not acknowledged", ErrBadResponse, act)
 		}
-		return nil
+		return nil, nil
 	})
+	return err
 }
 
 // SetBootDevice sets the device of the next boot (or every boot with
@@ -479,18 +525,19 @@ func (c *Client) SetBootDevice(ctx context.Context, d BootDevice, o BootOptions)
 	if d != BootPXE && d != BootDisk {
 		return &Error{BMC: c.key, Op: "set-boot", Err: fmt.Errorf("%w: boot device %q (want pxe or disk)", rackcloud.ErrInvalid, d)}
 	}
-	return c.do(ctx, "set-boot", func(ctx context.Context, cl *call) error {
+	_, err := c.do(ctx, "set-boot", func(ctx context.Context, cl *call) (any, error) {
 		bc := c.bmclib()
 		ok, err := bc.SetBootDevice(ctx, string(d), o.Persistent, o.EFI)
 		cl.note(bc.GetMetadata())
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if !ok {
-			return fmt.Errorf("%w: boot device %s not acknowledged", ErrBadResponse, d)
+			return nil, fmt.Errorf("%w: boot device %s not acknowledged", ErrBadResponse, d)
 		}
-		return nil
+		return nil, nil
 	})
+	return err
 }
 
 // WaitPower polls the power state, with growing jittered intervals, until

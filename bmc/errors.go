@@ -54,6 +54,8 @@ type Error struct {
 	Kind error
 	// Err is the underlying failure, with any password removed.
 	Err error
+
+	callerDeadline bool // the caller's deadline, not the BMC, cut the call short
 }
 
 func (e *Error) Error() string {
@@ -117,8 +119,13 @@ func result(err error) string {
 
 // healthKind reports whether err is a failure of the BMC, which marks it
 // unhealthy and backs it off. Caller cancellation, waiting for the BMC's
-// turn, back-off itself and unsupported operations are not.
+// turn, back-off itself, unsupported operations and the caller's own
+// deadline are not.
 func healthKind(err error) bool {
+	var be *Error
+	if errors.As(err, &be) && be.callerDeadline {
+		return false
+	}
 	switch result(err) {
 	case "ok", "canceled", "unsupported", "backoff", "busy", "closed":
 		return false

@@ -345,7 +345,16 @@ func TestBusy(t *testing.T) {
 	cancel()
 	requireKind(t, err, bmc.ErrBusy)
 	require.NoError(t, <-slow, "the slow call itself succeeds")
-	n.SetFault(rack.Fault{})
 	require.True(t, c.Health().Healthy)
 	require.Equal(t, 1.0, metric(t, e.reg, "rackcloud_bmc_requests_total", map[string]string{"op": "power-status", "result": "busy"}))
+
+	// The caller's own short deadline is a timeout for the caller, not a
+	// sick BMC.
+	short, cancel = context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = c.PowerState(short)
+	cancel()
+	requireKind(t, err, bmc.ErrTimeout)
+	n.SetFault(rack.Fault{})
+	require.True(t, c.Health().Healthy)
+	require.True(t, c.Health().BackoffUntil.IsZero())
 }

@@ -130,8 +130,8 @@ func parseColonKV(out string) map[string]string {
 // Sensors reads the BMC's temperature, fan and power sensors. A BMC
 // without any gives ErrUnsupported.
 func (c *Client) Sensors(ctx context.Context) ([]Sensor, error) {
-	var ss []Sensor
-	err := c.doDirect(ctx, "sensors", func(ctx context.Context, cl *call) error {
+	v, err := c.doDirect(ctx, "sensors", func(ctx context.Context, cl *call) (any, error) {
+		var ss []Sensor
 		var err error
 		if c.Endpoint().Protocol == rackcloud.BMCRedfish {
 			ss, err = c.redfishSensors(ctx, cl)
@@ -141,22 +141,24 @@ func (c *Client) Sensors(ctx context.Context) ([]Sensor, error) {
 		if err == nil && len(ss) == 0 {
 			err = fmt.Errorf("%w: no temperature, fan or power sensors", ErrUnsupported)
 		}
-		return err
+		return ss, err
 	})
-	return ss, err
+	if err != nil {
+		return nil, err
+	}
+	return v.([]Sensor), nil
 }
 
 // Identity reads who the BMC is: manufacturer, model, firmware, GUID.
 func (c *Client) Identity(ctx context.Context) (Identity, error) {
-	var id Identity
-	err := c.doDirect(ctx, "identity", func(ctx context.Context, cl *call) error {
-		var err error
+	v, err := c.doDirect(ctx, "identity", func(ctx context.Context, cl *call) (any, error) {
 		if c.Endpoint().Protocol == rackcloud.BMCRedfish {
-			id, err = c.redfishIdentity(ctx, cl)
-		} else {
-			id, err = c.ipmiIdentity(ctx, cl)
+			return c.redfishIdentity(ctx, cl)
 		}
-		return err
+		return c.ipmiIdentity(ctx, cl)
 	})
-	return id, err
+	if err != nil {
+		return Identity{}, err
+	}
+	return v.(Identity), nil
 }

@@ -339,10 +339,7 @@ func (s *redfishServer) system() map[string]any {
 	if b.UEFI || (b.Device == BootNone && n.Firmware == "uefi") {
 		mode = "UEFI"
 	}
-	targets := make([]string, 0, len(bootTargets))
-	for _, t := range []string{"None", "Pxe", "Hdd", "Cd", "BiosSetup"} {
-		targets = append(targets, t)
-	}
+	targets := []string{"None", "Pxe", "Hdd", "Cd", "BiosSetup"}
 	return map[string]any{
 		"@odata.id":    rfSystem,
 		"@odata.type":  "#ComputerSystem.v1_10_0.ComputerSystem",
