@@ -127,12 +127,16 @@ type Engine struct {
 	maybeMore atomic.Bool
 	wake      chan struct{}
 
-	stopOnce  sync.Once
-	stopping  atomic.Bool
-	cancel    context.CancelCauseFunc
-	loops     sync.WaitGroup
-	runners   sync.WaitGroup
-	listening atomic.Bool
+	stopOnce sync.Once
+	stopping atomic.Bool
+	// stopClaims ends the claim loop; claimer is done when it returned,
+	// so that no runner starts after Stop began waiting for them.
+	stopClaims chan struct{}
+	claimer    sync.WaitGroup
+	cancel     context.CancelCauseFunc
+	loops      sync.WaitGroup
+	runners    sync.WaitGroup
+	listening  atomic.Bool
 }
 
 // New returns an engine on pool. Register the kinds, then Start it.
@@ -155,6 +159,8 @@ func New(pool *pgxpool.Pool, cfg Config) (*Engine, error) {
 		kinds:   map[string]*registered{},
 		running: map[int64]*runner{},
 		wake:    make(chan struct{}, 1),
+
+		stopClaims: make(chan struct{}),
 	}, nil
 }
 
@@ -204,7 +210,11 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.go_(func() { e.listen(ctx) })
 	e.go_(func() { e.metricsLoop(ctx) })
 	if e.cfg.Workers > 0 && len(e.names) > 0 {
-		e.go_(func() { e.claimLoop(ctx) })
+		e.claimer.Add(1)
+		e.go_(func() {
+			defer e.claimer.Done()
+			e.claimLoop(ctx)
+		})
 		e.go_(func() { e.heartbeatLoop(ctx) })
 	}
 	return nil
@@ -230,6 +240,8 @@ func (e *Engine) Stop(ctx context.Context) error {
 	var err error
 	e.stopOnce.Do(func() {
 		e.stopping.Store(true)
+		close(e.stopClaims)
+		e.claimer.Wait()
 		done := make(chan struct{})
 		go func() {
 			e.runners.Wait()
@@ -294,6 +306,8 @@ func (e *Engine) claimLoop(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
+			return
+		case <-e.stopClaims:
 			return
 		case <-e.wake:
 		case <-tick.C:

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -65,7 +66,7 @@ func TestKill9WorkersMidStep(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Workers = -1
 	api := startEngine(t, pool, cfg, killkinds.Kinds(pool, killkinds.Options{})...)
-	const threes, parents = 100, 20
+	const threes, parents = 120, 20
 	for range threes {
 		submit(t, api, pool, killkinds.Three, "", nil)
 	}
@@ -81,7 +82,8 @@ func TestKill9WorkersMidStep(t *testing.T) {
 	}
 	var all []*worker
 	n := 0
-	start := func(die int64) *worker {
+	// start starts a worker; with wait, it waits until the worker is ready.
+	start := func(die int64, wait bool) *worker {
 		n++
 		name := fmt.Sprintf("w%d", n)
 		p, err := proc.Start(proc.Spec{Name: name, Path: bin,
@@ -91,6 +93,9 @@ func TestKill9WorkersMidStep(t *testing.T) {
 		w := &worker{p: p, name: name}
 		all = append(all, w)
 		t.Cleanup(func() { p.Stop(syscall.SIGTERM, 10*time.Second) })
+		if !wait {
+			return w
+		}
 		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		defer cancel()
 		err = p.WaitFunc(wctx, func() bool {
@@ -110,28 +115,34 @@ func TestKill9WorkersMidStep(t *testing.T) {
 		require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM tasks WHERE state IN ('succeeded', 'failed', 'canceled')`).Scan(&ended))
 		return runs, ended
 	}
-	live := []*worker{start(0), start(0)}
+	live := []*worker{start(0, true), start(0, true)}
 	// replaceDead restarts workers that killed themselves.
 	replaceDead := func() int {
 		died := 0
 		for i, w := range live {
 			if done, _ := w.p.Exited(); done {
 				died++
-				live[i] = start(0)
+				live[i] = start(0, false)
 			}
 		}
 		return died
 	}
 
+	// Kill points: after this many step runs in all (there are at least
+	// as many runs as effects, so every point is reached).
 	const wantKills = 15
+	var points []int
+	for range wantKills {
+		points = append(points, 5+rng.IntN(wantEffects*3/4))
+	}
+	slices.Sort(points)
 	kills, selfKills := 0, 0
 	deadline, cancel := context.WithTimeout(ctx, 4*time.Minute)
 	defer cancel()
 	runs, ended := counts()
-	next := runs + 5 + rng.IntN(20)
 	for kills < wantKills && ended < total {
 		selfKills += replaceDead()
-		if runs >= next {
+		if runs >= points[kills] {
 			i := rng.IntN(len(live))
 			live[i].p.Stop(syscall.SIGKILL, 10*time.Second)
 			kills++
@@ -139,8 +150,8 @@ func TestKill9WorkersMidStep(t *testing.T) {
 			if kills%3 == 0 {
 				die = 1 + rng.Int64N(5)
 			}
-			live[i] = start(die)
-			next = runs + 5 + rng.IntN(20)
+			// Not waiting for it to be ready: the kills go on meanwhile.
+			live[i] = start(die, false)
 		}
 		select {
 		case <-deadline.Done():
