@@ -226,3 +226,39 @@ func TestTokens(t *testing.T) {
 	require.NoError(t, err)
 	e.problem(e.do("GET", "/v1/whoami", exp["secret"].(string), nil), 401, api.ProblemUnauthorized)
 }
+
+func TestCancelAndResumeEvents(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	f := e.fixture("zeta")
+	r := e.do("POST", "/v1/guests", f.member, map[string]any{"project_id": f.project, "name": "g", "kind": "vm",
+		"flavor": map[string]any{"vcpu": 1, "memory_mib": 512, "disk_gib": 1}, "image_id": f.image})
+	require.Equal(t, 202, r.Code, r)
+	e.waitTask(f.member, r.json(t)["id"].(string))
+	guest := strings.TrimPrefix(r.json(t)["target"].(string), "guest/")
+
+	// The reboot task waits until canceled; a second change of the same
+	// guest meanwhile is a conflict.
+	rb := e.must(202, "POST", "/v1/guests/"+guest+"/reboot", f.member, nil)
+	e.problem(e.do("POST", "/v1/guests/"+guest+"/stop", f.member, nil), 409, api.ProblemConflict)
+	viewer, _ := e.token("zeta-viewer", rackcloud.RoleViewer, f.project)
+	e.problem(e.do("POST", "/v1/tasks/"+rb["id"].(string)+"/cancel", viewer, nil), 403, api.ProblemForbidden)
+	c := e.must(202, "POST", "/v1/tasks/"+rb["id"].(string)+"/cancel", f.member, nil)
+	require.Equal(t, true, c["cancel_requested"])
+	types := e.waitTask(f.member, rb["id"].(string))
+	require.Equal(t, "canceled", types[len(types)-1])
+	require.Contains(t, types, "cancel_requested")
+	e.problem(e.do("POST", "/v1/tasks/"+rb["id"].(string)+"/cancel", f.member, nil), 409, api.ProblemConflict)
+
+	// Resuming after an event replays only the later ones.
+	all := e.waitTask(f.member, rb["id"].(string))
+	later := e.waitTask(f.member, rb["id"].(string), "Last-Event-ID", "2")
+	require.Equal(t, all[2:], later)
+	require.Equal(t, all[1:], e.waitTask(f.member, rb["id"].(string)+"?after=1"))
+
+	// Tasks list newest first, filtered, scoped.
+	list := e.must(200, "GET", "/v1/tasks?state=canceled", f.member, nil)["items"].([]any)
+	require.Len(t, list, 1)
+	other := e.fixture("eta")
+	require.Empty(t, e.must(200, "GET", "/v1/tasks", other.member, nil)["items"])
+}

@@ -80,6 +80,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"fleet rule with scope_id", "POST", "/v1/alert-rules", e.admin, map[string]any{"name": "x", "expr": "up", "op": "<", "threshold": 1, "severity": "warning", "scope": "fleet", "scope_id": f.zone}, nil, 422, api.ProblemValidation},
 		{"provision with wrong role", "POST", "/v1/hosts/" + f.host + "/provision", e.admin, map[string]any{"role": "docker", "image_id": f.image}, nil, 422, api.ProblemValidation},
 		{"provision a discovered host", "POST", "/v1/hosts/" + f.host + "/provision", e.admin, map[string]any{"role": "kvm", "image_id": f.image}, nil, 409, api.ProblemConflict},
+		{"task kind without a worker", "POST", "/v1/hosts/" + f.host + "/deprovision", e.admin, nil, nil, 501, api.ProblemNotImplemented},
 		{"no token", "GET", "/v1/regions", "", nil, nil, 401, api.ProblemUnauthorized},
 		{"wrong token", "POST", "/v1/regions", "rct_wrong", map[string]any{"name": "x"}, nil, 401, api.ProblemUnauthorized},
 		{"member on hosts", "GET", "/v1/hosts", f.member, nil, nil, 403, api.ProblemForbidden},

@@ -78,6 +78,11 @@ func testKinds(pool *pgxpool.Pool) []tasks.Kind {
 		{Name: api.KindGuestDelete, Steps: []tasks.Step{{Name: "stop", Run: setGuest(rackcloud.GuestDeleting)}, {Name: "remove", Run: deleteGuest}}},
 		{Name: api.KindGuestStop, Steps: []tasks.Step{{Name: "stop", Run: setGuest(rackcloud.GuestStopped)}}},
 		{Name: api.KindHostEnroll, Steps: []tasks.Step{{Name: "power-on", Run: noop}}},
+		// A reboot that waits until it is canceled, to test cancels.
+		{Name: api.KindGuestReboot, Steps: []tasks.Step{{Name: "wait", Run: func(ctx context.Context, _ *tasks.StepContext) (any, error) {
+			<-ctx.Done()
+			return nil, context.Cause(ctx)
+		}}}},
 	}
 }
 
@@ -202,13 +207,20 @@ func (e *env) token(name string, role rackcloud.Role, projects ...string) (strin
 
 // waitTask follows the task's server-sent events until its last one and
 // returns the event types seen.
-func (e *env) waitTask(token, id string) []string {
+func (e *env) waitTask(token, id string, hdr ...string) []string {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "GET", e.srv.URL+"/v1/tasks/"+id+"/events", nil)
+	id, query, _ := strings.Cut(id, "?")
+	if query != "" {
+		query = "?" + query
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", e.srv.URL+"/v1/tasks/"+id+"/events"+query, nil)
 	require.NoError(e.t, err)
 	req.Header.Set("Authorization", "Bearer "+token)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
 	res, err := http.DefaultClient.Do(req)
 	require.NoError(e.t, err)
 	defer res.Body.Close()
