@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -131,6 +132,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.api = api.New(api.Deps{Pool: pool, Logger: log, Registerer: reg, Tasks: s.tasks, Sealer: sealer})
 	return s, nil
 }
+
+// API is the server's REST API, for packages that add operations to it
+// with api.Register before Run.
+func (s *Server) API() *api.API { return s.api }
 
 // Tasks is the server's task engine: register the task kinds on it before
 // Run (the engine starts once the database is ready).
@@ -293,10 +298,17 @@ func (s *Server) bootstrap(ctx context.Context) error {
 	if _, err := os.Stat(s.cfg.BootstrapTokenFile); err == nil {
 		return nil
 	}
-	_, secret, err := store.Bootstrap(ctx, s.pool, store.BootstrapOptions{Force: true, TokenName: "bootstrap-file"})
+	bootstrap := func(name string) (secret string, err error) {
+		err = store.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+			_, secret, err = store.Bootstrap(ctx, tx, store.BootstrapOptions{Force: true, TokenName: name})
+			return err
+		})
+		return secret, err
+	}
+	secret, err := bootstrap("bootstrap-file")
 	if errors.Is(err, rackcloud.ErrConflict) {
 		// A token of that name exists but its file is gone: make another.
-		_, secret, err = store.Bootstrap(ctx, s.pool, store.BootstrapOptions{Force: true})
+		secret, err = bootstrap("")
 	}
 	if err != nil {
 		return fmt.Errorf("bootstrap token: %w", err)

@@ -184,7 +184,8 @@ const DefaultBootstrapUser = "admin"
 
 // Bootstrap creates the first admin token without any other credential:
 // it makes the admin user if needed and returns a new admin token's
-// secret, which is shown only once. Unless opts.Force, it refuses with
+// secret, which is shown only once, and writes an audit event; pass a
+// transaction to make the two one change. Unless opts.Force, it refuses with
 // rackcloud.ErrConflict once any admin token exists, so that running it
 // again on a live system does not hand out admin rights silently.
 func Bootstrap(ctx context.Context, q Querier, opts BootstrapOptions) (TokenRecord, string, error) {
@@ -209,5 +210,11 @@ func Bootstrap(ctx context.Context, q Querier, opts BootstrapOptions) (TokenReco
 	if err != nil {
 		return TokenRecord{}, "", fmt.Errorf("bootstrap user %s: %w", opts.User, MapError(err))
 	}
-	return CreateToken(ctx, q, rackcloud.Token{Meta: rackcloud.Meta{Name: opts.TokenName}, UserID: userID, Role: rackcloud.RoleAdmin})
+	rec, secret, err := CreateToken(ctx, q, rackcloud.Token{Meta: rackcloud.Meta{Name: opts.TokenName}, UserID: userID, Role: rackcloud.RoleAdmin})
+	if err != nil {
+		return rec, "", err
+	}
+	err = WriteAudit(ctx, q, AuditRecord{AuditEvent: rackcloud.AuditEvent{Actor: "system:bootstrap", Action: "bootstrapToken",
+		Target: "token/" + rec.ID, Outcome: OutcomeSuccess}, Detail: "admin token for user " + opts.User})
+	return rec, secret, err
 }

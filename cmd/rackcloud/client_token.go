@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/store"
 )
@@ -118,7 +120,12 @@ func tokenBootstrap(ctx context.Context, args []string) error {
 	if _, err := store.Migrate(ctx, pool); err != nil {
 		return err
 	}
-	rec, secret, err := store.Bootstrap(ctx, pool, store.BootstrapOptions{User: *user, TokenName: *name, Force: *force})
+	var rec store.TokenRecord
+	var secret string
+	err = store.InTx(ctx, pool, func(tx pgx.Tx) (err error) {
+		rec, secret, err = store.Bootstrap(ctx, tx, store.BootstrapOptions{User: *user, TokenName: *name, Force: *force})
+		return err
+	})
 	if errors.Is(err, rackcloud.ErrConflict) {
 		return fmt.Errorf("%w (pass --force to add another admin token)", err)
 	}
