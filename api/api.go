@@ -5,6 +5,32 @@
 // keyset pagination, ETags and preconditions. Queries are synchronous;
 // changes that touch machines are tasks (202 Accepted, a Location to
 // /v1/tasks/{id} and the task in the body).
+//
+// # The first token
+//
+// Every operation needs a bearer token, so the first admin token comes
+// from outside the API, with access to the database only:
+//
+//   - rackcloud token bootstrap --database-url URL prints a new admin
+//     token once (it refuses when an admin token exists, unless --force);
+//   - the server's Config.BootstrapTokenFile gets a new admin token
+//     (mode 0600) when the file does not exist, once the database is
+//     ready: this is what the lab uses;
+//   - store.Bootstrap does either from Go.
+//
+// All are audited. Tokens are 256 random bits ("rct_" + base64url);
+// only their SHA-256 is stored, and POST /v1/tokens shows a new secret
+// once.
+//
+// # Roles
+//
+// admin does everything; operator runs the fleet (regions, zones, racks,
+// hosts, images, alert rules) and sees every project, but manages no
+// projects, users or quotas; member sees and changes the guests and
+// placement groups of its token's projects; viewer only reads those.
+// Members and viewers get 404 for other projects' resources, and 403 for
+// hosts and racks. Every change, and every refused change, is in the
+// audit log.
 package api
 
 import (
