@@ -107,6 +107,11 @@ func registerGuests(a *API) {
 		if b.HA == "" {
 			b.HA = string(rackcloud.HANone)
 		}
+		// The guest's ID is made first so that the task and the audit
+		// event can be written before the guest: its insert locks the
+		// project's quota row until commit.
+		id := store.NewID()
+		ch.target = c.target(id)
 		var acc *taskAccepted
 		err := a.run(ctx, ch, func(tx pgx.Tx) error {
 			if _, err := store.GetProject(ctx, tx, b.ProjectID); err != nil {
@@ -126,12 +131,11 @@ func registerGuests(a *API) {
 					return notFoundField(rackcloud.ErrNotFound, "body.placement_group_id", b.PlacementGroupID)
 				}
 			}
-			// The task first, the guest last: its insert locks the
-			// project's quota row until commit.
-			id := store.NewID()
-			ch.target = c.target(id)
 			info, err := a.submit(ctx, tx, ch, KindGuestCreate, map[string]string{"guest_id": id})
 			if err != nil {
+				return err
+			}
+			if err := a.auditNow(ctx, tx, ch); err != nil {
 				return err
 			}
 			if _, err := store.CreateGuest(ctx, tx, rackcloud.Guest{

@@ -122,14 +122,15 @@ func plainHandler(pool *pgxpool.Pool, engine *tasks.Engine) http.Handler {
 			if err := store.SetTaskOwner(r.Context(), tx, info.ID, b.ProjectID, "user:"+tok.UserName); err != nil {
 				return err
 			}
-			if _, err := store.CreateGuest(r.Context(), tx, rackcloud.Guest{Meta: rackcloud.Meta{ID: id, Name: b.Name, Labels: b.Labels},
-				ProjectID: b.ProjectID, Kind: rackcloud.GuestKind(b.Kind), ImageID: b.ImageID, HA: rackcloud.HANone,
-				Flavor: rackcloud.Resources{CPUCores: b.Flavor.VCPU, MemoryMiB: b.Flavor.MemoryMiB, DiskGiB: b.Flavor.DiskGiB}}); err != nil {
+			if err := store.WriteAudit(r.Context(), tx, store.AuditRecord{AuditEvent: rackcloud.AuditEvent{Actor: "user:" + tok.UserName,
+				Action: "createGuest", Target: target, Outcome: store.OutcomeSuccess, RequestID: reqID},
+				TokenID: tok.ID, ProjectID: b.ProjectID, Detail: "task " + info.ID}); err != nil {
 				return err
 			}
-			return store.WriteAudit(r.Context(), tx, store.AuditRecord{AuditEvent: rackcloud.AuditEvent{Actor: "user:" + tok.UserName,
-				Action: "createGuest", Target: target, Outcome: store.OutcomeSuccess, RequestID: reqID},
-				TokenID: tok.ID, ProjectID: b.ProjectID, Detail: "task " + info.ID})
+			_, err = store.CreateGuest(r.Context(), tx, rackcloud.Guest{Meta: rackcloud.Meta{ID: id, Name: b.Name, Labels: b.Labels},
+				ProjectID: b.ProjectID, Kind: rackcloud.GuestKind(b.Kind), ImageID: b.ImageID, HA: rackcloud.HANone,
+				Flavor: rackcloud.Resources{CPUCores: b.Flavor.VCPU, MemoryMiB: b.Flavor.MemoryMiB, DiskGiB: b.Flavor.DiskGiB}})
+			return err
 		})
 		if err != nil {
 			code := 500
