@@ -13,12 +13,18 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rackcloud/rackcloud/lab/monlab"
+	"github.com/rackcloud/rackcloud/lab/netns"
 	"github.com/rackcloud/rackcloud/lab/postgres"
+	"github.com/rackcloud/rackcloud/lab/qemu"
+	"github.com/rackcloud/rackcloud/lab/rack"
 	"github.com/rackcloud/rackcloud/server"
 )
 
@@ -29,6 +35,11 @@ const (
 	DefaultPrometheusPort   = 19090
 	DefaultAlertmanagerPort = 19093
 	DefaultNodeExporterPort = 19100
+	// DefaultNetns is the provisioning network's namespace and
+	// DefaultGateway the bridge address in it.
+	DefaultNetns   = "rackcloud-lab"
+	DefaultGateway = "10.77.0.1/24"
+	DefaultNodes   = 3
 )
 
 // Config is the lab's configuration.
@@ -36,6 +47,13 @@ type Config struct {
 	// Dir is the state directory; the database survives restarts there.
 	Dir                                                                       string
 	APIPort, PostgresPort, PrometheusPort, AlertmanagerPort, NodeExporterPort int
+	// Netns and Gateway name the provisioning network; a namespace of that
+	// name left by an earlier run that crashed is deleted and made anew.
+	Netns   string
+	Gateway netip.Prefix
+	// Nodes is the number of simulated servers (QEMU + ipmi_sim and
+	// Redfish BMCs), powered off and waiting to be onboarded; 0 for none.
+	Nodes int
 }
 
 // Lab is a running lab.
@@ -44,6 +62,8 @@ type Lab struct {
 	Postgres *postgres.Cluster
 	Monitor  *monlab.Stack
 	Server   *server.Server
+	Net      *netns.Net
+	Rack     *rack.Rack
 	APIURL   string
 	stops    []func()
 }
@@ -79,7 +99,8 @@ func Up(ctx context.Context, c Config, log *slog.Logger) (l *Lab, err error) {
 	log.Info("lab: starting the rackcloud server", "port", c.APIPort)
 	srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
 	l.Server, err = server.New(srvCtx, server.Config{Listen: "127.0.0.1:" + strconv.Itoa(c.APIPort),
-		DatabaseURL: l.Postgres.URL("rackcloud")}, log)
+		DatabaseURL: l.Postgres.URL("rackcloud"), BootstrapTokenFile: l.TokenFile(),
+		SecretKeyFile: filepath.Join(dir, "secret.key")}, log)
 	if err != nil {
 		stopSrv()
 		return l, err
@@ -105,7 +126,53 @@ func Up(ctx context.Context, c Config, log *slog.Logger) (l *Lab, err error) {
 		return l, err
 	}
 	l.stops = append(l.stops, l.Monitor.Stop)
+
+	if c.Nodes > 0 {
+		if err := l.startRack(ctx, log); err != nil {
+			return l, err
+		}
+	}
 	return l, l.waitReady(ctx)
+}
+
+// startRack creates the provisioning network and the simulated rack on it.
+func (l *Lab) startRack(ctx context.Context, log *slog.Logger) error {
+	if l.Netns == "" {
+		l.Netns = DefaultNetns
+	}
+	if !l.Gateway.IsValid() {
+		l.Gateway = netip.MustParsePrefix(DefaultGateway)
+	}
+	if _, err := os.Stat(netns.Path(l.Netns)); err == nil {
+		log.Warn("lab: deleting a provisioning namespace left by an earlier run", "netns", l.Netns)
+		if err := (&netns.Net{Name: l.Netns}).Close(); err != nil {
+			return err
+		}
+	}
+	log.Info("lab: creating the provisioning network", "netns", l.Netns, "gateway", l.Gateway)
+	n, err := netns.New(ctx, l.Netns, l.Gateway)
+	if err != nil {
+		return err
+	}
+	l.Net = n
+	l.stops = append(l.stops, func() {
+		if err := n.Close(); err != nil {
+			log.Error("lab: delete namespace", "err", err)
+		}
+	})
+	log.Info("lab: starting the simulated rack", "servers", l.Nodes)
+	r, err := rack.Start(ctx, rack.Config{Name: "rack1", Nodes: l.Nodes, Dir: filepath.Join(l.Dir, "rack"),
+		Net: n, Redfish: true, Firmware: []qemu.Firmware{qemu.BIOS, qemu.UEFI}, Logger: log})
+	if err != nil {
+		return err
+	}
+	l.Rack = r
+	l.stops = append(l.stops, func() {
+		if err := r.Stop(); err != nil {
+			log.Error("lab: stop rack", "err", err)
+		}
+	})
+	return nil
 }
 
 func (l *Lab) waitReady(ctx context.Context) error {
@@ -114,7 +181,9 @@ func (l *Lab) waitReady(ctx context.Context) error {
 	for {
 		resp, err := httpGet(ctx, l.APIURL+"/readyz")
 		if err == nil && resp == 200 {
-			return nil
+			if _, err := os.Stat(l.TokenFile()); err == nil {
+				return nil
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -124,12 +193,23 @@ func (l *Lab) waitReady(ctx context.Context) error {
 	}
 }
 
+// TokenFile holds the lab's admin token, written by the server at its first
+// start.
+func (l *Lab) TokenFile() string { return filepath.Join(l.Dir, "admin-token") }
+
+// Token returns the lab's admin token.
+func (l *Lab) Token() (string, error) {
+	b, err := os.ReadFile(l.TokenFile())
+	return strings.TrimSpace(string(b)), err
+}
+
 // Print writes where everything is.
 func (l *Lab) Print(w io.Writer) {
 	fmt.Fprintf(w, `
 rackcloud lab is up (state in %s)
 
   API            %s/v1/regions
+  admin token    %s  (export RACKCLOUD_SERVER=%s RACKCLOUD_TOKEN=$(cat %s); rackcloud host list)
   OpenAPI        %s/openapi.json   (docs: %s/docs)
   health         %s/healthz  %s/readyz
   metrics        %s/metrics
@@ -138,9 +218,13 @@ rackcloud lab is up (state in %s)
   Alertmanager   %s
   node exporter  %s/metrics
 
-Ctrl-C stops everything.
-`, l.Dir, l.APIURL, l.APIURL, l.APIURL, l.APIURL, l.APIURL, l.APIURL, l.Postgres.URL("rackcloud"),
+`, l.Dir, l.APIURL, l.TokenFile(), l.APIURL, l.TokenFile(), l.APIURL, l.APIURL, l.APIURL, l.APIURL, l.APIURL, l.Postgres.URL("rackcloud"),
 		l.Monitor.PrometheusURL, l.Monitor.PrometheusURL, l.Monitor.AlertmanagerURL, l.Monitor.NodeExporterURL)
+	if l.Rack != nil {
+		fmt.Fprintln(w)
+		l.Rack.Print(w)
+	}
+	fmt.Fprintln(w, "\nCtrl-C stops everything.")
 }
 
 // Down stops everything that was started, in reverse order. Safe to call

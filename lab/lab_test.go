@@ -2,9 +2,11 @@ package lab_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/bmc"
 	"github.com/rackcloud/rackcloud/lab"
 	"github.com/rackcloud/rackcloud/lab/monlab"
 	"github.com/rackcloud/rackcloud/lab/proc"
@@ -31,16 +35,28 @@ func TestUpEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	require.NoError(t, os.Chmod(filepath.Dir(dir), 0o755)) // postgres must reach it
 	l, err := lab.Up(ctx, lab.Config{Dir: dir, APIPort: ports[0], PostgresPort: ports[1],
-		PrometheusPort: ports[2], AlertmanagerPort: ports[3], NodeExporterPort: ports[4]}, slog.New(slog.DiscardHandler))
+		PrometheusPort: ports[2], AlertmanagerPort: ports[3], NodeExporterPort: ports[4],
+		Netns: fmt.Sprintf("rctest-lab-%d", os.Getpid()), Gateway: netip.MustParsePrefix("10.78.0.1/24"), Nodes: 3},
+		slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	t.Cleanup(l.Down)
 
-	resp, err := http.Post(l.APIURL+"/v1/regions", "application/json", strings.NewReader(`{"name":"lab-region"}`))
+	token, err := l.Token()
 	require.NoError(t, err)
+	require.NotEmpty(t, token)
+	do := func(method, path, body string) *http.Response {
+		req, err := http.NewRequest(method, l.APIURL+path, strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		return resp
+	}
+	resp := do(http.MethodPost, "/v1/regions", `{"name":"lab-region"}`)
 	resp.Body.Close()
 	require.Equal(t, http.StatusCreated, resp.StatusCode)
-	resp, err = http.Get(l.APIURL + "/v1/regions")
-	require.NoError(t, err)
+	resp = do(http.MethodGet, "/v1/regions", "")
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	require.Contains(t, string(b), `"name":"lab-region"`)
@@ -48,6 +64,26 @@ func TestUpEndToEnd(t *testing.T) {
 	var sb strings.Builder
 	l.Print(&sb)
 	require.Contains(t, sb.String(), l.Monitor.PrometheusURL)
+
+	// The rack's servers wait powered off, and their BMCs (printed for the
+	// operator) answer over IPMI and Redfish.
+	require.Len(t, l.Rack.Nodes, 3)
+	m, err := bmc.New(bmc.Config{RootCAs: l.Rack.CertPool()})
+	require.NoError(t, err)
+	defer m.Close(ctx)
+	for _, n := range l.Rack.Nodes {
+		require.Contains(t, sb.String(), n.IPMI.String())
+		for _, ep := range []bmc.Endpoint{
+			{Protocol: rackcloud.BMCIPMI, Address: n.IPMI.String(), Username: n.User, Password: bmc.NewSecret(n.Password)},
+			{Protocol: rackcloud.BMCRedfish, Address: strings.TrimPrefix(n.RedfishURL, "https://"), Username: n.User, Password: bmc.NewSecret(n.Password)},
+		} {
+			c, err := m.Open(ctx, ep)
+			require.NoError(t, err, ep.String())
+			st, err := c.PowerState(ctx)
+			require.NoError(t, err, ep.String())
+			require.Equal(t, rackcloud.PowerOff, st, ep.String())
+		}
+	}
 
 	qctx, cancel := context.WithTimeout(ctx, 45*time.Second)
 	defer cancel()
@@ -59,4 +95,6 @@ func TestUpEndToEnd(t *testing.T) {
 	l.Down()
 	_, err = http.Get(l.APIURL + "/healthz")
 	require.Error(t, err, "server still answers after Down")
+	_, err = os.Stat(l.Net.Path())
+	require.True(t, os.IsNotExist(err), "provisioning namespace left behind")
 }

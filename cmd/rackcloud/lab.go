@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
+	"net/netip"
 	"os"
 
 	"github.com/rackcloud/rackcloud/lab"
@@ -23,8 +25,15 @@ func runLab(ctx context.Context, args []string) error {
 	fs.IntVar(&c.PrometheusPort, "prometheus-port", lab.DefaultPrometheusPort, "Prometheus port on 127.0.0.1")
 	fs.IntVar(&c.AlertmanagerPort, "alertmanager-port", lab.DefaultAlertmanagerPort, "Alertmanager port on 127.0.0.1")
 	fs.IntVar(&c.NodeExporterPort, "node-exporter-port", lab.DefaultNodeExporterPort, "node exporter port on 127.0.0.1")
-	if err := parse(fs, args); err != nil {
+	fs.IntVar(&c.Nodes, "nodes", lab.DefaultNodes, "simulated servers in the rack (QEMU with IPMI and Redfish BMCs); 0 for none")
+	fs.StringVar(&c.Netns, "netns", lab.DefaultNetns, "network namespace of the provisioning network")
+	gw := fs.String("gateway", lab.DefaultGateway, "bridge address of the provisioning network")
+	var err error
+	if err = parse(fs, args); err != nil {
 		return err
+	}
+	if c.Gateway, err = netip.ParsePrefix(*gw); err != nil {
+		return fmt.Errorf("--gateway: %w", err)
 	}
 	log, err := common.logger()
 	if err != nil {
