@@ -73,6 +73,9 @@ func TestClientVerbsEndToEnd(t *testing.T) {
 	}
 	require.NoError(t, engine.Register(tasks.Kind{Name: api.KindGuestCreate, Steps: []tasks.Step{
 		{Name: "place", Run: step(rackcloud.GuestCreating)}, {Name: "start", Run: step(rackcloud.GuestRunning)}}}))
+	require.NoError(t, engine.Register(tasks.Kind{Name: api.KindHostEnroll, Steps: []tasks.Step{
+		{Name: "set-boot-pxe", Run: func(context.Context, *tasks.StepContext) (any, error) { return nil, nil }},
+		{Name: "power-on", Run: func(context.Context, *tasks.StepContext) (any, error) { return nil, nil }}}}))
 	ctx, cancel := context.WithCancel(context.Background())
 	require.NoError(t, engine.Start(ctx))
 	sealer, err := store.NewSealer(bytes.Repeat([]byte{1}, 32))
@@ -104,7 +107,13 @@ func TestClientVerbsEndToEnd(t *testing.T) {
 	for _, mac := range []string{"52:54:00:aa:01:01", "52:54:00:aa:01:02"} {
 		mustRun(t, "host", "register", "--mac", mac, "--rack", "r1", "--label", "ssd=true")
 	}
-	out := mustRun(t, "host", "list", "--label", "ssd=true")
+	// Register by BMC and enroll in one go, following the task.
+	out, progress, err := run(t, "host", "register", "--bmc", "127.0.0.1:9623", "--bmc-user", "admin", "--bmc-password", "hunter2", "--enroll", "--wait")
+	require.NoError(t, err, progress)
+	require.Contains(t, out, "host.enroll")
+	require.Contains(t, progress, "✓ step 2 power-on")
+	require.NotContains(t, out+progress, "hunter2")
+	out = mustRun(t, "host", "list", "--label", "ssd=true")
 	require.Contains(t, out, "host-525400aa0101")
 	require.Contains(t, out, "discovered")
 	require.Equal(t, 3, strings.Count(out, "\n"), out) // header and two hosts
@@ -117,7 +126,7 @@ func TestClientVerbsEndToEnd(t *testing.T) {
 	member := strings.TrimSpace(mustRun(t, "token", "create", "dev", "--role", "member", "--project", "web"))
 
 	// ... and flags win. A member creates a guest and waits, seeing the steps.
-	out, progress, err := run(t, "guest", "create", "app-1", "--project", "web", "--image", "debian", "--vcpu", "2", "--wait", "--token", member)
+	out, progress, err = run(t, "guest", "create", "app-1", "--project", "web", "--image", "debian", "--vcpu", "2", "--wait", "--token", member)
 	require.NoError(t, err, progress)
 	require.Contains(t, out, "guest.create")
 	require.Contains(t, progress, "✓ step 1 place")
