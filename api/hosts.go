@@ -73,10 +73,6 @@ type hostListParams struct {
 	RackID string `query:"rack_id" format:"uuid" doc:"Only hosts in this rack."`
 }
 
-type hostActionInput struct {
-	IDParam
-}
-
 func registerHosts(a *API) {
 	c := &crud[rackcloud.Host, Host]{a: a, tag: "Hosts", path: "/v1/hosts", kind: "host", opName: "Host", plural: "Hosts",
 		read: staffOnly, write: staffOnly, get: store.GetHost, list: store.ListHosts, del: store.DeleteHost,
@@ -170,69 +166,20 @@ func registerHosts(a *API) {
 		return item(hostOut(h), h.Version), nil
 	})
 
-	// hostTask registers an action on a host that becomes a task.
-	hostTask := func(op huma.Operation, check func(context.Context, pgx.Tx, *rackcloud.Host, any) (string, any, error)) {
-		op.Tags = []string{c.tag}
-		op.DefaultStatus = http.StatusAccepted
-		op.Errors = append(op.Errors, http.StatusNotFound, http.StatusConflict)
-		run := func(ctx context.Context, id string, b any) (*taskAccepted, error) {
-			ch := a.newChange(ctx, op.OperationID, c.target(id))
-			var acc *taskAccepted
-			err := a.run(ctx, ch, func(tx pgx.Tx) error {
-				h, err := store.GetHost(ctx, tx, id)
-				if err != nil {
-					return err
-				}
-				kind, params, err := check(ctx, tx, &h, b)
-				if err != nil {
-					return err
-				}
-				info, err := a.submit(ctx, tx, ch, kind, params)
-				if err != nil {
-					return err
-				}
-				acc = accepted(info)
-				return nil
-			})
-			return acc, err
-		}
-		switch op.OperationID {
-		case "provisionHost":
-			register(a, op, staffOnly, func(ctx context.Context, in *struct {
-				IDParam
-				Body ProvisionBody
-			}) (*taskAccepted, error) {
-				return run(ctx, in.ID, &in.Body)
-			})
-		case "setHostMaintenance":
-			register(a, op, staffOnly, func(ctx context.Context, in *struct {
-				IDParam
-				Body MaintenanceBody
-			}) (*taskAccepted, error) {
-				return run(ctx, in.ID, &in.Body)
-			})
-		default:
-			register(a, op, staffOnly, func(ctx context.Context, in *hostActionInput) (*taskAccepted, error) {
-				return run(ctx, in.ID, nil)
-			})
-		}
-	}
-
-	hostTask(huma.Operation{
+	hostTask(a, c, huma.Operation{
 		OperationID: "enrollHost", Method: http.MethodPost, Path: "/v1/hosts/{id}/enroll", Summary: "Enroll a host through its BMC",
 		Description: "Starts a host.enroll task: set the next boot to PXE through the BMC and power the machine on; inspection follows. The host needs a BMC.",
-	}, func(ctx context.Context, tx pgx.Tx, h *rackcloud.Host, _ any) (string, any, error) {
+	}, func(ctx context.Context, tx pgx.Tx, h *rackcloud.Host, _ *struct{}) (string, any, error) {
 		if h.BMC == nil {
 			return "", nil, huma.Error409Conflict("host " + h.Name + " has no BMC: register one first")
 		}
 		return KindHostEnroll, map[string]string{"host_id": h.ID}, nil
 	})
 
-	hostTask(huma.Operation{
+	hostTask(a, c, huma.Operation{
 		OperationID: "provisionHost", Method: http.MethodPost, Path: "/v1/hosts/{id}/provision", Summary: "Provision a host",
 		Description: "Starts a host.provision task that installs the image and the role on an available host.",
-	}, func(ctx context.Context, tx pgx.Tx, h *rackcloud.Host, b any) (string, any, error) {
-		body := b.(*ProvisionBody)
+	}, func(ctx context.Context, tx pgx.Tx, h *rackcloud.Host, body *ProvisionBody) (string, any, error) {
 		im, err := store.GetImage(ctx, tx, body.ImageID)
 		if err != nil {
 			return "", nil, notFoundField(err, "body.image_id", body.ImageID)
@@ -247,10 +194,10 @@ func registerHosts(a *API) {
 		return KindHostProvision, map[string]string{"host_id": h.ID, "role": body.Role, "image_id": body.ImageID}, nil
 	})
 
-	hostTask(huma.Operation{
+	hostTask(a, c, huma.Operation{
 		OperationID: "deprovisionHost", Method: http.MethodPost, Path: "/v1/hosts/{id}/deprovision", Summary: "Deprovision a host",
 		Description: "Starts a host.deprovision task that wipes the host and returns it to available. The host must run no guests.",
-	}, func(ctx context.Context, tx pgx.Tx, h *rackcloud.Host, _ any) (string, any, error) {
+	}, func(ctx context.Context, tx pgx.Tx, h *rackcloud.Host, _ *struct{}) (string, any, error) {
 		n, err := store.CountGuestsOnHost(ctx, tx, h.ID)
 		if err != nil {
 			return "", nil, err
@@ -261,11 +208,10 @@ func registerHosts(a *API) {
 		return KindHostDeprovision, map[string]string{"host_id": h.ID}, nil
 	})
 
-	hostTask(huma.Operation{
+	hostTask(a, c, huma.Operation{
 		OperationID: "setHostMaintenance", Method: http.MethodPost, Path: "/v1/hosts/{id}/maintenance", Summary: "Enter or leave maintenance",
 		Description: "enabled=true starts a host.drain task (no new guests, guests moved away, then maintenance); enabled=false starts a host.activate task that returns the host to service.",
-	}, func(ctx context.Context, tx pgx.Tx, h *rackcloud.Host, b any) (string, any, error) {
-		body := b.(*MaintenanceBody)
+	}, func(ctx context.Context, tx pgx.Tx, h *rackcloud.Host, body *MaintenanceBody) (string, any, error) {
 		if body.Enabled {
 			return KindHostDrain, map[string]string{"host_id": h.ID, "reason": body.Reason}, nil
 		}
@@ -273,6 +219,57 @@ func registerHosts(a *API) {
 			return "", nil, huma.Error409Conflict("host " + h.Name + " is not in maintenance")
 		}
 		return KindHostActivate, map[string]string{"host_id": h.ID, "reason": body.Reason}, nil
+	})
+}
+
+// hostTaskInput is a host action's input; B is its body (struct{} for
+// none, which then has no request body).
+type hostTaskInput[B any] struct {
+	IDParam
+	Body B
+}
+
+type hostActionInput struct {
+	IDParam
+}
+
+// hostTask registers an action on a host that becomes a task: check reads
+// the host in the change's transaction and returns the task's kind and
+// parameters, or why not.
+func hostTask[B any](a *API, c *crud[rackcloud.Host, Host], op huma.Operation,
+	check func(context.Context, pgx.Tx, *rackcloud.Host, *B) (string, any, error)) {
+	op.Tags = []string{c.tag}
+	op.DefaultStatus = http.StatusAccepted
+	op.Errors = append(op.Errors, http.StatusNotFound, http.StatusConflict)
+	run := func(ctx context.Context, id string, b *B) (*taskAccepted, error) {
+		ch := a.newChange(ctx, op.OperationID, c.target(id))
+		var acc *taskAccepted
+		err := a.run(ctx, ch, func(tx pgx.Tx) error {
+			h, err := store.GetHost(ctx, tx, id)
+			if err != nil {
+				return err
+			}
+			kind, params, err := check(ctx, tx, &h, b)
+			if err != nil {
+				return err
+			}
+			info, err := a.submit(ctx, tx, ch, kind, params)
+			if err != nil {
+				return err
+			}
+			acc = accepted(info)
+			return nil
+		})
+		return acc, err
+	}
+	if _, none := any(new(B)).(*struct{}); none {
+		register(a, op, staffOnly, func(ctx context.Context, in *hostActionInput) (*taskAccepted, error) {
+			return run(ctx, in.ID, new(B))
+		})
+		return
+	}
+	register(a, op, staffOnly, func(ctx context.Context, in *hostTaskInput[B]) (*taskAccepted, error) {
+		return run(ctx, in.ID, &in.Body)
 	})
 }
 
