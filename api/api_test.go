@@ -1,11 +1,14 @@
 package api_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -243,6 +246,20 @@ func TestCancelAndResumeEvents(t *testing.T) {
 	e.problem(e.do("POST", "/v1/guests/"+guest+"/stop", f.member, nil), 409, api.ProblemConflict)
 	viewer, _ := e.token("zeta-viewer", rackcloud.RoleViewer, f.project)
 	e.problem(e.do("POST", "/v1/tasks/"+rb["id"].(string)+"/cancel", viewer, nil), 403, api.ProblemForbidden)
+	// While the task waits, its stream sends keep-alive comments.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", e.srv.URL+"/v1/tasks/"+rb["id"].(string)+"/events", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+f.member)
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() && sc.Text() != ": keep-alive" {
+	}
+	require.NoError(t, sc.Err())
+	res.Body.Close()
+
 	c := e.must(202, "POST", "/v1/tasks/"+rb["id"].(string)+"/cancel", f.member, nil)
 	require.Equal(t, true, c["cancel_requested"])
 	types := e.waitTask(f.member, rb["id"].(string))

@@ -24,7 +24,12 @@ import (
 	"github.com/rackcloud/rackcloud/tasks"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	// Streams send keep-alive comments often here, so that tests see
+	// them and -race sees them written beside the events.
+	api.KeepAliveInterval = 20 * time.Millisecond
+	pgtest.Main(m)
+}
 
 // env is a real HTTP server over the API on a fresh database, with a
 // running task engine.

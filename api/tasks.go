@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -17,6 +19,10 @@ import (
 	"github.com/rackcloud/rackcloud/store"
 	"github.com/rackcloud/rackcloud/tasks"
 )
+
+// KeepAliveInterval is how often a task's event stream sends a comment
+// while no event comes.
+var KeepAliveInterval = 15 * time.Second
 
 // TaskEngine is what the API needs of the task engine (*tasks.Engine).
 type TaskEngine interface {
@@ -250,23 +256,50 @@ func registerTasks(a *API) {
 			hctx.SetHeader("Cache-Control", "no-cache")
 			hctx.SetStatus(http.StatusOK)
 			w := hctx.BodyWriter()
-			flush := func() {
+			var mu sync.Mutex // the follower and the keep-alive both write
+			write := func(s string) error {
+				mu.Lock()
+				defer mu.Unlock()
+				if _, err := io.WriteString(w, s); err != nil {
+					return err
+				}
 				if f, ok := w.(http.Flusher); ok {
 					f.Flush()
 				}
+				return nil
 			}
-			flush()
+			if write(": following task "+in.ID+"\n\n") != nil {
+				return
+			}
+			// A comment now and then keeps proxies from closing a stream
+			// whose task is in a long step.
+			done := make(chan struct{})
+			var wg sync.WaitGroup
+			defer func() {
+				close(done)
+				wg.Wait() // nothing writes once the handler returns
+			}()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t := time.NewTicker(KeepAliveInterval)
+				defer t.Stop()
+				for {
+					select {
+					case <-done:
+						return
+					case <-t.C:
+						_ = write(": keep-alive\n\n")
+					}
+				}
+			}()
 			err := a.deps.Tasks.Follow(hctx.Context(), in.ID, after, func(ev tasks.Event) error {
 				b, err := json.Marshal(TaskEvent{TaskID: ev.TaskID, Seq: ev.Seq, At: ev.At, Type: ev.Type, State: string(ev.State),
 					Phase: string(ev.Phase), Step: ev.Step, StepName: ev.StepName, Attempt: ev.Attempt, Error: ev.Error})
 				if err != nil {
 					return err
 				}
-				if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", ev.Seq, ev.Type, b); err != nil {
-					return err
-				}
-				flush()
-				return nil
+				return write(fmt.Sprintf("id: %d\nevent: %s\ndata: %s\n\n", ev.Seq, ev.Type, b))
 			})
 			if err != nil && !errors.Is(err, context.Canceled) {
 				a.log.Warn("api: task events", "task", in.ID, "err", err)

@@ -430,9 +430,54 @@ func needArgs(pos []string, n int, usage string) error {
 }
 
 // waitTask follows a task's events, printing its steps as they go, and
-// returns an error unless the task succeeded.
+// returns an error unless the task succeeded. A stream that breaks (the
+// server restarted) is resumed after the last event seen.
 func (c *client) waitTask(ctx context.Context, id string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base.String()+"/v1/tasks/"+id+"/events", nil)
+	start := time.Now()
+	f := follower{id: id, start: start}
+	for attempt := 0; ; attempt++ {
+		err := c.follow(ctx, &f)
+		if f.last != "" {
+			break
+		}
+		var p *problem
+		if errors.As(err, &p) || ctx.Err() != nil || attempt >= 5 {
+			if err == nil {
+				err = fmt.Errorf("task %s: event stream ended early", id)
+			}
+			return err
+		}
+		wait := time.Duration(1<<attempt) * 250 * time.Millisecond
+		fmt.Fprintf(stderr, "  (event stream broke: %v; resuming after event %d in %s)\n", err, f.seq, wait)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+	switch f.last {
+	case "succeeded":
+		fmt.Fprintf(stderr, "task %s succeeded in %s\n", id, time.Since(start).Round(100*time.Millisecond))
+		return nil
+	case "failed":
+		return fmt.Errorf("task %s failed: %s", id, f.err)
+	default:
+		return fmt.Errorf("task %s was canceled", id)
+	}
+}
+
+// follower is the progress of waitTask across reconnects.
+type follower struct {
+	id    string
+	start time.Time
+	seq   int64  // last event seen
+	last  string // the terminal event's type, once seen
+	err   string // the task's error
+}
+
+// follow reads the event stream once, from after f.seq.
+func (c *client) follow(ctx context.Context, f *follower) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base.String()+"/v1/tasks/"+f.id+"/events", nil)
 	if err != nil {
 		return err
 	}
@@ -440,20 +485,18 @@ func (c *client) waitTask(ctx context.Context, id string) error {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	req.Header.Set("Accept", "text/event-stream")
+	if f.seq > 0 {
+		req.Header.Set("Last-Event-ID", fmt.Sprint(f.seq))
+	}
 	res, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("follow task %s: %w", id, err)
+		return fmt.Errorf("follow task %s: %w", f.id, err)
 	}
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusOK {
 		p := &problem{Status: res.StatusCode, Title: http.StatusText(res.StatusCode)}
 		_ = json.NewDecoder(res.Body).Decode(p)
 		return p
-	}
-	start := time.Now()
-	var last struct {
-		Type, State, StepName, Error string
-		Step, Attempt                int
 	}
 	sc := bufio.NewScanner(res.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -463,21 +506,21 @@ func (c *client) waitTask(ctx context.Context, id string) error {
 			continue
 		}
 		var ev struct {
+			Seq      int64  `json:"seq"`
 			Type     string `json:"type"`
-			State    string `json:"state"`
 			Step     int    `json:"step"`
 			StepName string `json:"step_name"`
 			Attempt  int    `json:"attempt"`
 			Error    string `json:"error"`
 		}
 		if err := json.Unmarshal([]byte(data), &ev); err != nil {
-			return fmt.Errorf("task %s: bad event: %w", id, err)
+			return fmt.Errorf("task %s: bad event: %w", f.id, err)
 		}
-		last.Type, last.State, last.StepName, last.Error, last.Step, last.Attempt = ev.Type, ev.State, ev.StepName, ev.Error, ev.Step, ev.Attempt
-		el := time.Since(start).Round(100 * time.Millisecond)
+		f.seq = ev.Seq
+		el := time.Since(f.start).Round(100 * time.Millisecond)
 		switch ev.Type {
 		case "created":
-			fmt.Fprintf(stderr, "task %s: queued\n", id)
+			fmt.Fprintf(stderr, "task %s: queued\n", f.id)
 		case "started":
 			fmt.Fprintf(stderr, "  %6s  started\n", el)
 		case "step_succeeded":
@@ -490,23 +533,20 @@ func (c *client) waitTask(ctx context.Context, id string) error {
 			fmt.Fprintf(stderr, "  %6s  undoing the steps that ran\n", el)
 		case "cancel_requested":
 			fmt.Fprintf(stderr, "  %6s  cancel requested\n", el)
+		case "succeeded", "failed", "canceled":
+			f.last, f.err = ev.Type, ev.Error
+			if ev.Type != "succeeded" {
+				fmt.Fprintf(stderr, "  %6s  %s\n", el, ev.Type)
+			}
+			return nil
 		default:
 			fmt.Fprintf(stderr, "  %6s  %s\n", el, ev.Type)
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("follow task %s: %w", id, err)
+		return fmt.Errorf("follow task %s: %w", f.id, err)
 	}
-	switch last.Type {
-	case "succeeded":
-		fmt.Fprintf(stderr, "task %s succeeded in %s\n", id, time.Since(start).Round(100*time.Millisecond))
-		return nil
-	case "failed":
-		return fmt.Errorf("task %s failed: %s", id, last.Error)
-	case "canceled":
-		return fmt.Errorf("task %s was canceled", id)
-	}
-	return fmt.Errorf("task %s: event stream ended early (last event %q)", id, last.Type)
+	return nil
 }
 
 // accepted prints a 202's task and, with wait, follows it.
