@@ -42,7 +42,7 @@ type HostBody struct {
 	RackID    string            `json:"rack_id,omitempty" format:"uuid" doc:"The rack the host is in."`
 	Position  int               `json:"position,omitempty" minimum:"0" maximum:"100" doc:"Rack unit."`
 	Resources *Resources        `json:"resources,omitempty" doc:"Total resources, when known before inspection."`
-	Overhead  *Resources        `json:"overhead,omitempty" doc:"Resources reserved for the host itself."`
+	Overhead  *Overhead         `json:"overhead,omitempty" doc:"Resources reserved for the host itself."`
 	Labels    map[string]string `json:"labels,omitempty" doc:"Labels for selection and placement." example:"{\"ssd\":\"true\"}"`
 }
 
@@ -51,7 +51,7 @@ type HostBody struct {
 type HostUpdateBody struct {
 	RackID   *string           `json:"rack_id,omitempty" format:"uuid" doc:"The rack the host is in."`
 	Position *int              `json:"position,omitempty" minimum:"0" maximum:"100" doc:"Rack unit."`
-	Overhead *Resources        `json:"overhead,omitempty" doc:"Resources reserved for the host itself."`
+	Overhead *Overhead         `json:"overhead,omitempty" doc:"Resources reserved for the host itself."`
 	Labels   map[string]string `json:"labels,omitempty" doc:"Replaces all labels when present."`
 }
 
@@ -151,7 +151,7 @@ func registerHosts(a *API) {
 					h.Position = *in.Body.Position
 				}
 				if in.Body.Overhead != nil {
-					h.Overhead = resourcesIn(*in.Body.Overhead)
+					h.Overhead = overheadIn(*in.Body.Overhead)
 				}
 				if in.Body.Labels != nil {
 					h.Labels = in.Body.Labels
@@ -303,7 +303,7 @@ func (a *API) hostFromBody(b HostBody) (rackcloud.Host, error) {
 		h.Resources = resourcesIn(*b.Resources)
 	}
 	if b.Overhead != nil {
-		h.Overhead = resourcesIn(*b.Overhead)
+		h.Overhead = overheadIn(*b.Overhead)
 	}
 	if b.BMC != nil {
 		if a.deps.Sealer == nil {

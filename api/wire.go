@@ -70,6 +70,21 @@ type Resources struct {
 	NetworkMbps int64 `json:"network_mbps,omitempty" minimum:"0" maximum:"10000000" doc:"Network bandwidth in Mbit/s."`
 }
 
+// Overhead is what a host keeps for itself and never sells.
+type Overhead struct {
+	CPUCores  int   `json:"cpu_cores" minimum:"0" maximum:"100000" doc:"CPU cores kept for the host." example:"2"`
+	MemoryMiB int64 `json:"memory_mib" minimum:"0" maximum:"1073741824" doc:"Memory kept for the host, in MiB." example:"4096"`
+	DiskGiB   int64 `json:"disk_gib" minimum:"0" maximum:"1073741824" doc:"Disk kept for the host, in GiB." example:"50"`
+}
+
+func overheadIn(o Overhead) rackcloud.Resources {
+	return rackcloud.Resources{CPUCores: o.CPUCores, MemoryMiB: o.MemoryMiB, DiskGiB: o.DiskGiB}
+}
+
+func overheadOut(r rackcloud.Resources) Overhead {
+	return Overhead{CPUCores: r.CPUCores, MemoryMiB: r.MemoryMiB, DiskGiB: r.DiskGiB}
+}
+
 func resourcesIn(r Resources) rackcloud.Resources {
 	return rackcloud.Resources{CPUCores: r.CPUCores, MemoryMiB: r.MemoryMiB, DiskGiB: r.DiskGiB, DiskIOPS: r.DiskIOPS, NetworkMbs: r.NetworkMbps}
 }
@@ -101,14 +116,14 @@ type Host struct {
 	Power       string               `json:"power" enum:"on,off,unknown" doc:"Power as the BMC reports it."`
 	Inventory   *rackcloud.Inventory `json:"inventory,omitempty" doc:"What inspection found."`
 	Resources   Resources            `json:"resources" doc:"Total resources."`
-	Overhead    Resources            `json:"overhead" doc:"Resources reserved for the host itself, never sold."`
+	Overhead    Overhead             `json:"overhead" doc:"Resources reserved for the host itself, never sold."`
 	Maintenance bool                 `json:"maintenance" doc:"True keeps new guests off the host."`
 }
 
 func hostOut(h rackcloud.Host) Host {
 	out := Host{Meta: meta(h.Meta), RackID: h.RackID, Position: h.Position, MACs: h.MACs, Role: string(h.Role),
 		ImageID: h.ImageID, State: string(h.State), StateReason: h.StateReason, Power: string(h.Power),
-		Inventory: h.Inventory, Resources: resourcesOut(h.Resources), Overhead: resourcesOut(h.Overhead),
+		Inventory: h.Inventory, Resources: resourcesOut(h.Resources), Overhead: overheadOut(h.Overhead),
 		Maintenance: h.Maintenance}
 	if out.MACs == nil {
 		out.MACs = []string{}

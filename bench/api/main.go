@@ -67,6 +67,7 @@ type config struct {
 	threads     int
 	duration    time.Duration
 	rounds      int
+	pool        int
 }
 
 func run() error {
@@ -76,6 +77,7 @@ func run() error {
 	flag.IntVar(&cfg.threads, "t", 2, "wrk threads")
 	flag.DurationVar(&cfg.duration, "d", 8*time.Second, "duration of one wrk run")
 	flag.IntVar(&cfg.rounds, "rounds", 2, "rounds per scenario and server (alternating)")
+	flag.IntVar(&cfg.pool, "pool", 8, "database connections shared by both servers")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -112,7 +114,7 @@ func run() error {
 	if err := pg.CreateDatabase(ctx, "bench"); err != nil {
 		return err
 	}
-	pool, err := store.NewPool(ctx, pg.URL("bench")+"&pool_max_conns=32")
+	pool, err := store.NewPool(ctx, pg.URL("bench")+"&pool_max_conns="+strconv.Itoa(cfg.pool))
 	if err != nil {
 		return err
 	}

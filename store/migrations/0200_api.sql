@@ -68,7 +68,13 @@ CREATE TABLE hosts (
 	disk_gib            bigint NOT NULL DEFAULT 0 CHECK (disk_gib >= 0),
 	disk_iops           bigint NOT NULL DEFAULT 0 CHECK (disk_iops >= 0),
 	network_mbps        bigint NOT NULL DEFAULT 0 CHECK (network_mbps >= 0),
-	overhead            jsonb NOT NULL DEFAULT '{}',
+	-- Resources reserved for the host itself, never sold.
+	overhead_cpu_cores  int NOT NULL DEFAULT 0 CHECK (overhead_cpu_cores >= 0),
+	overhead_memory_mib bigint NOT NULL DEFAULT 0 CHECK (overhead_memory_mib >= 0),
+	overhead_disk_gib   bigint NOT NULL DEFAULT 0 CHECK (overhead_disk_gib >= 0),
+	-- A copy of the host's MACs from host_macs (kept by a trigger), so that
+	-- lists read them without a subquery per host.
+	macs                text[] NOT NULL DEFAULT '{}',
 	maintenance         boolean NOT NULL DEFAULT false,
 	labels              jsonb NOT NULL DEFAULT '{}',
 	version             bigint NOT NULL DEFAULT 1,
@@ -87,6 +93,17 @@ CREATE TABLE host_macs (
 	idx     int NOT NULL DEFAULT 0
 );
 CREATE INDEX host_macs_host ON host_macs (host_id);
+
+CREATE FUNCTION host_macs_copy() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+	h uuid := CASE WHEN TG_OP = 'DELETE' THEN OLD.host_id ELSE NEW.host_id END;
+BEGIN
+	UPDATE hosts SET macs = ARRAY(SELECT m.mac::text FROM host_macs m WHERE m.host_id = h ORDER BY m.idx, m.mac)
+	WHERE id = h;
+	RETURN NULL;
+END $$;
+CREATE TRIGGER host_macs_copy AFTER INSERT OR DELETE OR UPDATE ON host_macs
+	FOR EACH ROW EXECUTE FUNCTION host_macs_copy();
 
 CREATE TABLE projects (
 	id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
