@@ -33,7 +33,6 @@ const (
 	DefaultLeaseTime      = time.Hour
 	DefaultOfferHold      = 30 * time.Second
 	DefaultDeclineHold    = 10 * time.Minute
-	DefaultLeaseFlush     = 250 * time.Millisecond
 	DefaultTFTPPort       = 69
 	DefaultTFTPRoot       = "/usr/lib/ipxe"
 	DefaultTFTPBlockSize  = 1468
@@ -91,9 +90,6 @@ type Config struct {
 	OfferHold time.Duration
 	// DeclineHold is how long an address a client declined stays unused.
 	DeclineHold time.Duration
-	// LeaseFlush is the longest a lease change waits before the lease file
-	// is rewritten.
-	LeaseFlush time.Duration
 	// Reservations pin MACs (lower-case colon form) to addresses; they
 	// win over the ProfileSource's Profile.IPv4.
 	Reservations map[string]netip.Addr
@@ -161,9 +157,6 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.DeclineHold == 0 {
 		c.DeclineHold = DefaultDeclineHold
-	}
-	if c.LeaseFlush == 0 {
-		c.LeaseFlush = DefaultLeaseFlush
 	}
 	if !c.TFTPAddr.IsValid() && c.ServerIP.IsValid() {
 		c.TFTPAddr = netip.AddrPortFrom(c.ServerIP, DefaultTFTPPort)

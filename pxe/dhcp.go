@@ -54,34 +54,43 @@ func (s *Service) serveDHCP(conn *net.UDPConn, proxyPort bool, work chan<- dhcpP
 
 func (s *Service) dhcpWorker(ctx context.Context, work <-chan dhcpPacket) {
 	for p := range work {
-		resp, dst := s.handleDHCP(ctx, p.req, p.peer, p.proxyPort)
+		resp, dst, seq := s.handleDHCP(ctx, p.req, p.peer, p.proxyPort)
 		if resp == nil {
 			continue
 		}
-		if _, err := p.conn.WriteToUDP(resp.ToBytes(), dst); err != nil {
-			s.log.Warn("dhcp send", "to", dst, "type", resp.MessageType(), "err", err)
-			s.m.dhcpDropped.WithLabelValues("send").Inc()
+		send := func() {
+			if _, err := p.conn.WriteToUDP(resp.ToBytes(), dst); err != nil {
+				s.log.Warn("dhcp send", "to", dst, "type", resp.MessageType(), "err", err)
+				s.m.dhcpDropped.WithLabelValues("send").Inc()
+				return
+			}
+			s.m.dhcpSent.WithLabelValues(resp.MessageType().String()).Inc()
+		}
+		if seq > 0 {
+			// An ACK leaves only once its lease is on disk.
+			s.leases.whenDurable(seq, send)
 			continue
 		}
-		s.m.dhcpSent.WithLabelValues(resp.MessageType().String()).Inc()
+		send()
 	}
 }
 
 // handleDHCP decides the answer to one request: the reply and where to send
-// it, or nil for silence. It records the boot events of the exchange.
-func (s *Service) handleDHCP(ctx context.Context, req *dhcpv4.DHCPv4, peer *net.UDPAddr, proxyPort bool) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+// it, or nil for silence, and the lease change the reply must wait for (0
+// for none). It records the boot events of the exchange.
+func (s *Service) handleDHCP(ctx context.Context, req *dhcpv4.DHCPv4, peer *net.UDPAddr, proxyPort bool) (*dhcpv4.DHCPv4, *net.UDPAddr, uint64) {
 	if req.OpCode != dhcpv4.OpcodeBootRequest || req.HWType != iana.HWTypeEthernet || len(req.ClientHWAddr) != 6 {
 		s.m.dhcpDropped.WithLabelValues("not_ethernet_request").Inc()
-		return nil, nil
+		return nil, nil, 0
 	}
 	mt := req.MessageType()
 	if mt == dhcpv4.MessageTypeNone {
 		s.m.dhcpDropped.WithLabelValues("bootp").Inc()
-		return nil, nil
+		return nil, nil, 0
 	}
 	if gi, ok := netip.AddrFromSlice(req.GatewayIPAddr.To4()); ok && !gi.IsUnspecified() && s.cfg.DHCPMode == DHCPFull && !s.cfg.Subnet.Contains(gi) {
 		s.m.dhcpDropped.WithLabelValues("foreign_relay").Inc()
-		return nil, nil
+		return nil, nil, 0
 	}
 	mac := req.ClientHWAddr.String()
 	client := Classify(req)
@@ -97,10 +106,11 @@ func (s *Service) handleDHCP(ctx context.Context, req *dhcpv4.DHCPv4, peer *net.
 		s.record(e)
 	}
 	if s.cfg.DHCPMode == DHCPProxy {
-		return s.handleProxy(ctx, req, peer, proxyPort, mac, client)
+		resp, dst := s.handleProxy(ctx, req, peer, proxyPort, mac, client)
+		return resp, dst, 0
 	}
 	if proxyPort {
-		return nil, nil
+		return nil, nil, 0
 	}
 	return s.handleFull(ctx, req, mac, client)
 }
@@ -129,7 +139,7 @@ func ipOf(b net.IP) netip.Addr {
 }
 
 // handleFull answers as the network's DHCP server.
-func (s *Service) handleFull(ctx context.Context, req *dhcpv4.DHCPv4, mac string, client Client) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+func (s *Service) handleFull(ctx context.Context, req *dhcpv4.DHCPv4, mac string, client Client) (*dhcpv4.DHCPv4, *net.UDPAddr, uint64) {
 	mt := req.MessageType()
 	switch mt {
 	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeInform:
@@ -138,20 +148,20 @@ func (s *Service) handleFull(ctx context.Context, req *dhcpv4.DHCPv4, mac string
 			s.leases.Decline(mac, ip)
 			s.log.Warn("dhcp: client declined its address (in use by someone else?)", "mac", mac, "ip", ip)
 		}
-		return nil, nil
+		return nil, nil, 0
 	case dhcpv4.MessageTypeRelease:
 		if ip := ipOf(req.ClientIPAddr); ip.IsValid() {
 			s.leases.Release(mac, ip)
 		}
-		return nil, nil
+		return nil, nil, 0
 	default:
 		s.m.dhcpDropped.WithLabelValues("unexpected_type").Inc()
-		return nil, nil
+		return nil, nil, 0
 	}
 	sid := ipOf(req.ServerIdentifier())
 	if mt == dhcpv4.MessageTypeRequest && sid.IsValid() && sid != s.cfg.ServerIP {
 		s.leases.Forget(mac) // it chose another server's offer
-		return nil, nil
+		return nil, nil, 0
 	}
 	prof, known := s.lookup(ctx, mac)
 	want := s.cfg.Reservations[mac]
@@ -161,16 +171,19 @@ func (s *Service) handleFull(ctx context.Context, req *dhcpv4.DHCPv4, mac string
 	resp, err := dhcpv4.NewReplyFromRequest(req)
 	if err != nil {
 		s.m.dhcpDropped.WithLabelValues("internal").Inc()
-		return nil, nil
+		return nil, nil, 0
 	}
-	var yiaddr netip.Addr
+	var (
+		yiaddr  netip.Addr
+		durable uint64
+	)
 	switch mt {
 	case dhcpv4.MessageTypeDiscover:
 		ip, err := s.leases.Offer(mac, want, ipOf(req.RequestedIPAddress()))
 		if err != nil {
 			s.m.dhcpDropped.WithLabelValues("pool_exhausted").Inc()
 			s.log.Error("dhcp: no address to offer", "mac", mac, "err", err)
-			return nil, nil
+			return nil, nil, 0
 		}
 		yiaddr = ip
 		resp.UpdateOption(dhcpv4.OptMessageType(dhcpv4.MessageTypeOffer))
@@ -178,9 +191,9 @@ func (s *Service) handleFull(ctx context.Context, req *dhcpv4.DHCPv4, mac string
 		ip := requestedIP(req)
 		if !ip.IsValid() {
 			s.m.dhcpDropped.WithLabelValues("request_without_address").Inc()
-			return nil, nil
+			return nil, nil, 0
 		}
-		lease, err := s.leases.Bind(mac, ip, want, prof.Hostname, s.cfg.LeaseTime)
+		lease, seq, err := s.leases.Bind(mac, ip, want, prof.Hostname, s.cfg.LeaseTime)
 		if err != nil {
 			s.log.Info("dhcp: NAK", "mac", mac, "ip", ip, "reason", err)
 			nak, _ := dhcpv4.NewReplyFromRequest(req,
@@ -188,12 +201,12 @@ func (s *Service) handleFull(ctx context.Context, req *dhcpv4.DHCPv4, mac string
 				dhcpv4.WithOption(dhcpv4.OptServerIdentifier(s.cfg.ServerIP.AsSlice())),
 				dhcpv4.WithOption(dhcpv4.OptMessage(err.Error())))
 			if nak == nil {
-				return nil, nil
+				return nil, nil, 0
 			}
 			s.record(Event{MAC: mac, Kind: EventDHCPNak, Client: client.Kind, IP: ip.String(), Error: err.Error()})
-			return nak, s.replyDest(req, nak)
+			return nak, s.replyDest(req, nak), 0
 		}
-		yiaddr = lease.IP
+		yiaddr, durable = lease.IP, seq
 		resp.UpdateOption(dhcpv4.OptMessageType(dhcpv4.MessageTypeAck))
 	case dhcpv4.MessageTypeInform:
 		resp.UpdateOption(dhcpv4.OptMessageType(dhcpv4.MessageTypeAck))
@@ -237,7 +250,7 @@ func (s *Service) handleFull(ctx context.Context, req *dhcpv4.DHCPv4, mac string
 		e.Cached = prof.Cached
 	}
 	s.record(e)
-	return resp, s.replyDest(req, resp)
+	return resp, s.replyDest(req, resp), durable
 }
 
 // handleProxy answers only network-boot clients, with boot information and

@@ -41,7 +41,7 @@ func dora(t *testing.T, s *Service, mac net.HardwareAddr, opts ...dhcpv4.Option)
 	ctx := context.Background()
 	d := discover(t, opts...)
 	d.ClientHWAddr = mac
-	offer, dst := s.handleDHCP(ctx, d, &net.UDPAddr{IP: net.IPv4zero, Port: 68}, false)
+	offer, dst, _ := s.handleDHCP(ctx, d, &net.UDPAddr{IP: net.IPv4zero, Port: 68}, false)
 	require.NotNil(t, offer, "no offer")
 	require.Equal(t, dhcpv4.MessageTypeOffer, offer.MessageType())
 	require.True(t, dst.IP.Equal(net.IPv4bcast))
@@ -50,7 +50,7 @@ func dora(t *testing.T, s *Service, mac net.HardwareAddr, opts ...dhcpv4.Option)
 	for _, o := range opts {
 		req.UpdateOption(o)
 	}
-	ack, _ := s.handleDHCP(ctx, req, &net.UDPAddr{IP: net.IPv4zero, Port: 68}, false)
+	ack, _, _ := s.handleDHCP(ctx, req, &net.UDPAddr{IP: net.IPv4zero, Port: 68}, false)
 	require.NotNil(t, ack, "no ack")
 	return offer, ack
 }
@@ -127,14 +127,14 @@ func TestFullDHCPRequests(t *testing.T) {
 
 	t.Run("request for another server's offer is ignored", func(t *testing.T) {
 		s := unitService(t, unitConfig(t), nil)
-		resp, _ := s.handleDHCP(ctx, request(testMAC,
+		resp, _, _ := s.handleDHCP(ctx, request(testMAC,
 			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.ParseIP("10.9.0.2"))),
 			dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("10.9.0.100")))), peer, false)
 		require.Nil(t, resp)
 	})
 	t.Run("wrong network is NAKed", func(t *testing.T) {
 		s := unitService(t, unitConfig(t), nil)
-		resp, dst := s.handleDHCP(ctx, request(testMAC,
+		resp, dst, _ := s.handleDHCP(ctx, request(testMAC,
 			dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("192.168.1.5")))), peer, false)
 		require.NotNil(t, resp)
 		require.Equal(t, dhcpv4.MessageTypeNak, resp.MessageType())
@@ -142,21 +142,21 @@ func TestFullDHCPRequests(t *testing.T) {
 	})
 	t.Run("init-reboot into the pool is accepted", func(t *testing.T) {
 		s := unitService(t, unitConfig(t), nil)
-		resp, _ := s.handleDHCP(ctx, request(testMAC,
+		resp, _, _ := s.handleDHCP(ctx, request(testMAC,
 			dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("10.9.0.101")))), peer, false)
 		require.Equal(t, dhcpv4.MessageTypeAck, resp.MessageType())
 		require.Equal(t, "10.9.0.101", resp.YourIPAddr.String())
 	})
 	t.Run("address outside the pool is NAKed", func(t *testing.T) {
 		s := unitService(t, unitConfig(t), nil)
-		resp, _ := s.handleDHCP(ctx, request(testMAC,
+		resp, _, _ := s.handleDHCP(ctx, request(testMAC,
 			dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("10.9.0.50")))), peer, false)
 		require.Equal(t, dhcpv4.MessageTypeNak, resp.MessageType())
 	})
 	t.Run("someone else's address is NAKed", func(t *testing.T) {
 		s := unitService(t, unitConfig(t), nil)
 		_, ack := dora(t, s, other)
-		resp, _ := s.handleDHCP(ctx, request(testMAC,
+		resp, _, _ := s.handleDHCP(ctx, request(testMAC,
 			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.ParseIP("10.9.0.1"))),
 			dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ack.YourIPAddr))), peer, false)
 		require.Equal(t, dhcpv4.MessageTypeNak, resp.MessageType())
@@ -164,7 +164,7 @@ func TestFullDHCPRequests(t *testing.T) {
 	t.Run("renewal is unicast to the client", func(t *testing.T) {
 		s := unitService(t, unitConfig(t), nil)
 		_, ack := dora(t, s, testMAC)
-		resp, dst := s.handleDHCP(ctx, request(testMAC, dhcpv4.WithClientIP(ack.YourIPAddr)), peer, false)
+		resp, dst, _ := s.handleDHCP(ctx, request(testMAC, dhcpv4.WithClientIP(ack.YourIPAddr)), peer, false)
 		require.Equal(t, dhcpv4.MessageTypeAck, resp.MessageType())
 		require.Equal(t, &net.UDPAddr{IP: ack.YourIPAddr.To4(), Port: 68}, dst)
 	})
@@ -172,7 +172,7 @@ func TestFullDHCPRequests(t *testing.T) {
 		s := unitService(t, unitConfig(t), nil)
 		d := discover(t)
 		d.GatewayIPAddr = net.ParseIP("10.9.0.7").To4()
-		resp, dst := s.handleDHCP(ctx, d, &net.UDPAddr{IP: net.ParseIP("10.9.0.7"), Port: 67}, false)
+		resp, dst, _ := s.handleDHCP(ctx, d, &net.UDPAddr{IP: net.ParseIP("10.9.0.7"), Port: 67}, false)
 		require.Equal(t, dhcpv4.MessageTypeOffer, resp.MessageType())
 		require.Equal(t, "10.9.0.7:67", dst.String())
 		require.Equal(t, "10.9.0.7", resp.GatewayIPAddr.String())
@@ -181,7 +181,7 @@ func TestFullDHCPRequests(t *testing.T) {
 		s := unitService(t, unitConfig(t), nil)
 		d := discover(t)
 		d.GatewayIPAddr = net.ParseIP("172.16.0.1").To4()
-		resp, _ := s.handleDHCP(ctx, d, &net.UDPAddr{IP: net.ParseIP("172.16.0.1"), Port: 67}, false)
+		resp, _, _ := s.handleDHCP(ctx, d, &net.UDPAddr{IP: net.ParseIP("172.16.0.1"), Port: 67}, false)
 		require.Nil(t, resp)
 	})
 	t.Run("pool exhaustion is silence, not a crash", func(t *testing.T) {
@@ -191,7 +191,7 @@ func TestFullDHCPRequests(t *testing.T) {
 		}
 		d := discover(t)
 		d.ClientHWAddr = net.HardwareAddr{2, 0, 0, 0, 0, 9}
-		resp, _ := s.handleDHCP(ctx, d, peer, false)
+		resp, _, _ := s.handleDHCP(ctx, d, peer, false)
 		require.Nil(t, resp)
 	})
 	t.Run("release and decline", func(t *testing.T) {
@@ -199,7 +199,7 @@ func TestFullDHCPRequests(t *testing.T) {
 		_, ack := dora(t, s, testMAC)
 		rel, err := dhcpv4.NewReleaseFromACK(ack)
 		require.NoError(t, err)
-		resp, _ := s.handleDHCP(ctx, rel, peer, false)
+		resp, _, _ := s.handleDHCP(ctx, rel, peer, false)
 		require.Nil(t, resp)
 		require.False(t, s.leases.Owns(testMAC.String(), netip.MustParseAddr(ack.YourIPAddr.String())))
 		// The released MAC gets its old address back.
@@ -208,7 +208,7 @@ func TestFullDHCPRequests(t *testing.T) {
 		dec, err := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeDecline), withMAC(testMAC),
 			dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ack.YourIPAddr)))
 		require.NoError(t, err)
-		resp, _ = s.handleDHCP(ctx, dec, peer, false)
+		resp, _, _ = s.handleDHCP(ctx, dec, peer, false)
 		require.Nil(t, resp)
 		_, ack = dora(t, s, testMAC)
 		require.Equal(t, "10.9.0.101", ack.YourIPAddr.String(), "a declined address is not offered again")
@@ -217,15 +217,15 @@ func TestFullDHCPRequests(t *testing.T) {
 		s := unitService(t, unitConfig(t), nil)
 		d := discover(t)
 		d.OpCode = dhcpv4.OpcodeBootReply
-		resp, _ := s.handleDHCP(ctx, d, peer, false)
+		resp, _, _ := s.handleDHCP(ctx, d, peer, false)
 		require.Nil(t, resp)
 		d = discover(t)
 		d.ClientHWAddr = net.HardwareAddr{1, 2, 3}
-		resp, _ = s.handleDHCP(ctx, d, peer, false)
+		resp, _, _ = s.handleDHCP(ctx, d, peer, false)
 		require.Nil(t, resp)
 		d = discover(t)
 		d.Options.Del(dhcpv4.OptionDHCPMessageType) // BOOTP
-		resp, _ = s.handleDHCP(ctx, d, peer, false)
+		resp, _, _ = s.handleDHCP(ctx, d, peer, false)
 		require.Nil(t, resp)
 	})
 }
@@ -247,11 +247,11 @@ func TestDHCPReservations(t *testing.T) {
 	third := net.HardwareAddr{0x52, 0x54, 0x00, 0xaa, 0x01, 0x03}
 	d := discover(t, dhcpv4.OptRequestedIPAddress(net.ParseIP("10.9.0.20")))
 	d.ClientHWAddr = third
-	offer, _ := s.handleDHCP(context.Background(), d, &net.UDPAddr{Port: 68}, false)
+	offer, _, _ := s.handleDHCP(context.Background(), d, &net.UDPAddr{Port: 68}, false)
 	require.Equal(t, "10.9.0.100", offer.YourIPAddr.String())
 	req, err := dhcpv4.NewRequestFromOffer(offer, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("10.9.0.20"))))
 	require.NoError(t, err)
-	nak, _ := s.handleDHCP(context.Background(), req, &net.UDPAddr{Port: 68}, false)
+	nak, _, _ := s.handleDHCP(context.Background(), req, &net.UDPAddr{Port: 68}, false)
 	require.Equal(t, dhcpv4.MessageTypeNak, nak.MessageType(), "and cannot take it by asking")
 }
 
@@ -263,12 +263,12 @@ func TestProxyDHCP(t *testing.T) {
 	peer := &net.UDPAddr{IP: net.IPv4zero, Port: 68}
 
 	// Plain DHCP clients are the site server's business.
-	resp, _ := s.handleDHCP(ctx, discover(t, dhcpv4.OptClassIdentifier("udhcp 1.35.0")), peer, false)
+	resp, _, _ := s.handleDHCP(ctx, discover(t, dhcpv4.OptClassIdentifier("udhcp 1.35.0")), peer, false)
 	require.Nil(t, resp)
 
 	uefi := []dhcpv4.Option{dhcpv4.OptClassIdentifier("PXEClient:Arch:00007:UNDI:003016"), arch(7),
 		dhcpv4.OptGeneric(optClientGUID, []byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16})}
-	offer, dst := s.handleDHCP(ctx, discover(t, uefi...), peer, false)
+	offer, dst, _ := s.handleDHCP(ctx, discover(t, uefi...), peer, false)
 	require.NotNil(t, offer)
 	require.Equal(t, dhcpv4.MessageTypeOffer, offer.MessageType())
 	require.True(t, offer.YourIPAddr.IsUnspecified(), "a proxy hands out no address")
@@ -284,7 +284,7 @@ func TestProxyDHCP(t *testing.T) {
 		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("10.9.0.150"))),
 		dhcpv4.WithOption(uefi[0]), dhcpv4.WithOption(uefi[1]))
 	require.NoError(t, err)
-	resp, _ = s.handleDHCP(ctx, req, peer, false)
+	resp, _, _ = s.handleDHCP(ctx, req, peer, false)
 	require.Nil(t, resp)
 	require.Equal(t, testMAC.String(), s.macForIP(netip.MustParseAddr("10.9.0.150")), "learns the address for TFTP/HTTP events")
 
@@ -293,7 +293,7 @@ func TestProxyDHCP(t *testing.T) {
 		dhcpv4.WithClientIP(net.ParseIP("10.9.0.150")), dhcpv4.WithOption(uefi[0]), dhcpv4.WithOption(uefi[1]))
 	require.NoError(t, err)
 	from := &net.UDPAddr{IP: net.ParseIP("10.9.0.150"), Port: 4011}
-	ack, dst := s.handleDHCP(ctx, req4011, from, true)
+	ack, dst, _ := s.handleDHCP(ctx, req4011, from, true)
 	require.NotNil(t, ack)
 	require.Equal(t, dhcpv4.MessageTypeAck, ack.MessageType())
 	require.Equal(t, from, dst)
@@ -303,37 +303,103 @@ func TestProxyDHCP(t *testing.T) {
 func TestLeasesPersist(t *testing.T) {
 	cfg := unitConfig(t).WithDefaults()
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	l := newLeases(cfg, func() time.Time { return now })
+	clock := func() time.Time { return now }
+	dir := t.TempDir()
+	l := newLeases(cfg, clock)
+	require.NoError(t, l.open(dir))
 	ip, err := l.Offer("52:54:00:00:00:01", netip.Addr{}, netip.Addr{})
 	require.NoError(t, err)
-	_, err = l.Bind("52:54:00:00:00:01", ip, netip.Addr{}, "n1", time.Hour)
+	_, seq, err := l.Bind("52:54:00:00:00:01", ip, netip.Addr{}, "n1", time.Hour)
 	require.NoError(t, err)
-	b, _ := l.snapshot()
-	file := filepath.Join(t.TempDir(), "leases.json")
-	require.NoError(t, writeFileAtomic(file, b))
 
-	l2 := newLeases(cfg, func() time.Time { return now })
-	require.NoError(t, l2.load(file))
+	// The ACK waits for the disk.
+	acked := false
+	l.whenDurable(seq, func() { acked = true })
+	require.False(t, acked, "not on disk yet")
+	require.NoError(t, l.flush(false))
+	require.True(t, acked, "released by the flush")
+	journal, err := os.ReadFile(filepath.Join(dir, journalName))
+	require.NoError(t, err)
+	require.Contains(t, string(journal), `"op":"bind"`)
+
+	// A crash (no close): the journal alone brings the lease back, and a
+	// line cut short by the crash is ignored.
+	f, err := os.OpenFile(filepath.Join(dir, journalName), os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString(`{"op":"bind","mac":"52:54:00:00:00:09","ip":"10.9.0.1`)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	l2 := newLeases(cfg, clock)
+	require.NoError(t, l2.open(dir))
 	require.Equal(t, l.all(), l2.all())
 	require.True(t, l2.Owns("52:54:00:00:00:01", ip))
 	// The restarted server does not give the address to someone else.
 	ip2, err := l2.Offer("52:54:00:00:00:02", netip.Addr{}, ip)
 	require.NoError(t, err)
 	require.NotEqual(t, ip, ip2)
+	l2.Release("52:54:00:00:00:01", ip)
+	require.NoError(t, l2.close())
+	snap, err := os.ReadFile(filepath.Join(dir, snapshotName))
+	require.NoError(t, err)
+	require.Contains(t, string(snap), `"52:54:00:00:00:01"`)
+	st, err := os.Stat(filepath.Join(dir, journalName))
+	require.NoError(t, err)
+	require.Zero(t, st.Size(), "close compacts the journal into the snapshot")
 
 	// Expired leases are reclaimed when the pool runs out.
 	later := now.Add(2 * time.Hour)
 	l3 := newLeases(cfg, func() time.Time { return later })
-	require.NoError(t, l3.load(file))
+	require.NoError(t, l3.open(dir))
 	for i := byte(2); i < 5; i++ {
 		_, err := l3.Offer(net.HardwareAddr{0x52, 0x54, 0, 0, 0, i}.String(), netip.Addr{}, netip.Addr{})
 		require.NoError(t, err, "offer %d", i)
 	}
+	require.NoError(t, l3.close())
+}
+
+func TestLeaseJournalCompacts(t *testing.T) {
+	cfg := unitConfig(t)
+	cfg.RangeStart, cfg.RangeEnd = netip.MustParseAddr("10.9.0.10"), netip.MustParseAddr("10.9.0.200")
+	dir := t.TempDir()
+	l := newLeases(cfg.WithDefaults(), time.Now)
+	require.NoError(t, l.open(dir))
+	mac := "52:54:00:00:00:01"
+	for i := 0; i < compactMinimum+10; i++ {
+		ip, err := l.Offer(mac, netip.Addr{}, netip.Addr{})
+		require.NoError(t, err)
+		_, _, err = l.Bind(mac, ip, netip.Addr{}, "", time.Hour)
+		require.NoError(t, err)
+		if i%100 == 0 {
+			require.NoError(t, l.flush(false))
+		}
+	}
+	require.NoError(t, l.flush(false))
+	l.mu.Lock()
+	lines := l.lines
+	l.mu.Unlock()
+	require.Less(t, lines, compactMinimum, "the journal was folded into a snapshot")
+	l2 := newLeases(cfg.WithDefaults(), time.Now)
+	require.NoError(t, l2.open(dir))
+	require.Equal(t, l.all(), l2.all())
+}
+
+func TestCorruptLeaseJournalStopsStartAndIsKept(t *testing.T) {
+	cfg := unitConfig(t)
+	bad := "{\"op\":\"bind\",\"mac\":\"52:54:00:00:00:01\",\"ip\":\"10.9.0.100\",\"expires\":\"2030-01-01T00:00:00Z\"}\nGARBAGE\n"
+	file := filepath.Join(cfg.StateDir, journalName)
+	require.NoError(t, os.WriteFile(file, []byte(bad), 0o644))
+	s := unitService(t, cfg, nil)
+	err := s.Start(context.Background())
+	require.ErrorContains(t, err, "line 2 is corrupt")
+	b, rerr := os.ReadFile(file)
+	require.NoError(t, rerr)
+	require.Equal(t, bad, string(b))
+	require.NoError(t, s.Stop())
 }
 
 func TestCorruptLeaseFileStopsStartAndIsKept(t *testing.T) {
 	cfg := unitConfig(t)
-	file := filepath.Join(cfg.StateDir, "leases.json")
+	file := filepath.Join(cfg.StateDir, snapshotName)
 	require.NoError(t, os.WriteFile(file, []byte(`{"version":1,"leases":[{"mac":`), 0o644))
 	s := unitService(t, cfg, nil)
 	err := s.Start(context.Background())

@@ -54,7 +54,7 @@ func FuzzDHCPOptions(f *testing.F) {
 			s         *Service
 			proxyPort bool
 		}{{full, false}, {full, true}, {proxy, false}, {proxy, true}} {
-			resp, dst := run.s.handleDHCP(ctx, req, peer, run.proxyPort)
+			resp, dst, _ := run.s.handleDHCP(ctx, req, peer, run.proxyPort)
 			if resp == nil {
 				continue
 			}

@@ -6,12 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"sort"
 	"sync"
 	"time"
-
-	"github.com/rackcloud/rackcloud"
 )
 
 // Lease is one address bound to one MAC.
@@ -22,13 +19,26 @@ type Lease struct {
 	Hostname string     `json:"hostname,omitempty"`
 }
 
-// leaseFile is the on-disk format of StateDir/leases.json.
+// leaseFile is the on-disk format of StateDir/leases.json (a snapshot).
 type leaseFile struct {
 	Version int     `json:"version"`
 	Leases  []Lease `json:"leases"`
 }
 
 const leaseFileVersion = 1
+
+// journalEntry is one line of StateDir/leases.journal: the changes made
+// since the snapshot, replayed over it in order.
+type journalEntry struct {
+	Op string `json:"op"`
+	Lease
+}
+
+// Journal operations.
+const (
+	opBind   = "bind"
+	opDelete = "delete"
+)
 
 // errPoolExhausted: no free address is left in the pool.
 var errPoolExhausted = errors.New("address pool exhausted")
@@ -52,7 +62,13 @@ type leases struct {
 	hold     time.Duration
 	decline  time.Duration
 	dirty    chan struct{}
-	changes  uint64
+
+	// Persistence (see leasestore.go): every change is a journal line
+	// with a sequence number; pending lines wait for the next flush.
+	seq     uint64
+	pending []byte
+	lines   int // lines in the journal file since the last snapshot
+	files   *leaseFiles
 }
 
 type offer struct {
@@ -89,61 +105,46 @@ func newLeases(cfg Config, now func() time.Time) *leases {
 	return l
 }
 
-// load reads a lease file. A missing file is no leases; a corrupt one is an
-// error, and the file is left as it is for the operator.
-func (l *leases) load(name string) error {
-	b, err := os.ReadFile(name)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+// setLocked records ls as mac's lease, dropping whatever it replaces.
+func (l *leases) setLocked(ls Lease) {
+	if other, ok := l.byIP[ls.IP]; ok && other.MAC != ls.MAC {
+		delete(l.byMAC, other.MAC)
 	}
-	if err != nil {
-		return fmt.Errorf("leases: %w", err)
+	if old, ok := l.byMAC[ls.MAC]; ok && old.IP != ls.IP {
+		delete(l.byIP, old.IP)
 	}
-	var f leaseFile
-	if err := json.Unmarshal(b, &f); err != nil {
-		return fmt.Errorf("lease file %s is corrupt (left as is; move it away to start empty): %w", name, err)
-	}
-	if f.Version != leaseFileVersion {
-		return fmt.Errorf("lease file %s: version %d, want %d", name, f.Version, leaseFileVersion)
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, ls := range f.Leases {
-		mac, err := rackcloud.NormalizeMAC(ls.MAC)
-		if err != nil || !l.subnet.Contains(ls.IP) {
-			continue // another network's lease: not ours to keep
-		}
-		ls.MAC = mac
-		if other, ok := l.byIP[ls.IP]; ok && other.Expires.After(ls.Expires) {
-			continue
-		}
-		lc := ls
-		l.byMAC[mac] = &lc
-		l.byIP[ls.IP] = &lc
-	}
-	return nil
+	lc := ls
+	l.byMAC[ls.MAC] = &lc
+	l.byIP[ls.IP] = &lc
 }
 
-// snapshot returns the lease file's bytes.
-func (l *leases) snapshot() ([]byte, uint64) {
-	l.mu.Lock()
-	f := leaseFile{Version: leaseFileVersion, Leases: make([]Lease, 0, len(l.byMAC))}
-	for _, ls := range l.byMAC {
-		f.Leases = append(f.Leases, *ls)
+// deleteLocked forgets mac's lease on ip.
+func (l *leases) deleteLocked(mac string, ip netip.Addr) {
+	if ls, ok := l.byIP[ip]; ok && ls.MAC == mac {
+		delete(l.byIP, ip)
+		delete(l.byMAC, mac)
 	}
-	changes := l.changes
-	l.mu.Unlock()
-	sort.Slice(f.Leases, func(i, j int) bool { return f.Leases[i].IP.Less(f.Leases[j].IP) })
-	b, _ := json.MarshalIndent(f, "", " ")
-	return b, changes
 }
 
-func (l *leases) markDirtyLocked() {
-	l.changes++
+// poke wakes the flusher.
+func (l *leases) poke() {
 	select {
 	case l.dirty <- struct{}{}:
 	default:
 	}
+}
+
+// logLocked journals a change and wakes the flusher; it returns the
+// change's sequence number.
+func (l *leases) logLocked(op string, ls Lease) uint64 {
+	b, _ := json.Marshal(journalEntry{Op: op, Lease: ls})
+	l.pending = append(append(l.pending, b...), '\n')
+	l.seq++
+	select {
+	case l.dirty <- struct{}{}:
+	default:
+	}
+	return l.seq
 }
 
 // all returns the bound leases, ordered by address.
@@ -260,9 +261,8 @@ func (l *leases) pickLocked(mac string, want, requested netip.Addr, now time.Tim
 		if ip := addr(c); l.freeForLocked(ip, mac, now) {
 			// An expired lease of another MAC on this address is gone now.
 			if ls, ok := l.byIP[ip]; ok && ls.MAC != mac {
-				delete(l.byMAC, ls.MAC)
-				delete(l.byIP, ip)
-				l.markDirtyLocked()
+				l.logLocked(opDelete, *ls)
+				l.deleteLocked(ls.MAC, ip)
 			}
 			return ip, nil
 		}
@@ -272,8 +272,9 @@ func (l *leases) pickLocked(mac string, want, requested netip.Addr, now time.Tim
 
 // Bind confirms ip for mac (DHCPREQUEST) for d. ip must be in the pool,
 // mac's reservation (config or want) or mac's current lease; it fails when
-// ip is outside the subnet, reserved for or leased to another MAC.
-func (l *leases) Bind(mac string, ip, want netip.Addr, hostname string, d time.Duration) (Lease, error) {
+// ip is outside the subnet, reserved for or leased to another MAC. The
+// returned sequence number is durable once the lease store flushed it.
+func (l *leases) Bind(mac string, ip, want netip.Addr, hostname string, d time.Duration) (Lease, uint64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -282,26 +283,18 @@ func (l *leases) Bind(mac string, ip, want netip.Addr, hostname string, d time.D
 		mine = true
 	}
 	if !mine && !l.inPool(ip) {
-		return Lease{}, fmt.Errorf("address %v is outside the pool and not reserved for %s", ip, mac)
+		return Lease{}, 0, fmt.Errorf("address %v is outside the pool and not reserved for %s", ip, mac)
 	}
 	if !l.freeForLocked(ip, mac, now) {
-		return Lease{}, fmt.Errorf("address %v is not available to %s", ip, mac)
+		return Lease{}, 0, fmt.Errorf("address %v is not available to %s", ip, mac)
 	}
-	if ls, ok := l.byIP[ip]; ok && ls.MAC != mac {
-		delete(l.byMAC, ls.MAC)
-	}
-	if old, ok := l.byMAC[mac]; ok && old.IP != ip {
-		delete(l.byIP, old.IP)
-	}
-	ls := &Lease{MAC: mac, IP: ip, Expires: now.Add(d).Truncate(time.Second), Hostname: hostname}
-	l.byMAC[mac] = ls
-	l.byIP[ip] = ls
+	ls := Lease{MAC: mac, IP: ip, Expires: now.Add(d).Truncate(time.Second).UTC(), Hostname: hostname}
+	l.setLocked(ls)
 	if o, ok := l.offers[mac]; ok {
 		delete(l.offered, o.ip)
 		delete(l.offers, mac)
 	}
-	l.markDirtyLocked()
-	return *ls, nil
+	return ls, l.logLocked(opBind, ls), nil
 }
 
 // Owns reports whether mac holds an unexpired lease on ip.
@@ -319,8 +312,8 @@ func (l *leases) Release(mac string, ip netip.Addr) {
 	if ls, ok := l.byIP[ip]; ok && ls.MAC == mac {
 		// Keep the binding (expired) so the MAC gets the same address
 		// back next time, unless someone else needs it.
-		ls.Expires = l.now()
-		l.markDirtyLocked()
+		ls.Expires = l.now().Truncate(time.Second).UTC()
+		l.logLocked(opBind, *ls)
 	}
 }
 
@@ -329,9 +322,8 @@ func (l *leases) Decline(mac string, ip netip.Addr) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if ls, ok := l.byIP[ip]; ok && ls.MAC == mac {
-		delete(l.byIP, ip)
-		delete(l.byMAC, mac)
-		l.markDirtyLocked()
+		l.logLocked(opDelete, *ls)
+		l.deleteLocked(mac, ip)
 	}
 	if o, ok := l.offers[mac]; ok && o.ip == ip {
 		delete(l.offers, mac)

@@ -9,13 +9,13 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/pin/tftp/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
 	"github.com/rackcloud/rackcloud"
 )
@@ -172,8 +172,6 @@ func (s *Service) httpAddr() netip.AddrPort {
 	return s.cfg.HTTPAddr
 }
 
-func (s *Service) leaseFile() string { return filepath.Join(s.cfg.StateDir, "leases.json") }
-
 // Start opens every socket (inside Config.Netns when set), loads the
 // leases, and serves in the background until ctx ends or Stop is called.
 // It returns once everything listens, or the first error (having closed
@@ -193,7 +191,7 @@ func (s *Service) Start(ctx context.Context) error {
 			s.closeAll()
 			return fmt.Errorf("pxe: state directory: %w", err)
 		}
-		if err := s.leases.load(s.leaseFile()); err != nil {
+		if err := s.leases.open(s.cfg.StateDir); err != nil {
 			s.closeAll()
 			return fmt.Errorf("pxe: %w", err)
 		}
@@ -212,6 +210,7 @@ func (s *Service) Start(ctx context.Context) error {
 				return fmt.Errorf("DHCP on %s port %d: %w", s.cfg.Interface, s.cfg.DHCPPort, err)
 			}
 			s.closers = append(s.closers, dhcpConn.Close)
+			growReadBuffer(dhcpConn, dhcpReadBuffer)
 		}
 		if s.cfg.DHCPMode == DHCPProxy {
 			if proxyConn, err = server4.NewIPv4UDPConn(s.cfg.Interface, &net.UDPAddr{Port: s.cfg.ProxyPort}); err != nil {
@@ -348,43 +347,52 @@ func (s *Service) Stop() error {
 	cancel()
 	s.wg.Wait()
 	if s.leases != nil {
-		return s.saveLeases()
+		if err := s.leases.close(); err != nil {
+			return fmt.Errorf("pxe: %w", err)
+		}
 	}
 	return nil
 }
 
-func (s *Service) saveLeases() error {
-	b, _ := s.leases.snapshot()
-	if err := writeFileAtomic(s.leaseFile(), b); err != nil {
-		return fmt.Errorf("pxe: save leases: %w", err)
-	}
-	return nil
-}
-
-// flushLeases writes the lease file soon after each change, at most once
-// per LeaseFlush.
+// flushLeases puts lease changes on disk as they come, in groups: the
+// changes made while one fsync runs go together into the next.
 func (s *Service) flushLeases(ctx context.Context) {
-	var saved uint64
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.leases.dirty:
 		}
-		b, changes := s.leases.snapshot()
-		if changes != saved {
-			if err := writeFileAtomic(s.leaseFile(), b); err != nil {
-				s.log.Error("leases not saved", "err", err)
-			} else {
-				saved = changes
+		if err := s.leases.flush(false); err != nil {
+			s.log.Error("DHCP acks held back", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
 			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(s.cfg.LeaseFlush):
+			s.leases.poke()
 		}
 	}
 }
 
 func isNotFound(err error) bool { return errors.Is(err, rackcloud.ErrNotFound) }
+
+// dhcpReadBuffer absorbs a rack powering on at once (a few hundred
+// packets) without drops.
+const dhcpReadBuffer = 4 << 20
+
+// growReadBuffer asks for a receive buffer of n bytes: SO_RCVBUFFORCE when
+// privileged (beyond net.core.rmem_max), else as much as SO_RCVBUF gives.
+func growReadBuffer(c *net.UDPConn, n int) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	var forced bool
+	_ = raw.Control(func(fd uintptr) {
+		forced = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n) == nil
+	})
+	if !forced {
+		_ = c.SetReadBuffer(n)
+	}
+}
