@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/jackc/pgx/v5"
@@ -65,10 +66,19 @@ func (c *crud[R, T]) visible(ctx context.Context, q store.Querier, id string) (R
 
 func (c *crud[R, T]) target(id string) string { return c.kind + "/" + id }
 
+// noun is the resource's name in prose, with its article: "an image".
+func (c *crud[R, T]) noun() string {
+	n := strings.ReplaceAll(c.kind, "-", " ")
+	if strings.ContainsRune("aeio", rune(n[0])) { // "a user"
+		return "an " + n
+	}
+	return "a " + n
+}
+
 func (c *crud[R, T]) registerGet() {
 	register(c.a, huma.Operation{
 		OperationID: "get" + c.opName, Method: http.MethodGet, Path: c.path + "/{id}",
-		Summary: "Get a " + c.kind, Tags: []string{c.tag}, Errors: []int{http.StatusNotFound},
+		Summary: "Get " + c.noun(), Tags: []string{c.tag}, Errors: []int{http.StatusNotFound},
 	}, c.read, func(ctx context.Context, in *IDParam) (*itemOutput[T], error) {
 		r, err := c.visible(ctx, c.a.deps.Pool, in.ID)
 		if err != nil {
@@ -83,7 +93,7 @@ func (c *crud[R, T]) registerGet() {
 func registerList[I any, R, T any](c *crud[R, T], doc string, params func(*I) (ListParams, url.Values, func(*store.Filter))) {
 	register(c.a, huma.Operation{
 		OperationID: "list" + c.plural, Method: http.MethodGet, Path: c.path,
-		Summary: "List " + lower(c.plural), Description: doc, Tags: []string{c.tag},
+		Summary: "List " + listNoun(c.plural), Description: doc, Tags: []string{c.tag},
 	}, c.read, func(ctx context.Context, in *I) (*listOutput[T], error) {
 		lp, extra, more := params(in)
 		f, err := lp.filter()
@@ -115,11 +125,11 @@ type deleteInput struct {
 func (c *crud[R, T]) registerDelete() {
 	doc := c.delDoc
 	if doc == "" {
-		doc = "Deletes the " + c.kind + ". Send If-Match with the ETag you read to get 412 instead of deleting a newer version."
+		doc = "Deletes the " + strings.ReplaceAll(c.kind, "-", " ") + ". Send If-Match with the ETag you read to get 412 instead of deleting a newer version."
 	}
 	register(c.a, huma.Operation{
 		OperationID: "delete" + c.opName, Method: http.MethodDelete, Path: c.path + "/{id}",
-		Summary: "Delete a " + c.kind, Description: doc, Tags: []string{c.tag}, DefaultStatus: http.StatusNoContent,
+		Summary: "Delete " + c.noun(), Description: doc, Tags: []string{c.tag}, DefaultStatus: http.StatusNoContent,
 		Errors: []int{http.StatusNotFound, http.StatusConflict, http.StatusPreconditionFailed},
 	}, c.write, func(ctx context.Context, in *deleteInput) (*struct{}, error) {
 		ch := c.a.newChange(ctx, "delete"+c.opName, c.target(in.ID))
@@ -148,12 +158,19 @@ func (c *crud[R, T]) registerAll(listDoc string) {
 	}
 }
 
-func lower(s string) string {
-	b := []byte(s)
-	if len(b) > 0 && b[0] >= 'A' && b[0] <= 'Z' {
-		b[0] += 'a' - 'A'
+// listNoun turns "AlertRules" into "alert rules".
+func listNoun(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if r >= 'A' && r <= 'Z' {
+			if i > 0 {
+				b.WriteByte(' ')
+			}
+			r += 'a' - 'A'
+		}
+		b.WriteRune(r)
 	}
-	return string(b)
+	return b.String()
 }
 
 // update reads a resource in tx, checks visibility and If-Match, lets
