@@ -197,8 +197,13 @@ func (a *API) observe(ctx huma.Context, next func(huma.Context)) {
 	start := time.Now()
 	next(ctx)
 	op := ctx.Operation().OperationID
+	d := time.Since(start)
 	a.metrics.requests.WithLabelValues(op, strconv.Itoa(ctx.Status())).Inc()
-	a.metrics.duration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	a.metrics.duration.WithLabelValues(op).Observe(d.Seconds())
+	if a.log.Enabled(ctx.Context(), slog.LevelDebug) {
+		a.log.Debug("api request", "operation", op, "status", ctx.Status(), "duration", d,
+			"request_id", requestIDFrom(ctx.Context()))
+	}
 }
 
 // Problem types: one stable URI per error kind (RFC 9457 "type").
