@@ -178,6 +178,10 @@ func TestPaginationFilteringAndLinks(t *testing.T) {
 	require.Len(t, disc, 26)
 	none := e.must(200, "GET", "/v1/hosts?state=ready", e.admin, nil)["items"].([]any)
 	require.Empty(t, none)
+	byMAC := e.must(200, "GET", "/v1/hosts?mac="+url.QueryEscape(strings.ToUpper(macFor("p", 7))), e.admin, nil)["items"].([]any)
+	require.Len(t, byMAC, 1)
+	require.Equal(t, "node-07", byMAC[0].(map[string]any)["name"])
+	e.problem(e.do("GET", "/v1/hosts?mac=nonsense", e.admin, nil), 422, api.ProblemValidation)
 
 	// A host never shows its BMC password; it is sealed at rest.
 	h := e.must(200, "GET", "/v1/hosts/"+f.host, e.admin, nil)

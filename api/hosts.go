@@ -71,6 +71,7 @@ type hostListParams struct {
 	ListParams
 	State  string `query:"state" enum:"discovered,inspecting,available,provisioning,ready,draining,maintenance,deprovisioning,failed" doc:"Only hosts in this state."`
 	RackID string `query:"rack_id" format:"uuid" doc:"Only hosts in this rack."`
+	MAC    string `query:"mac" maxLength:"32" doc:"Only the host with this MAC address." example:"52:54:00:aa:01:01"`
 }
 
 func registerHosts(a *API) {
@@ -78,9 +79,9 @@ func registerHosts(a *API) {
 		read: staffOnly, write: staffOnly, get: store.GetHost, list: store.ListHosts, del: store.DeleteHost,
 		meta: func(h rackcloud.Host) rackcloud.Meta { return h.Meta }, out: hostOut,
 		delDoc: "Forgets a host that runs no guests (409 otherwise). The machine itself is not touched: deprovision it first to wipe it."}
-	registerList(c, "Lists hosts in name order, keyset-paginated, by state, rack and labels.", func(in *hostListParams) (ListParams, url.Values, func(*store.Filter)) {
-		return in.ListParams, url.Values{"state": {in.State}, "rack_id": {in.RackID}}, func(f *store.Filter) {
-			f.State, f.Parent = in.State, in.RackID
+	registerList(c, "Lists hosts in name order, keyset-paginated, by state, rack, MAC and labels.", func(in *hostListParams) (ListParams, url.Values, func(*store.Filter)) {
+		return in.ListParams, url.Values{"state": {in.State}, "rack_id": {in.RackID}, "mac": {in.MAC}}, func(f *store.Filter) {
+			f.State, f.Parent, f.MAC = in.State, in.RackID, in.MAC
 		}
 	})
 	c.registerGet()

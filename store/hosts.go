@@ -96,11 +96,20 @@ func GetHostByMAC(ctx context.Context, q Querier, mac string) (rackcloud.Host, e
 		WHERE hm.mac = $1::macaddr`, norm))
 }
 
-// ListHosts lists hosts; Filter.Parent is a rack and Filter.State a
-// lifecycle state.
+// ListHosts lists hosts; Filter.Parent is a rack, Filter.State a
+// lifecycle state and Filter.MAC one of the host's MACs.
 func ListHosts(ctx context.Context, q Querier, f Filter) ([]rackcloud.Host, error) {
-	return listRows(ctx, q, listSpec{table: "hosts", from: "hosts h", alias: "h", cols: hostCols,
-		stateCol: "state", parentCol: "rack_id"}, f, scanHost)
+	s := listSpec{table: "hosts", from: "hosts h", alias: "h", cols: hostCols, stateCol: "state", parentCol: "rack_id"}
+	if f.MAC != "" {
+		mac, err := rackcloud.NormalizeMAC(f.MAC)
+		if err != nil {
+			return nil, err
+		}
+		s.extraFilters = func(w *where) {
+			w.add("h.id = (SELECT hm.host_id FROM host_macs hm WHERE hm.mac = $?::macaddr)", mac)
+		}
+	}
+	return listRows(ctx, q, s, f, scanHost)
 }
 
 // UpdateHost writes h's placement, role, image, state, power, inventory,

@@ -71,6 +71,8 @@ type Filter struct {
 	// Projects, when not nil, restricts project-owned rows to these
 	// projects (an empty non-nil slice selects nothing).
 	Projects []string
+	// MAC selects the host with this MAC (hosts only; normalized form).
+	MAC string
 }
 
 // where collects SQL conditions and their arguments.

@@ -9,7 +9,7 @@ import (
 
 func init() {
 	register(command{name: "host", summary: "list, register, enroll, provision and drain hosts", run: dispatch("host", []verb{
-		{"list", "[--state S] [--rack R] [--label k=v]", "list hosts", hostList},
+		{"list", "[--state S] [--rack R] [--mac M] [--label k=v]", "list hosts", hostList},
 		{"get", "ID", "show a host", getVerb("host", "hosts")},
 		{"register", "[--mac M]... [--bmc ADDR --bmc-user U --bmc-password P] [--enroll [--wait]]", "register a host by MAC and/or BMC", hostRegister},
 		{"enroll", "ID [--wait]", "power the host on into PXE through its BMC", hostAction("enroll", nil)},
@@ -27,6 +27,7 @@ func hostList(ctx context.Context, args []string) error {
 	var cf clientFlags
 	fs := newVerbFlags("host", "list", &cf)
 	state := fs.String("state", "", "only hosts in this state")
+	mac := fs.String("mac", "", "only the host with this MAC")
 	rack := fs.String("rack", "", "only hosts in this rack (name or ID)")
 	limit := fs.Int("limit", 0, "at most this many hosts (0: all)")
 	labels := labelsFlag{}
@@ -38,6 +39,9 @@ func hostList(ctx context.Context, args []string) error {
 	q := url.Values{}
 	if *state != "" {
 		q.Set("state", *state)
+	}
+	if *mac != "" {
+		q.Set("mac", *mac)
 	}
 	if *rack != "" {
 		id, err := c.resolve(ctx, "racks", *rack)

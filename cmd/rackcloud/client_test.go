@@ -117,6 +117,9 @@ func TestClientVerbsEndToEnd(t *testing.T) {
 	require.Contains(t, out, "host-525400aa0101")
 	require.Contains(t, out, "discovered")
 	require.Equal(t, 3, strings.Count(out, "\n"), out) // header and two hosts
+	out = mustRun(t, "host", "list", "--mac", "52-54-00-AA-01-02")
+	require.Contains(t, out, "host-525400aa0102")
+	require.Equal(t, 2, strings.Count(out, "\n"), out)
 	var hosts []map[string]any
 	require.NoError(t, json.Unmarshal([]byte(mustRun(t, "host", "list", "-o", "json", "--limit", "1")), &hosts))
 	require.Len(t, hosts, 1)
