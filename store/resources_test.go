@@ -162,3 +162,22 @@ func TestHostsByMACAndStaleUpdates(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "rcs0:x", s)
 }
+
+func FuzzParseCursor(f *testing.F) {
+	f.Add("")
+	f.Add(store.Cursor{Name: "a", ID: "5f0c6f3e-8d0a-4f4e-9b8e-0a4b5c6d7e8f"}.Encode())
+	f.Add("!!!")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := store.ParseCursor(s)
+		if err != nil {
+			require.ErrorIs(t, err, rackcloud.ErrInvalid)
+			return
+		}
+		if s != "" {
+			require.True(t, store.ValidID(c.ID))
+			again, err := store.ParseCursor(c.Encode())
+			require.NoError(t, err)
+			require.Equal(t, c, again)
+		}
+	})
+}
