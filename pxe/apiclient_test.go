@@ -3,6 +3,7 @@ package pxe
 import (
 	"context"
 	"errors"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -130,4 +131,29 @@ func TestAPIClientRejectsWrongAnswers(t *testing.T) {
 	_, err = c.Profile(ctx, "52:54:00:aa:01:99")
 	require.ErrorContains(t, err, "401")
 	require.NotContains(t, err.Error(), "s3cret")
+}
+
+// TestScriptsWhileAPIDown: with the API stopped, a cached host still gets
+// its own script and an unknown MAC the discovery image.
+func TestScriptsWhileAPIDown(t *testing.T) {
+	api := startFakeAPI(t)
+	const known = "52:54:00:aa:01:01"
+	api.set(Profile{MAC: known, State: rackcloud.HostReady})
+	client := newClient(t, api, filepath.Join(t.TempDir(), "profiles.json"))
+	_, err := client.Profile(context.Background(), known) // cached while the API was up
+	require.NoError(t, err)
+	api.stop()
+
+	cfg := unitConfig(t)
+	cfg.FilesDir = t.TempDir()
+	s := unitService(t, cfg, client)
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	_, body := get(t, srv.URL+"/boot/"+known+".ipxe")
+	require.Contains(t, body, "is ready (control plane unreachable, cached profile)")
+	require.Contains(t, body, "booting from the local disk")
+	_, body = get(t, srv.URL+"/boot/52:54:00:aa:01:02.ipxe")
+	require.Contains(t, body, "is unknown: discovery")
+	require.Contains(t, body, "/files/inspect/vmlinuz?")
+	require.False(t, client.Reachable())
 }

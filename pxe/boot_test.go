@@ -82,15 +82,30 @@ func TestBootTwoServersAtOnce(t *testing.T) {
 // TestProxyDHCPBesideDnsmasq: dnsmasq, on another machine of the segment
 // (a second namespace), is the site's DHCP server and knows nothing about
 // network boot; rackcloud runs as a proxyDHCP and the server still boots
-// and calls back with an address from dnsmasq.
+// and calls back with an address from dnsmasq: under BIOS (iPXE takes the
+// proxy's offer) and UEFI (OVMF asks the proxy again on port 4011, then
+// loads snponly.efi over TFTP).
 func TestProxyDHCPBesideDnsmasq(t *testing.T) {
 	t.Parallel()
 	requireBinaries(t, "dnsmasq")
-	l := newLab(t, 74)
-	site := l.siteNet(netip.MustParsePrefix("10.74.0.2/24"))
+	for _, tc := range []struct {
+		fw    qemu.Firmware
+		octet int
+	}{{qemu.BIOS, 74}, {qemu.UEFI, 77}} {
+		t.Run(string(tc.fw), func(t *testing.T) {
+			t.Parallel()
+			proxyBoot(t, tc.octet, tc.fw)
+		})
+	}
+}
+
+func proxyBoot(t *testing.T, octet int, fw qemu.Firmware) {
+	l := newLab(t, octet)
+	net := fmt.Sprintf("10.%d.0", octet)
+	site := l.siteNet(netip.MustParsePrefix(net + ".2/24"))
 	leaseFile := filepath.Join(l.dir, "dnsmasq.leases")
 	l.startProcess(site, "dnsmasq.log", "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
-		"--interface=vsite1", "--bind-interfaces", "--dhcp-range=10.74.0.100,10.74.0.150,1h",
+		"--interface=vsite1", "--bind-interfaces", "--dhcp-range="+net+".100,"+net+".150,1h",
 		"--dhcp-leasefile="+leaseFile, "--pid-file="+filepath.Join(l.dir, "dnsmasq.pid"),
 		"--dhcp-authoritative", "--log-dhcp", "--log-facility=-")
 	cfg := l.config()
@@ -98,23 +113,23 @@ func TestProxyDHCPBesideDnsmasq(t *testing.T) {
 	cfg.Subnet, cfg.RangeStart, cfg.RangeEnd, cfg.StateDir = netip.Prefix{}, netip.Addr{}, netip.Addr{}, ""
 	s := l.start(cfg, Deps{})
 
-	mac := "52:54:00:74:00:01"
-	m, start := l.boot("proxy", mac, qemu.BIOS)
+	mac := fmt.Sprintf("52:54:00:%d:00:01", octet)
+	m, start := l.boot("proxy-"+string(fw), mac, fw)
 	cb := waitEvent(t, s, mac, EventCallback, 4*time.Minute, m)
 	var body struct{ IP string }
 	require.NoError(t, json.Unmarshal(cb.Data, &body))
 	ip := netip.MustParseAddr(body.IP)
-	require.True(t, netip.MustParseAddr("10.74.0.100").Compare(ip) <= 0 && ip.Compare(netip.MustParseAddr("10.74.0.150")) <= 0,
+	require.True(t, netip.MustParseAddr(net+".100").Compare(ip) <= 0 && ip.Compare(netip.MustParseAddr(net+".150")) <= 0,
 		"address %v comes from dnsmasq's range", ip)
 	require.Empty(t, s.Leases(), "a proxy hands out no address")
 	evs := s.Timeline(mac)
 	t.Logf("timeline:\n%s", formatTimeline(evs))
-	t.Logf("proxyDHCP boot times: %s", measure(evs, start))
+	t.Logf("proxyDHCP %s boot times: %s", fw, measure(evs, start))
 	var proxied bool
 	for _, e := range evs {
 		proxied = proxied || (e.Kind == EventDHCPOffer && e.Detail == "proxyDHCP" && e.Client == ClientIPXE)
 	}
-	require.True(t, proxied, "the boot information came from the proxy")
+	require.True(t, proxied, "iPXE's boot information came from the proxy")
 	leases, err := os.ReadFile(leaseFile)
 	require.NoError(t, err)
 	require.Contains(t, string(leases), mac, "dnsmasq leased the address")

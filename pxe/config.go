@@ -98,7 +98,9 @@ type Config struct {
 	TFTPAddr netip.AddrPort
 	// TFTPRoot is the read-only directory served over TFTP and under
 	// /ipxe/ over HTTP (Debian's ipxe package puts its binaries in
-	// /usr/lib/ipxe).
+	// /usr/lib/ipxe). Symlinks leading out of it are not followed: Debian's
+	// ipxe.efi is one (to /boot/ipxe.efi), undionly.kpxe and snponly.efi
+	// are regular files.
 	TFTPRoot string
 	// TFTPBlockSize caps the negotiated blksize (an Ethernet frame holds
 	// 1468 bytes of TFTP data).
