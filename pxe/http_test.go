@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -204,6 +205,7 @@ func TestFilesStayInTheirRoot(t *testing.T) {
 }
 
 func TestMetricsEndpoint(t *testing.T) {
+	requireBinaries(t, "promtool")
 	_, _, srv := httpService(t, nil)
 	get(t, srv.URL+"/boot/52:54:00:aa:01:01.ipxe")
 	resp, body := get(t, srv.URL+"/metrics")
@@ -217,4 +219,8 @@ func TestMetricsEndpoint(t *testing.T) {
 	} {
 		require.Contains(t, body, m)
 	}
+	cmd := exec.Command("promtool", "check", "metrics")
+	cmd.Stdin = strings.NewReader(body)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "promtool check metrics: %s", out)
 }

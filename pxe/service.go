@@ -248,7 +248,7 @@ func (s *Service) Start(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
 	s.errs = make(chan error, 8)
-	goRun := func(name string, f func()) {
+	goRun := func(f func()) {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -260,42 +260,42 @@ func (s *Service) Start(ctx context.Context) error {
 		work := make(chan dhcpPacket, dhcpBacklog)
 		var readers sync.WaitGroup
 		readers.Add(1)
-		goRun("dhcp", func() { defer readers.Done(); s.serveDHCP(dhcpConn, false, work) })
+		goRun(func() { defer readers.Done(); s.serveDHCP(dhcpConn, false, work) })
 		if proxyConn != nil {
 			readers.Add(1)
-			goRun("proxydhcp", func() { defer readers.Done(); s.serveDHCP(proxyConn, true, work) })
+			goRun(func() { defer readers.Done(); s.serveDHCP(proxyConn, true, work) })
 		}
-		goRun("dhcp-close", func() { readers.Wait(); close(work) })
+		goRun(func() { readers.Wait(); close(work) })
 		for range dhcpWorkers {
-			goRun("dhcp-worker", func() { s.dhcpWorker(ctx, work) })
+			goRun(func() { s.dhcpWorker(ctx, work) })
 		}
 	}
 	if s.leases != nil {
-		goRun("leases", func() { s.flushLeases(ctx) })
+		goRun(func() { s.flushLeases(ctx) })
 	}
 	s.tftp = s.newTFTPServer()
-	goRun("tftp", func() {
+	goRun(func() {
 		if err := s.serveTFTP(s.tftp, tftpConn); err != nil {
 			s.errs <- fmt.Errorf("tftp: %w", err)
 		}
 	})
 	s.http = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	goRun("http", func() {
+	goRun(func() {
 		if err := s.http.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.errs <- fmt.Errorf("http: %w", err)
 		}
 	})
 	if ra != nil {
-		goRun("ra", func() { ra.run(ctx) })
+		goRun(func() { ra.run(ctx) })
 	}
 	if r, ok := s.profiles.(runner); ok {
-		goRun("profiles", func() {
+		goRun(func() {
 			if err := r.Run(ctx); err != nil {
 				s.log.Error("profile source stopped", "err", err)
 			}
 		})
 	}
-	goRun("stop-on-cancel", func() {
+	goRun(func() {
 		<-ctx.Done()
 		s.shutdown()
 	})
