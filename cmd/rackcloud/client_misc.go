@@ -32,8 +32,7 @@ func init() {
 		})},
 		{"delete", "ID", "delete a zone", deleteVerb("zone", "zones")},
 	})})
-	// "rack" is the lab's simulated rack (labrack.go): the resource is "racks".
-	register(command{name: "racks", summary: "list and create racks", run: dispatch("racks", []verb{
+	register(command{name: "rack", summary: "list and create racks", run: dispatch("rack", []verb{
 		{"list", "", "list racks", listVerb("racks", "racks", append(meta[:2:2], column{"ZONE", "zone_id"}, column{"UNITS", "positions"}))},
 		{"get", "ID", "show a rack", getVerb("racks", "racks")},
 		{"create", "NAME --zone Z [--units 42]", "create a rack", createVerb("racks", "racks", func(fs *flag.FlagSet) func(*client, context.Context, []string) (map[string]any, error) {

@@ -103,7 +103,7 @@ func TestClientVerbsEndToEnd(t *testing.T) {
 	t.Setenv("RACKCLOUD_SERVER", srv.URL)
 	t.Setenv("RACKCLOUD_TOKEN", admin)
 	mustRun(t, "zone", "create", "z1", "--region", "lab")
-	mustRun(t, "racks", "create", "r1", "--zone", "z1")
+	mustRun(t, "rack", "create", "r1", "--zone", "z1")
 	for _, mac := range []string{"52:54:00:aa:01:01", "52:54:00:aa:01:02"} {
 		mustRun(t, "host", "register", "--mac", mac, "--rack", "r1", "--label", "ssd=true")
 	}

@@ -18,15 +18,15 @@ import (
 )
 
 func init() {
-	register(command{name: "rack", summary: "lab: run a simulated rack of servers with IPMI and Redfish BMCs ('rack up')", run: runRack})
+	register(command{name: "simrack", summary: "lab: run a simulated rack of servers with IPMI and Redfish BMCs ('simrack up')", run: runRack})
 }
 
 func runRack(ctx context.Context, args []string) error {
 	if len(args) == 0 || args[0] != "up" {
-		fmt.Fprintln(os.Stderr, "usage: rackcloud rack up [flags]")
+		fmt.Fprintln(os.Stderr, "usage: rackcloud simrack up [flags]")
 		return flag.ErrHelp
 	}
-	fs := flag.NewFlagSet("rackcloud rack up", flag.ContinueOnError)
+	fs := flag.NewFlagSet("rackcloud simrack up", flag.ContinueOnError)
 	var common commonFlags
 	common.bind(fs)
 	var cfg rack.Config

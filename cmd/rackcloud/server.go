@@ -68,6 +68,9 @@ func runServer(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Listen, "listen", server.DefaultListen, "HTTP address for the API, /healthz, /readyz and /metrics (env RACKCLOUD_LISTEN)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long a graceful shutdown may take (env RACKCLOUD_SHUTDOWN_TIMEOUT)")
 	fs.DurationVar(&cfg.RetryMax, "db-retry-max", server.DefaultRetryMax, "longest wait between database connection attempts (env RACKCLOUD_DB_RETRY_MAX)")
+	fs.StringVar(&cfg.SecretKeyFile, "secret-key-file", "", "file holding the key that seals BMC passwords at rest; created with a random key when missing. Empty: a throwaway key, so stored BMC passwords do not survive a restart (env RACKCLOUD_SECRET_KEY_FILE)")
+	fs.StringVar(&cfg.BootstrapTokenFile, "bootstrap-token-file", "", "when set and the file is missing, write a new admin token there (mode 0600) once the database is ready (env RACKCLOUD_BOOTSTRAP_TOKEN_FILE)")
+	fs.IntVar(&cfg.TaskWorkers, "task-workers", 0, "tasks this server runs at once; 0 for the engine's default, negative for none (API only) (env RACKCLOUD_TASK_WORKERS)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
