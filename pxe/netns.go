@@ -38,15 +38,33 @@ func inNetns(path string, f func() error) error {
 }
 
 // lockThreadInNetns moves the calling goroutine's thread into the namespace
-// at path for good: the goroutine must never return the thread (the runtime
-// ends a thread still locked when its goroutine exits). Used by servers that
-// open sockets per transfer (TFTP).
-func lockThreadInNetns(path string) error {
+// at path until the returned function is called (deferred by the caller),
+// which moves it back and unlocks it. Used by servers that open sockets
+// per transfer (TFTP). The thread must not die with the goroutine: child
+// processes started with Pdeathsig from that thread (QEMU, dnsmasq) would
+// be killed with it.
+func lockThreadInNetns(path string) (func(), error) {
 	if path == "" {
-		return nil
+		return func() {}, nil
 	}
 	runtime.LockOSThread()
-	return setns(path)
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("netns: %w", err)
+	}
+	if err := setns(path); err != nil {
+		orig.Close()
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	return func() {
+		defer orig.Close()
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+			return // stuck in the other namespace: let the thread end
+		}
+		runtime.UnlockOSThread()
+	}, nil
 }
 
 func setns(path string) error {

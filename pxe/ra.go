@@ -156,14 +156,18 @@ func (r *raSender) send() {
 // ends (the socket is closed by close). Its goroutines read the interface's
 // addresses, so their threads move into the service's namespace.
 func (r *raSender) run(ctx context.Context) {
-	if err := lockThreadInNetns(r.netns); err != nil {
+	restore, err := lockThreadInNetns(r.netns)
+	if err != nil {
 		r.log.Debug("router advertisements stopped", "err", err)
 		return
 	}
+	defer restore()
 	go func() {
-		if err := lockThreadInNetns(r.netns); err != nil {
+		restore, err := lockThreadInNetns(r.netns)
+		if err != nil {
 			return
 		}
+		defer restore()
 		buf := make([]byte, 1500)
 		for {
 			n, cm, _, err := r.pc.ReadFrom(buf)

@@ -119,8 +119,10 @@ func (s *Service) newTFTPServer() *tftp.Server {
 // transfer from this goroutine, so its thread is moved into the service's
 // network namespace first.
 func (s *Service) serveTFTP(t *tftp.Server, conn *net.UDPConn) error {
-	if err := lockThreadInNetns(s.cfg.Netns); err != nil {
+	restore, err := lockThreadInNetns(s.cfg.Netns)
+	if err != nil {
 		return err
 	}
+	defer restore()
 	return t.Serve(conn)
 }

@@ -251,14 +251,19 @@ func fetchAll(ns *netns.Net, addr string, files []file, clients, blksize int) ro
 		ready.Add(1)
 		go func() {
 			defer wg.Done()
-			runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-			if err := setns(ns.Path()); err != nil {
+			// The client opens a socket per transfer: its thread must be
+			// in the namespace. It goes back before the goroutine ends, so
+			// that the thread lives on (in.tftpd was started with
+			// Pdeathsig and may have been forked from it).
+			restore, err := enterNetns(ns.Path())
+			if err != nil {
 				ready.Done()
 				mu.Lock()
 				errs += len(files)
 				mu.Unlock()
 				return
 			}
+			defer restore()
 			c, err := tftp.NewClient(addr)
 			ready.Done()
 			<-start
@@ -298,11 +303,31 @@ func fetch(c *tftp.Client, name string) (int64, error) {
 	return wt.WriteTo(io.Discard)
 }
 
-func setns(path string) error {
+// enterNetns locks the goroutine to its thread and moves the thread into
+// the namespace at path; the returned function moves it back and unlocks.
+func enterNetns(path string) (func(), error) {
+	runtime.LockOSThread()
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
 	f, err := os.Open(path)
 	if err != nil {
-		return err
+		orig.Close()
+		runtime.UnlockOSThread()
+		return nil, err
 	}
 	defer f.Close()
-	return unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
+	if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+		orig.Close()
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	return func() {
+		defer orig.Close()
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+	}, nil
 }
