@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -64,7 +65,19 @@ func run() error {
 	clients := flag.Int("clients", 64, "concurrent clients")
 	rounds := flag.Int("rounds", 2, "rounds per server (alternating)")
 	blksize := flag.Int("blksize", 1468, "block size the clients ask for")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (clients and rackcloud are in-process)")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (network namespaces)")
 	}
@@ -235,8 +248,7 @@ func waitUDP(ns string, port int) error {
 	return fmt.Errorf("nothing listens on UDP port %d", port)
 }
 
-// fetchAll runs the clients, each on a thread inside the namespace (the
-// pin/tftp client opens a socket per transfer), fetching every file once.
+// fetchAll runs the clients, each fetching every file once.
 func fetchAll(ns *netns.Net, addr string, files []file, clients, blksize int) round {
 	var (
 		mu    sync.Mutex
@@ -251,19 +263,6 @@ func fetchAll(ns *netns.Net, addr string, files []file, clients, blksize int) ro
 		ready.Add(1)
 		go func() {
 			defer wg.Done()
-			// The client opens a socket per transfer: its thread must be
-			// in the namespace. It goes back before the goroutine ends, so
-			// that the thread lives on (in.tftpd was started with
-			// Pdeathsig and may have been forked from it).
-			restore, err := enterNetns(ns.Path())
-			if err != nil {
-				ready.Done()
-				mu.Lock()
-				errs += len(files)
-				mu.Unlock()
-				return
-			}
-			defer restore()
 			c, err := tftp.NewClient(addr)
 			ready.Done()
 			<-start
@@ -278,7 +277,7 @@ func fetchAll(ns *netns.Net, addr string, files []file, clients, blksize int) ro
 			c.SetTimeout(5 * time.Second)
 			c.SetRetries(5)
 			for _, f := range files {
-				n, err := fetch(c, f.name)
+				n, err := fetch(ns.Path(), c, f.name)
 				mu.Lock()
 				total += n
 				if err != nil || n != f.size {
@@ -295,8 +294,17 @@ func fetchAll(ns *netns.Net, addr string, files []file, clients, blksize int) ro
 	return round{bytes: total, elapsed: time.Since(t0), errors: errs}
 }
 
-func fetch(c *tftp.Client, name string) (int64, error) {
+// fetch gets one file. The client opens its socket in Receive, which so
+// runs on a thread inside the namespace; the transfer itself runs
+// unlocked (a goroutine locked to its thread pays a thread switch per
+// block, which would dwarf the servers' own costs).
+func fetch(ns string, c *tftp.Client, name string) (int64, error) {
+	restore, err := enterNetns(ns)
+	if err != nil {
+		return 0, err
+	}
 	wt, err := c.Receive(name, "octet")
+	restore()
 	if err != nil {
 		return 0, err
 	}
