@@ -39,15 +39,13 @@ const (
 const (
 	optUserClass  = dhcpv4.OptionUserClassInformation         // 77
 	optClientArch = dhcpv4.OptionClientSystemArchitectureType // 93
-	optClientNDI  = dhcpv4.OptionClientNetworkInterfaceIdentifier
-	optClientGUID = dhcpv4.OptionClientMachineIdentifier // 97
-	optVendor     = dhcpv4.OptionClassIdentifier         // 60
+	optClientGUID = dhcpv4.OptionClientMachineIdentifier      // 97
+	optVendor     = dhcpv4.OptionClassIdentifier              // 60
 	optIPXE       = dhcpv4.GenericOptionCode(175)
 )
 
 // iPXE encapsulated options (inside option 175).
 const (
-	ipxeOptHTTP      = 0x13 // feature: HTTP
 	ipxeOptEFI       = 0x24 // feature: running under EFI
 	ipxeOptNoPXEDHCP = 176  // setting: do not wait for ProxyDHCP
 )

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/rackcloud/rackcloud/lab/bootimg"
@@ -253,8 +252,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func newRegistry() *prometheus.Registry { return prometheus.NewRegistry() }
-
 func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
 }
@@ -268,8 +265,6 @@ func logInitLines(t *testing.T, m *qemu.Machine) {
 		}
 	}
 }
-
-type netipAddr = netip.Addr
 
 func mustAddr(s string) netip.Addr         { return netip.MustParseAddr(s) }
 func mustAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }

@@ -48,7 +48,7 @@ func TestCleanTFTPPath(t *testing.T) {
 func loopbackService(t testing.TB, tftpRoot string) *Service {
 	t.Helper()
 	s, err := New(Config{
-		DHCPMode: DHCPOff, RAInterval: -1, ServerIP: netip4("127.0.0.1"),
+		DHCPMode: DHCPOff, RAInterval: -1, ServerIP: mustAddr("127.0.0.1"),
 		TFTPAddr: mustAddrPort("127.0.0.1:0"), HTTPAddr: mustAddrPort("127.0.0.1:0"),
 		TFTPRoot: tftpRoot, TFTPTimeout: time.Second, TFTPRetries: 2,
 	}, Deps{})
@@ -169,8 +169,6 @@ func TestTFTPRefusesEscapesAndWrites(t *testing.T) {
 		return counterValue(s.m.tftpTransfers.WithLabelValues("error")) == 8
 	})
 }
-
-func netip4(s string) netipAddr { return mustAddr(s) }
 
 func tftpClient(tb testing.TB, s *Service) *tftp.Client {
 	tb.Helper()
