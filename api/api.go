@@ -147,6 +147,7 @@ func New(d Deps) *API {
 	registerAlertRules(a)
 	registerAudit(a)
 	registerTasks(a)
+	registerBoot(a)
 	documentProblems(a.huma.OpenAPI())
 	return a
 }

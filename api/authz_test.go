@@ -67,6 +67,7 @@ func TestWalkEveryOperationWithoutRights(t *testing.T) {
 		"createToken":          map[string]any{"name": "walk", "role": "member", "user_id": userA, "project_ids": []string{a.project}},
 		"createAlertRule":      map[string]any{"name": "walk", "expr": "up", "op": "<", "threshold": 1, "severity": "warning", "scope": "project", "scope_id": a.project},
 		"updateAlertRule":      map[string]any{"labels": map[string]string{"x": "y"}},
+		"recordBootEvents":     []any{map[string]any{"time": "2026-01-02T03:04:05Z", "mac": "52:54:00:ee:ee:02", "kind": "dhcp.discover", "client": "bios"}},
 	}
 
 	var doc struct {
