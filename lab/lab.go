@@ -20,11 +20,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rackcloud/rackcloud/lab/bootimg"
 	"github.com/rackcloud/rackcloud/lab/monlab"
 	"github.com/rackcloud/rackcloud/lab/netns"
 	"github.com/rackcloud/rackcloud/lab/postgres"
 	"github.com/rackcloud/rackcloud/lab/qemu"
 	"github.com/rackcloud/rackcloud/lab/rack"
+	"github.com/rackcloud/rackcloud/pxe"
 	"github.com/rackcloud/rackcloud/server"
 )
 
@@ -64,6 +66,7 @@ type Lab struct {
 	Server   *server.Server
 	Net      *netns.Net
 	Rack     *rack.Rack
+	Boot     *pxe.Service
 	APIURL   string
 	stops    []func()
 }
@@ -131,6 +134,12 @@ func Up(ctx context.Context, c Config, log *slog.Logger) (l *Lab, err error) {
 		if err := l.startRack(ctx, log); err != nil {
 			return l, err
 		}
+		if err := l.waitReady(ctx); err != nil {
+			return l, err
+		}
+		if err := l.startBoot(ctx, log); err != nil {
+			return l, err
+		}
 	}
 	return l, l.waitReady(ctx)
 }
@@ -170,6 +179,49 @@ func (l *Lab) startRack(ctx context.Context, log *slog.Logger) error {
 	l.stops = append(l.stops, func() {
 		if err := r.Stop(); err != nil {
 			log.Error("lab: stop rack", "err", err)
+		}
+	})
+	return nil
+}
+
+// startBoot builds the inspection image (a real Debian kernel, fetched once
+// into a cache) and runs the boot service on the provisioning network,
+// talking to the lab's API with the admin token.
+func (l *Lab) startBoot(ctx context.Context, log *slog.Logger) error {
+	files := filepath.Join(l.Dir, "boot", "files")
+	log.Info("lab: preparing the inspection image (the first run downloads a Debian kernel)", "cache", bootimg.CacheDir())
+	if _, err := bootimg.Inspection(ctx, filepath.Join(files, pxe.DefaultDiscoveryImage)); err != nil {
+		return fmt.Errorf("inspection image: %w", err)
+	}
+	token, err := l.Token()
+	if err != nil {
+		return err
+	}
+	client, err := pxe.NewAPIClient(pxe.APIConfig{BaseURL: l.APIURL, Token: token,
+		CacheFile: filepath.Join(l.Dir, "boot", "profiles.json")}, log.With("component", "pxe-api"))
+	if err != nil {
+		return err
+	}
+	gw := l.Gateway.Addr()
+	b := gw.As4()
+	b[3] = 100
+	first := netip.AddrFrom4(b)
+	b[3] = 199
+	last := netip.AddrFrom4(b)
+	svc, err := pxe.New(pxe.Config{Interface: l.Net.Bridge, Netns: l.Net.Path(), ServerIP: gw,
+		DHCPMode: pxe.DHCPFull, Subnet: l.Gateway.Masked(), RangeStart: first, RangeEnd: last, StateDir: filepath.Join(l.Dir, "boot"),
+		FilesDir: files, AutoDiscovery: true},
+		pxe.Deps{Profiles: client, Events: client, Logger: log.With("component", "pxe"), Registerer: l.Server.Registry()})
+	if err != nil {
+		return err
+	}
+	if err := svc.Start(ctx); err != nil {
+		return err
+	}
+	l.Boot = svc
+	l.stops = append(l.stops, func() {
+		if err := svc.Stop(); err != nil {
+			log.Error("lab: stop boot service", "err", err)
 		}
 	})
 	return nil
@@ -220,9 +272,18 @@ rackcloud lab is up (state in %s)
 
 `, l.Dir, l.APIURL, l.TokenFile(), l.APIURL, l.TokenFile(), l.APIURL, l.APIURL, l.APIURL, l.APIURL, l.APIURL, l.Postgres.URL("rackcloud"),
 		l.Monitor.PrometheusURL, l.Monitor.PrometheusURL, l.Monitor.AlertmanagerURL, l.Monitor.NodeExporterURL)
+	if l.Boot != nil {
+		fmt.Fprintf(w, "  boot service   DHCP/TFTP/HTTP on %s in namespace %s (http://%s)\n", l.Net.Bridge, l.Net.Name, l.Boot.HTTPAddr())
+	}
 	if l.Rack != nil {
 		fmt.Fprintln(w)
 		l.Rack.Print(w)
+		fmt.Fprintf(w, "\nPower a server on into PXE and watch it appear as a discovered host:\n"+
+			"  ipmitool -I lanplus -C 3 -H 127.0.0.1 -p %d -U %s -P %s chassis bootdev pxe\n"+
+			"  ipmitool -I lanplus -C 3 -H 127.0.0.1 -p %d -U %s -P %s chassis power on\n"+
+			"  rackcloud host list\n",
+			l.Rack.Nodes[0].IPMI.Port(), l.Rack.User(), l.Rack.Password(),
+			l.Rack.Nodes[0].IPMI.Port(), l.Rack.User(), l.Rack.Password())
 	}
 	fmt.Fprintln(w, "\nCtrl-C stops everything.")
 }

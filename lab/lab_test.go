@@ -19,6 +19,7 @@ import (
 	"github.com/rackcloud/rackcloud/bmc"
 	"github.com/rackcloud/rackcloud/lab"
 	"github.com/rackcloud/rackcloud/lab/monlab"
+	"github.com/rackcloud/rackcloud/lab/rack"
 	"github.com/rackcloud/rackcloud/lab/proc"
 )
 
@@ -85,6 +86,37 @@ func TestUpEndToEnd(t *testing.T) {
 		}
 	}
 
+	// Rack and power on (DESIGN.md journey 1): node 1 (BIOS) is powered on
+	// into PXE through its BMC, boots from the lab's boot service into the
+	// inspection image, calls back, and shows up in the API as a
+	// discovered host, with no hand work.
+	node := l.Rack.Nodes[0]
+	c, err := m.Open(ctx, bmc.Endpoint{Protocol: rackcloud.BMCIPMI, Address: node.IPMI.String(), Username: node.User, Password: bmc.NewSecret(node.Password)})
+	require.NoError(t, err)
+	require.NoError(t, c.SetBootDevice(ctx, bmc.BootPXE, bmc.BootOptions{}))
+	require.NoError(t, c.SetPower(ctx, bmc.PowerOn))
+	t.Cleanup(func() { _ = c.SetPower(context.Background(), bmc.PowerOff) })
+	mac := node.MAC.String()
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		kinds := map[string]bool{}
+		for _, e := range l.Boot.Timeline(mac) {
+			kinds[string(e.Kind)] = true
+		}
+		resp := do(http.MethodGet, "/v1/hosts?mac="+mac, "")
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if kinds["callback"] && resp.StatusCode == 200 && strings.Contains(string(b), `"state":"discovered"`) {
+			require.Contains(t, string(b), mac)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s never became a discovered host: timeline %v, hosts %d %s, console:\n%s",
+				mac, kinds, resp.StatusCode, b, console(node))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+
 	qctx, cancel := context.WithTimeout(ctx, 45*time.Second)
 	defer cancel()
 	_, err = monlab.WaitQuery(qctx, l.Monitor.PrometheusURL, `up{job="rackcloud"}`, func(r []monlab.Sample) bool {
@@ -97,4 +129,11 @@ func TestUpEndToEnd(t *testing.T) {
 	require.Error(t, err, "server still answers after Down")
 	_, err = os.Stat(l.Net.Path())
 	require.True(t, os.IsNotExist(err), "provisioning namespace left behind")
+}
+
+func console(n *rack.Node) string {
+	if m := n.Machine(); m != nil {
+		return m.Console()
+	}
+	return "(no machine running)"
 }
