@@ -6,9 +6,9 @@
 //
 // River runs twice: with each step checkpointed durably in its own
 // transaction (river.ResumableSetStepTx), the same guarantee as the
-// engine's per-step record, which is the peer of the BENCH line; and with
-// plain river.ResumableStep, whose progress is written only when an
-// attempt ends (a crash replays every step), for information.
+// engine's per-step record, printed for information; and with plain
+// river.ResumableStep, whose progress is written only when an attempt ends
+// (a crash replays every step): the peer, and so the BENCH line.
 //
 // Usage: go run ./bench/tasks [-n 3000] [-workers 50] [-rounds 3]
 // It uses DATABASE_URL (a role that may create databases) or starts a
@@ -146,9 +146,11 @@ func run() error {
 			s.name(), median(rates[i]), ms(p50s[i]), ms(p95s[i]))
 	}
 	eng, peer, plain := median(rates[0]), median(rates[1]), median(rates[2])
-	fmt.Printf("engine vs river without durable steps: ratio=%.2f\n", eng/plain)
 	fmt.Printf("engine pickup p95 %.2f ms (target <= 100 ms)\n", ms(p95s[0]))
-	fmt.Printf("BENCH tasks transitions_per_s=%.0f river_transitions_per_s=%.0f ratio=%.2f\n", eng, peer, eng/peer)
+	fmt.Printf("engine vs river with durable steps (ResumableSetStepTx, the same crash guarantee): river_durable_transitions_per_s=%.0f ratio=%.2f\n", peer, eng/peer)
+	// The peer is plain River resumable steps, so it is the BENCH
+	// line, even though that peer does not record each step durably.
+	fmt.Printf("BENCH tasks transitions_per_s=%.0f river_transitions_per_s=%.0f ratio=%.2f\n", eng, plain, eng/plain)
 	return nil
 }
 
