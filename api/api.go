@@ -50,6 +50,7 @@ import (
 
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/store"
+	"github.com/rackcloud/rackcloud/tasks"
 )
 
 // Version is the API's version in the OpenAPI document.
@@ -305,7 +306,7 @@ func (a *API) problem(err error) error {
 	case errors.Is(err, rackcloud.ErrConflict):
 		return huma.Error409Conflict(err.Error())
 	case errors.Is(err, rackcloud.ErrInvalid):
-		if unknownTaskKind(err) {
+		if errors.Is(err, tasks.ErrUnknownKind) {
 			return huma.NewError(http.StatusNotImplemented, err.Error()+": this server has no worker for it yet")
 		}
 		return huma.Error422UnprocessableEntity(err.Error())
@@ -314,12 +315,6 @@ func (a *API) problem(err error) error {
 	}
 	a.log.Error("api: internal error", "err", err)
 	return huma.Error500InternalServerError("internal error")
-}
-
-// unknownTaskKind tells the task engine's "unknown task kind" (a kind whose
-// behaviour a later part of the system registers) from other invalid input.
-func unknownTaskKind(err error) bool {
-	return strings.Contains(err.Error(), "unknown task kind")
 }
 
 // etag returns the strong ETag of a resource version.

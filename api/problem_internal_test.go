@@ -14,6 +14,7 @@ import (
 
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/store"
+	"github.com/rackcloud/rackcloud/tasks"
 )
 
 // Domain errors map to one status and one problem type each.
@@ -29,7 +30,8 @@ func TestProblemMapping(t *testing.T) {
 		"stale":           {fmt.Errorf("update: %w", store.ErrStaleVersion), 412, ProblemPrecondition},
 		"quota":           {fmt.Errorf("%w: vcpu", store.ErrQuotaExceeded), 403, ProblemQuota},
 		"invalid":         {fmt.Errorf("%w: bad", rackcloud.ErrInvalid), 422, ProblemValidation},
-		"no worker":       {fmt.Errorf("%w: unknown task kind \"guest.create\"", rackcloud.ErrInvalid), 501, ProblemNotImplemented},
+		"no worker":       {fmt.Errorf("%w: %w \"guest.create\"", rackcloud.ErrInvalid, tasks.ErrUnknownKind), 501, ProblemNotImplemented},
+		"unknown, said":   {fmt.Errorf("%w: unknown task kind \"x\"", rackcloud.ErrInvalid), 422, ProblemValidation},
 		"internal":        {errors.New("connection reset"), 500, ProblemInternal},
 		"already problem": {huma.Error403Forbidden("no"), 403, ProblemForbidden},
 		"canceled":        {context.Canceled, 499, "about:blank"},

@@ -31,7 +31,7 @@ type TaskEngine interface {
 	// Get returns a task with its steps.
 	Get(ctx context.Context, id string) (*tasks.Info, error)
 	// Cancel asks a task (and its children) to stop.
-	Cancel(ctx context.Context, id string) error
+	Cancel(ctx context.Context, db store.Querier, id string) error
 	// Follow calls fn for each event after seq after, then for new ones,
 	// until the task ends.
 	Follow(ctx context.Context, id string, after int64, fn func(tasks.Event) error) error
@@ -218,7 +218,7 @@ func registerTasks(a *API) {
 			return nil, err
 		}
 		ch.project, _ = store.TaskOwner(ctx, a.deps.Pool, in.ID)
-		err = a.run(ctx, ch, func(pgx.Tx) error { return a.deps.Tasks.Cancel(ctx, in.ID) })
+		err = a.run(ctx, ch, func(tx pgx.Tx) error { return a.deps.Tasks.Cancel(ctx, tx, in.ID) })
 		if err != nil {
 			return nil, err
 		}

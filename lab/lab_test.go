@@ -19,8 +19,8 @@ import (
 	"github.com/rackcloud/rackcloud/bmc"
 	"github.com/rackcloud/rackcloud/lab"
 	"github.com/rackcloud/rackcloud/lab/monlab"
-	"github.com/rackcloud/rackcloud/lab/rack"
 	"github.com/rackcloud/rackcloud/lab/proc"
+	"github.com/rackcloud/rackcloud/lab/rack"
 )
 
 // The `make run` path: everything comes up, Prometheus sees the rackcloud

@@ -146,7 +146,7 @@ func marshalParams(v any) (json.RawMessage, error) {
 func (e *Engine) checkSubmission(kind, target string, params any) (*registered, json.RawMessage, error) {
 	k := e.kind(kind)
 	if k == nil {
-		return nil, nil, fmt.Errorf("%w: unknown task kind %q", rackcloud.ErrInvalid, kind)
+		return nil, nil, fmt.Errorf("%w: %w %q", rackcloud.ErrInvalid, ErrUnknownKind, kind)
 	}
 	if len(target) > 500 || strings.ContainsAny(target, "\x00") {
 		return nil, nil, fmt.Errorf("%w: task target must be at most 500 characters without NUL", rackcloud.ErrInvalid)
@@ -221,7 +221,11 @@ func (e *Engine) Get(ctx context.Context, id string) (*Info, error) {
 }
 
 func (e *Engine) getRow(ctx context.Context, id string) (*taskRow, error) {
-	rows, err := e.pool.Query(ctx, sqlGet, id)
+	return e.getRowFrom(ctx, e.pool, id)
+}
+
+func (e *Engine) getRowFrom(ctx context.Context, db store.Querier, id string) (*taskRow, error) {
+	rows, err := db.Query(ctx, sqlGet, id)
 	if err != nil {
 		return nil, fmt.Errorf("get task %s: %w", id, store.MapError(err))
 	}
@@ -324,30 +328,56 @@ func (e *Engine) List(ctx context.Context, opts ListOptions) ([]Info, error) {
 // task already compensating after a failure is left to fail. Canceling a
 // task that already ended is rackcloud.ErrConflict; an unknown one is
 // rackcloud.ErrNotFound. Cancel returns once the request is recorded.
-func (e *Engine) Cancel(ctx context.Context, id string) error {
+//
+// db is where the request is written: the engine's pool when nil, or the
+// caller's transaction, so that the request and the caller's own writes
+// (an audit event) commit or roll back together. Workers hear of it only
+// after that commit. In a transaction the write runs under a savepoint
+// that is retried on a deadlock with the tree's own workers.
+func (e *Engine) Cancel(ctx context.Context, db store.Querier, id string) error {
 	if err := checkID(id); err != nil {
 		return err
 	}
-	r, err := e.getRow(ctx, id)
+	if db == nil {
+		db = e.pool
+	}
+	r, err := e.getRowFrom(ctx, db, id)
 	if err != nil {
 		return err
 	}
 	if rackcloud.TaskState(r.State).Terminal() {
 		return fmt.Errorf("%w: task %s already %s", rackcloud.ErrConflict, id, r.State)
 	}
-	if _, err := e.cancelTree(ctx, id, true); err != nil {
+	if _, err := e.cancelTreeIn(ctx, db, id, true); err != nil {
 		return err
 	}
 	return nil
 }
 
-// cancelTree runs sqlCancel, retrying on deadlocks with concurrent
-// writers of the same tree.
+// cancelTree runs sqlCancel on the pool.
 func (e *Engine) cancelTree(ctx context.Context, id string, self bool) (int64, error) {
+	return e.cancelTreeIn(ctx, e.pool, id, self)
+}
+
+// beginner is a pool or a transaction (whose Begin makes a savepoint).
+type beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// cancelTreeIn runs sqlCancel in db, retrying on deadlocks with
+// concurrent writers of the same tree: in its own transaction on a pool,
+// under a savepoint in a transaction.
+func (e *Engine) cancelTreeIn(ctx context.Context, db store.Querier, id string, self bool) (int64, error) {
 	var n int64
-	err := retryTransient(ctx, func() error {
+	exec := func(q store.Querier) error {
 		var notes int64
-		return e.pool.QueryRow(ctx, sqlCancel, id, self).Scan(&n, &notes)
+		return q.QueryRow(ctx, sqlCancel, id, self).Scan(&n, &notes)
+	}
+	err := retryTransient(ctx, func() error {
+		if b, ok := db.(beginner); ok {
+			return pgx.BeginFunc(ctx, b, func(tx pgx.Tx) error { return exec(tx) })
+		}
+		return exec(db)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("cancel task %s: %w", id, store.MapError(err))

@@ -253,15 +253,15 @@ func TestCancelRunningTaskCompensates(t *testing.T) {
 	e := startEngine(t, pool, testConfig(t), blockingKind("t.block", &j, started))
 	inf := submit(t, e, pool, "t.block", "guest/2", nil)
 	require.Equal(t, inf.ID, <-started)
-	require.NoError(t, e.Cancel(context.Background(), inf.ID))
+	require.NoError(t, e.Cancel(context.Background(), nil, inf.ID))
 	done := waitTask(t, e, inf.ID, rackcloud.TaskCanceled, rackcloud.TaskFailed, rackcloud.TaskSucceeded)
 	require.Equal(t, rackcloud.TaskCanceled, done.State, done.Error)
 	require.Equal(t, []string{"run first", "run wait", "wait ended: task canceled", "undo wait", "undo first"}, j.get())
 	// Cancel of an ended task is a conflict; unknown and malformed IDs are
 	// not found and invalid.
-	require.ErrorIs(t, e.Cancel(context.Background(), inf.ID), rackcloud.ErrConflict)
-	require.ErrorIs(t, e.Cancel(context.Background(), "0b5c4a0e-7c1e-4f6e-9a53-4a3f3f1f0000"), rackcloud.ErrNotFound)
-	require.ErrorIs(t, e.Cancel(context.Background(), "nope"), rackcloud.ErrInvalid)
+	require.ErrorIs(t, e.Cancel(context.Background(), nil, inf.ID), rackcloud.ErrConflict)
+	require.ErrorIs(t, e.Cancel(context.Background(), nil, "0b5c4a0e-7c1e-4f6e-9a53-4a3f3f1f0000"), rackcloud.ErrNotFound)
+	require.ErrorIs(t, e.Cancel(context.Background(), nil, "nope"), rackcloud.ErrInvalid)
 	_, err := e.Get(context.Background(), "0b5c4a0e-7c1e-4f6e-9a53-4a3f3f1f0000")
 	require.ErrorIs(t, err, rackcloud.ErrNotFound)
 }
@@ -277,19 +277,50 @@ func TestCancelPendingTaskRunsNothing(t *testing.T) {
 	cfg.Workers = -1
 	api := startEngine(t, pool, cfg, kind)
 	inf := submit(t, api, pool, "t.block", "guest/3", nil)
-	require.NoError(t, api.Cancel(context.Background(), inf.ID))
+	require.NoError(t, api.Cancel(context.Background(), nil, inf.ID))
 	got, err := api.Get(context.Background(), inf.ID)
 	require.NoError(t, err)
 	require.Equal(t, rackcloud.TaskCanceling, got.State)
 	require.True(t, got.CancelRequested)
 	// Idempotent while canceling.
-	require.NoError(t, api.Cancel(context.Background(), inf.ID))
+	require.NoError(t, api.Cancel(context.Background(), nil, inf.ID))
 
 	worker := startEngine(t, pool, testConfig(t), kind)
 	done := waitTask(t, worker, inf.ID, rackcloud.TaskCanceled, rackcloud.TaskFailed, rackcloud.TaskSucceeded)
 	require.Equal(t, rackcloud.TaskCanceled, done.State, done.Error)
 	require.Empty(t, j.get())
 	require.Empty(t, done.Steps)
+}
+
+// A cancel written in the caller's transaction takes effect with that
+// transaction only: rolled back, the task never hears of it.
+func TestCancelInCallersTransaction(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.DB(t)
+	ctx := context.Background()
+	var j journal
+	cfg := testConfig(t)
+	cfg.Workers = -1
+	e := startEngine(t, pool, cfg, blockingKind("t.block", &j, make(chan string, 1)))
+	inf := submit(t, e, pool, "t.block", "guest/4", nil)
+
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	require.NoError(t, e.Cancel(ctx, tx, inf.ID))
+	require.NoError(t, tx.Rollback(ctx))
+	got, err := e.Get(ctx, inf.ID)
+	require.NoError(t, err)
+	require.Equal(t, rackcloud.TaskPending, got.State)
+	require.False(t, got.CancelRequested)
+
+	tx, err = pool.Begin(ctx)
+	require.NoError(t, err)
+	require.NoError(t, e.Cancel(ctx, tx, inf.ID))
+	require.NoError(t, tx.Commit(ctx))
+	got, err = e.Get(ctx, inf.ID)
+	require.NoError(t, err)
+	require.Equal(t, rackcloud.TaskCanceling, got.State)
+	require.True(t, got.CancelRequested)
 }
 
 func TestOneActiveTaskPerTarget(t *testing.T) {
@@ -339,7 +370,7 @@ func TestOneActiveTaskPerTarget(t *testing.T) {
 
 	// Once the first ended, the target is free.
 	<-started
-	require.NoError(t, e.Cancel(ctx, first.ID))
+	require.NoError(t, e.Cancel(ctx, nil, first.ID))
 	waitTask(t, e, first.ID, rackcloud.TaskCanceled)
 	again, err := e.Submit(ctx, pool, tasks.Submission{Kind: "t.block", Target: "host/7"})
 	require.NoError(t, err)
@@ -348,7 +379,7 @@ func TestOneActiveTaskPerTarget(t *testing.T) {
 	require.NoError(t, err)
 	for _, a := range active {
 		if !a.State.Terminal() {
-			require.NoError(t, e.Cancel(ctx, a.ID))
+			require.NoError(t, e.Cancel(ctx, nil, a.ID))
 			waitTask(t, e, a.ID, rackcloud.TaskCanceled)
 		}
 	}

@@ -101,6 +101,11 @@ func (k *Kind) shape(defaultMax int) shape {
 	return s
 }
 
+// ErrUnknownKind is returned (wrapped with rackcloud.ErrInvalid) by
+// Submit for a kind this engine has not registered: the part of the
+// system that owns that change is not running in this process.
+var ErrUnknownKind = errors.New("unknown task kind")
+
 // Errors a step's context can end with, and that steps can return.
 var (
 	// ErrCanceled is the cause of a step's context when its task was

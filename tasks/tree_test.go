@@ -138,7 +138,7 @@ func TestCancelParentCancelsTreeAndCompensates(t *testing.T) {
 		defer mu.Unlock()
 		return len(leaves) == 2
 	})
-	require.NoError(t, e.Cancel(ctx, root.ID))
+	require.NoError(t, e.Cancel(ctx, nil, root.ID))
 	done := waitTask(t, e, root.ID, rackcloud.TaskCanceled, rackcloud.TaskFailed, rackcloud.TaskSucceeded)
 	require.Equal(t, rackcloud.TaskCanceled, done.State, done.Error)
 	all, err := e.List(ctx, tasks.ListOptions{RootID: root.ID})
