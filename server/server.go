@@ -62,6 +62,9 @@ type Config struct {
 	// TaskWorkers is how many tasks this server runs at once (0: the task
 	// engine's default; negative: none, the server only submits).
 	TaskWorkers int
+	// TaskRetention is how long ended tasks are kept (0: the task engine's
+	// default of 30 days; negative: forever).
+	TaskRetention time.Duration
 }
 
 // Server is one rackcloud server process.
@@ -124,7 +127,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.sealer = sealer
-	s.tasks, err = tasks.New(pool, tasks.Config{Workers: cfg.TaskWorkers, Logger: log.With("component", "tasks"), Registerer: reg})
+	s.tasks, err = tasks.New(pool, tasks.Config{Workers: cfg.TaskWorkers, Retention: cfg.TaskRetention, Logger: log.With("component", "tasks"), Registerer: reg})
 	if err != nil {
 		pool.Close()
 		return nil, err

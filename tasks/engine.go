@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/store"
 )
 
 // Defaults for Config.
@@ -29,6 +30,8 @@ const (
 	DefaultRetryBase       = time.Second
 	DefaultRetryMax        = 5 * time.Minute
 	DefaultMetricsInterval = 10 * time.Second
+	DefaultRetention       = 30 * 24 * time.Hour
+	DefaultPruneInterval   = 10 * time.Minute
 )
 
 // Config configures an Engine.
@@ -57,6 +60,12 @@ type Config struct {
 	RetryMax  time.Duration
 	// MetricsInterval is how often the queue depth gauge is refreshed.
 	MetricsInterval time.Duration
+	// Retention is how long a task tree is kept after its root task
+	// ended (with its steps and events); 0 means DefaultRetention, a
+	// negative value keeps every task. Engines with workers prune every
+	// PruneInterval (0 means DefaultPruneInterval).
+	Retention     time.Duration
+	PruneInterval time.Duration
 	// Logger receives the engine's logs; nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the engine's metrics; nil registers none.
@@ -90,6 +99,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MetricsInterval <= 0 {
 		c.MetricsInterval = DefaultMetricsInterval
+	}
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
+	}
+	if c.PruneInterval <= 0 {
+		c.PruneInterval = DefaultPruneInterval
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -216,6 +231,9 @@ func (e *Engine) Start(ctx context.Context) error {
 			e.claimLoop(ctx)
 		})
 		e.go_(func() { e.heartbeatLoop(ctx) })
+		if e.cfg.Retention > 0 {
+			e.go_(func() { e.pruneLoop(ctx) })
+		}
 	}
 	return nil
 }
@@ -477,4 +495,46 @@ func (e *Engine) refreshQueueDepth(ctx context.Context) {
 	e.m.queue.WithLabelValues("scheduled").Set(float64(scheduled))
 	e.m.queue.WithLabelValues("running").Set(float64(running))
 	e.m.queue.WithLabelValues("waiting").Set(float64(waiting))
+}
+
+// pruneBatch bounds one prune statement, so that deleting a large backlog
+// does not hold locks on many rows for long.
+const pruneBatch = 500
+
+// Prune deletes the task trees whose root ended before before, whose
+// every task has ended, with their steps, events and API owners, and
+// returns how many root tasks it deleted. It deletes in batches, skipping
+// rows other transactions hold; several engines may prune at once.
+func (e *Engine) Prune(ctx context.Context, before time.Time) (int64, error) {
+	var total int64
+	for {
+		var n int64
+		if err := e.pool.QueryRow(ctx, sqlPrune, before, pruneBatch).Scan(&n); err != nil {
+			return total, fmt.Errorf("prune tasks: %w", store.MapError(err))
+		}
+		total += n
+		e.m.pruned.Add(float64(n))
+		if n < pruneBatch {
+			return total, nil
+		}
+	}
+}
+
+func (e *Engine) pruneLoop(ctx context.Context) {
+	tick := time.NewTicker(e.cfg.PruneInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		n, err := e.Prune(ctx, time.Now().Add(-e.cfg.Retention))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			e.log.Warn("prune ended tasks", "err", err)
+		case n > 0:
+			e.log.Info("pruned ended tasks", "tasks", n, "retention", e.cfg.Retention)
+		}
+	}
 }

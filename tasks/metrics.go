@@ -15,6 +15,7 @@ type metrics struct {
 	queue        *prometheus.GaugeVec
 	running      prometheus.Gauge
 	leasesLost   prometheus.Counter
+	pruned       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -57,11 +58,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "rackcloud_tasks_leases_lost_total",
 			Help: "Tasks this engine abandoned because their lease was lost.",
 		}),
+		pruned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rackcloud_tasks_pruned_total",
+			Help: "Ended tasks (with their sub-tasks, steps and events) this engine deleted after the retention period.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.submitted, m.started, m.finished, m.retries, m.stepDuration, m.pickup, m.queue, m.running, m.leasesLost} {
+	for _, c := range []prometheus.Collector{m.submitted, m.started, m.finished, m.retries, m.stepDuration, m.pickup, m.queue, m.running, m.leasesLost, m.pruned} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -238,3 +238,21 @@ SELECT
 	count(*) FILTER (WHERE lease_expires_at >= now()) AS running,
 	count(*) FILTER (WHERE waiting) AS waiting
 FROM tasks WHERE state IN ` + activeStates
+
+// sqlPrune deletes up to $2 ended task trees whose root finished before
+// $1; children, steps and events go by ON DELETE CASCADE. A tree with a
+// task still active (a child left behind) is kept.
+const sqlPrune = `
+WITH doomed AS (
+	SELECT r.id FROM tasks r
+	WHERE r.parent_id IS NULL AND r.finished_at < $1
+		AND r.state IN ('succeeded', 'failed', 'canceled')
+		AND NOT EXISTS (SELECT 1 FROM tasks d WHERE d.root_id = r.id
+			AND d.state NOT IN ('succeeded', 'failed', 'canceled'))
+	ORDER BY r.finished_at
+	LIMIT $2
+	FOR UPDATE SKIP LOCKED
+), d AS (
+	DELETE FROM tasks t USING doomed WHERE t.id = doomed.id RETURNING t.id
+)
+SELECT count(*) FROM d`

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -266,4 +267,55 @@ func TestFollowReplaysAndStreams(t *testing.T) {
 	stop := errors.New("enough")
 	require.ErrorIs(t, api.Follow(ctx, inf.ID, 0, func(tasks.Event) error { return stop }), stop)
 	require.ErrorIs(t, api.Follow(ctx, "0b5c4a0e-7c1e-4f6e-9a53-4a3f3f1f0000", 0, nil), rackcloud.ErrNotFound)
+}
+
+// Prune deletes ended trees older than the cut-off with everything that
+// hangs off them, and keeps recent trees and trees with an active task.
+func TestPruneEndedTrees(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.DB(t)
+	ctx := context.Background()
+	var j journal
+	kinds := treeKinds(&j, func(ctx context.Context, sc *tasks.StepContext) (any, error) {
+		return map[string]int{"v": 1}, nil
+	})
+	e := startEngine(t, pool, testConfig(t), kinds...)
+	var roots []string
+	for i := range 3 {
+		r := submit(t, e, pool, "tree.root", fmt.Sprintf("tree/%d", i), nil)
+		require.Equal(t, rackcloud.TaskSucceeded, waitTask(t, e, r.ID, rackcloud.TaskSucceeded, rackcloud.TaskFailed).State)
+		roots = append(roots, r.ID)
+	}
+	// roots[0] and roots[1] ended long ago; roots[1] has a leaf still
+	// running (left behind by a bug or a manual edit), roots[2] is recent.
+	_, err := pool.Exec(ctx, `UPDATE tasks SET finished_at = now() - interval '40 days' WHERE id = ANY($1::uuid[])`, roots[:2])
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `UPDATE tasks SET state = 'running', finished_at = NULL
+		WHERE id = (SELECT id FROM tasks WHERE root_id = $1 AND depth = 2 LIMIT 1)`, roots[1])
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO task_owners (task_id, actor) VALUES ($1, 'user:admin')`, roots[0])
+	require.NoError(t, err)
+
+	n, err := e.Prune(ctx, time.Now().Add(-30*24*time.Hour))
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n)
+	count := func(sql string, args ...any) int {
+		var c int
+		require.NoError(t, pool.QueryRow(ctx, sql, args...).Scan(&c))
+		return c
+	}
+	require.Zero(t, count(`SELECT count(*) FROM tasks WHERE root_id = $1`, roots[0]))
+	require.Zero(t, count(`SELECT count(*) FROM task_steps s WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = s.task_id)`))
+	require.Zero(t, count(`SELECT count(*) FROM task_events ev WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = ev.task_id)`))
+	require.Zero(t, count(`SELECT count(*) FROM task_owners`))
+	require.Equal(t, 5, count(`SELECT count(*) FROM tasks WHERE root_id = $1`, roots[1]))
+	require.Equal(t, 5, count(`SELECT count(*) FROM tasks WHERE root_id = $1`, roots[2]))
+	require.Positive(t, count(`SELECT count(*) FROM task_events WHERE task_id = $1`, roots[2]))
+	_, err = e.Get(ctx, roots[0])
+	require.ErrorIs(t, err, rackcloud.ErrNotFound)
+
+	// Nothing left to prune: a second pass deletes nothing.
+	n, err = e.Prune(ctx, time.Now().Add(-30*24*time.Hour))
+	require.NoError(t, err)
+	require.Zero(t, n)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/peterbourgon/ff/v3/ffyaml"
 
 	"github.com/rackcloud/rackcloud/server"
+	"github.com/rackcloud/rackcloud/tasks"
 	"github.com/rackcloud/rackcloud/store"
 )
 
@@ -71,6 +72,7 @@ func runServer(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.SecretKeyFile, "secret-key-file", "", "file holding the key that seals BMC passwords at rest; created with a random key when missing. Empty: a throwaway key, so stored BMC passwords do not survive a restart (env RACKCLOUD_SECRET_KEY_FILE)")
 	fs.StringVar(&cfg.BootstrapTokenFile, "bootstrap-token-file", "", "when set and the file is missing, write a new admin token there (mode 0600) once the database is ready (env RACKCLOUD_BOOTSTRAP_TOKEN_FILE)")
 	fs.IntVar(&cfg.TaskWorkers, "task-workers", 0, "tasks this server runs at once; 0 for the engine's default, negative for none (API only) (env RACKCLOUD_TASK_WORKERS)")
+	fs.DurationVar(&cfg.TaskRetention, "task-retention", tasks.DefaultRetention, "how long ended tasks, their steps and events are kept before they are pruned; negative keeps them forever (env RACKCLOUD_TASK_RETENTION)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
