@@ -13,8 +13,8 @@ import (
 	"github.com/peterbourgon/ff/v3/ffyaml"
 
 	"github.com/rackcloud/rackcloud/server"
-	"github.com/rackcloud/rackcloud/tasks"
 	"github.com/rackcloud/rackcloud/store"
+	"github.com/rackcloud/rackcloud/tasks"
 )
 
 func init() {
