@@ -68,6 +68,7 @@ type config struct {
 	duration    time.Duration
 	rounds      int
 	pool        int
+	sweep       bool
 }
 
 func run() error {
@@ -78,6 +79,7 @@ func run() error {
 	flag.DurationVar(&cfg.duration, "d", 8*time.Second, "duration of one wrk run")
 	flag.IntVar(&cfg.rounds, "rounds", 2, "rounds per scenario and server (alternating)")
 	flag.IntVar(&cfg.pool, "pool", 8, "database connections shared by both servers")
+	flag.BoolVar(&cfg.sweep, "sweep", true, "also measure p99 at 4, 8, 16 and 32 clients")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -210,6 +212,32 @@ func run() error {
 		return err
 	}
 	fmt.Printf("guests created during the run: %d (each with its task and audit event)\n", count)
+
+	// wrk keeps every client busy (a closed loop), so the mean latency is
+	// clients / throughput: at 64 clients p99 < 50 ms needs well over 1,280
+	// req/s. The sweep shows up to how many clients the target holds.
+	if cfg.sweep {
+		for _, sc := range scenarios {
+			for _, c := range []int{4, 8, 16, 32} {
+				for _, server := range []string{"rackcloud", "plain"} {
+					base := rcURL
+					if server == "plain" {
+						base = plainURL
+					}
+					args := append([]string{"-t", strconv.Itoa(min(cfg.threads, c)), "-c", strconv.Itoa(c),
+						"-d", (cfg.duration / 2).String(), "--latency", "--timeout", "5s"}, sc.args(base, fmt.Sprintf("%s-s%d", server, c))...)
+					rps, p99, non2xx, err := runWrk(ctx, wrk, args)
+					if err != nil {
+						return fmt.Errorf("sweep %s %s: %w", sc.name, server, err)
+					}
+					if non2xx > 0 {
+						return fmt.Errorf("sweep %s %s: %d responses were not 2xx", sc.name, server, non2xx)
+					}
+					fmt.Printf("sweep  %-6s %-9s %3d clients %8.0f req/s  p99 %6.1f ms\n", sc.name, server, c, rps, p99)
+				}
+			}
+		}
+	}
 
 	worst, worstRatio := "", 0.0
 	var last string
