@@ -200,7 +200,7 @@ func database(ctx context.Context) (string, func(), error) {
 }
 
 func reset(ctx context.Context, pool *pgxpool.Pool) error {
-	_, err := pool.Exec(ctx, `TRUNCATE tasks, task_steps, task_events, river_job`)
+	_, err := pool.Exec(ctx, `TRUNCATE tasks, task_steps, task_events, task_owners, river_job`)
 	if err != nil {
 		return err
 	}
