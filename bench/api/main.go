@@ -218,8 +218,12 @@ func run() error {
 	// req/s. The sweep shows up to how many clients the target holds.
 	if cfg.sweep {
 		for _, sc := range scenarios {
-			for _, c := range []int{4, 8, 16, 32} {
-				for _, server := range []string{"rackcloud", "plain"} {
+			for i, c := range []int{4, 8, 16, 32} {
+				order := []string{"rackcloud", "plain"}
+				if i%2 == 1 {
+					order = []string{"plain", "rackcloud"}
+				}
+				for _, server := range order {
 					base := rcURL
 					if server == "plain" {
 						base = plainURL
