@@ -44,6 +44,12 @@ type APIConfig struct {
 	// still boots its known hosts while the API is down. Empty keeps the
 	// cache in memory only.
 	CacheFile string
+	// SpoolFile keeps the events not yet delivered while the API is
+	// unreachable (written every Retry and when Run ends, removed once
+	// they are delivered), so that a restarted boot service still sends
+	// them. Empty means CacheFile + ".events", or memory only without a
+	// CacheFile.
+	SpoolFile string
 	// Timeout bounds one API request.
 	Timeout time.Duration
 	// Retry is how often an unreachable API is probed.
@@ -78,6 +84,10 @@ type APIClient struct {
 	dropped   int64
 	wake      chan struct{}
 	persistMu sync.Mutex
+
+	spoolMu     sync.Mutex
+	spoolDirty  bool // the queue changed since the spool file was written
+	spoolExists bool // a spool file may be on disk
 }
 
 var (
@@ -103,6 +113,9 @@ func NewAPIClient(cfg APIConfig, log *slog.Logger) (*APIClient, error) {
 	}
 	if cfg.EventQueue == 0 {
 		cfg.EventQueue = DefaultEventQueue
+	}
+	if cfg.SpoolFile == "" && cfg.CacheFile != "" {
+		cfg.SpoolFile = cfg.CacheFile + ".events"
 	}
 	base, err := url.Parse(strings.TrimSuffix(cfg.BaseURL, "/"))
 	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
@@ -136,7 +149,81 @@ func NewAPIClient(cfg APIConfig, log *slog.Logger) (*APIClient, error) {
 			}
 		}
 	}
+	if err := c.loadSpool(); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// loadSpool queues the events an earlier run could not deliver. A corrupt
+// spool must not stop booting: it is moved aside for the operator.
+func (c *APIClient) loadSpool() error {
+	if c.cfg.SpoolFile == "" {
+		return nil
+	}
+	b, err := os.ReadFile(c.cfg.SpoolFile)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("event spool: %w", err)
+	}
+	var evs []Event
+	if err := json.Unmarshal(b, &evs); err != nil {
+		aside := c.cfg.SpoolFile + ".corrupt"
+		c.log.Error("event spool is corrupt; moved aside, its events are lost", "file", c.cfg.SpoolFile, "moved_to", aside, "err", err)
+		return os.Rename(c.cfg.SpoolFile, aside)
+	}
+	if len(evs) > c.cfg.EventQueue {
+		c.dropped += int64(len(evs) - c.cfg.EventQueue)
+		evs = evs[len(evs)-c.cfg.EventQueue:]
+	}
+	c.queue = evs
+	c.spoolExists = true
+	if len(evs) > 0 {
+		c.log.Info("boot events from an earlier run queued for the API", "events", len(evs))
+	}
+	return nil
+}
+
+// spool writes the undelivered events to the spool file, or removes it
+// when none are left. Errors are logged: the events stay queued.
+func (c *APIClient) spool() {
+	if c.cfg.SpoolFile == "" {
+		return
+	}
+	c.spoolMu.Lock()
+	defer c.spoolMu.Unlock()
+	c.mu.Lock()
+	if !c.spoolDirty {
+		c.mu.Unlock()
+		return
+	}
+	evs := append([]Event(nil), c.queue...)
+	c.spoolDirty = false
+	c.mu.Unlock()
+	if len(evs) == 0 {
+		if c.spoolExists {
+			if err := os.Remove(c.cfg.SpoolFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+				c.log.Error("event spool not removed", "err", err)
+				return
+			}
+			c.spoolExists = false
+		}
+		return
+	}
+	b, err := json.Marshal(evs)
+	if err == nil {
+		err = writeFileAtomic(c.cfg.SpoolFile, b)
+	}
+	if err != nil {
+		c.log.Error("event spool not written", "events", len(evs), "err", err)
+		c.mu.Lock()
+		c.spoolDirty = true
+		c.mu.Unlock()
+		return
+	}
+	c.spoolExists = true
 }
 
 func redact(s string) string {
@@ -315,6 +402,7 @@ func (c *APIClient) Record(e Event) {
 		c.dropped++
 	}
 	c.queue = append(c.queue, e)
+	c.spoolDirty = true
 	c.mu.Unlock()
 	c.poke()
 }
@@ -343,12 +431,15 @@ func (c *APIClient) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			c.spool()
 			return nil
 		case <-c.wake:
 		case <-retry.C:
 			if !c.Reachable() {
 				if c.probe(ctx) {
 					c.refreshAll(ctx)
+				} else {
+					c.spool()
 				}
 			}
 		case <-refresh.C:
@@ -398,6 +489,7 @@ func (c *APIClient) sendEvents(ctx context.Context) {
 		head := c.head
 		c.mu.Unlock()
 		if n == 0 {
+			c.spool() // removes a spool file whose events are delivered
 			return
 		}
 		if err := c.post(ctx, batch); err != nil {
@@ -411,6 +503,7 @@ func (c *APIClient) sendEvents(ctx context.Context) {
 			k := min(int(end-c.head), len(c.queue))
 			c.queue = c.queue[k:]
 			c.head += uint64(k)
+			c.spoolDirty = true
 		}
 		c.mu.Unlock()
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,4 +157,58 @@ func TestScriptsWhileAPIDown(t *testing.T) {
 	require.Contains(t, body, "is unknown: discovery")
 	require.Contains(t, body, "/files/inspect/vmlinuz?")
 	require.False(t, client.Reachable())
+}
+
+// Events recorded while the API is down survive a restart of the boot
+// service: they are spooled to disk and delivered, in order, by the next
+// run once the API is back; the spool file then goes away.
+func TestAPIClientSpoolsEventsAcrossRestarts(t *testing.T) {
+	ctx := context.Background()
+	api := startFakeAPI(t)
+	api.setToken("s3cret")
+	const mac = "52:54:00:aa:02:01"
+	cache := filepath.Join(t.TempDir(), "profiles.json")
+	spool := cache + ".events"
+	api.stop()
+
+	c := newClient(t, api, cache)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- c.Run(runCtx) }()
+	c.Record(Event{Time: time.Now(), MAC: mac, Kind: EventDHCPDiscover})
+	c.Record(Event{Time: time.Now(), MAC: mac, Kind: EventTFTPDone, Detail: "ipxe.efi"})
+	// The API is down: the first send fails, then the retry tick spools.
+	pollUntil(t, 10*time.Second, "events spooled", func() bool {
+		b, err := os.ReadFile(spool)
+		return err == nil && strings.Contains(string(b), "ipxe.efi")
+	})
+	c.Record(Event{Time: time.Now(), MAC: mac, Kind: EventHTTPScript})
+	cancel() // the boot service stops: the last event is spooled too
+	require.NoError(t, <-done)
+	require.Equal(t, 3, c.Pending())
+
+	c2 := newClient(t, api, cache)
+	require.Equal(t, 3, c2.Pending(), "the spooled events are queued again")
+	api.restart()
+	runCtx, cancel = context.WithCancel(ctx)
+	defer cancel()
+	go func() { done <- c2.Run(runCtx) }()
+	c2.Record(Event{Time: time.Now(), MAC: mac, Kind: EventCallback})
+	pollUntil(t, 10*time.Second, "events delivered", func() bool { return c2.Pending() == 0 })
+	require.Equal(t, []EventKind{EventDHCPDiscover, EventTFTPDone, EventHTTPScript, EventCallback}, api.kinds(mac))
+	pollUntil(t, 10*time.Second, "spool removed", func() bool {
+		_, err := os.Stat(spool)
+		return errors.Is(err, os.ErrNotExist)
+	})
+	cancel()
+	require.NoError(t, <-done)
+
+	// A corrupt spool does not stop the boot service: it is moved aside.
+	require.NoError(t, os.WriteFile(spool, []byte("[{oops"), 0o644))
+	c3 := newClient(t, api, cache)
+	require.Equal(t, 0, c3.Pending())
+	require.NoFileExists(t, spool)
+	b, err := os.ReadFile(spool + ".corrupt")
+	require.NoError(t, err)
+	require.Equal(t, "[{oops", string(b))
 }

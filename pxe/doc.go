@@ -66,7 +66,10 @@
 // reads in a file, answers from it while the API is unreachable (known
 // hosts keep booting what they booted; unknown hosts get the discovery
 // image), probes the API every few seconds, and then refreshes the cache
-// and sends the events it queued meanwhile.
+// and sends the events it queued meanwhile. Events queued while the API is
+// down are also spooled to a file beside the cache (every probe and at
+// stop), so that a boot service restarted during the outage still sends
+// them; a kill -9 loses at most the events of the last probe interval.
 //
 // # Leases and files
 //

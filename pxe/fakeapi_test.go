@@ -90,8 +90,9 @@ func (a *fakeAPI) start(addr string) {
 		a.mu.Unlock()
 		w.WriteHeader(http.StatusAccepted)
 	})
-	a.srv = &http.Server{Handler: mux}
-	go func() { _ = a.srv.Serve(ln) }()
+	srv := &http.Server{Handler: mux}
+	a.srv = srv
+	go func() { _ = srv.Serve(ln) }()
 }
 
 func (a *fakeAPI) stop() {

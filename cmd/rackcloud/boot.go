@@ -46,7 +46,7 @@ func (f *bootFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&f.iface, "interface", "", "provisioning network interface (a bridge or NIC) for DHCP and router advertisements")
 	fs.StringVar(&f.netns, "netns", "", "open every socket inside this network namespace (/run/netns/NAME); the API is still reached from here")
 	fs.StringVar(&f.serverIP, "server-ip", "", "this service's IPv4 address on the provisioning network (required)")
-	fs.StringVar(&f.stateDir, "state-dir", "/var/lib/rackcloud/boot", "directory for the lease file and the profile cache")
+	fs.StringVar(&f.stateDir, "state-dir", "/var/lib/rackcloud/boot", "directory for the lease file, the profile cache and the spool of undelivered boot events")
 	fs.StringVar(&f.dhcpMode, "dhcp-mode", string(pxe.DefaultDHCPMode), "full (own the network's addresses), proxy (beside the site's DHCP server) or off")
 	fs.StringVar(&f.subnet, "subnet", "", "provisioning subnet in full mode, e.g. 10.88.0.0/24")
 	fs.StringVar(&f.rangeStart, "range-start", "", "first address of the dynamic pool (default: the subnet's first)")
