@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
+	"time"
 )
 
 func init() {
@@ -16,6 +19,7 @@ func init() {
 		{"provision", "ID --role kvm|docker|bm --image I [--wait]", "install a host", hostProvision},
 		{"maintenance", "ID on|off [--reason R] [--wait]", "drain a host into maintenance, or return it", hostMaintenance},
 		{"deprovision", "ID [--wait]", "wipe a host back to available", hostAction("deprovision", nil)},
+		{"boot-events", "ID | --mac M [--limit N]", "a host's network boot timeline (DHCP, TFTP, HTTP, callback)", hostBootEvents},
 		{"delete", "ID", "forget a host", deleteVerb("host", "hosts")},
 	})})
 }
@@ -178,3 +182,59 @@ var hostMaintenance = hostAction("maintenance", func(fs *flag.FlagSet) func(*cli
 		return map[string]any{"enabled": pos[0] == "on", "reason": *reason}, nil
 	}
 })
+
+var bootEventColumns = []column{{"TIME", "time"}, {"+T", "elapsed"}, {"MAC", "mac"}, {"KIND", "kind"}, {"CLIENT", "client"},
+	{"IP", "ip"}, {"FILE", "file"}, {"STATE", "state"}, {"DETAIL", "detail"}, {"ERROR", "error"}}
+
+// hostBootEvents prints a host's boot timeline, oldest first, with the
+// time since the first event shown, so that a slow or stuck boot stands
+// out. --mac also shows the events of a MAC no host owns yet.
+func hostBootEvents(ctx context.Context, args []string) error {
+	var cf clientFlags
+	fs := newVerbFlags("host", "boot-events", &cf)
+	mac := fs.String("mac", "", "the events of this MAC (also before any host has it)")
+	limit := fs.Int("limit", 0, "at most this many events (0: all)")
+	c, pos, err := parseClient(fs, &cf, args)
+	if err != nil {
+		return err
+	}
+	var path string
+	q := url.Values{}
+	switch {
+	case len(pos) == 1 && *mac == "":
+		id, err := c.resolve(ctx, "hosts", pos[0])
+		if err != nil {
+			return err
+		}
+		path = "/v1/hosts/" + id + "/boot-events"
+	case len(pos) == 0 && *mac != "":
+		path = "/v1/boot/events"
+		q.Set("mac", *mac)
+	default:
+		return errUsage("rackcloud host boot-events ID | --mac M")
+	}
+	items, err := c.list(ctx, path, q, *limit)
+	if err != nil {
+		return err
+	}
+	if c.out == "json" {
+		return c.printItems(items, nil)
+	}
+	var first time.Time
+	for _, it := range items {
+		s, _ := it["time"].(string)
+		at, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			continue
+		}
+		if first.IsZero() {
+			first = at
+		}
+		it["elapsed"] = "+" + strconv.FormatFloat(at.Sub(first).Seconds(), 'f', 2, 64) + "s"
+		it["time"] = at.UTC().Format("15:04:05.000")
+		if b, ok := it["bytes"].(float64); ok && b > 0 && it["detail"] == nil {
+			it["detail"] = fmt.Sprintf("%.0f bytes", b)
+		}
+	}
+	return c.printItems(items, bootEventColumns)
+}

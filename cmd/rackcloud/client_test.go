@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -120,6 +122,29 @@ func TestClientVerbsEndToEnd(t *testing.T) {
 	out = mustRun(t, "host", "list", "--mac", "52-54-00-AA-01-02")
 	require.Contains(t, out, "host-525400aa0102")
 	require.Equal(t, 2, strings.Count(out, "\n"), out)
+	// The boot timeline of a host, as the boot service reported it.
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	evs := fmt.Sprintf(`[{"time":%q,"mac":"52:54:00:aa:01:01","kind":"dhcp.ack","client":"bios","ip":"10.77.0.20","file":"undionly.kpxe"},
+		{"time":%q,"mac":"52:54:00:aa:01:01","kind":"tftp.done","file":"undionly.kpxe","bytes":70000},
+		{"time":%q,"mac":"52:54:00:aa:09:09","kind":"dhcp.discover"}]`,
+		t0.Format(time.RFC3339Nano), t0.Add(2310*time.Millisecond).Format(time.RFC3339Nano), t0.Format(time.RFC3339Nano))
+	req, err := http.NewRequest(http.MethodPost, srv.URL+"/v1/boot/events", strings.NewReader(evs))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+admin)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusAccepted, res.StatusCode)
+	out = mustRun(t, "host", "boot-events", "host-525400aa0101")
+	require.Equal(t, 3, strings.Count(out, "\n"), out) // header and two events
+	require.Regexp(t, `03:04:05.000\s+\+0.00s\s+52:54:00:aa:01:01\s+dhcp.ack\s+bios\s+10.77.0.20`, out)
+	require.Regexp(t, `03:04:07.310\s+\+2.31s\s+52:54:00:aa:01:01\s+tftp.done.*70000 bytes`, out)
+	out = mustRun(t, "host", "boot-events", "--mac", "52-54-00-aa-09-09")
+	require.Contains(t, out, "dhcp.discover")
+	_, _, err = run(t, "host", "boot-events")
+	require.ErrorContains(t, err, "usage")
+
 	var hosts []map[string]any
 	require.NoError(t, json.Unmarshal([]byte(mustRun(t, "host", "list", "-o", "json", "--limit", "1")), &hosts))
 	require.Len(t, hosts, 1)
