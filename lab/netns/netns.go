@@ -11,6 +11,8 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -32,10 +34,13 @@ type Net struct {
 
 // New creates namespace name with loopback up and a bridge that carries gw
 // and a ULA IPv6 address derived from it. It fails if the namespace exists.
+// It records this process as the namespace's owner, and first deletes the
+// namespaces whose recorded owner is gone (see SweepStale).
 func New(ctx context.Context, name string, gw netip.Prefix) (*Net, error) {
 	if !gw.Addr().Is4() {
 		return nil, fmt.Errorf("netns %s: gateway %s is not IPv4", name, gw)
 	}
+	SweepStale(ctx)
 	if _, err := os.Stat(Path(name)); err == nil {
 		return nil, fmt.Errorf("netns %s: already exists", name)
 	}
@@ -43,6 +48,10 @@ func New(ctx context.Context, name string, gw netip.Prefix) (*Net, error) {
 	gw6 := netip.MustParsePrefix(fmt.Sprintf("fd00:%d:%d::1/64", b[1], b[2]))
 	n := &Net{Name: name, Bridge: DefaultBridge, Gateway: gw, Gateway6: gw6}
 	if err := run(ctx, "ip", "netns", "add", name); err != nil {
+		return nil, err
+	}
+	if err := writeOwner(name); err != nil {
+		_ = n.Close()
 		return nil, err
 	}
 	steps := [][]string{
@@ -112,9 +121,94 @@ func (n *Net) Run(ctx context.Context, name string, args ...string) error {
 // still running inside keep it alive: stop them first. Safe to call twice.
 func (n *Net) Close() error {
 	if _, err := os.Stat(n.Path()); os.IsNotExist(err) {
+		_ = os.Remove(ownerFile(n.Name))
 		return nil
 	}
-	return run(context.Background(), "ip", "netns", "del", n.Name)
+	if err := run(context.Background(), "ip", "netns", "del", n.Name); err != nil {
+		return err
+	}
+	_ = os.Remove(ownerFile(n.Name))
+	return nil
+}
+
+// OwnerDir holds one file per namespace made by New: the owner's PID and
+// its start time (so that a reused PID is not taken for the owner).
+const OwnerDir = "/run/rackcloud-netns"
+
+func ownerFile(name string) string { return filepath.Join(OwnerDir, name) }
+
+func writeOwner(name string) error {
+	pid := os.Getpid()
+	start, err := processStart(pid)
+	if err != nil {
+		return fmt.Errorf("netns %s: owner: %w", name, err)
+	}
+	if err := os.MkdirAll(OwnerDir, 0o755); err != nil {
+		return fmt.Errorf("netns %s: owner: %w", name, err)
+	}
+	return os.WriteFile(ownerFile(name), fmt.Appendf(nil, "%d %d\n", pid, start), 0o644)
+}
+
+// processStart returns pid's start time in clock ticks since boot
+// (field 22 of /proc/PID/stat).
+func processStart(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces and parentheses: count
+	// fields after its closing parenthesis.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	return strconv.ParseUint(f[19], 10, 64) // field 22 is the 20th after the name
+}
+
+// SweepStale deletes the namespaces made by New whose owner process has
+// exited (a test run or lab that was killed before it could clean up),
+// unless processes still run inside them: those are left alone, since
+// they are not this process's to stop. It returns the names deleted.
+// Namespaces without an owner record are never touched.
+func SweepStale(ctx context.Context) []string {
+	ents, err := os.ReadDir(OwnerDir)
+	if err != nil {
+		return nil
+	}
+	var deleted []string
+	for _, e := range ents {
+		name := e.Name()
+		b, err := os.ReadFile(ownerFile(name))
+		if err != nil {
+			continue
+		}
+		var pid int
+		var start uint64
+		if _, err := fmt.Sscanf(string(b), "%d %d", &pid, &start); err != nil {
+			continue
+		}
+		if got, err := processStart(pid); err == nil && got == start {
+			continue // the owner lives
+		}
+		if _, err := os.Stat(Path(name)); os.IsNotExist(err) {
+			_ = os.Remove(ownerFile(name))
+			continue
+		}
+		out, err := exec.CommandContext(ctx, "ip", "netns", "pids", name).Output()
+		if err != nil || len(bytes.TrimSpace(out)) > 0 {
+			continue
+		}
+		if err := run(ctx, "ip", "netns", "del", name); err != nil {
+			continue
+		}
+		_ = os.Remove(ownerFile(name))
+		deleted = append(deleted, name)
+	}
+	return deleted
 }
 
 func run(ctx context.Context, name string, args ...string) error {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -42,5 +43,64 @@ func TestNewAddTapClose(t *testing.T) {
 	}
 	if err := n.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// A namespace whose recorded owner has exited is deleted by the next
+// sweep; one whose owner lives, or that has no owner record, is not.
+func TestSweepStale(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("network namespace tests need root (make test runs as root)")
+	}
+	ctx := context.Background()
+	live, err := New(ctx, fmt.Sprintf("rctest-live-%d", os.Getpid()), netip.MustParsePrefix("10.92.0.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = live.Close() })
+	if _, err := os.Stat(ownerFile(live.Name)); err != nil {
+		t.Fatalf("no owner record: %v", err)
+	}
+
+	// A process that has exited owns the stale one.
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	stale := fmt.Sprintf("rctest-stale-%d", os.Getpid())
+	orphan := fmt.Sprintf("rctest-orphan-%d", os.Getpid())
+	for _, name := range []string{stale, orphan} {
+		if err := run(ctx, "ip", "netns", "add", name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		_ = (&Net{Name: stale}).Close()
+		_ = (&Net{Name: orphan}).Close()
+	})
+	if err := os.WriteFile(ownerFile(stale), fmt.Appendf(nil, "%d 1\n", dead.Process.Pid), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	got := SweepStale(ctx)
+	if len(got) != 1 || got[0] != stale {
+		t.Fatalf("swept %v, want [%s]", got, stale)
+	}
+	if _, err := os.Stat(Path(stale)); !os.IsNotExist(err) {
+		t.Fatalf("stale namespace still there: %v", err)
+	}
+	if _, err := os.Stat(ownerFile(stale)); !os.IsNotExist(err) {
+		t.Fatalf("stale owner record still there: %v", err)
+	}
+	for _, name := range []string{live.Name, orphan} {
+		if _, err := os.Stat(Path(name)); err != nil {
+			t.Fatalf("%s was swept: %v", name, err)
+		}
+	}
+	if err := live.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(ownerFile(live.Name)); !os.IsNotExist(err) {
+		t.Fatalf("owner record left after Close: %v", err)
 	}
 }
