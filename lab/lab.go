@@ -37,6 +37,11 @@ const (
 	DefaultPrometheusPort   = 19090
 	DefaultAlertmanagerPort = 19093
 	DefaultNodeExporterPort = 19100
+	// Node i's BMCs listen on DefaultIPMIPort+i-1 (UDP) and
+	// DefaultRedfishPort+i-1 (HTTPS), so that scripts and the BMC
+	// addresses recorded in the control plane stay valid across restarts.
+	DefaultIPMIPort    = 16201
+	DefaultRedfishPort = 16301
 	// DefaultNetns is the provisioning network's namespace and
 	// DefaultGateway the bridge address in it.
 	DefaultNetns   = "rackcloud-lab"
@@ -55,7 +60,11 @@ type Config struct {
 	Gateway netip.Prefix
 	// Nodes is the number of simulated servers (QEMU + ipmi_sim and
 	// Redfish BMCs), powered off and waiting to be onboarded; 0 for none.
+	// The rack keeps its identity (MACs, serials, BMC password) in Dir.
 	Nodes int
+	// IPMIPort and RedfishPort are node 1's BMC ports (node i: +i-1); 0
+	// picks free ports.
+	IPMIPort, RedfishPort int
 }
 
 // Lab is a running lab.
@@ -171,7 +180,8 @@ func (l *Lab) startRack(ctx context.Context, log *slog.Logger) error {
 	})
 	log.Info("lab: starting the simulated rack", "servers", l.Nodes)
 	r, err := rack.Start(ctx, rack.Config{Name: "rack1", Nodes: l.Nodes, Dir: filepath.Join(l.Dir, "rack"),
-		Net: n, Redfish: true, Firmware: []qemu.Firmware{qemu.BIOS, qemu.UEFI}, Logger: log})
+		Net: n, Redfish: true, Firmware: []qemu.Firmware{qemu.BIOS, qemu.UEFI}, Logger: log,
+		IPMIPort: l.IPMIPort, RedfishPort: l.RedfishPort})
 	if err != nil {
 		return err
 	}

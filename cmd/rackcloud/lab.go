@@ -25,6 +25,8 @@ func runLab(ctx context.Context, args []string) error {
 	fs.IntVar(&c.PrometheusPort, "prometheus-port", lab.DefaultPrometheusPort, "Prometheus port on 127.0.0.1")
 	fs.IntVar(&c.AlertmanagerPort, "alertmanager-port", lab.DefaultAlertmanagerPort, "Alertmanager port on 127.0.0.1")
 	fs.IntVar(&c.NodeExporterPort, "node-exporter-port", lab.DefaultNodeExporterPort, "node exporter port on 127.0.0.1")
+	fs.IntVar(&c.IPMIPort, "ipmi-port", lab.DefaultIPMIPort, "node 1's IPMI BMC port on 127.0.0.1 (UDP); node i uses port+i-1; 0 picks free ports")
+	fs.IntVar(&c.RedfishPort, "redfish-port", lab.DefaultRedfishPort, "node 1's Redfish BMC port on 127.0.0.1 (HTTPS); node i uses port+i-1; 0 picks free ports")
 	fs.IntVar(&c.Nodes, "nodes", lab.DefaultNodes, "simulated servers in the rack (QEMU with IPMI and Redfish BMCs); 0 for none")
 	fs.StringVar(&c.Netns, "netns", lab.DefaultNetns, "network namespace of the provisioning network")
 	gw := fs.String("gateway", lab.DefaultGateway, "bridge address of the provisioning network")

@@ -16,7 +16,7 @@ func virtualNode(t *testing.T) *Node {
 		cfg: Config{Name: "t", Dir: t.TempDir(), Virtual: true, Sizes: DefaultSizes, Firmware: []qemu.Firmware{qemu.BIOS}},
 		log: slog.New(slog.DiscardHandler),
 	}
-	n, err := newNode(r, 1, []byte{1, 2})
+	n, err := newNode(r, 1, identity{ID: "0102", Seed: "0a0b0c0d0e", Password: "pw"})
 	require.NoError(t, err)
 	r.Nodes = []*Node{n}
 	return n

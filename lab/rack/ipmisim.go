@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -120,8 +121,18 @@ func (n *Node) startIPMISim(ctx context.Context) error {
 	}
 	var last error
 	for attempt := 0; attempt < 3; attempt++ {
-		port, err := freeUDPPort()
-		if err != nil {
+		port := 0
+		if base := n.rack.cfg.IPMIPort; base > 0 {
+			port = base + n.Index - 1
+			if attempt > 0 {
+				break // a fixed port: no other to try
+			}
+			c, err := net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", port))
+			if err != nil {
+				return fmt.Errorf("ipmi_sim: IPMI port 127.0.0.1:%d is taken: %w", port, err)
+			}
+			c.Close()
+		} else if port, err = freeUDPPort(); err != nil {
 			return err
 		}
 		guid := strings.ReplaceAll(n.uuid, "-", "")

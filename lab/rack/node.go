@@ -2,6 +2,7 @@ package rack
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -107,7 +108,8 @@ type Node struct {
 	redfish *redfishServer
 }
 
-func newNode(r *Rack, i int, rackID []byte) (*Node, error) {
+func newNode(r *Rack, i int, id identity) (*Node, error) {
+	rackID, _ := hex.DecodeString(id.ID)
 	cfg := r.cfg
 	name := fmt.Sprintf("%s-node%d", cfg.Name, i)
 	dir := filepath.Join(cfg.Dir, name)
@@ -131,7 +133,7 @@ func newNode(r *Rack, i int, rackID []byte) (*Node, error) {
 		rack:     r,
 		log:      r.log.With("node", name),
 		boot:     Boot{Device: BootNone},
-		uuid:     fmt.Sprintf("%08x-%04x-4000-8000-%012x", uint32(rackID[0])<<8|uint32(rackID[1]), i, randomBytes(6)),
+		uuid:     fmt.Sprintf("%08x-%04x-4000-8000-%s%02x", uint32(rackID[0])<<8|uint32(rackID[1]), i, id.Seed, byte(i)),
 	}
 	return n, nil
 }

@@ -23,6 +23,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -80,6 +81,10 @@ type Config struct {
 	Password string
 	// Redfish starts a Redfish BMC per node beside the IPMI one.
 	Redfish bool
+	// IPMIPort and RedfishPort, when set, are node 1's BMC ports on
+	// 127.0.0.1; node i gets port+i-1. Zero picks free ports.
+	IPMIPort    int
+	RedfishPort int
 	// NoIPMI skips the ipmi_sim BMCs (Redfish-only racks).
 	NoIPMI bool
 	// Virtual keeps QEMU out: powering a node on only flips its state. For
@@ -126,14 +131,18 @@ func Start(ctx context.Context, cfg Config) (*Rack, error) {
 	if cfg.User == "" {
 		cfg.User = DefaultUser
 	}
-	if cfg.Password == "" {
-		cfg.Password = randomHex(6)
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("rack: %w", err)
+	}
+	id, err := loadIdentity(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Password == "" {
+		cfg.Password = id.Password
 	}
 	dir, err := filepath.Abs(cfg.Dir)
 	if err != nil {
@@ -155,9 +164,8 @@ func Start(ctx context.Context, cfg Config) (*Rack, error) {
 	if r.ctl, err = startControl(r); err != nil {
 		return nil, err
 	}
-	rackID := randomBytes(2)
 	for i := 1; i <= cfg.Nodes; i++ {
-		n, err := newNode(r, i, rackID)
+		n, err := newNode(r, i, id)
 		if err != nil {
 			return nil, err
 		}
@@ -255,4 +263,47 @@ func freeUDPPort() (int, error) {
 	}
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).Port, nil
+}
+
+// identity is what makes a rack the same rack across restarts of the lab:
+// the nodes' MACs, serials and UUIDs derive from ID and Seed, and the BMC
+// password is kept, so that hosts and BMC credentials recorded in the
+// control plane still match after a restart. It lives in Config.Dir.
+type identity struct {
+	ID       string `json:"id"`       // 2 bytes, hex: MAC bytes 4-5
+	Seed     string `json:"seed"`     // 5 bytes, hex: node UUIDs
+	Password string `json:"password"` // the BMC password unless Config sets one
+}
+
+func loadIdentity(dir string) (identity, error) {
+	path := filepath.Join(dir, "identity.json")
+	var id identity
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(b, &id); err != nil {
+			return id, fmt.Errorf("rack: %s is corrupt (delete it for a new rack): %w", path, err)
+		}
+		if raw, err := hex.DecodeString(id.ID); err != nil || len(raw) != 2 {
+			return id, fmt.Errorf("rack: %s: id %q is not 2 hex bytes", path, id.ID)
+		}
+		if raw, err := hex.DecodeString(id.Seed); err != nil || len(raw) != 5 {
+			return id, fmt.Errorf("rack: %s: seed %q is not 5 hex bytes", path, id.Seed)
+		}
+		if id.Password == "" {
+			return id, fmt.Errorf("rack: %s: empty password", path)
+		}
+		return id, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return id, fmt.Errorf("rack: %w", err)
+	}
+	id = identity{ID: randomHex(2), Seed: randomHex(5), Password: randomHex(6)}
+	b, err = json.MarshalIndent(id, "", "  ")
+	if err != nil {
+		return id, err
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o600); err != nil {
+		return id, fmt.Errorf("rack: %w", err)
+	}
+	return id, nil
 }

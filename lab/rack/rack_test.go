@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -266,4 +267,58 @@ func pxePowerOn(t *testing.T, ctx context.Context, net *netns.Net, logf string, 
 	require.NoError(t, err, out)
 	require.Nil(t, n.Machine())
 	require.NoError(t, gone(m.PID()), "QEMU reaped after power off")
+}
+
+// TestIdentitySurvivesRestart: a rack started again from the same
+// directory is the same rack (MACs, serials, BMC password) on the same
+// fixed BMC ports, so the control plane's records of it stay valid; a
+// fixed port that is taken is a clear error.
+func TestIdentitySurvivesRestart(t *testing.T) {
+	need(t, "ipmi_sim", "ipmitool")
+	ctx := ctxT(t, 90*time.Second)
+	udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	ipmiPort := udp.LocalAddr().(*net.UDPAddr).Port
+	require.NoError(t, udp.Close())
+	tcp, err := net.Listen("tcp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	rfPort := tcp.Addr().(*net.TCPAddr).Port
+	require.NoError(t, tcp.Close())
+
+	cfg := rack.Config{Nodes: 2, Virtual: true, Redfish: true, Dir: t.TempDir(), IPMIPort: ipmiPort, RedfishPort: rfPort}
+	r1, err := rack.Start(ctx, cfg)
+	require.NoError(t, err)
+	type ident struct {
+		mac, serial, password string
+		ipmi, redfish         uint16
+	}
+	idents := func(r *rack.Rack) []ident {
+		var out []ident
+		for _, n := range r.Nodes {
+			out = append(out, ident{n.MAC.String(), n.Serial, n.Password, n.IPMI.Port(), n.Redfish.Port()})
+		}
+		return out
+	}
+	first := idents(r1)
+	require.Equal(t, uint16(ipmiPort), first[0].ipmi)
+	require.Equal(t, uint16(ipmiPort+1), first[1].ipmi)
+	require.Equal(t, uint16(rfPort+1), first[1].redfish)
+	require.NoError(t, r1.Stop())
+
+	r2, err := rack.Start(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = r2.Stop() })
+	require.Equal(t, first, idents(r2))
+	out, err := ipmitoolPW(ctx, r2.Nodes[1], first[1].password, "chassis", "power", "status")
+	require.NoError(t, err, out)
+	require.Contains(t, out, "Chassis Power is off")
+
+	// Another rack asking for the same fixed ports is refused plainly.
+	_, err = rack.Start(ctx, rack.Config{Nodes: 1, Virtual: true, Dir: t.TempDir(), IPMIPort: ipmiPort})
+	require.ErrorContains(t, err, "is taken")
+	// A corrupt identity is an error that names the file.
+	bad := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(bad, "identity.json"), []byte("{"), 0o600))
+	_, err = rack.Start(ctx, rack.Config{Nodes: 1, Virtual: true, Dir: bad})
+	require.ErrorContains(t, err, "identity.json is corrupt")
 }

@@ -80,7 +80,11 @@ type redfishServer struct {
 }
 
 func startRedfish(n *Node) (*redfishServer, error) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	port := 0
+	if base := n.rack.cfg.RedfishPort; base > 0 {
+		port = base + n.Index - 1
+	}
+	ln, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		return nil, err
 	}
