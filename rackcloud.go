@@ -180,6 +180,9 @@ type Host struct {
 	Overhead  Resources `json:"overhead"`
 	// Maintenance keeps new guests off the host.
 	Maintenance bool `json:"maintenance"`
+	// ProvisioningIPv4, when set, is the address the boot service's DHCP
+	// reserves for the host on the provisioning network.
+	ProvisioningIPv4 string `json:"provisioning_ipv4,omitempty"`
 }
 
 // ImageFormat is an OS image's disk format.

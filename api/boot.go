@@ -51,6 +51,7 @@ type NetbootProfile struct {
 	Hostname    string      `json:"hostname,omitempty" doc:"The host's name, handed out in DHCP option 12." example:"r1-node07"`
 	State       string      `json:"state" enum:"discovered,inspecting,available,provisioning,ready,draining,maintenance,deprovisioning,failed" doc:"Lifecycle state; it selects what the host boots."`
 	StateReason string      `json:"state_reason,omitempty" doc:"Why the host failed, shown on its console."`
+	IPv4        string      `json:"ipv4,omitempty" format:"ipv4" doc:"The host's fixed provisioning address: full DHCP reserves it for the host's MACs." example:"10.77.0.21"`
 	Boot        BootProfile `json:"boot" doc:"The boot profile of the host's image; empty when the host has no image (the boot service then boots its discovery image where the state allows)."`
 	Version     int64       `json:"version" doc:"The host's version; a cache keeps the newest it has seen." example:"3"`
 }
@@ -161,7 +162,7 @@ func registerBoot(a *API) {
 			return nil, a.problem(err)
 		}
 		p := NetbootProfile{MAC: mac, HostID: h.ID, Hostname: h.Name, State: string(h.State), StateReason: h.StateReason,
-			Version: h.Version}
+			IPv4: h.ProvisioningIPv4, Version: h.Version}
 		if h.ImageID != "" {
 			im, err := store.GetImage(ctx, a.deps.Pool, h.ImageID)
 			if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -66,6 +67,29 @@ func TestBootProfile(t *testing.T) {
 		StateReason: "install: disk not found", Version: host.Version,
 		Boot: rackcloud.BootProfile{Kernel: "install/vmlinuz", Initrd: "install/initrd.img", Cmdline: "console=ttyS0", Script: "#!ipxe\nboot"}},
 		strictProfile(t, r.Body))
+
+	// A fixed provisioning address reaches the boot service as the
+	// profile's ipv4 (full DHCP reserves it); it is unique, checked, and
+	// can be removed.
+	e.must(200, "PATCH", "/v1/hosts/"+id, e.admin, map[string]any{"provisioning_ipv4": "10.77.0.21"})
+	r = e.do("GET", "/v1/boot/profiles/52:54:00:aa:01:01", op, nil)
+	require.Equal(t, 200, r.Code, r.String())
+	require.Equal(t, netip.MustParseAddr("10.77.0.21"), strictProfile(t, r.Body).IPv4)
+	require.Equal(t, "10.77.0.21", e.must(200, "GET", "/v1/hosts/"+id, e.admin, nil)["provisioning_ipv4"])
+	e.problem(e.do("POST", "/v1/hosts", e.admin, map[string]any{"name": "node2", "macs": []string{"52:54:00:aa:02:01"},
+		"provisioning_ipv4": "10.77.0.21"}), 409, api.ProblemConflict)
+	for _, bad := range []any{"10.77.0.256", "fd00::1", "127.0.0.1", "0.0.0.0", "224.0.0.1", 7} {
+		e.problem(e.do("POST", "/v1/hosts", e.admin, map[string]any{"name": "node3", "macs": []string{"52:54:00:aa:03:01"},
+			"provisioning_ipv4": bad}), 422, api.ProblemValidation)
+	}
+	e.problem(e.do("PATCH", "/v1/hosts/"+id, e.admin, map[string]any{"provisioning_ipv4": "10.77.0"}), 422, api.ProblemValidation)
+	n2 := e.must(201, "POST", "/v1/hosts", e.admin, map[string]any{"name": "node2", "macs": []string{"52:54:00:aa:02:01"},
+		"provisioning_ipv4": "10.77.0.22"})
+	require.Equal(t, "10.77.0.22", n2["provisioning_ipv4"])
+	e.must(200, "PATCH", "/v1/hosts/"+id, e.admin, map[string]any{"provisioning_ipv4": ""})
+	r = e.do("GET", "/v1/boot/profiles/52:54:00:aa:01:01", op, nil)
+	require.False(t, strictProfile(t, r.Body).IPv4.IsValid())
+	require.NotContains(t, r.String(), "ipv4")
 
 	e.problem(e.do("GET", "/v1/boot/profiles/52:54:00:aa:09:09", op, nil), 404, api.ProblemNotFound)
 	for _, bad := range []string{"zz", "52:54:00:aa:01", "52:54:00:aa:01:01:02:03"} {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -36,23 +37,25 @@ type BMCBody struct {
 
 // HostBody registers a host by MAC, by BMC, or both.
 type HostBody struct {
-	Name      string            `json:"name,omitempty" pattern:"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" maxLength:"63" doc:"Unique name; derived from the first MAC or the BMC address when absent." example:"r1-node07"`
-	MACs      []string          `json:"macs,omitempty" maxItems:"16" uniqueItems:"true" doc:"MAC addresses of the host's NICs." example:"[\"52:54:00:aa:01:01\"]"`
-	BMC       *BMCBody          `json:"bmc,omitempty" doc:"The host's BMC."`
-	RackID    string            `json:"rack_id,omitempty" format:"uuid" doc:"The rack the host is in."`
-	Position  int               `json:"position,omitempty" minimum:"0" maximum:"100" doc:"Rack unit."`
-	Resources *Resources        `json:"resources,omitempty" doc:"Total resources, when known before inspection."`
-	Overhead  *Overhead         `json:"overhead,omitempty" doc:"Resources reserved for the host itself."`
-	Labels    map[string]string `json:"labels,omitempty" doc:"Labels for selection and placement." example:"{\"ssd\":\"true\"}"`
+	Name             string            `json:"name,omitempty" pattern:"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" maxLength:"63" doc:"Unique name; derived from the first MAC or the BMC address when absent." example:"r1-node07"`
+	MACs             []string          `json:"macs,omitempty" maxItems:"16" uniqueItems:"true" doc:"MAC addresses of the host's NICs." example:"[\"52:54:00:aa:01:01\"]"`
+	BMC              *BMCBody          `json:"bmc,omitempty" doc:"The host's BMC."`
+	RackID           string            `json:"rack_id,omitempty" format:"uuid" doc:"The rack the host is in."`
+	Position         int               `json:"position,omitempty" minimum:"0" maximum:"100" doc:"Rack unit."`
+	Resources        *Resources        `json:"resources,omitempty" doc:"Total resources, when known before inspection."`
+	Overhead         *Overhead         `json:"overhead,omitempty" doc:"Resources reserved for the host itself."`
+	Labels           map[string]string `json:"labels,omitempty" doc:"Labels for selection and placement." example:"{\"ssd\":\"true\"}"`
+	ProvisioningIPv4 string            `json:"provisioning_ipv4,omitempty" format:"ipv4" doc:"A fixed address for the host on the provisioning network, reserved by the boot service's DHCP (inside its subnet); unique." example:"10.77.0.21"`
 }
 
 // HostUpdateBody changes a host's place, overhead and labels; lifecycle
 // changes are tasks.
 type HostUpdateBody struct {
-	RackID   *string           `json:"rack_id,omitempty" format:"uuid" doc:"The rack the host is in."`
-	Position *int              `json:"position,omitempty" minimum:"0" maximum:"100" doc:"Rack unit."`
-	Overhead *Overhead         `json:"overhead,omitempty" doc:"Resources reserved for the host itself."`
-	Labels   map[string]string `json:"labels,omitempty" doc:"Replaces all labels when present."`
+	RackID           *string           `json:"rack_id,omitempty" format:"uuid" doc:"The rack the host is in."`
+	Position         *int              `json:"position,omitempty" minimum:"0" maximum:"100" doc:"Rack unit."`
+	Overhead         *Overhead         `json:"overhead,omitempty" doc:"Resources reserved for the host itself."`
+	Labels           map[string]string `json:"labels,omitempty" doc:"Replaces all labels when present."`
+	ProvisioningIPv4 *string           `json:"provisioning_ipv4,omitempty" doc:"A fixed IPv4 address on the provisioning network; an empty string removes it." example:"10.77.0.21"`
 }
 
 // ProvisionBody asks for a host to be installed.
@@ -156,6 +159,13 @@ func registerHosts(a *API) {
 				}
 				if in.Body.Labels != nil {
 					h.Labels = in.Body.Labels
+				}
+				if in.Body.ProvisioningIPv4 != nil {
+					ip, err := provisioningIPv4("body.provisioning_ipv4", *in.Body.ProvisioningIPv4)
+					if err != nil {
+						return err
+					}
+					h.ProvisioningIPv4 = ip
 				}
 				return nil
 			}, store.UpdateHost)
@@ -292,6 +302,11 @@ func (a *API) hostFromBody(b HostBody) (rackcloud.Host, error) {
 			&huma.ErrorDetail{Location: "body", Message: "give macs, bmc, or both"})
 	}
 	h := rackcloud.Host{Meta: rackcloud.Meta{Name: b.Name, Labels: b.Labels}, RackID: b.RackID, Position: b.Position}
+	ip, err := provisioningIPv4("body.provisioning_ipv4", b.ProvisioningIPv4)
+	if err != nil {
+		return h, err
+	}
+	h.ProvisioningIPv4 = ip
 	for i, m := range b.MACs {
 		norm, err := rackcloud.NormalizeMAC(m)
 		if err != nil {
@@ -347,4 +362,17 @@ func sanitizeName(s string) string {
 		out = strings.Trim(out[:58], "-")
 	}
 	return out
+}
+
+// provisioningIPv4 checks a host's fixed provisioning address ("" is none).
+func provisioningIPv4(loc, s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	ip, err := netip.ParseAddr(s)
+	if err != nil || !ip.Is4() || ip.IsUnspecified() || ip.IsLoopback() || ip.IsMulticast() || ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return "", huma.Error422UnprocessableEntity("bad provisioning address",
+			&huma.ErrorDetail{Location: loc, Message: "want a unicast IPv4 address such as 10.77.0.21", Value: s})
+	}
+	return ip.String(), nil
 }

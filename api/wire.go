@@ -105,26 +105,27 @@ type BMC struct {
 // Host is a physical server.
 type Host struct {
 	Meta
-	RackID      string               `json:"rack_id,omitempty" format:"uuid" doc:"The rack the host is in."`
-	Position    int                  `json:"position,omitempty" doc:"Rack unit."`
-	MACs        []string             `json:"macs" doc:"MAC addresses, lower-case colon form." example:"[\"52:54:00:aa:01:01\"]"`
-	BMC         *BMC                 `json:"bmc,omitempty" doc:"The BMC, when registered."`
-	Role        string               `json:"role,omitempty" enum:"bm,kvm,docker" doc:"What the host is installed as."`
-	ImageID     string               `json:"image_id,omitempty" format:"uuid" doc:"The image installed or to install."`
-	State       string               `json:"state" enum:"discovered,inspecting,available,provisioning,ready,draining,maintenance,deprovisioning,failed" doc:"Lifecycle state."`
-	StateReason string               `json:"state_reason,omitempty" doc:"Why the host failed: the step and the error."`
-	Power       string               `json:"power" enum:"on,off,unknown" doc:"Power as the BMC reports it."`
-	Inventory   *rackcloud.Inventory `json:"inventory,omitempty" doc:"What inspection found."`
-	Resources   Resources            `json:"resources" doc:"Total resources."`
-	Overhead    Overhead             `json:"overhead" doc:"Resources reserved for the host itself, never sold."`
-	Maintenance bool                 `json:"maintenance" doc:"True keeps new guests off the host."`
+	RackID           string               `json:"rack_id,omitempty" format:"uuid" doc:"The rack the host is in."`
+	Position         int                  `json:"position,omitempty" doc:"Rack unit."`
+	MACs             []string             `json:"macs" doc:"MAC addresses, lower-case colon form." example:"[\"52:54:00:aa:01:01\"]"`
+	BMC              *BMC                 `json:"bmc,omitempty" doc:"The BMC, when registered."`
+	Role             string               `json:"role,omitempty" enum:"bm,kvm,docker" doc:"What the host is installed as."`
+	ImageID          string               `json:"image_id,omitempty" format:"uuid" doc:"The image installed or to install."`
+	State            string               `json:"state" enum:"discovered,inspecting,available,provisioning,ready,draining,maintenance,deprovisioning,failed" doc:"Lifecycle state."`
+	StateReason      string               `json:"state_reason,omitempty" doc:"Why the host failed: the step and the error."`
+	Power            string               `json:"power" enum:"on,off,unknown" doc:"Power as the BMC reports it."`
+	Inventory        *rackcloud.Inventory `json:"inventory,omitempty" doc:"What inspection found."`
+	Resources        Resources            `json:"resources" doc:"Total resources."`
+	Overhead         Overhead             `json:"overhead" doc:"Resources reserved for the host itself, never sold."`
+	Maintenance      bool                 `json:"maintenance" doc:"True keeps new guests off the host."`
+	ProvisioningIPv4 string               `json:"provisioning_ipv4,omitempty" format:"ipv4" doc:"The address the boot service's DHCP reserves for the host on the provisioning network."`
 }
 
 func hostOut(h rackcloud.Host) Host {
 	out := Host{Meta: meta(h.Meta), RackID: h.RackID, Position: h.Position, MACs: h.MACs, Role: string(h.Role),
 		ImageID: h.ImageID, State: string(h.State), StateReason: h.StateReason, Power: string(h.Power),
 		Inventory: h.Inventory, Resources: resourcesOut(h.Resources), Overhead: overheadOut(h.Overhead),
-		Maintenance: h.Maintenance}
+		Maintenance: h.Maintenance, ProvisioningIPv4: h.ProvisioningIPv4}
 	if out.MACs == nil {
 		out.MACs = []string{}
 	}

@@ -165,8 +165,13 @@ func (s *Service) handleFull(ctx context.Context, req *dhcpv4.DHCPv4, mac string
 	}
 	prof, known := s.lookup(ctx, mac)
 	want := s.cfg.Reservations[mac]
-	if !want.IsValid() && known && prof.IPv4.IsValid() && s.cfg.Subnet.Contains(prof.IPv4) {
-		want = prof.IPv4
+	if !want.IsValid() && known && prof.IPv4.IsValid() {
+		if s.cfg.Subnet.Contains(prof.IPv4) {
+			want = prof.IPv4
+		} else {
+			s.log.Warn("dhcp: the host's provisioning address is outside this network; leasing from the pool",
+				"mac", mac, "ipv4", prof.IPv4, "subnet", s.cfg.Subnet)
+		}
 	}
 	resp, err := dhcpv4.NewReplyFromRequest(req)
 	if err != nil {

@@ -13,7 +13,7 @@ const hostCols = `h.id::text, h.name, COALESCE(h.rack_id::text, ''), h.position,
 	h.state, h.state_reason, h.power, COALESCE(h.bmc_address, ''), h.bmc_protocol, h.bmc_username, h.bmc_healthy, h.bmc_error,
 	h.inventory, h.cpu_cores, h.memory_mib, h.disk_gib, h.disk_iops, h.network_mbps,
 	h.overhead_cpu_cores, h.overhead_memory_mib, h.overhead_disk_gib, h.maintenance,
-	h.macs, h.labels, h.version, h.created_at, h.updated_at`
+	h.macs, h.labels, h.version, h.created_at, h.updated_at, COALESCE(host(h.provisioning_ipv4), '')`
 
 func scanHost(row pgx.Row) (rackcloud.Host, error) {
 	var h rackcloud.Host
@@ -22,7 +22,7 @@ func scanHost(row pgx.Row) (rackcloud.Host, error) {
 	err := row.Scan(&h.ID, &h.Name, &h.RackID, &h.Position, &h.Role, &h.ImageID,
 		&h.State, &h.StateReason, &h.Power, &bmcAddr, &bmcProto, &bmcUser, &bmcHealthy, &bmcErr,
 		&h.Inventory, &h.Resources.CPUCores, &h.Resources.MemoryMiB, &h.Resources.DiskGiB, &h.Resources.DiskIOPS,
-		&h.Resources.NetworkMbs, &h.Overhead.CPUCores, &h.Overhead.MemoryMiB, &h.Overhead.DiskGiB, &h.Maintenance, &h.MACs, &h.Labels, &h.Version, &h.CreatedAt, &h.UpdatedAt)
+		&h.Resources.NetworkMbs, &h.Overhead.CPUCores, &h.Overhead.MemoryMiB, &h.Overhead.DiskGiB, &h.Maintenance, &h.MACs, &h.Labels, &h.Version, &h.CreatedAt, &h.UpdatedAt, &h.ProvisioningIPv4)
 	if err != nil {
 		return h, MapError(err)
 	}
@@ -60,13 +60,13 @@ func CreateHost(ctx context.Context, q Querier, h rackcloud.Host) (rackcloud.Hos
 	var id string
 	err := q.QueryRow(ctx, `INSERT INTO hosts (name, rack_id, position, role, image_id, state, power, bmc_address,
 		bmc_protocol, bmc_username, inventory, cpu_cores, memory_mib, disk_gib, disk_iops,
-		network_mbps, overhead_cpu_cores, overhead_memory_mib, overhead_disk_gib, maintenance, labels)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+		network_mbps, overhead_cpu_cores, overhead_memory_mib, overhead_disk_gib, maintenance, labels, provisioning_ipv4)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22::inet)
 		RETURNING id::text`,
 		h.Name, nullable(h.RackID), h.Position, string(h.Role), nullable(h.ImageID), string(h.State), string(h.Power),
 		nullable(bmcAddr), bmcProto, bmcUser, h.Inventory, h.Resources.CPUCores, h.Resources.MemoryMiB,
 		h.Resources.DiskGiB, h.Resources.DiskIOPS, h.Resources.NetworkMbs, h.Overhead.CPUCores, h.Overhead.MemoryMiB,
-		h.Overhead.DiskGiB, h.Maintenance, labelsOrEmpty(h.Labels)).Scan(&id)
+		h.Overhead.DiskGiB, h.Maintenance, labelsOrEmpty(h.Labels), nullable(h.ProvisioningIPv4)).Scan(&id)
 	if err != nil {
 		return rackcloud.Host{}, MapError(err)
 	}
@@ -120,12 +120,13 @@ func UpdateHost(ctx context.Context, q Querier, h rackcloud.Host) (rackcloud.Hos
 	err := q.QueryRow(ctx, `UPDATE hosts SET rack_id = $3, position = $4, role = $5, image_id = $6, state = $7,
 		state_reason = $8, power = $9, inventory = $10, cpu_cores = $11, memory_mib = $12, disk_gib = $13,
 		disk_iops = $14, network_mbps = $15, overhead_cpu_cores = $16, overhead_memory_mib = $17,
-		overhead_disk_gib = $18, maintenance = $19, labels = $20, version = version + 1, updated_at = now()
+		overhead_disk_gib = $18, maintenance = $19, labels = $20, provisioning_ipv4 = $21::inet,
+		version = version + 1, updated_at = now()
 		WHERE id::text = $1 AND version = $2 RETURNING id::text`,
 		h.ID, h.Version, nullable(h.RackID), h.Position, string(h.Role), nullable(h.ImageID), string(h.State),
 		h.StateReason, string(h.Power), h.Inventory, h.Resources.CPUCores, h.Resources.MemoryMiB, h.Resources.DiskGiB,
 		h.Resources.DiskIOPS, h.Resources.NetworkMbs, h.Overhead.CPUCores, h.Overhead.MemoryMiB, h.Overhead.DiskGiB,
-		h.Maintenance, labelsOrEmpty(h.Labels)).Scan(&id)
+		h.Maintenance, labelsOrEmpty(h.Labels), nullable(h.ProvisioningIPv4)).Scan(&id)
 	if err != nil {
 		return rackcloud.Host{}, versionError(ctx, q, "hosts", h.ID, err)
 	}

@@ -14,7 +14,7 @@ func init() {
 	register(command{name: "host", summary: "list, register, enroll, provision and drain hosts", run: dispatch("host", []verb{
 		{"list", "[--state S] [--rack R] [--mac M] [--label k=v]", "list hosts", hostList},
 		{"get", "ID", "show a host", getVerb("host", "hosts")},
-		{"register", "[--mac M]... [--bmc ADDR --bmc-user U --bmc-password P] [--enroll [--wait]]", "register a host by MAC and/or BMC", hostRegister},
+		{"register", "[--mac M]... [--ipv4 A] [--bmc ADDR --bmc-user U --bmc-password P] [--enroll [--wait]]", "register a host by MAC and/or BMC", hostRegister},
 		{"enroll", "ID [--wait]", "power the host on into PXE through its BMC", hostAction("enroll", nil)},
 		{"provision", "ID --role kvm|docker|bm --image I [--wait]", "install a host", hostProvision},
 		{"maintenance", "ID on|off [--reason R] [--wait]", "drain a host into maintenance, or return it", hostMaintenance},
@@ -76,6 +76,7 @@ func hostRegister(ctx context.Context, args []string) error {
 	pass := fs.String("bmc-password", "", "BMC password (env RACKCLOUD_BMC_PASSWORD)")
 	rack := fs.String("rack", "", "rack (name or ID)")
 	pos := fs.Int("position", 0, "rack unit")
+	ipv4 := fs.String("ipv4", "", "fixed address on the provisioning network (reserved by the boot service's DHCP)")
 	labels := labelsFlag{}
 	fs.Var(labels, "label", "label key=value (repeatable)")
 	enroll := fs.Bool("enroll", false, "enroll the host through its BMC right away")
@@ -104,6 +105,9 @@ func hostRegister(ctx context.Context, args []string) error {
 	}
 	if len(labels) > 0 {
 		body["labels"] = map[string]string(labels)
+	}
+	if *ipv4 != "" {
+		body["provisioning_ipv4"] = *ipv4
 	}
 	r, err := c.call(ctx, http.MethodPost, "/v1/hosts", body)
 	if err != nil {
