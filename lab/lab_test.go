@@ -2,6 +2,7 @@ package lab_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"github.com/rackcloud/rackcloud/lab/monlab"
 	"github.com/rackcloud/rackcloud/lab/proc"
 	"github.com/rackcloud/rackcloud/lab/rack"
+	"github.com/rackcloud/rackcloud/pxe"
 )
 
 // The `make run` path: everything comes up, Prometheus sees the rackcloud
@@ -113,6 +115,50 @@ func TestUpEndToEnd(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("node %s never became a discovered host: timeline %v, hosts %d %s, console:\n%s",
 				mac, kinds, resp.StatusCode, b, console(node))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+
+	// The operator gives the host a fixed provisioning address: its next
+	// boot leases that address from the boot service's DHCP, from the
+	// firmware's iPXE through to the booted image's callback.
+	var page struct {
+		Items []struct {
+			ID string `json:"id"`
+		} `json:"items"`
+	}
+	resp = do(http.MethodGet, "/v1/hosts?mac="+mac, "")
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&page))
+	resp.Body.Close()
+	require.Len(t, page.Items, 1)
+	const fixed = "10.78.0.77"
+	resp = do(http.MethodPatch, "/v1/hosts/"+page.Items[0].ID, `{"provisioning_ipv4":"`+fixed+`"}`)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	since := len(l.Boot.Timeline(mac))
+	require.NoError(t, c.SetBootDevice(ctx, bmc.BootPXE, bmc.BootOptions{}))
+	require.NoError(t, c.SetPower(ctx, bmc.PowerCycle))
+	deadline = time.Now().Add(3 * time.Minute)
+	for {
+		var acks []string
+		called := false
+		for _, e := range l.Boot.Timeline(mac)[since:] {
+			switch e.Kind {
+			case pxe.EventDHCPAck:
+				acks = append(acks, e.IP)
+			case pxe.EventCallback:
+				called = true
+			}
+		}
+		if called {
+			require.NotEmpty(t, acks)
+			for _, ip := range acks {
+				require.Equal(t, fixed, ip, "every lease of the boot is the fixed address")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s never called back after the power cycle: acks %v, console:\n%s", mac, acks, console(node))
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
