@@ -50,6 +50,40 @@ func TestBootUEFI(t *testing.T) {
 	logInitLines(t, m)
 }
 
+// TestBootUEFIHTTP: OVMF with its PXE (TFTP) boot options turned off
+// falls back to UEFI HTTP boot: it asks DHCP as an HTTPClient, gets the
+// iPXE binary's URL, loads it over HTTP, and iPXE goes on as usual.
+func TestBootUEFIHTTP(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 74)
+	s := l.start(l.config(), Deps{})
+	mac := "52:54:00:74:00:01"
+	m, start := l.boot("uefi-http", mac, qemu.UEFI,
+		"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+		"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")
+	waitEvent(t, s, mac, EventCallback, 4*time.Minute, m)
+	evs := s.Timeline(mac)
+	t.Logf("timeline:\n%s", formatTimeline(evs))
+	t.Logf("UEFI HTTP boot times: %s", measure(evs, start))
+	var firmware []Event
+	for _, e := range evs {
+		if e.Client == ClientUEFIHTTP {
+			firmware = append(firmware, e)
+		}
+	}
+	require.NotEmpty(t, firmware, "the firmware asked as a UEFI HTTP boot client")
+	loaded := false
+	for _, e := range evs {
+		if e.Kind == EventHTTPFile && e.File == "/ipxe/snponly.efi" && e.Bytes > 0 && e.Error == "" {
+			loaded = true
+		}
+	}
+	require.True(t, loaded, "the firmware loaded iPXE over HTTP")
+	for _, e := range evs {
+		require.NotEqual(t, EventTFTPStart, e.Kind, "nothing went over TFTP")
+	}
+}
+
 // TestBootTwoServersAtOnce: two BIOS servers boot on the same segment at
 // the same time and each ends up with its own address and callback.
 func TestBootTwoServersAtOnce(t *testing.T) {

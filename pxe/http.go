@@ -39,8 +39,8 @@ func (s *Service) Handler() http.Handler {
 	mux.Handle("GET /boot/{name}", s.instrument("script", http.HandlerFunc(s.handleScript)))
 	mux.Handle("POST /boot/{mac}/callback", s.instrument("callback", http.HandlerFunc(s.handleCallback)))
 	mux.Handle("GET /boot/{mac}/events", s.instrument("events", http.HandlerFunc(s.handleEvents)))
-	mux.Handle("GET /files/{path...}", s.instrument("files", s.fileHandler(s.filesRoot, true)))
-	mux.Handle("GET /ipxe/{path...}", s.instrument("ipxe", s.fileHandler(s.tftpRoot, false)))
+	mux.Handle("GET /files/{path...}", s.instrument("files", s.fileHandler(s.filesRoot, "/files/")))
+	mux.Handle("GET /ipxe/{path...}", s.instrument("ipxe", s.fileHandler(s.tftpRoot, "/ipxe/")))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	if s.gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
@@ -196,9 +196,9 @@ func (s *Service) handleEvents(w http.ResponseWriter, r *http.Request) {
 
 // fileHandler serves files under root with Range support (http.ServeContent)
 // and their SHA-256 in Repr-Digest (RFC 9530), X-Checksum-Sha256 and the
-// ETag; GET {file}.sha256 returns a sha256sum line. Boot downloads are
-// recorded on the MAC's timeline when record is set.
-func (s *Service) fileHandler(root *os.Root, record bool) http.Handler {
+// ETag; GET {file}.sha256 returns a sha256sum line. Downloads are
+// recorded on the MAC's timeline, with their URL path (prefix + name).
+func (s *Service) fileHandler(root *os.Root, prefix string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if root == nil {
 			httpError(w, http.StatusNotFound, "no files are served here")
@@ -247,8 +247,8 @@ func (s *Service) fileHandler(root *os.Root, record bool) http.Handler {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		sw, _ := w.(*statusWriter)
 		http.ServeContent(w, r, name, st.ModTime(), f)
-		if !record || sw == nil {
-			return
+		if sw == nil || r.Method == http.MethodHead {
+			return // a HEAD is UEFI HTTP boot probing the size: no download
 		}
 		q := r.URL.Query()
 		mac := q.Get("mac")
@@ -267,7 +267,7 @@ func (s *Service) fileHandler(root *os.Root, record bool) http.Handler {
 		case "initrd":
 			kind = EventHTTPInitrd
 		}
-		ev := Event{MAC: mac, Kind: kind, IP: remoteIP(r).String(), File: "/files/" + name,
+		ev := Event{MAC: mac, Kind: kind, IP: remoteIP(r).String(), File: prefix + name,
 			Bytes: sw.bytes, Duration: time.Since(start)}
 		if sw.code >= 400 {
 			ev.Error = http.StatusText(sw.code)

@@ -101,7 +101,7 @@ func (l *testLab) start(cfg Config, d Deps) *Service {
 var vmSeq atomic.Int32
 
 // boot starts a QEMU server on a new tap of the lab's bridge.
-func (l *testLab) boot(name, mac string, fw qemu.Firmware) (*qemu.Machine, time.Time) {
+func (l *testLab) boot(name, mac string, fw qemu.Firmware, extra ...string) (*qemu.Machine, time.Time) {
 	l.t.Helper()
 	requireBinaries(l.t, "qemu-system-x86_64")
 	tap := fmt.Sprintf("tap%d", vmSeq.Add(1))
@@ -113,7 +113,7 @@ func (l *testLab) boot(name, mac string, fw qemu.Firmware) (*qemu.Machine, time.
 	start := time.Now()
 	m, err := qemu.Start(context.Background(), qemu.Spec{
 		Name: name, MAC: hw, Firmware: fw, BootNetwork: true, MemoryMiB: 512,
-		Netns: l.net.Name, Tap: tap, Dir: filepath.Join(l.dir, name),
+		Netns: l.net.Name, Tap: tap, Dir: filepath.Join(l.dir, name), ExtraArgs: extra,
 	})
 	require.NoError(l.t, err)
 	l.t.Cleanup(func() {
@@ -175,7 +175,7 @@ type bootTimes struct {
 }
 
 func (b bootTimes) String() string {
-	tftp := "n/a (iPXE ROM)"
+	tftp := "n/a (no TFTP: iPXE ROM or HTTP boot)"
 	if b.tftpDone > 0 {
 		tftp = fmt.Sprintf("%.1fs", b.tftpDone.Seconds())
 	}
