@@ -359,13 +359,8 @@ func (e *Engine) cancelTree(ctx context.Context, id string, self bool) (int64, e
 	return e.cancelTreeIn(ctx, e.pool, id, self)
 }
 
-// beginner is a pool or a transaction (whose Begin makes a savepoint).
-type beginner interface {
-	Begin(ctx context.Context) (pgx.Tx, error)
-}
-
 // cancelTreeIn runs sqlCancel in db, retrying on deadlocks with
-// concurrent writers of the same tree: in its own transaction on a pool,
+// concurrent writers of the same tree: as its own statement on a pool,
 // under a savepoint in a transaction.
 func (e *Engine) cancelTreeIn(ctx context.Context, db store.Querier, id string, self bool) (int64, error) {
 	var n int64
@@ -374,10 +369,12 @@ func (e *Engine) cancelTreeIn(ctx context.Context, db store.Querier, id string, 
 		return q.QueryRow(ctx, sqlCancel, id, self).Scan(&n, &notes)
 	}
 	err := retryTransient(ctx, func() error {
-		if b, ok := db.(beginner); ok {
-			return pgx.BeginFunc(ctx, b, func(tx pgx.Tx) error { return exec(tx) })
+		if tx, ok := db.(pgx.Tx); ok {
+			// A deadlock aborts the statement's savepoint, not the
+			// caller's transaction, so the retry can go on in it.
+			return pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { return exec(sp) })
 		}
-		return exec(db)
+		return exec(db) // one statement: its own transaction
 	})
 	if err != nil {
 		return 0, fmt.Errorf("cancel task %s: %w", id, store.MapError(err))

@@ -501,6 +501,9 @@ func (e *Engine) refreshQueueDepth(ctx context.Context) {
 // does not hold locks on many rows for long.
 const pruneBatch = 500
 
+// pruneBreather is the pause between two full prune batches.
+const pruneBreather = 50 * time.Millisecond
+
 // Prune deletes the task trees whose root ended before before, whose
 // every task has ended, with their steps, events and API owners, and
 // returns how many root tasks it deleted. It deletes in batches, skipping
@@ -516,6 +519,13 @@ func (e *Engine) Prune(ctx context.Context, before time.Time) (int64, error) {
 		e.m.pruned.Add(float64(n))
 		if n < pruneBatch {
 			return total, nil
+		}
+		// A backlog (the first prune after an upgrade) goes in batches
+		// with room for the task writes between them.
+		select {
+		case <-ctx.Done():
+			return total, ctx.Err()
+		case <-time.After(pruneBreather):
 		}
 	}
 }

@@ -286,6 +286,14 @@ func TestPruneEndedTrees(t *testing.T) {
 		require.Equal(t, rackcloud.TaskSucceeded, waitTask(t, e, r.ID, rackcloud.TaskSucceeded, rackcloud.TaskFailed).State)
 		roots = append(roots, r.ID)
 	}
+	// No worker may pick up the leaf made "running" below: prune from an
+	// engine that only submits and queries.
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	defer scancel()
+	require.NoError(t, e.Stop(sctx))
+	cfg := testConfig(t)
+	cfg.Workers = -1
+	e = startEngine(t, pool, cfg, kinds...)
 	// roots[0] and roots[1] ended long ago; roots[1] has a leaf still
 	// running (left behind by a bug or a manual edit), roots[2] is recent.
 	_, err := pool.Exec(ctx, `UPDATE tasks SET finished_at = now() - interval '40 days' WHERE id = ANY($1::uuid[])`, roots[:2])
