@@ -45,7 +45,7 @@ type HostBody struct {
 	Resources        *Resources        `json:"resources,omitempty" doc:"Total resources, when known before inspection."`
 	Overhead         *Overhead         `json:"overhead,omitempty" doc:"Resources reserved for the host itself."`
 	Labels           map[string]string `json:"labels,omitempty" doc:"Labels for selection and placement." example:"{\"ssd\":\"true\"}"`
-	ProvisioningIPv4 string            `json:"provisioning_ipv4,omitempty" format:"ipv4" doc:"A fixed address for the host on the provisioning network, reserved by the boot service's DHCP (inside its subnet); unique." example:"10.77.0.21"`
+	ProvisioningIPv4 string            `json:"provisioning_ipv4,omitempty" format:"ipv4" doc:"A fixed address for the host on the provisioning network, reserved by the boot service's DHCP: inside its subnet and best outside its dynamic range (an address in the range may be leased to another MAC already; the host then gets a pool address and the boot service logs it); unique." example:"10.77.0.21"`
 }
 
 // HostUpdateBody changes a host's place, overhead and labels; lifecycle

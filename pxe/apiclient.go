@@ -155,8 +155,13 @@ func NewAPIClient(cfg APIConfig, log *slog.Logger) (*APIClient, error) {
 	return c, nil
 }
 
-// loadSpool queues the events an earlier run could not deliver. A corrupt
-// spool must not stop booting: it is moved aside for the operator.
+// Flush writes the events not yet delivered to the spool file now (the
+// boot service calls it once its servers have stopped).
+func (c *APIClient) Flush() { c.spool() }
+
+// loadSpool queues the events an earlier run could not deliver. A spool
+// that cannot be read must not stop booting: it is logged (a corrupt one
+// is moved aside for the operator) and the boot service goes on.
 func (c *APIClient) loadSpool() error {
 	if c.cfg.SpoolFile == "" {
 		return nil
@@ -166,13 +171,17 @@ func (c *APIClient) loadSpool() error {
 	case errors.Is(err, os.ErrNotExist):
 		return nil
 	case err != nil:
-		return fmt.Errorf("event spool: %w", err)
+		c.log.Error("event spool unreadable; its events are not sent", "file", c.cfg.SpoolFile, "err", err)
+		return nil
 	}
 	var evs []Event
 	if err := json.Unmarshal(b, &evs); err != nil {
-		aside := c.cfg.SpoolFile + ".corrupt"
+		aside := fmt.Sprintf("%s.corrupt-%d", c.cfg.SpoolFile, time.Now().Unix())
 		c.log.Error("event spool is corrupt; moved aside, its events are lost", "file", c.cfg.SpoolFile, "moved_to", aside, "err", err)
-		return os.Rename(c.cfg.SpoolFile, aside)
+		if err := os.Rename(c.cfg.SpoolFile, aside); err != nil {
+			c.log.Error("corrupt event spool not moved aside", "err", err)
+		}
+		return nil
 	}
 	if len(evs) > c.cfg.EventQueue {
 		c.dropped += int64(len(evs) - c.cfg.EventQueue)
@@ -206,6 +215,9 @@ func (c *APIClient) spool() {
 		if c.spoolExists {
 			if err := os.Remove(c.cfg.SpoolFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 				c.log.Error("event spool not removed", "err", err)
+				c.mu.Lock()
+				c.spoolDirty = true // try again, or its events are sent twice
+				c.mu.Unlock()
 				return
 			}
 			c.spoolExists = false

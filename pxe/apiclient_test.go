@@ -208,7 +208,10 @@ func TestAPIClientSpoolsEventsAcrossRestarts(t *testing.T) {
 	c3 := newClient(t, api, cache)
 	require.Equal(t, 0, c3.Pending())
 	require.NoFileExists(t, spool)
-	b, err := os.ReadFile(spool + ".corrupt")
+	aside, err := filepath.Glob(spool + ".corrupt-*")
+	require.NoError(t, err)
+	require.Len(t, aside, 1)
+	b, err := os.ReadFile(aside[0])
 	require.NoError(t, err)
 	require.Equal(t, "[{oops", string(b))
 }

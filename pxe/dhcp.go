@@ -169,7 +169,7 @@ func (s *Service) handleFull(ctx context.Context, req *dhcpv4.DHCPv4, mac string
 		if s.cfg.Subnet.Contains(prof.IPv4) {
 			want = prof.IPv4
 		} else {
-			s.log.Warn("dhcp: the host's provisioning address is outside this network; leasing from the pool",
+			s.warnOnce(mac+" "+prof.IPv4.String(), "dhcp: the host's provisioning address is outside this network; leasing from the pool",
 				"mac", mac, "ipv4", prof.IPv4, "subnet", s.cfg.Subnet)
 		}
 	}
@@ -191,6 +191,10 @@ func (s *Service) handleFull(ctx context.Context, req *dhcpv4.DHCPv4, mac string
 			return nil, nil, 0
 		}
 		yiaddr = ip
+		if want.IsValid() && ip != want {
+			s.warnOnce(mac+" "+want.String(), "dhcp: the host's reserved address is not free (the network, broadcast or server address, or leased to another MAC); offering another",
+				"mac", mac, "reserved", want, "offered", ip)
+		}
 		resp.UpdateOption(dhcpv4.OptMessageType(dhcpv4.MessageTypeOffer))
 	case dhcpv4.MessageTypeRequest:
 		ip := requestedIP(req)
@@ -393,4 +397,12 @@ func (s *Service) lookup(ctx context.Context, mac string) (Profile, bool) {
 		s.log.Warn("profile lookup failed: treating the host as unknown", "mac", mac, "err", err, "took", time.Since(start))
 	}
 	return Profile{}, false
+}
+
+// warnOnce logs msg at warning level the first time key comes up, so that a
+// misconfigured host does not flood the log with every DHCP packet.
+func (s *Service) warnOnce(key, msg string, args ...any) {
+	if _, seen := s.warned.LoadOrStore(key, struct{}{}); !seen {
+		s.log.Warn(msg, args...)
+	}
 }

@@ -54,9 +54,11 @@ type Service struct {
 	profiles ProfileSource
 	timeline *EventLog
 	sink     EventSink
+	events   EventSink // Deps.Events, flushed at Stop when it can be
 	gatherer prometheus.Gatherer
 	leases   *leases
 	neigh    sync.Map // netip.Addr -> MAC, learnt from DHCP
+	warned   sync.Map // warnOnce keys
 	sums     checksums
 	now      func() time.Time
 
@@ -96,6 +98,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		timeline: NewEventLog(cfg.EventsPerMAC, cfg.EventMACs), now: time.Now,
 	}
 	s.sink = multiSink{s.timeline, d.Events}
+	s.events = d.Events
 	if cfg.DHCPMode == DHCPFull {
 		s.leases = newLeases(cfg, s.now)
 	}
@@ -346,6 +349,11 @@ func (s *Service) Stop() error {
 	}
 	cancel()
 	s.wg.Wait()
+	// Events recorded while the servers drained (after the event sink's
+	// own loop ended) are kept by a sink that can keep them.
+	if f, ok := s.events.(interface{ Flush() }); ok {
+		f.Flush()
+	}
 	if s.leases != nil {
 		if err := s.leases.close(); err != nil {
 			return fmt.Errorf("pxe: %w", err)
