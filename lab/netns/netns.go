@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // DefaultBridge is the bridge every namespace gets.
@@ -169,6 +170,27 @@ func processStart(pid int) (uint64, error) {
 	return strconv.ParseUint(f[19], 10, 64) // field 22 is the 20th after the name
 }
 
+// inUse reports whether any thread of any process is in namespace name
+// ("ip netns pids" sees only processes whose main thread is: a boot
+// service holds its namespace from locked threads). Unsure means in use.
+func inUse(name string) bool {
+	var st syscall.Stat_t
+	if err := syscall.Stat(Path(name), &st); err != nil {
+		return !os.IsNotExist(err)
+	}
+	want := fmt.Sprintf("net:[%d]", st.Ino)
+	links, err := filepath.Glob("/proc/[0-9]*/task/[0-9]*/ns/net")
+	if err != nil {
+		return true
+	}
+	for _, l := range links {
+		if got, err := os.Readlink(l); err == nil && got == want {
+			return true
+		}
+	}
+	return false
+}
+
 // SweepStale deletes the namespaces made by New whose owner process has
 // exited (a test run or lab that was killed before it could clean up),
 // unless processes still run inside them: those are left alone, since
@@ -198,8 +220,7 @@ func SweepStale(ctx context.Context) []string {
 			_ = os.Remove(ownerFile(name))
 			continue
 		}
-		out, err := exec.CommandContext(ctx, "ip", "netns", "pids", name).Output()
-		if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		if inUse(name) {
 			continue
 		}
 		if err := run(ctx, "ip", "netns", "del", name); err != nil {

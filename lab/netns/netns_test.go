@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestNewAddTapClose(t *testing.T) {
@@ -82,9 +83,39 @@ func TestSweepStale(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A stale record whose namespace still has a process inside is left.
+	busy := fmt.Sprintf("rctest-busy-%d", os.Getpid())
+	if err := run(ctx, "ip", "netns", "add", busy); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = (&Net{Name: busy}).Close() })
+	if err := os.WriteFile(ownerFile(busy), fmt.Appendf(nil, "%d 1\n", dead.Process.Pid), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	inside := exec.Command("ip", "netns", "exec", busy, "sleep", "60")
+	if err := inside.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = inside.Process.Kill(); _ = inside.Wait() }()
+	waitInUse := time.Now().Add(10 * time.Second)
+	for !inUse(busy) {
+		if time.Now().After(waitInUse) {
+			t.Fatal("the process never showed up in the namespace")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
 	got := SweepStale(ctx)
 	if len(got) != 1 || got[0] != stale {
 		t.Fatalf("swept %v, want [%s]", got, stale)
+	}
+	if _, err := os.Stat(Path(busy)); err != nil {
+		t.Fatalf("a namespace in use was swept: %v", err)
+	}
+	_ = inside.Process.Kill() // stopped by its PID
+	_ = inside.Wait()
+	if got := SweepStale(ctx); len(got) != 1 || got[0] != busy {
+		t.Fatalf("swept %v once empty, want [%s]", got, busy)
 	}
 	if _, err := os.Stat(Path(stale)); !os.IsNotExist(err) {
 		t.Fatalf("stale namespace still there: %v", err)
