@@ -19,7 +19,7 @@ func init() {
 		{"provision", "ID --role kvm|docker|bm --image I [--wait]", "install a host", hostProvision},
 		{"maintenance", "ID on|off [--reason R] [--wait]", "drain a host into maintenance, or return it", hostMaintenance},
 		{"deprovision", "ID [--wait]", "wipe a host back to available", hostAction("deprovision", nil)},
-		{"boot-events", "ID | --mac M [--limit N]", "a host's network boot timeline (DHCP, TFTP, HTTP, callback)", hostBootEvents},
+		{"boot-events", "ID | --mac M [--last N]", "a host's network boot timeline (DHCP, TFTP, HTTP, callback)", hostBootEvents},
 		{"delete", "ID", "forget a host", deleteVerb("host", "hosts")},
 	})})
 }
@@ -192,12 +192,12 @@ var bootEventColumns = []column{{"TIME", "time"}, {"+T", "elapsed"}, {"MAC", "ma
 
 // hostBootEvents prints a host's boot timeline, oldest first, with the
 // time since the first event shown, so that a slow or stuck boot stands
-// out. --mac also shows the events of a MAC no host owns yet.
+// out; --last N shows only the newest events (the latest boot). --mac also shows the events of a MAC no host owns yet.
 func hostBootEvents(ctx context.Context, args []string) error {
 	var cf clientFlags
 	fs := newVerbFlags("host", "boot-events", &cf)
 	mac := fs.String("mac", "", "the events of this MAC (also before any host has it)")
-	limit := fs.Int("limit", 0, "at most this many events (0: all)")
+	last := fs.Int("last", 0, "only the last N events, e.g. the latest boot (0: all)")
 	c, pos, err := parseClient(fs, &cf, args)
 	if err != nil {
 		return err
@@ -217,9 +217,12 @@ func hostBootEvents(ctx context.Context, args []string) error {
 	default:
 		return errUsage("rackcloud host boot-events ID | --mac M")
 	}
-	items, err := c.list(ctx, path, q, *limit)
+	items, err := c.list(ctx, path, q, 0)
 	if err != nil {
 		return err
+	}
+	if *last > 0 && len(items) > *last {
+		items = items[len(items)-*last:]
 	}
 	if c.out == "json" {
 		return c.printItems(items, nil)

@@ -140,6 +140,9 @@ func TestClientVerbsEndToEnd(t *testing.T) {
 	require.Equal(t, 3, strings.Count(out, "\n"), out) // header and two events
 	require.Regexp(t, `03:04:05.000\s+\+0.00s\s+52:54:00:aa:01:01\s+dhcp.ack\s+bios\s+10.77.0.20`, out)
 	require.Regexp(t, `03:04:07.310\s+\+2.31s\s+52:54:00:aa:01:01\s+tftp.done.*70000 bytes`, out)
+	out = mustRun(t, "host", "boot-events", "host-525400aa0101", "--last", "1")
+	require.Equal(t, 2, strings.Count(out, "\n"), out)
+	require.Regexp(t, `03:04:07.310\s+\+0.00s\s+52:54:00:aa:01:01\s+tftp.done`, out)
 	out = mustRun(t, "host", "boot-events", "--mac", "52-54-00-aa-09-09")
 	require.Contains(t, out, "dhcp.discover")
 	_, _, err = run(t, "host", "boot-events")
