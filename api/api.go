@@ -37,6 +37,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -44,6 +45,7 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -283,6 +285,23 @@ func problemType(status int) string {
 	}
 }
 
+// databaseUnavailable tells a lost or refused database connection from
+// other failures: the client should retry later (a 503, not a 500).
+func databaseUnavailable(err error) bool {
+	var ce *pgconn.ConnectError
+	var oe *net.OpError
+	var pe *pgconn.PgError
+	switch {
+	case errors.As(err, &ce), errors.As(err, &oe):
+		return true
+	case errors.As(err, &pe):
+		// 08: connection exception; 57P01-03: shutdown, crash, cannot
+		// connect now.
+		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
+	}
+	return false
+}
+
 // quotaProblem is a 403 whose type says the project's quota is too small.
 func quotaProblem(detail string) huma.StatusError {
 	return &huma.ErrorModel{Type: ProblemQuota, Title: "Quota exceeded", Status: http.StatusForbidden, Detail: detail}
@@ -312,6 +331,9 @@ func (a *API) problem(err error) error {
 		return huma.Error422UnprocessableEntity(err.Error())
 	case errors.Is(err, context.Canceled):
 		return huma.NewError(499, "request canceled")
+	case databaseUnavailable(err):
+		a.log.Warn("api: database unavailable", "err", err)
+		return huma.Error503ServiceUnavailable("the database is unavailable; retry later")
 	}
 	a.log.Error("api: internal error", "err", err)
 	return huma.Error500InternalServerError("internal error")

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"testing"
 
 	"github.com/danielgtaylor/huma/v2"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
 	"github.com/rackcloud/rackcloud"
@@ -25,16 +27,19 @@ func TestProblemMapping(t *testing.T) {
 		status int
 		typ    string
 	}{
-		"not found":       {fmt.Errorf("host x: %w", rackcloud.ErrNotFound), 404, ProblemNotFound},
-		"conflict":        {fmt.Errorf("%w: duplicate", rackcloud.ErrConflict), 409, ProblemConflict},
-		"stale":           {fmt.Errorf("update: %w", store.ErrStaleVersion), 412, ProblemPrecondition},
-		"quota":           {fmt.Errorf("%w: vcpu", store.ErrQuotaExceeded), 403, ProblemQuota},
-		"invalid":         {fmt.Errorf("%w: bad", rackcloud.ErrInvalid), 422, ProblemValidation},
-		"no worker":       {fmt.Errorf("%w: %w \"guest.create\"", rackcloud.ErrInvalid, tasks.ErrUnknownKind), 501, ProblemNotImplemented},
-		"unknown, said":   {fmt.Errorf("%w: unknown task kind \"x\"", rackcloud.ErrInvalid), 422, ProblemValidation},
-		"internal":        {errors.New("connection reset"), 500, ProblemInternal},
-		"already problem": {huma.Error403Forbidden("no"), 403, ProblemForbidden},
-		"canceled":        {context.Canceled, 499, "about:blank"},
+		"not found":        {fmt.Errorf("host x: %w", rackcloud.ErrNotFound), 404, ProblemNotFound},
+		"conflict":         {fmt.Errorf("%w: duplicate", rackcloud.ErrConflict), 409, ProblemConflict},
+		"stale":            {fmt.Errorf("update: %w", store.ErrStaleVersion), 412, ProblemPrecondition},
+		"quota":            {fmt.Errorf("%w: vcpu", store.ErrQuotaExceeded), 403, ProblemQuota},
+		"invalid":          {fmt.Errorf("%w: bad", rackcloud.ErrInvalid), 422, ProblemValidation},
+		"no worker":        {fmt.Errorf("%w: %w \"guest.create\"", rackcloud.ErrInvalid, tasks.ErrUnknownKind), 501, ProblemNotImplemented},
+		"unknown, said":    {fmt.Errorf("%w: unknown task kind \"x\"", rackcloud.ErrInvalid), 422, ProblemValidation},
+		"internal":         {errors.New("connection reset"), 500, ProblemInternal},
+		"db refused":       {fmt.Errorf("get host: %w", &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}), 503, ProblemUnavailable},
+		"db shutting down": {fmt.Errorf("list: %w", &pgconn.PgError{Code: "57P01", Message: "terminating connection due to administrator command"}), 503, ProblemUnavailable},
+		"db constraint":    {fmt.Errorf("insert: %w", &pgconn.PgError{Code: "23514", Message: "check"}), 500, ProblemInternal},
+		"already problem":  {huma.Error403Forbidden("no"), 403, ProblemForbidden},
+		"canceled":         {context.Canceled, 499, "about:blank"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
