@@ -45,4 +45,11 @@
 // numbered per task (Event.Seq); Follow replays from a sequence number and
 // streams new events (for server-sent events). Metrics
 // (rackcloud_tasks_*) are registered on Config.Registerer.
+//
+// # Retention
+//
+// Engines with workers delete task trees whose root ended more than
+// Config.Retention ago (30 days by default; Prune), with their steps,
+// events and API owner rows, in batches that skip rows other transactions
+// hold. A tree with a task still active is kept whatever its root's age.
 package tasks
