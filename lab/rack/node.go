@@ -113,8 +113,12 @@ func newNode(r *Rack, i int, id identity) (*Node, error) {
 	cfg := r.cfg
 	name := fmt.Sprintf("%s-node%d", cfg.Name, i)
 	dir := filepath.Join(cfg.Dir, name)
-	if err := os.RemoveAll(dir); err != nil {
-		return nil, err
+	if !id.kept {
+		// A new rack starts blank; the same rack again keeps its nodes'
+		// disks and UEFI variables, like real servers.
+		if err := os.RemoveAll(dir); err != nil {
+			return nil, err
+		}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err

@@ -273,6 +273,9 @@ type identity struct {
 	ID       string `json:"id"`       // 2 bytes, hex: MAC bytes 4-5
 	Seed     string `json:"seed"`     // 5 bytes, hex: node UUIDs
 	Password string `json:"password"` // the BMC password unless Config sets one
+	// kept is true when the identity was read back: the same rack again,
+	// whose nodes keep their disks and UEFI variables.
+	kept bool
 }
 
 func loadIdentity(dir string) (identity, error) {
@@ -293,6 +296,7 @@ func loadIdentity(dir string) (identity, error) {
 		if id.Password == "" {
 			return id, fmt.Errorf("rack: %s: empty password", path)
 		}
+		id.kept = true
 		return id, nil
 	case !errors.Is(err, os.ErrNotExist):
 		return id, fmt.Errorf("rack: %w", err)

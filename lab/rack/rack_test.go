@@ -303,12 +303,18 @@ func TestIdentitySurvivesRestart(t *testing.T) {
 	require.Equal(t, uint16(ipmiPort), first[0].ipmi)
 	require.Equal(t, uint16(ipmiPort+1), first[1].ipmi)
 	require.Equal(t, uint16(rfPort+1), first[1].redfish)
+	// What an install wrote on a node's disk is there after the restart.
+	disk := filepath.Join(r1.Nodes[0].Dir, "disk0.img")
+	require.NoError(t, os.WriteFile(disk, []byte("installed"), 0o644))
 	require.NoError(t, r1.Stop())
 
 	r2, err := rack.Start(ctx, cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = r2.Stop() })
 	require.Equal(t, first, idents(r2))
+	b, err := os.ReadFile(disk)
+	require.NoError(t, err, "the node's disk survives")
+	require.Equal(t, "installed", string(b))
 	out, err := ipmitoolPW(ctx, r2.Nodes[1], first[1].password, "chassis", "power", "status")
 	require.NoError(t, err, out)
 	require.Contains(t, out, "Chassis Power is off")
