@@ -189,6 +189,43 @@ func TestPaginationFilteringAndLinks(t *testing.T) {
 	var sealed []byte
 	require.NoError(t, e.pool.QueryRow(context.Background(), `SELECT bmc_password_sealed FROM hosts WHERE id = $1`, f.host).Scan(&sealed))
 	require.NotContains(t, string(sealed), "hunter2")
+
+	// A host discovered by its MAC gets its BMC linked later; a password
+	// rotation replaces it. The password stays sealed and unseen.
+	disco := e.must(201, "POST", "/v1/hosts", e.admin, map[string]any{"macs": []string{"52:54:00:bb:00:01"}})
+	did := disco["id"].(string)
+	require.Nil(t, disco["bmc"])
+	tag := `"` + fmt.Sprint(disco["version"]) + `"`
+	hb := e.must(200, "PUT", "/v1/hosts/"+did+"/bmc", e.admin,
+		map[string]any{"address": "10.0.0.17", "protocol": "redfish", "username": "root", "password": "s3cret-1"}, "If-Match", tag)
+	require.Equal(t, map[string]any{"address": "10.0.0.17:443", "protocol": "redfish", "username": "root", "healthy": false}, hb["bmc"])
+	require.NotContains(t, fmt.Sprint(hb), "s3cret")
+	open := func() string {
+		var sealed string
+		require.NoError(t, e.pool.QueryRow(context.Background(), `SELECT bmc_password_sealed FROM hosts WHERE id = $1`, did).Scan(&sealed))
+		pw, err := e.sealer.Open(sealed, []byte(did))
+		require.NoError(t, err)
+		return pw
+	}
+	require.Equal(t, "s3cret-1", open())
+	// A stale If-Match, another host's BMC address, a bad body, a viewer:
+	// refused, and the stored password is unchanged.
+	e.problem(e.do("PUT", "/v1/hosts/"+did+"/bmc", e.admin,
+		map[string]any{"address": "10.0.0.17", "protocol": "redfish", "username": "root", "password": "s3cret-2"}, "If-Match", tag), 412, api.ProblemPrecondition)
+	e.problem(e.do("PUT", "/v1/hosts/"+did+"/bmc", e.admin,
+		map[string]any{"address": h["bmc"].(map[string]any)["address"], "protocol": "ipmi", "username": "root", "password": "s3cret-2"}), 409, api.ProblemConflict)
+	e.problem(e.do("PUT", "/v1/hosts/"+did+"/bmc", e.admin,
+		map[string]any{"address": "10.0.0.17", "protocol": "telnet", "username": "root", "password": "s3cret-2"}), 422, api.ProblemValidation)
+	viewer, _ := e.token("vic", rackcloud.RoleViewer)
+	e.problem(e.do("PUT", "/v1/hosts/"+did+"/bmc", viewer,
+		map[string]any{"address": "10.0.0.17", "protocol": "redfish", "username": "root", "password": "s3cret-2"}), 403, api.ProblemForbidden)
+	require.Equal(t, "s3cret-1", open())
+	e.must(200, "PUT", "/v1/hosts/"+did+"/bmc", e.admin,
+		map[string]any{"address": "10.0.0.17:8443", "protocol": "redfish", "username": "root", "password": "s3cret-2"})
+	require.Equal(t, "s3cret-2", open())
+	audit := e.must(200, "GET", "/v1/audit-events?action=setHostBMC", e.admin, nil)["items"].([]any)
+	require.NotEmpty(t, audit)
+	require.NotContains(t, fmt.Sprint(audit), "s3cret")
 }
 
 func TestTokens(t *testing.T) {

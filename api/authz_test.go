@@ -52,6 +52,7 @@ func TestWalkEveryOperationWithoutRights(t *testing.T) {
 		"updateRack":           map[string]any{"labels": map[string]string{"x": "y"}},
 		"registerHost":         map[string]any{"macs": []string{someMAC}},
 		"updateHost":           map[string]any{"labels": map[string]string{"x": "y"}},
+		"setHostBMC":           map[string]any{"address": "127.0.0.1:6230", "protocol": "ipmi", "username": "walk", "password": "walk-secret"},
 		"provisionHost":        map[string]any{"role": "kvm", "image_id": a.image},
 		"setHostMaintenance":   map[string]any{"enabled": true},
 		"createImage":          map[string]any{"name": "walk", "url": "http://127.0.0.1/w", "checksum": checksum, "format": "raw"},

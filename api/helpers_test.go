@@ -39,6 +39,7 @@ type env struct {
 	srv    *httptest.Server
 	api    *api.API
 	engine *tasks.Engine
+	sealer *store.Sealer
 	admin  string // an admin token
 }
 
@@ -115,7 +116,7 @@ func newEnv(t *testing.T) *env {
 	})
 	_, secret, err := store.Bootstrap(context.Background(), pool, store.BootstrapOptions{})
 	require.NoError(t, err)
-	return &env{t: t, pool: pool, srv: srv, api: a, engine: engine, admin: secret}
+	return &env{t: t, pool: pool, srv: srv, api: a, engine: engine, sealer: sealer, admin: secret}
 }
 
 // with returns a copy of e that reports to t (a subtest).

@@ -89,6 +89,7 @@ func registerHosts(a *API) {
 	})
 	c.registerGet()
 	c.registerDelete()
+	registerHostBMC(a, c)
 
 	register(a, huma.Operation{
 		OperationID: "registerHost", Method: http.MethodPost, Path: "/v1/hosts", Summary: "Register a host",
@@ -322,19 +323,9 @@ func (a *API) hostFromBody(b HostBody) (rackcloud.Host, error) {
 		h.Overhead = overheadIn(*b.Overhead)
 	}
 	if b.BMC != nil {
-		if a.deps.Sealer == nil {
-			return h, huma.Error503ServiceUnavailable("this server has no secret key to store BMC passwords (start it with --secret-key-file)")
+		if h.BMC, err = a.bmcFromBody(*b.BMC); err != nil {
+			return h, err
 		}
-		addr := b.BMC.Address
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			port := "623"
-			if b.BMC.Protocol == string(rackcloud.BMCRedfish) {
-				port = "443"
-			}
-			addr = net.JoinHostPort(strings.Trim(addr, "[]"), port)
-		}
-		h.BMC = &rackcloud.BMC{Address: addr, Protocol: rackcloud.BMCProtocol(b.BMC.Protocol), Username: b.BMC.Username,
-			Password: b.BMC.Password}
 	}
 	if h.Name == "" {
 		switch {
@@ -375,4 +366,60 @@ func provisioningIPv4(loc, s string) (string, error) {
 			&huma.ErrorDetail{Location: loc, Message: "want a unicast IPv4 address such as 10.77.0.21", Value: s})
 	}
 	return ip.String(), nil
+}
+
+// bmcFromBody checks a BMC and gives its address a port by protocol.
+func (a *API) bmcFromBody(b BMCBody) (*rackcloud.BMC, error) {
+	if a.deps.Sealer == nil {
+		return nil, huma.Error503ServiceUnavailable("this server has no secret key to store BMC passwords (start it with --secret-key-file)")
+	}
+	addr := b.Address
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		port := "623"
+		if b.Protocol == string(rackcloud.BMCRedfish) {
+			port = "443"
+		}
+		addr = net.JoinHostPort(strings.Trim(addr, "[]"), port)
+	}
+	return &rackcloud.BMC{Address: addr, Protocol: rackcloud.BMCProtocol(b.Protocol), Username: b.Username,
+		Password: b.Password}, nil
+}
+
+// registerHostBMC serves PUT /v1/hosts/{id}/bmc: link a BMC to a host
+// (one discovered by its MAC) or change its address or credentials.
+func registerHostBMC(a *API, c *crud[rackcloud.Host, Host]) {
+	register(a, huma.Operation{
+		OperationID: "setHostBMC", Method: http.MethodPut, Path: "/v1/hosts/{id}/bmc", Summary: "Set a host's BMC",
+		Description: "Links a BMC to the host (a host discovered by its MAC has none) or replaces its address, protocol and credentials, for example after a password rotation. The password is stored encrypted and never returned; the BMC's health is unknown until it is next polled. Nothing is sent to the BMC.",
+		Tags:        []string{c.tag}, Errors: []int{http.StatusNotFound, http.StatusConflict, http.StatusPreconditionFailed},
+	}, staffOnly, func(ctx context.Context, in *struct {
+		IDParam
+		IfMatch
+		Body BMCBody
+	}) (*itemOutput[Host], error) {
+		b, err := a.bmcFromBody(in.Body)
+		if err != nil {
+			return nil, err
+		}
+		ch := a.newChange(ctx, "setHostBMC", c.target(in.ID))
+		var h rackcloud.Host
+		err = a.run(ctx, ch, func(tx pgx.Tx) (err error) {
+			h, err = update(ctx, c, tx, ch, in.ID, in.IfMatch, func(h *rackcloud.Host) error {
+				h.BMC = b
+				return nil
+			}, store.SetHostBMC)
+			if err != nil {
+				return err
+			}
+			sealed, err := a.deps.Sealer.Seal(b.Password, []byte(h.ID))
+			if err != nil {
+				return err
+			}
+			return store.SetHostBMCSecret(ctx, tx, h.ID, sealed)
+		})
+		if err != nil {
+			return nil, err
+		}
+		return item(hostOut(h), h.Version), nil
+	})
 }

@@ -139,6 +139,24 @@ func DeleteHost(ctx context.Context, q Querier, id string, version int64) error 
 	return deleteRow(ctx, q, "hosts", id, version)
 }
 
+// SetHostBMC writes h.BMC's address, protocol and user name if h's
+// version is still h.Version, and marks its health unknown until the next
+// poll. The password goes separately, sealed (SetHostBMCSecret).
+func SetHostBMC(ctx context.Context, q Querier, h rackcloud.Host) (rackcloud.Host, error) {
+	if h.BMC == nil {
+		return rackcloud.Host{}, fmt.Errorf("%w: no BMC", rackcloud.ErrInvalid)
+	}
+	var id string
+	err := q.QueryRow(ctx, `UPDATE hosts SET bmc_address = $3, bmc_protocol = $4, bmc_username = $5,
+		bmc_healthy = false, bmc_error = '', version = version + 1, updated_at = now()
+		WHERE id::text = $1 AND version = $2 RETURNING id::text`,
+		h.ID, h.Version, h.BMC.Address, string(h.BMC.Protocol), h.BMC.Username).Scan(&id)
+	if err != nil {
+		return rackcloud.Host{}, versionError(ctx, q, "hosts", h.ID, err)
+	}
+	return GetHost(ctx, q, id)
+}
+
 // HostBMCSecret returns the sealed BMC password of a host ("" when it has
 // none); open it with the sealer that sealed it and the host's ID as
 // additional data.

@@ -15,6 +15,8 @@ func init() {
 		{"list", "[--state S] [--rack R] [--mac M] [--label k=v]", "list hosts", hostList},
 		{"get", "ID", "show a host", getVerb("host", "hosts")},
 		{"register", "[--mac M]... [--ipv4 A] [--bmc ADDR --bmc-user U --bmc-password P] [--enroll [--wait]]", "register a host by MAC and/or BMC", hostRegister},
+		{"update", "ID [--rack R --position N] [--label k=v]... [--ipv4 A|--ipv4 '']", "change a host's place, labels or provisioning address", hostUpdate},
+		{"set-bmc", "ID --bmc ADDR --bmc-user U --bmc-password P [--bmc-protocol ipmi|redfish]", "link a BMC to a host or change its credentials", hostSetBMC},
 		{"enroll", "ID [--wait]", "power the host on into PXE through its BMC", hostAction("enroll", nil)},
 		{"provision", "ID --role kvm|docker|bm --image I [--wait]", "install a host", hostProvision},
 		{"maintenance", "ID on|off [--reason R] [--wait]", "drain a host into maintenance, or return it", hostMaintenance},
@@ -244,4 +246,78 @@ func hostBootEvents(ctx context.Context, args []string) error {
 		}
 	}
 	return c.printItems(items, bootEventColumns)
+}
+
+// hostUpdate PATCHes the host with only the flags given.
+func hostUpdate(ctx context.Context, args []string) error {
+	var cf clientFlags
+	fs := newVerbFlags("host", "update", &cf)
+	rack := fs.String("rack", "", "rack (name or ID)")
+	pos := fs.Int("position", -1, "rack unit")
+	ipv4 := fs.String("ipv4", "-", "fixed provisioning address; '' removes it")
+	labels := labelsFlag{}
+	fs.Var(labels, "label", "label key=value (repeatable; replaces all labels)")
+	c, rest, err := parseClient(fs, &cf, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 1 {
+		return errUsage("rackcloud host update ID [flags]")
+	}
+	id, err := c.resolve(ctx, "hosts", rest[0])
+	if err != nil {
+		return err
+	}
+	body := map[string]any{}
+	if *rack != "" {
+		rid, err := c.resolve(ctx, "racks", *rack)
+		if err != nil {
+			return err
+		}
+		body["rack_id"] = rid
+	}
+	if *pos >= 0 {
+		body["position"] = *pos
+	}
+	if *ipv4 != "-" {
+		body["provisioning_ipv4"] = *ipv4
+	}
+	if len(labels) > 0 {
+		body["labels"] = map[string]string(labels)
+	}
+	if len(body) == 0 {
+		return errUsage("rackcloud host update ID: give at least one of --rack, --position, --label, --ipv4")
+	}
+	r, err := c.call(ctx, http.MethodPatch, "/v1/hosts/"+id, body)
+	if err != nil {
+		return err
+	}
+	return c.printItem(r.body)
+}
+
+// hostSetBMC links a BMC to a host or replaces its credentials.
+func hostSetBMC(ctx context.Context, args []string) error {
+	var cf clientFlags
+	fs := newVerbFlags("host", "set-bmc", &cf)
+	addr := fs.String("bmc", "", "BMC address host[:port]")
+	proto := fs.String("bmc-protocol", "ipmi", "BMC protocol: ipmi or redfish")
+	user := fs.String("bmc-user", "", "BMC user")
+	pass := fs.String("bmc-password", "", "BMC password (env RACKCLOUD_BMC_PASSWORD)")
+	c, rest, err := parseClient(fs, &cf, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 1 || *addr == "" || *user == "" || *pass == "" {
+		return errUsage("rackcloud host set-bmc ID --bmc ADDR --bmc-user U --bmc-password P")
+	}
+	id, err := c.resolve(ctx, "hosts", rest[0])
+	if err != nil {
+		return err
+	}
+	r, err := c.call(ctx, http.MethodPut, "/v1/hosts/"+id+"/bmc",
+		map[string]any{"address": *addr, "protocol": *proto, "username": *user, "password": *pass})
+	if err != nil {
+		return err
+	}
+	return c.printItem(r.body)
 }

@@ -148,6 +148,21 @@ func TestClientVerbsEndToEnd(t *testing.T) {
 	_, _, err = run(t, "host", "boot-events")
 	require.ErrorContains(t, err, "usage")
 
+	// A host found by its MAC gets its BMC and a fixed address afterwards.
+	t.Setenv("RACKCLOUD_BMC_PASSWORD", "pw-from-env")
+	out = mustRun(t, "host", "set-bmc", "host-525400aa0102", "--bmc", "127.0.0.1:9624", "--bmc-user", "admin")
+	require.Contains(t, out, `"address": "127.0.0.1:9624"`)
+	require.NotContains(t, out, "pw-from-env")
+	out = mustRun(t, "host", "update", "host-525400aa0102", "--ipv4", "10.77.0.42", "--label", "row=3")
+	require.Contains(t, out, `"provisioning_ipv4": "10.77.0.42"`)
+	require.Contains(t, out, `"row": "3"`)
+	out = mustRun(t, "host", "update", "host-525400aa0102", "--ipv4", "")
+	require.NotContains(t, out, "provisioning_ipv4")
+	_, _, err = run(t, "host", "update", "host-525400aa0102")
+	require.ErrorContains(t, err, "at least one")
+	_, _, err = run(t, "host", "update", "host-525400aa0102", "--ipv4", "300.1.1.1")
+	require.ErrorContains(t, err, "422")
+
 	var hosts []map[string]any
 	require.NoError(t, json.Unmarshal([]byte(mustRun(t, "host", "list", "-o", "json", "--limit", "1")), &hosts))
 	require.Len(t, hosts, 1)
