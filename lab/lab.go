@@ -47,6 +47,8 @@ const (
 	DefaultNetns   = "rackcloud-lab"
 	DefaultGateway = "10.77.0.1/24"
 	DefaultNodes   = 3
+	// LabBMCPollInterval is how often the lab's server polls each BMC.
+	LabBMCPollInterval = 5 * time.Second
 )
 
 // Config is the lab's configuration.
@@ -112,7 +114,10 @@ func Up(ctx context.Context, c Config, log *slog.Logger) (l *Lab, err error) {
 	srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
 	l.Server, err = server.New(srvCtx, server.Config{Listen: "127.0.0.1:" + strconv.Itoa(c.APIPort),
 		DatabaseURL: l.Postgres.URL("rackcloud"), BootstrapTokenFile: l.TokenFile(),
-		SecretKeyFile: filepath.Join(dir, "secret.key")}, log)
+		SecretKeyFile: filepath.Join(dir, "secret.key"),
+		// The lab's BMCs are local simulators: poll them often, so that
+		// power changes show in the API within seconds.
+		BMCPollInterval: LabBMCPollInterval}, log)
 	if err != nil {
 		stopSrv()
 		return l, err

@@ -163,6 +163,32 @@ func TestUpEndToEnd(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 
+	// The operator links the host's BMC: the server's BMC polling finds
+	// the machine powered on and the BMC healthy.
+	body := fmt.Sprintf(`{"address":%q,"protocol":"ipmi","username":%q,"password":%q}`, node.IPMI.String(), node.User, node.Password)
+	resp = do(http.MethodPut, "/v1/hosts/"+page.Items[0].ID+"/bmc", body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	deadline = time.Now().Add(2 * time.Minute)
+	for {
+		resp = do(http.MethodGet, "/v1/hosts/"+page.Items[0].ID, "")
+		var h struct {
+			Power string `json:"power"`
+			BMC   struct {
+				Healthy bool `json:"healthy"`
+			} `json:"bmc"`
+		}
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&h))
+		resp.Body.Close()
+		if h.Power == "on" && h.BMC.Healthy {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the host's power and BMC health were never observed: %+v", h)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+
 	qctx, cancel := context.WithTimeout(ctx, 45*time.Second)
 	defer cancel()
 	_, err = monlab.WaitQuery(qctx, l.Monitor.PrometheusURL, `up{job="rackcloud"}`, func(r []monlab.Sample) bool {

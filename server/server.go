@@ -8,6 +8,7 @@ package server
 import (
 	"context"
 	crand "crypto/rand"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +29,8 @@ import (
 
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/api"
+	"github.com/rackcloud/rackcloud/bmc"
+	"github.com/rackcloud/rackcloud/bmcwatch"
 	"github.com/rackcloud/rackcloud/store"
 	"github.com/rackcloud/rackcloud/tasks"
 )
@@ -65,6 +68,12 @@ type Config struct {
 	// TaskRetention is how long ended tasks are kept (0: the task engine's
 	// default of 30 days; negative: forever).
 	TaskRetention time.Duration
+	// BMCPollInterval is how often each host's BMC is polled for power and
+	// health (0: bmc.DefaultPollInterval; negative: no polling).
+	BMCPollInterval time.Duration
+	// BMCCAFile holds PEM CA certificates that Redfish BMCs' certificates
+	// are checked against (empty: the system's roots).
+	BMCCAFile string
 }
 
 // Server is one rackcloud server process.
@@ -83,6 +92,13 @@ type Server struct {
 
 	dbUp   prometheus.Gauge
 	sealer *store.Sealer
+	bmcs   *bmc.Manager
+	watch  *bmcwatch.Watcher
+	// background work that needs the database, started once it is ready
+	// and stopped before the pool closes
+	bgCtx  context.Context
+	bgStop context.CancelFunc
+	bg     sync.WaitGroup
 }
 
 // New validates cfg and builds the server; it does not touch the network.
@@ -133,7 +149,40 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.api = api.New(api.Deps{Pool: pool, Logger: log, Registerer: reg, Tasks: s.tasks, Sealer: sealer})
+	if cfg.BMCPollInterval >= 0 {
+		if err := s.newBMCWatch(reg); err != nil {
+			// Without ipmitool or a readable CA file the server still
+			// serves; hosts' power and BMC health are just not observed.
+			log.Warn("BMC polling is off", "err", err)
+		}
+	}
 	return s, nil
+}
+
+func (s *Server) newBMCWatch(reg prometheus.Registerer) error {
+	var roots *x509.CertPool
+	if s.cfg.BMCCAFile != "" {
+		pem, err := os.ReadFile(s.cfg.BMCCAFile)
+		if err != nil {
+			return fmt.Errorf("BMC CA file: %w", err)
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("BMC CA file %s: no PEM certificate", s.cfg.BMCCAFile)
+		}
+	}
+	m, err := bmc.New(bmc.Config{RootCAs: roots, Logger: s.log.With("component", "bmc"), Registerer: reg})
+	if err != nil {
+		return err
+	}
+	w, err := bmcwatch.New(bmcwatch.Config{Pool: s.pool, Sealer: s.sealer, Manager: m, Interval: s.cfg.BMCPollInterval,
+		Logger: s.log.With("component", "bmcwatch"), Registerer: reg})
+	if err != nil {
+		m.Close(context.Background())
+		return err
+	}
+	s.bmcs, s.watch = m, w
+	return nil
 }
 
 // API is the server's REST API, for packages that add operations to it
@@ -228,6 +277,7 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { errc <- srv.Serve(s.ln) }()
 	s.log.Info("rackcloud server listening", "addr", s.Addr())
 
+	s.bgCtx, s.bgStop = context.WithCancel(context.WithoutCancel(ctx))
 	dbCtx, stopDB := context.WithCancel(ctx)
 	dbDone := make(chan struct{})
 	go func() { defer close(dbDone); s.connect(dbCtx) }()
@@ -246,6 +296,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if terr := s.tasks.Stop(sctx); terr != nil && err == nil {
 		err = terr
+	}
+	s.bgStop()
+	s.bg.Wait()
+	if s.bmcs != nil {
+		s.bmcs.Close(sctx)
 	}
 	s.pool.Close()
 	s.log.Info("rackcloud server stopped")
@@ -273,6 +328,13 @@ func (s *Server) connect(ctx context.Context) {
 			s.dbErr, s.migrated = nil, true
 			s.mu.Unlock()
 			s.log.Info("state store ready", "migrations_applied", len(applied))
+			if s.watch != nil {
+				s.bg.Add(1)
+				go func() {
+					defer s.bg.Done()
+					_ = s.watch.Run(s.bgCtx)
+				}()
+			}
 			return
 		}
 		if ctx.Err() != nil {
