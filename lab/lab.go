@@ -110,6 +110,16 @@ func Up(ctx context.Context, c Config, log *slog.Logger) (l *Lab, err error) {
 		return l, err
 	}
 
+	// The rack comes before the server, whose BMC polling must trust the
+	// rack's Redfish CA (made anew at each start).
+	caFile := ""
+	if c.Nodes > 0 {
+		if err := l.startRack(ctx, log); err != nil {
+			return l, err
+		}
+		caFile = l.Rack.CAFile()
+	}
+
 	log.Info("lab: starting the rackcloud server", "port", c.APIPort)
 	srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
 	l.Server, err = server.New(srvCtx, server.Config{Listen: "127.0.0.1:" + strconv.Itoa(c.APIPort),
@@ -117,7 +127,7 @@ func Up(ctx context.Context, c Config, log *slog.Logger) (l *Lab, err error) {
 		SecretKeyFile: filepath.Join(dir, "secret.key"),
 		// The lab's BMCs are local simulators: poll them often, so that
 		// power changes show in the API within seconds.
-		BMCPollInterval: LabBMCPollInterval}, log)
+		BMCPollInterval: LabBMCPollInterval, BMCCAFile: caFile}, log)
 	if err != nil {
 		stopSrv()
 		return l, err
@@ -145,9 +155,6 @@ func Up(ctx context.Context, c Config, log *slog.Logger) (l *Lab, err error) {
 	l.stops = append(l.stops, l.Monitor.Stop)
 
 	if c.Nodes > 0 {
-		if err := l.startRack(ctx, log); err != nil {
-			return l, err
-		}
 		if err := l.waitReady(ctx); err != nil {
 			return l, err
 		}

@@ -169,22 +169,40 @@ func TestUpEndToEnd(t *testing.T) {
 	resp = do(http.MethodPut, "/v1/hosts/"+page.Items[0].ID+"/bmc", body)
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
+	// Another server is registered by its Redfish BMC (the server trusts
+	// the rack's CA): it reads powered off.
+	n2 := l.Rack.Nodes[1]
+	body = fmt.Sprintf(`{"name":"node2-by-redfish","bmc":{"address":%q,"protocol":"redfish","username":%q,"password":%q}}`,
+		strings.TrimPrefix(n2.RedfishURL, "https://"), n2.User, n2.Password)
+	resp = do(http.MethodPost, "/v1/hosts", body)
+	var created struct {
+		ID string `json:"id"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&created))
+	resp.Body.Close()
+	require.Equal(t, http.StatusCreated, resp.StatusCode)
+	type observed struct {
+		Power string `json:"power"`
+		BMC   struct {
+			Healthy bool   `json:"healthy"`
+			Error   string `json:"error"`
+		} `json:"bmc"`
+	}
+	observe := func(id string) observed {
+		resp := do(http.MethodGet, "/v1/hosts/"+id, "")
+		defer resp.Body.Close()
+		var h observed
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&h))
+		return h
+	}
 	deadline = time.Now().Add(2 * time.Minute)
 	for {
-		resp = do(http.MethodGet, "/v1/hosts/"+page.Items[0].ID, "")
-		var h struct {
-			Power string `json:"power"`
-			BMC   struct {
-				Healthy bool `json:"healthy"`
-			} `json:"bmc"`
-		}
-		require.NoError(t, json.NewDecoder(resp.Body).Decode(&h))
-		resp.Body.Close()
-		if h.Power == "on" && h.BMC.Healthy {
+		h1, h2 := observe(page.Items[0].ID), observe(created.ID)
+		if h1.Power == "on" && h1.BMC.Healthy && h2.Power == "off" && h2.BMC.Healthy {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the host's power and BMC health were never observed: %+v", h)
+			t.Fatalf("power and BMC health never observed: IPMI host %+v, Redfish host %+v", h1, h2)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
