@@ -250,6 +250,10 @@ func pxePowerOn(t *testing.T, ctx context.Context, net *netns.Net, logf string, 
 	require.NotNil(t, m, "power on starts QEMU")
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", m.PID()))
 	require.NoError(t, err)
+	if len(stat) == 0 { // a zombie: QEMU exited at once
+		qlog, _ := os.ReadFile(filepath.Join(n.Dir, "qemu.log"))
+		t.Fatalf("QEMU of %s exited right after power on; qemu.log:\n%s\nconsole:\n%s", n.Name, qlog, m.Console())
+	}
 	require.Contains(t, string(stat), "qemu-system-x86_64")
 	require.Contains(t, string(stat), "order=nc", "PXE first")
 	if n.Firmware == qemu.UEFI {
