@@ -181,6 +181,17 @@ func (m *Machine) PID() int { return m.cmd.Process.Pid }
 // Done is closed when QEMU has exited and been reaped.
 func (m *Machine) Done() <-chan struct{} { return m.done }
 
+// ExitErr is how QEMU ended (cmd.Wait's error: nil, an exit status or a
+// signal); nil while it runs.
+func (m *Machine) ExitErr() error {
+	select {
+	case <-m.done:
+		return m.err
+	default:
+		return nil
+	}
+}
+
 // Running reports whether QEMU is still running.
 func (m *Machine) Running() bool {
 	select {

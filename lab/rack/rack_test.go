@@ -251,8 +251,12 @@ func pxePowerOn(t *testing.T, ctx context.Context, net *netns.Net, logf string, 
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", m.PID()))
 	require.NoError(t, err)
 	if len(stat) == 0 { // a zombie: QEMU exited at once
+		select {
+		case <-m.Done():
+		case <-time.After(5 * time.Second):
+		}
 		qlog, _ := os.ReadFile(filepath.Join(n.Dir, "qemu.log"))
-		t.Fatalf("QEMU of %s exited right after power on; qemu.log:\n%s\nconsole:\n%s", n.Name, qlog, m.Console())
+		t.Fatalf("QEMU of %s exited right after power on (%v); qemu.log:\n%s\nconsole:\n%s", n.Name, m.ExitErr(), qlog, m.Console())
 	}
 	require.Contains(t, string(stat), "qemu-system-x86_64")
 	require.Contains(t, string(stat), "order=nc", "PXE first")
