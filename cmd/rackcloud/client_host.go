@@ -27,7 +27,7 @@ func init() {
 }
 
 var hostColumns = []column{{"ID", "id"}, {"NAME", "name"}, {"STATE", "state"}, {"POWER", "power"}, {"ROLE", "role"},
-	{"MACS", "macs"}, {"BMC", "bmc.address"}, {"MAINT", "maintenance"}, {"LABELS", "labels"}}
+	{"MACS", "macs"}, {"BMC", "bmc.address"}, {"BMC_OK", "bmc.healthy"}, {"MAINT", "maintenance"}, {"LABELS", "labels"}}
 
 func hostList(ctx context.Context, args []string) error {
 	var cf clientFlags
