@@ -2,6 +2,7 @@ package pxe
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -102,18 +103,10 @@ type cacheFile struct {
 // NewAPIClient loads the cache file (a missing file is an empty cache; a
 // corrupt one is an error and is left untouched).
 func NewAPIClient(cfg APIConfig, log *slog.Logger) (*APIClient, error) {
-	if cfg.Timeout == 0 {
-		cfg.Timeout = DefaultAPITimeout
-	}
-	if cfg.Retry == 0 {
-		cfg.Retry = DefaultAPIRetry
-	}
-	if cfg.Refresh == 0 {
-		cfg.Refresh = DefaultProfileRefresh
-	}
-	if cfg.EventQueue == 0 {
-		cfg.EventQueue = DefaultEventQueue
-	}
+	cfg.Timeout = cmp.Or(cfg.Timeout, DefaultAPITimeout)
+	cfg.Retry = cmp.Or(cfg.Retry, DefaultAPIRetry)
+	cfg.Refresh = cmp.Or(cfg.Refresh, DefaultProfileRefresh)
+	cfg.EventQueue = cmp.Or(cfg.EventQueue, DefaultEventQueue)
 	if cfg.SpoolFile == "" && cfg.CacheFile != "" {
 		cfg.SpoolFile = cfg.CacheFile + ".events"
 	}

@@ -1,6 +1,7 @@
 package pxe
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -142,69 +143,31 @@ type Config struct {
 
 // WithDefaults returns c with its zero fields set to the defaults.
 func (c Config) WithDefaults() Config {
-	if c.DHCPMode == "" {
-		c.DHCPMode = DefaultDHCPMode
-	}
-	if c.DHCPPort == 0 {
-		c.DHCPPort = DefaultDHCPPort
-	}
-	if c.ProxyPort == 0 {
-		c.ProxyPort = DefaultProxyPort
-	}
-	if c.LeaseTime == 0 {
-		c.LeaseTime = DefaultLeaseTime
-	}
-	if c.OfferHold == 0 {
-		c.OfferHold = DefaultOfferHold
-	}
-	if c.DeclineHold == 0 {
-		c.DeclineHold = DefaultDeclineHold
-	}
+	c.DHCPMode = cmp.Or(c.DHCPMode, DefaultDHCPMode)
+	c.DHCPPort = cmp.Or(c.DHCPPort, DefaultDHCPPort)
+	c.ProxyPort = cmp.Or(c.ProxyPort, DefaultProxyPort)
+	c.LeaseTime = cmp.Or(c.LeaseTime, DefaultLeaseTime)
+	c.OfferHold = cmp.Or(c.OfferHold, DefaultOfferHold)
+	c.DeclineHold = cmp.Or(c.DeclineHold, DefaultDeclineHold)
 	if !c.TFTPAddr.IsValid() && c.ServerIP.IsValid() {
 		c.TFTPAddr = netip.AddrPortFrom(c.ServerIP, DefaultTFTPPort)
 	}
-	if c.TFTPRoot == "" {
-		c.TFTPRoot = DefaultTFTPRoot
-	}
-	if c.TFTPBlockSize == 0 {
-		c.TFTPBlockSize = DefaultTFTPBlockSize
-	}
-	if c.TFTPTimeout == 0 {
-		c.TFTPTimeout = DefaultTFTPTimeout
-	}
-	if c.TFTPRetries == 0 {
-		c.TFTPRetries = DefaultTFTPRetries
-	}
+	c.TFTPRoot = cmp.Or(c.TFTPRoot, DefaultTFTPRoot)
+	c.TFTPBlockSize = cmp.Or(c.TFTPBlockSize, DefaultTFTPBlockSize)
+	c.TFTPTimeout = cmp.Or(c.TFTPTimeout, DefaultTFTPTimeout)
+	c.TFTPRetries = cmp.Or(c.TFTPRetries, DefaultTFTPRetries)
 	if !c.HTTPAddr.IsValid() && c.ServerIP.IsValid() {
 		c.HTTPAddr = netip.AddrPortFrom(c.ServerIP, DefaultHTTPPort)
 	}
-	if c.BIOSBootFile == "" {
-		c.BIOSBootFile = DefaultBIOSBootFile
-	}
-	if c.UEFIBootFile == "" {
-		c.UEFIBootFile = DefaultUEFIBootFile
-	}
-	if c.Discovery.Kernel == "" {
-		c.Discovery.Kernel = DefaultDiscoveryImage + "/vmlinuz"
-	}
-	if c.Discovery.Initrd == "" {
-		c.Discovery.Initrd = DefaultDiscoveryImage + "/initrd.img"
-	}
-	if c.Discovery.Cmdline == "" {
-		c.Discovery.Cmdline = DefaultCmdline
-	}
-	if c.RAInterval == 0 {
-		c.RAInterval = DefaultRAInterval
-	}
-	if c.LookupTimeout == 0 {
-		c.LookupTimeout = DefaultLookupTimeout
-	}
-	if c.EventsPerMAC == 0 {
-		c.EventsPerMAC = DefaultEventsPerMAC
-	}
-	if c.EventMACs == 0 {
-		c.EventMACs = DefaultEventMACs
-	}
+	c.BIOSBootFile = cmp.Or(c.BIOSBootFile, DefaultBIOSBootFile)
+	c.UEFIBootFile = cmp.Or(c.UEFIBootFile, DefaultUEFIBootFile)
+	c.Discovery.Kernel = cmp.Or(c.Discovery.Kernel, DefaultDiscoveryImage+"/vmlinuz")
+	c.Discovery.Initrd = cmp.Or(c.Discovery.Initrd, DefaultDiscoveryImage+"/initrd.img")
+	c.Discovery.Cmdline = cmp.Or(c.Discovery.Cmdline, DefaultCmdline)
+	c.RAInterval = cmp.Or(c.RAInterval, DefaultRAInterval)
+	c.LookupTimeout = cmp.Or(c.LookupTimeout, DefaultLookupTimeout)
+	c.EventsPerMAC = cmp.Or(c.EventsPerMAC, DefaultEventsPerMAC)
+	c.EventMACs = cmp.Or(c.EventMACs, DefaultEventMACs)
 	if c.DHCPMode == DHCPFull && c.Subnet.IsValid() {
 		c.Subnet = c.Subnet.Masked()
 		if !c.RangeStart.IsValid() {
@@ -280,15 +243,7 @@ func (c Config) Validate() error {
 	return fmt.Errorf("pxe config: %w: %w", rackcloud.ErrInvalid, errors.Join(errs...))
 }
 
+// lastAddr is p's broadcast address (IPv4).
 func lastAddr(p netip.Prefix) netip.Addr {
-	a := p.Masked().Addr().As4()
-	bits := p.Bits()
-	for i := 0; i < 4; i++ {
-		for b := 0; b < 8; b++ {
-			if i*8+b >= bits {
-				a[i] |= 0x80 >> b
-			}
-		}
-	}
-	return netip.AddrFrom4(a)
+	return addr(u32(p.Masked().Addr()) | ^uint32(0)>>p.Bits())
 }

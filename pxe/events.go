@@ -106,7 +106,8 @@ func (l *EventLog) Record(e Event) {
 		l.order = append(l.order, e.MAC)
 	}
 	if len(evs) >= l.perMAC {
-		evs = append(evs[:0:0], evs[len(evs)-l.perMAC+1:]...)
+		// Shift in place: Timeline hands out copies only.
+		evs = evs[:copy(evs, evs[len(evs)-l.perMAC+1:])]
 	}
 	l.byMAC[e.MAC] = append(evs, e)
 }

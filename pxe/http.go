@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/rackcloud/rackcloud"
 )
@@ -280,8 +281,9 @@ func (s *Service) fileHandler(root *os.Root, prefix string) http.Handler {
 
 // checksums caches files' SHA-256 by name, size and modification time.
 type checksums struct {
-	mu sync.Mutex
-	m  map[string]sumEntry
+	mu     sync.Mutex
+	m      map[string]sumEntry
+	flight singleflight.Group
 }
 
 type sumEntry struct {
@@ -298,21 +300,30 @@ func (c *checksums) get(root *os.Root, name string, st fs.FileInfo) ([]byte, err
 	if ok && e.size == st.Size() && e.mtime.Equal(st.ModTime()) {
 		return e.sum, nil
 	}
-	f, err := root.Open(name)
+	// The hosts of a rack powering on together ask for the same image at
+	// once: hash each version of a file once, not once per request.
+	version := fmt.Sprintf("%s\x00%d\x00%d", key, st.Size(), st.ModTime().UnixNano())
+	v, err, _ := c.flight.Do(version, func() (any, error) {
+		f, err := root.Open(name)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		h := sha256.New()
+		if _, err := io.Copy(h, f); err != nil {
+			return nil, err
+		}
+		sum := h.Sum(nil)
+		c.mu.Lock()
+		if c.m == nil {
+			c.m = map[string]sumEntry{}
+		}
+		c.m[key] = sumEntry{size: st.Size(), mtime: st.ModTime(), sum: sum}
+		c.mu.Unlock()
+		return sum, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return nil, err
-	}
-	sum := h.Sum(nil)
-	c.mu.Lock()
-	if c.m == nil {
-		c.m = map[string]sumEntry{}
-	}
-	c.m[key] = sumEntry{size: st.Size(), mtime: st.ModTime(), sum: sum}
-	c.mu.Unlock()
-	return sum, nil
+	return v.([]byte), nil
 }

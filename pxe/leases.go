@@ -52,7 +52,7 @@ type leases struct {
 	start    uint32
 	end      uint32
 	cursor   uint32
-	exclude  map[netip.Addr]bool   // server address etc.
+	exclude  map[netip.Addr]bool   // server, network, broadcast, router
 	reserved map[netip.Addr]string // config reservations: IP -> MAC
 	byMAC    map[string]*Lease
 	byIP     map[netip.Addr]*Lease
@@ -96,6 +96,9 @@ func newLeases(cfg Config, now func() time.Time) *leases {
 		dirty: make(chan struct{}, 1),
 	}
 	l.cursor = l.start
+	// Neither the network nor the broadcast address is ever handed out.
+	l.exclude[cfg.Subnet.Addr()] = true
+	l.exclude[lastAddr(cfg.Subnet)] = true
 	if cfg.Router.IsValid() {
 		l.exclude[cfg.Router] = true
 	}
@@ -140,10 +143,7 @@ func (l *leases) logLocked(op string, ls Lease) uint64 {
 	b, _ := json.Marshal(journalEntry{Op: op, Lease: ls})
 	l.pending = append(append(l.pending, b...), '\n')
 	l.seq++
-	select {
-	case l.dirty <- struct{}{}:
-	default:
-	}
+	l.poke()
 	return l.seq
 }
 
@@ -187,9 +187,6 @@ func (l *leases) macOf(ip netip.Addr) (string, bool) {
 // freeForLocked reports whether ip may be given to mac now.
 func (l *leases) freeForLocked(ip netip.Addr, mac string, now time.Time) bool {
 	if !ip.Is4() || !l.subnet.Contains(ip) || l.exclude[ip] {
-		return false
-	}
-	if ip == l.subnet.Addr() || ip == lastAddr(l.subnet) {
 		return false
 	}
 	if owner, ok := l.reserved[ip]; ok && owner != mac {
