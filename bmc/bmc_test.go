@@ -5,14 +5,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,21 +17,12 @@ import (
 
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/bmc"
-	"github.com/rackcloud/rackcloud/lab/netns"
+	"github.com/rackcloud/rackcloud/lab/labtest"
 	"github.com/rackcloud/rackcloud/lab/rack"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-func need(t *testing.T, bins ...string) {
-	t.Helper()
-	for _, b := range bins {
-		if _, err := exec.LookPath(b); err != nil {
-			t.Fatalf("%s is not installed (run lab/install.sh): %v", b, err)
-		}
-	}
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {
@@ -47,7 +33,7 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 
 func startRack(t *testing.T, cfg rack.Config) *rack.Rack {
 	t.Helper()
-	need(t, "ipmi_sim", "ipmitool")
+	labtest.Need(t, "ipmi_sim", "ipmitool")
 	cfg.Dir = t.TempDir()
 	r, err := rack.Start(ctxT(t, 60*time.Second), cfg)
 	require.NoError(t, err)
@@ -99,51 +85,13 @@ func redfishEndpoint(n *rack.Node) bmc.Endpoint {
 	return bmc.Endpoint{Protocol: rackcloud.BMCRedfish, Address: n.Redfish.String(), Username: n.User, Password: bmc.NewSecret(n.Password)}
 }
 
-var nsSeq atomic.Int32
-
-func newNet(t *testing.T) *netns.Net {
-	t.Helper()
-	name := fmt.Sprintf("bmct%d-%d", os.Getpid(), nsSeq.Add(1))
-	n, err := netns.New(ctxT(t, 30*time.Second), name, netip.MustParsePrefix("10.78.0.1/24"))
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, n.Close()) })
-	return n
-}
-
-// startDnsmasq runs a real DHCP server on the namespace's bridge and
-// returns its log file.
-func startDnsmasq(t *testing.T, n *netns.Net) string {
-	t.Helper()
-	need(t, "dnsmasq")
-	dir := t.TempDir()
-	logf := filepath.Join(dir, "dnsmasq.log")
-	cmd := n.Command(context.Background(), "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--user=root",
-		"--interface="+n.Bridge, "--bind-interfaces", "--port=0", "--leasefile-ro",
-		"--dhcp-range=10.78.0.100,10.78.0.200,1h", "--log-dhcp", "--log-facility="+logf,
-		"--pid-file="+filepath.Join(dir, "pid"))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	require.NoError(t, cmd.Start())
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	return logf
-}
-
 // TestPXEBootThroughBMC powers two simulated servers on with boot device
 // PXE, one through IPMI (ipmi_sim + ipmitool) and one through Redfish, and
 // sees each QEMU ask for an address over DHCP; then powers them off.
 func TestPXEBootThroughBMC(t *testing.T) {
-	need(t, "qemu-system-x86_64")
-	pnet := newNet(t)
-	logf := startDnsmasq(t, pnet)
+	labtest.Need(t, "qemu-system-x86_64")
+	pnet := labtest.Net(t, "bmct", "10.78.0.1/24")
+	logf := labtest.Dnsmasq(t, pnet)
 	r := startRack(t, rack.Config{Nodes: 2, Net: pnet, Redfish: true})
 	e := newManager(t, bmc.Config{RootCAs: r.CertPool()})
 	ctx := ctxT(t, 150*time.Second)

@@ -19,6 +19,7 @@ import (
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/bmc"
 	"github.com/rackcloud/rackcloud/lab"
+	"github.com/rackcloud/rackcloud/lab/labtest"
 	"github.com/rackcloud/rackcloud/lab/monlab"
 	"github.com/rackcloud/rackcloud/lab/proc"
 	"github.com/rackcloud/rackcloud/lab/rack"
@@ -99,8 +100,7 @@ func TestUpEndToEnd(t *testing.T) {
 	require.NoError(t, c.SetPower(ctx, bmc.PowerOn))
 	t.Cleanup(func() { _ = c.SetPower(context.Background(), bmc.PowerOff) })
 	mac := node.MAC.String()
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
+	labtest.Eventually(t, 3*time.Minute, 500*time.Millisecond, "node "+mac+" to become a discovered host", func() (bool, string) {
 		kinds := map[string]bool{}
 		for _, e := range l.Boot.Timeline(mac) {
 			kinds[string(e.Kind)] = true
@@ -110,14 +110,10 @@ func TestUpEndToEnd(t *testing.T) {
 		resp.Body.Close()
 		if kinds["callback"] && resp.StatusCode == 200 && strings.Contains(string(b), `"state":"discovered"`) {
 			require.Contains(t, string(b), mac)
-			break
+			return true, ""
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node %s never became a discovered host: timeline %v, hosts %d %s, console:\n%s",
-				mac, kinds, resp.StatusCode, b, console(node))
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+		return false, fmt.Sprintf("timeline %v, hosts %d %s, console:\n%s", kinds, resp.StatusCode, b, console(node))
+	})
 
 	// The operator gives the host a fixed provisioning address: its next
 	// boot leases that address from the boot service's DHCP, from the
@@ -138,8 +134,7 @@ func TestUpEndToEnd(t *testing.T) {
 	since := len(l.Boot.Timeline(mac))
 	require.NoError(t, c.SetBootDevice(ctx, bmc.BootPXE, bmc.BootOptions{}))
 	require.NoError(t, c.SetPower(ctx, bmc.PowerCycle))
-	deadline = time.Now().Add(3 * time.Minute)
-	for {
+	labtest.Eventually(t, 3*time.Minute, 500*time.Millisecond, "node "+mac+" to call back after the power cycle", func() (bool, string) {
 		var acks []string
 		called := false
 		for _, e := range l.Boot.Timeline(mac)[since:] {
@@ -155,13 +150,9 @@ func TestUpEndToEnd(t *testing.T) {
 			for _, ip := range acks {
 				require.Equal(t, fixed, ip, "every lease of the boot is the fixed address")
 			}
-			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node %s never called back after the power cycle: acks %v, console:\n%s", mac, acks, console(node))
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+		return called, fmt.Sprintf("acks %v, console:\n%s", acks, console(node))
+	})
 
 	// The operator links the host's BMC: the server's BMC polling finds
 	// the machine powered on and the BMC healthy.
@@ -195,17 +186,11 @@ func TestUpEndToEnd(t *testing.T) {
 		require.NoError(t, json.NewDecoder(resp.Body).Decode(&h))
 		return h
 	}
-	deadline = time.Now().Add(2 * time.Minute)
-	for {
+	labtest.Eventually(t, 2*time.Minute, 500*time.Millisecond, "power and BMC health observed", func() (bool, string) {
 		h1, h2 := observe(page.Items[0].ID), observe(created.ID)
-		if h1.Power == "on" && h1.BMC.Healthy && h2.Power == "off" && h2.BMC.Healthy {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("power and BMC health never observed: IPMI host %+v, Redfish host %+v", h1, h2)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+		return h1.Power == "on" && h1.BMC.Healthy && h2.Power == "off" && h2.BMC.Healthy,
+			fmt.Sprintf("IPMI host %+v, Redfish host %+v", h1, h2)
+	})
 
 	qctx, cancel := context.WithTimeout(ctx, 45*time.Second)
 	defer cancel()

@@ -5,37 +5,26 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/lab/labtest"
 	"github.com/rackcloud/rackcloud/lab/netns"
 	"github.com/rackcloud/rackcloud/lab/qemu"
 	"github.com/rackcloud/rackcloud/lab/rack"
 )
 
-func need(t *testing.T, bins ...string) {
-	t.Helper()
-	for _, b := range bins {
-		if _, err := exec.LookPath(b); err != nil {
-			t.Fatalf("%s is not installed (run lab/install.sh): %v", b, err)
-		}
-	}
-}
-
 func startRack(t *testing.T, cfg rack.Config) *rack.Rack {
 	t.Helper()
-	need(t, "ipmi_sim", "ipmitool")
+	labtest.Need(t, "ipmi_sim", "ipmitool")
 	if cfg.Dir == "" {
 		cfg.Dir = t.TempDir()
 	}
@@ -184,55 +173,13 @@ func TestIPMIFaults(t *testing.T) {
 	}, 45*time.Second, 500*time.Millisecond, "answers again once the fault is gone")
 }
 
-var nsSeq atomic.Int32
-
-func newNet(t *testing.T) *netns.Net {
-	t.Helper()
-	name := fmt.Sprintf("rkt%d-%d", os.Getpid(), nsSeq.Add(1))
-	ctx := ctxT(t, 30*time.Second)
-	n, err := netns.New(ctx, name, netip.MustParsePrefix("10.77.0.1/24"))
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, n.Close()) })
-	return n
-}
-
-// startDnsmasq runs a real DHCP server in the namespace and returns its
-// log file.
-func startDnsmasq(t *testing.T, net *netns.Net) string {
-	t.Helper()
-	need(t, "dnsmasq")
-	dir := t.TempDir()
-	logf := filepath.Join(dir, "dnsmasq.log")
-	ctx := context.Background()
-	cmd := net.Command(ctx, "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--user=root",
-		"--interface="+net.Bridge, "--bind-interfaces", "--port=0", "--leasefile-ro",
-		"--dhcp-range=10.77.0.100,10.77.0.200,1h", "--log-dhcp", "--log-facility="+logf,
-		"--pid-file="+filepath.Join(dir, "pid"))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	require.NoError(t, cmd.Start())
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	return logf
-}
-
 // TestPXEPowerOn powers real QEMU servers on through ipmi_sim, one with
 // SeaBIOS (iPXE ROM) and one with OVMF (the firmware's own PXE), and sees
 // each ask for an address over DHCP on the provisioning network.
 func TestPXEPowerOn(t *testing.T) {
-	need(t, "qemu-system-x86_64")
-	net := newNet(t)
-	logf := startDnsmasq(t, net)
+	labtest.Need(t, "qemu-system-x86_64")
+	net := labtest.Net(t, "rkt", "10.77.0.1/24")
+	logf := labtest.Dnsmasq(t, net)
 	r := startRack(t, rack.Config{Nodes: 2, Net: net, Firmware: []qemu.Firmware{qemu.BIOS, qemu.UEFI}})
 	ctx := ctxT(t, 150*time.Second)
 	for _, n := range r.Nodes {
@@ -282,7 +229,7 @@ func pxePowerOn(t *testing.T, ctx context.Context, net *netns.Net, logf string, 
 // fixed BMC ports, so the control plane's records of it stay valid; a
 // fixed port that is taken is a clear error.
 func TestIdentitySurvivesRestart(t *testing.T) {
-	need(t, "ipmi_sim", "ipmitool")
+	labtest.Need(t, "ipmi_sim", "ipmitool")
 	ctx := ctxT(t, 90*time.Second)
 	udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	require.NoError(t, err)

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/lab/labtest"
 	"github.com/rackcloud/rackcloud/lab/rack"
 )
 
@@ -35,7 +36,7 @@ func redfishRack(t *testing.T) *rack.Rack {
 // TestRedfishTool drives the simulated Redfish BMC with DMTF's redfishtool
 // (basic auth and sessions), including what it refuses.
 func TestRedfishTool(t *testing.T) {
-	need(t, "redfishtool")
+	labtest.Need(t, "redfishtool")
 	r := redfishRack(t)
 	ctx := ctxT(t, 60*time.Second)
 	n := r.Nodes[0]
