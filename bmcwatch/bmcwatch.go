@@ -55,10 +55,11 @@ type Watcher struct {
 	cfg Config
 	log *slog.Logger
 
-	leader  prometheus.Gauge
-	hosts   *prometheus.GaugeVec
-	writes  prometheus.Counter
-	dropped prometheus.Counter
+	leader   prometheus.Gauge
+	attempts *prometheus.CounterVec
+	hosts    *prometheus.GaugeVec
+	writes   prometheus.Counter
+	dropped  prometheus.Counter
 }
 
 // New returns a Watcher; Run starts it.
@@ -75,6 +76,9 @@ func New(cfg Config) (*Watcher, error) {
 	w := &Watcher{cfg: cfg, log: cfg.Logger,
 		leader: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rackcloud_bmcwatch_leader",
 			Help: "1 while this replica is the one polling the hosts' BMCs."}),
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rackcloud_bmcwatch_lock_attempts_total",
+			Help: "Tries to become the polling replica, by result: acquired, or held (by another replica)."},
+			[]string{"result"}),
 		hosts: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rackcloud_bmcwatch_hosts",
 			Help: "Hosts with a BMC polled by this replica, by the BMC's health: healthy, unhealthy, or pending (not polled yet)."},
 			[]string{"health"}),
@@ -84,7 +88,7 @@ func New(cfg Config) (*Watcher, error) {
 			Help: "Poll results dropped because the recorder fell behind (the next poll of the BMC repeats them)."}),
 	}
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{w.leader, w.hosts, w.writes, w.dropped} {
+		for _, c := range []prometheus.Collector{w.leader, w.attempts, w.hosts, w.writes, w.dropped} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("bmcwatch: metrics: %w", err)
 			}
@@ -127,8 +131,10 @@ func (w *Watcher) lead(ctx context.Context) error {
 	}
 	if !got {
 		conn.Release()
+		w.attempts.WithLabelValues("held").Inc()
 		return nil
 	}
+	w.attempts.WithLabelValues("acquired").Inc()
 	defer func() {
 		uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

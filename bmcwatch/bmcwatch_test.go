@@ -3,8 +3,8 @@ package bmcwatch_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +15,7 @@ import (
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/bmc"
 	"github.com/rackcloud/rackcloud/bmcwatch"
+	"github.com/rackcloud/rackcloud/lab/labtest"
 	"github.com/rackcloud/rackcloud/lab/pgtest"
 	"github.com/rackcloud/rackcloud/lab/rack"
 	"github.com/rackcloud/rackcloud/store"
@@ -34,11 +35,7 @@ type observed struct {
 // refuses the password, and checks what lands in the hosts table; a
 // second replica stands by and takes over when the first stops.
 func TestWatchRecordsPowerAndHealth(t *testing.T) {
-	for _, b := range []string{"ipmi_sim", "ipmitool"} {
-		if _, err := exec.LookPath(b); err != nil {
-			t.Fatalf("%s is not installed (run lab/install.sh): %v", b, err)
-		}
-	}
+	labtest.Need(t, "ipmi_sim", "ipmitool")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	r, err := rack.Start(ctx, rack.Config{Nodes: 2, Virtual: true, Redfish: true, Dir: t.TempDir()})
@@ -80,17 +77,13 @@ func TestWatchRecordsPowerAndHealth(t *testing.T) {
 	}
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(90 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				obs := map[string]observed{}
-				for n, id := range hosts {
-					obs[n] = get(id)
-				}
-				t.Fatalf("timed out waiting for %s: %+v", what, obs)
+		labtest.Eventually(t, 90*time.Second, 100*time.Millisecond, what, func() (bool, string) {
+			obs := map[string]observed{}
+			for n, id := range hosts {
+				obs[n] = get(id)
 			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return cond(), fmt.Sprintf("%+v", obs)
+		})
 	}
 
 	start := func(reg *prometheus.Registry) (*bmcwatch.Watcher, context.CancelFunc, chan struct{}) {
@@ -127,7 +120,9 @@ func TestWatchRecordsPowerAndHealth(t *testing.T) {
 	// A second replica stands by while the first polls.
 	_, stop2, done2 := start(reg2)
 	defer func() { stop2(); <-done2 }()
-	time.Sleep(600 * time.Millisecond)
+	waitFor("the standby to find the lock held", func() bool {
+		return counter(t, reg2, "rackcloud_bmcwatch_lock_attempts_total", "held") >= 2
+	})
 	require.Equal(t, 0.0, gauge(t, reg2, "rackcloud_bmcwatch_leader"))
 
 	// Power changes made behind rackcloud's back show up.
@@ -158,6 +153,26 @@ func TestWatchRecordsPowerAndHealth(t *testing.T) {
 		o := get(hosts["wrong-password"])
 		return o.healthy && o.err == "" && o.power == rackcloud.PowerOff
 	})
+}
+
+// counter reads the value of name{result=result} from reg (0 when absent).
+func counter(t *testing.T, reg *prometheus.Registry, name, result string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == result {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // gauge reads the value of the unlabelled gauge name from reg.
