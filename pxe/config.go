@@ -168,7 +168,7 @@ func (c Config) WithDefaults() Config {
 	c.LookupTimeout = cmp.Or(c.LookupTimeout, DefaultLookupTimeout)
 	c.EventsPerMAC = cmp.Or(c.EventsPerMAC, DefaultEventsPerMAC)
 	c.EventMACs = cmp.Or(c.EventMACs, DefaultEventMACs)
-	if c.DHCPMode == DHCPFull && c.Subnet.IsValid() {
+	if c.DHCPMode == DHCPFull && c.Subnet.IsValid() && c.Subnet.Addr().Is4() { // Validate refuses the rest
 		c.Subnet = c.Subnet.Masked()
 		if !c.RangeStart.IsValid() {
 			c.RangeStart = c.Subnet.Addr().Next()

@@ -428,4 +428,11 @@ func TestConfigValidation(t *testing.T) {
 	cfg.DHCPMode = "relay"
 	_, err = New(cfg, Deps{})
 	require.ErrorContains(t, err, `DHCP mode "relay"`)
+	// An IPv6 subnet is refused plainly, not a panic while defaulting.
+	cfg = unitConfig(t)
+	cfg.Subnet = netip.MustParsePrefix("fd00:77::/64")
+	cfg.RangeStart, cfg.RangeEnd = netip.Addr{}, netip.Addr{}
+	_, err = New(cfg, Deps{})
+	require.ErrorIs(t, err, rackcloud.ErrInvalid)
+	require.ErrorContains(t, err, "IPv4 subnet")
 }
