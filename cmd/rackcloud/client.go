@@ -360,7 +360,8 @@ func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
 var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
-// resolve turns a name into an ID by listing the collection; IDs pass.
+// resolve turns a name into an ID by listing the collection; IDs and ""
+// pass unchanged, without a request.
 func (c *client) resolve(ctx context.Context, collection, nameOrID string) (string, error) {
 	if nameOrID == "" || uuidRE.MatchString(nameOrID) {
 		return nameOrID, nil

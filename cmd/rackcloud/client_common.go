@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 )
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
@@ -70,34 +71,34 @@ func deleteVerb(cmd, collection string) func(ctx context.Context, args []string)
 }
 
 // listVerb lists a collection with the label filter.
-func listVerb(cmd, collection string, cols []column, filters ...string) func(ctx context.Context, args []string) error {
+func listVerb(cmd, collection string, cols []column) func(ctx context.Context, args []string) error {
 	return func(ctx context.Context, args []string) error {
 		var cf clientFlags
 		fs := newVerbFlags(cmd, "list", &cf)
 		limit := fs.Int("limit", 0, "at most this many (0: all)")
 		labels := labelsFlag{}
 		fs.Var(labels, "label", "only items with this label key=value (repeatable)")
-		vals := map[string]*string{}
-		for _, f := range filters {
-			vals[f] = fs.String(f, "", "only items with this "+f)
-		}
 		c, _, err := parseClient(fs, &cf, args)
 		if err != nil {
 			return err
 		}
-		q := map[string][]string{}
-		if len(labels) > 0 {
-			q["label_selector"] = []string{labels.String()}
-		}
-		for k, v := range vals {
-			if *v != "" {
-				q[k] = []string{*v}
-			}
-		}
-		items, err := c.list(ctx, "/v1/"+collection, q, *limit)
-		if err != nil {
-			return err
-		}
-		return c.printItems(items, cols)
+		return c.printList(ctx, "/v1/"+collection, *limit, cols, "label_selector", labels.String())
 	}
+}
+
+// printList lists path, up to limit items (0: all), with the query
+// parameters given as name, value pairs (those with an empty value are
+// left out), and prints the items.
+func (c *client) printList(ctx context.Context, path string, limit int, cols []column, query ...string) error {
+	q := url.Values{}
+	for i := 0; i+1 < len(query); i += 2 {
+		if query[i+1] != "" {
+			q.Set(query[i], query[i+1])
+		}
+	}
+	items, err := c.list(ctx, path, q, limit)
+	if err != nil {
+		return err
+	}
+	return c.printItems(items, cols)
 }

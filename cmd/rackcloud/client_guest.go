@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"net/http"
-	"net/url"
 )
 
 func init() {
@@ -33,25 +32,12 @@ func guestList(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	q := url.Values{}
-	if *state != "" {
-		q.Set("state", *state)
-	}
-	if *project != "" {
-		id, err := c.resolve(ctx, "projects", *project)
-		if err != nil {
-			return err
-		}
-		q.Set("project_id", id)
-	}
-	if len(labels) > 0 {
-		q.Set("label_selector", labels.String())
-	}
-	items, err := c.list(ctx, "/v1/guests", q, *limit)
+	projectID, err := c.resolve(ctx, "projects", *project)
 	if err != nil {
 		return err
 	}
-	return c.printItems(items, guestColumns)
+	return c.printList(ctx, "/v1/guests", *limit, guestColumns,
+		"state", *state, "project_id", projectID, "label_selector", labels.String())
 }
 
 func guestCreate(ctx context.Context, args []string) error {

@@ -42,28 +42,12 @@ func hostList(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	q := url.Values{}
-	if *state != "" {
-		q.Set("state", *state)
-	}
-	if *mac != "" {
-		q.Set("mac", *mac)
-	}
-	if *rack != "" {
-		id, err := c.resolve(ctx, "racks", *rack)
-		if err != nil {
-			return err
-		}
-		q.Set("rack_id", id)
-	}
-	if len(labels) > 0 {
-		q.Set("label_selector", labels.String())
-	}
-	items, err := c.list(ctx, "/v1/hosts", q, *limit)
+	rackID, err := c.resolve(ctx, "racks", *rack)
 	if err != nil {
 		return err
 	}
-	return c.printItems(items, hostColumns)
+	return c.printList(ctx, "/v1/hosts", *limit, hostColumns,
+		"state", *state, "mac", *mac, "rack_id", rackID, "label_selector", labels.String())
 }
 
 func hostRegister(ctx context.Context, args []string) error {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"net/http"
-	"net/url"
 )
 
 func init() {
@@ -156,28 +155,20 @@ func projectQuota(ctx context.Context, args []string) error {
 	return c.printItem(r.body)
 }
 
+var auditColumns = []column{{"ID", "id"}, {"AT", "at"}, {"ACTOR", "actor"}, {"ACTION", "action"},
+	{"TARGET", "target"}, {"OUTCOME", "outcome"}, {"REQUEST", "request_id"}, {"DETAIL", "detail"}}
+
 func auditList(ctx context.Context, args []string) error {
 	var cf clientFlags
 	fs := newVerbFlags("audit", "list", &cf)
 	limit := fs.Int("limit", 50, "at most this many (0: all)")
-	vals := map[string]*string{}
-	for _, f := range []string{"target", "actor", "action", "outcome"} {
-		vals[f] = fs.String(f, "", "only events with this "+f)
-	}
+	target := fs.String("target", "", "only events with this target")
+	actor := fs.String("actor", "", "only events with this actor")
+	action := fs.String("action", "", "only events with this action")
+	outcome := fs.String("outcome", "", "only events with this outcome")
 	c, _, err := parseClient(fs, &cf, args)
 	if err != nil {
 		return err
 	}
-	q := url.Values{}
-	for k, v := range vals {
-		if *v != "" {
-			q.Set(k, *v)
-		}
-	}
-	items, err := c.list(ctx, "/v1/audit-events", q, *limit)
-	if err != nil {
-		return err
-	}
-	return c.printItems(items, []column{{"ID", "id"}, {"AT", "at"}, {"ACTOR", "actor"}, {"ACTION", "action"},
-		{"TARGET", "target"}, {"OUTCOME", "outcome"}, {"REQUEST", "request_id"}, {"DETAIL", "detail"}})
+	return c.printList(ctx, "/v1/audit-events", *limit, auditColumns, "target", *target, "actor", *actor, "action", *action, "outcome", *outcome)
 }

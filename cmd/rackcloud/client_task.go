@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"net/http"
-	"net/url"
 )
 
 func init() {
@@ -29,17 +28,7 @@ func taskList(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	q := url.Values{}
-	for k, v := range map[string]string{"state": *state, "kind": *kind, "target": *target} {
-		if v != "" {
-			q.Set(k, v)
-		}
-	}
-	items, err := c.list(ctx, "/v1/tasks", q, *limit)
-	if err != nil {
-		return err
-	}
-	return c.printItems(items, taskColumns)
+	return c.printList(ctx, "/v1/tasks", *limit, taskColumns, "state", *state, "kind", *kind, "target", *target)
 }
 
 func taskWatch(ctx context.Context, args []string) error {
