@@ -32,9 +32,9 @@ func init() {
 		{"delete", "ID", "delete a zone", deleteVerb("zone", "zones")},
 	})})
 	register(command{name: "rack", summary: "list and create racks", run: dispatch("rack", []verb{
-		{"list", "", "list racks", listVerb("racks", "racks", append(meta[:2:2], column{"ZONE", "zone_id"}, column{"UNITS", "positions"}))},
-		{"get", "ID", "show a rack", getVerb("racks", "racks")},
-		{"create", "NAME --zone Z [--units 42]", "create a rack", createVerb("racks", "racks", func(fs *flag.FlagSet) func(*client, context.Context, []string) (map[string]any, error) {
+		{"list", "", "list racks", listVerb("rack", "racks", append(meta[:2:2], column{"ZONE", "zone_id"}, column{"UNITS", "positions"}))},
+		{"get", "ID", "show a rack", getVerb("rack", "racks")},
+		{"create", "NAME --zone Z [--units 42]", "create a rack", createVerb("rack", "racks", func(fs *flag.FlagSet) func(*client, context.Context, []string) (map[string]any, error) {
 			zone := fs.String("zone", "", "zone (name or ID)")
 			units := fs.Int("units", 42, "rack units")
 			return func(c *client, ctx context.Context, pos []string) (map[string]any, error) {
@@ -42,7 +42,7 @@ func init() {
 				return map[string]any{"name": pos[0], "zone_id": id, "positions": *units}, err
 			}
 		})},
-		{"delete", "ID", "delete a rack", deleteVerb("racks", "racks")},
+		{"delete", "ID", "delete a rack", deleteVerb("rack", "racks")},
 	})})
 	register(command{name: "image", summary: "list and create images", run: dispatch("image", []verb{
 		{"list", "", "list images", listVerb("image", "images", append(meta[:2:2], column{"FORMAT", "format"}, column{"ROLES", "roles"}, column{"URL", "url"}))},
