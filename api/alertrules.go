@@ -77,21 +77,12 @@ func registerAlertRules(a *API) {
 		r := store.AlertRuleRecord{AlertRule: rackcloud.AlertRule{Meta: rackcloud.Meta{Name: b.Name, Labels: b.Labels},
 			Expr: b.Expr, Op: b.Op, Threshold: b.Threshold, For: time.Duration(b.ForSeconds) * time.Second,
 			Severity: b.Severity, Scope: rackcloud.AlertScope(b.Scope), ScopeID: b.ScopeID}, Description: b.Description}
-		ch := a.newChange(ctx, "createAlertRule", "alert-rule/"+b.Name)
-		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
+		return c.created(ctx, a.newChange(ctx, "createAlertRule", "alert-rule/"+b.Name), func(tx pgx.Tx) (store.AlertRuleRecord, error) {
 			if err := checkScopeTarget(ctx, tx, r.Scope, r.ScopeID); err != nil {
-				return err
+				return store.AlertRuleRecord{}, err
 			}
-			r, err = store.CreateAlertRule(ctx, tx, r)
-			ch.target = c.target(r.ID)
-			return err
+			return store.CreateAlertRule(ctx, tx, r)
 		})
-		if err != nil {
-			return nil, err
-		}
-		out := item(alertRuleOut(r), r.Version)
-		out.Location = c.path + "/" + r.ID
-		return out, nil
 	})
 
 	register(a, huma.Operation{
@@ -106,39 +97,30 @@ func registerAlertRules(a *API) {
 		if err := checkLabels("body.labels", b.Labels); err != nil {
 			return nil, err
 		}
-		ch := a.newChange(ctx, "updateAlertRule", c.target(in.ID))
-		var r store.AlertRuleRecord
-		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
-			r, err = update(ctx, c, tx, ch, in.ID, in.IfMatch, func(r *store.AlertRuleRecord) error {
-				if b.Description != nil {
-					r.Description = *b.Description
-				}
-				if b.Expr != nil {
-					r.Expr = *b.Expr
-				}
-				if b.Op != nil {
-					r.Op = *b.Op
-				}
-				if b.Threshold != nil {
-					r.Threshold = *b.Threshold
-				}
-				if b.ForSeconds != nil {
-					r.For = time.Duration(*b.ForSeconds) * time.Second
-				}
-				if b.Severity != nil {
-					r.Severity = *b.Severity
-				}
-				if b.Labels != nil {
-					r.Labels = b.Labels
-				}
-				return nil
-			}, store.UpdateAlertRule)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		return item(alertRuleOut(r), r.Version), nil
+		return c.patch(ctx, "updateAlertRule", in.ID, in.IfMatch, func(_ pgx.Tx, r *store.AlertRuleRecord) error {
+			if b.Description != nil {
+				r.Description = *b.Description
+			}
+			if b.Expr != nil {
+				r.Expr = *b.Expr
+			}
+			if b.Op != nil {
+				r.Op = *b.Op
+			}
+			if b.Threshold != nil {
+				r.Threshold = *b.Threshold
+			}
+			if b.ForSeconds != nil {
+				r.For = time.Duration(*b.ForSeconds) * time.Second
+			}
+			if b.Severity != nil {
+				r.Severity = *b.Severity
+			}
+			if b.Labels != nil {
+				r.Labels = b.Labels
+			}
+			return nil
+		}, store.UpdateAlertRule)
 	})
 }
 

@@ -237,18 +237,10 @@ func init() {
 		}
 		return se
 	}
-	huma.NewErrorWithContext = func(ctx huma.Context, status int, msg string, errs ...error) huma.StatusError {
-		se := huma.NewError(status, msg, errs...)
-		if m, ok := se.(*huma.ErrorModel); ok && m.Instance == "" && ctx != nil {
-			if id := requestIDFrom(ctx.Context()); id != "" {
-				m.Instance = "urn:rackcloud:request:" + id
-			}
-		}
-		return se
-	}
 }
 
-// problemInstance names the request in every problem document.
+// problemInstance names the request in every problem document: huma
+// writes every error, its own and the handlers', through the transformers.
 func problemInstance(ctx huma.Context, _ string, v any) (any, error) {
 	if m, ok := v.(*huma.ErrorModel); ok && m.Instance == "" {
 		if id := requestIDFrom(ctx.Context()); id != "" {

@@ -30,7 +30,8 @@ type IDParam struct {
 }
 
 // crud describes a resource for its generic get, list and delete
-// operations; creates and updates are written per resource.
+// operations; creates and updates are registered per resource, on created
+// and patch.
 type crud[R, T any] struct {
 	a        *API
 	tag      string // OpenAPI tag ("Hosts")
@@ -173,22 +174,55 @@ func listNoun(s string) string {
 	return b.String()
 }
 
-// update reads a resource in tx, checks visibility and If-Match, lets
-// apply change it, and writes it with the version it read.
-func update[R, T any](ctx context.Context, c *crud[R, T], tx pgx.Tx, ch *change, id string, m IfMatch,
-	apply func(*R) error, write func(context.Context, store.Querier, R) (R, error)) (R, error) {
-	r, err := c.visible(ctx, tx, id)
+// created runs create in the change's transaction and answers the new
+// resource with its ETag and Location. Once it exists, the change's audit
+// target (and project) name it by ID.
+func (c *crud[R, T]) created(ctx context.Context, ch *change, create func(pgx.Tx) (R, error)) (*itemOutput[T], error) {
+	var r R
+	err := c.a.run(ctx, ch, func(tx pgx.Tx) (err error) {
+		if r, err = create(tx); err != nil {
+			return err
+		}
+		ch.target = c.target(c.meta(r).ID)
+		if c.project != nil {
+			ch.project = c.project(r)
+		}
+		return nil
+	})
 	if err != nil {
-		return r, err
+		return nil, err
 	}
-	if c.project != nil {
-		ch.project = c.project(r)
+	m := c.meta(r)
+	out := item(c.out(r), m.Version)
+	out.Location = c.path + "/" + m.ID
+	return out, nil
+}
+
+// patch is an update operation: in one change it reads the resource,
+// checks visibility and If-Match, lets apply change it, writes it with the
+// version it read, and answers it with its new ETag.
+func (c *crud[R, T]) patch(ctx context.Context, action, id string, m IfMatch,
+	apply func(pgx.Tx, *R) error, write func(context.Context, store.Querier, R) (R, error)) (*itemOutput[T], error) {
+	ch := c.a.newChange(ctx, action, c.target(id))
+	var r R
+	err := c.a.run(ctx, ch, func(tx pgx.Tx) (err error) {
+		if r, err = c.visible(ctx, tx, id); err != nil {
+			return err
+		}
+		if c.project != nil {
+			ch.project = c.project(r)
+		}
+		if err := checkMatch(m, c.meta(r).Version); err != nil {
+			return err
+		}
+		if err := apply(tx, &r); err != nil {
+			return err
+		}
+		r, err = write(ctx, tx, r)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
-	if err := checkMatch(m, c.meta(r).Version); err != nil {
-		return r, err
-	}
-	if err := apply(&r); err != nil {
-		return r, err
-	}
-	return write(ctx, tx, r)
+	return item(c.out(r), c.meta(r).Version), nil
 }

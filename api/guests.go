@@ -163,24 +163,15 @@ func registerGuests(a *API) {
 		if err := checkLabels("body.labels", in.Body.Labels); err != nil {
 			return nil, err
 		}
-		ch := a.newChange(ctx, "updateGuest", c.target(in.ID))
-		var g rackcloud.Guest
-		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
-			g, err = update(ctx, c, tx, ch, in.ID, in.IfMatch, func(g *rackcloud.Guest) error {
-				if in.Body.HA != nil {
-					g.HA = rackcloud.HAPolicy(*in.Body.HA)
-				}
-				if in.Body.Labels != nil {
-					g.Labels = in.Body.Labels
-				}
-				return nil
-			}, store.UpdateGuest)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		return item(guestOut(g), g.Version), nil
+		return c.patch(ctx, "updateGuest", in.ID, in.IfMatch, func(_ pgx.Tx, g *rackcloud.Guest) error {
+			if in.Body.HA != nil {
+				g.HA = rackcloud.HAPolicy(*in.Body.HA)
+			}
+			if in.Body.Labels != nil {
+				g.Labels = in.Body.Labels
+			}
+			return nil
+		}, store.UpdateGuest)
 	})
 
 	guestTask := func(opID, method, path, summary, doc, kind string, status rackcloud.GuestState) {
@@ -253,21 +244,12 @@ func registerGuests(a *API) {
 		if b.Scope == "" {
 			b.Scope = string(rackcloud.ScopeHost)
 		}
-		var pg rackcloud.PlacementGroup
-		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
+		return pgs.created(ctx, ch, func(tx pgx.Tx) (rackcloud.PlacementGroup, error) {
 			if _, err := store.GetProject(ctx, tx, b.ProjectID); err != nil {
-				return notFoundField(err, "body.project_id", b.ProjectID)
+				return rackcloud.PlacementGroup{}, notFoundField(err, "body.project_id", b.ProjectID)
 			}
-			pg, err = store.CreatePlacementGroup(ctx, tx, rackcloud.PlacementGroup{Meta: rackcloud.Meta{Name: b.Name, Labels: b.Labels},
+			return store.CreatePlacementGroup(ctx, tx, rackcloud.PlacementGroup{Meta: rackcloud.Meta{Name: b.Name, Labels: b.Labels},
 				ProjectID: b.ProjectID, Policy: rackcloud.PlacementPolicy(b.Policy), Hard: b.Hard, Scope: rackcloud.PlacementScope(b.Scope)})
-			ch.target = pgs.target(pg.ID)
-			return err
 		})
-		if err != nil {
-			return nil, err
-		}
-		out := item(placementGroupOut(pg), pg.Version)
-		out.Location = pgs.path + "/" + pg.ID
-		return out, nil
 	})
 }

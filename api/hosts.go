@@ -100,34 +100,18 @@ func registerHosts(a *API) {
 		if err != nil {
 			return nil, err
 		}
-		ch := a.newChange(ctx, "registerHost", "host/"+h.Name)
-		err = a.run(ctx, ch, func(tx pgx.Tx) (err error) {
+		return c.created(ctx, a.newChange(ctx, "registerHost", "host/"+h.Name), func(tx pgx.Tx) (rackcloud.Host, error) {
 			if h.RackID != "" {
 				if _, err := store.GetRack(ctx, tx, h.RackID); err != nil {
-					return notFoundField(err, "body.rack_id", h.RackID)
+					return h, notFoundField(err, "body.rack_id", h.RackID)
 				}
 			}
-			bmc := h.BMC
-			h, err = store.CreateHost(ctx, tx, h)
-			if err != nil {
-				return err
+			created, err := store.CreateHost(ctx, tx, h)
+			if err != nil || h.BMC == nil {
+				return created, err
 			}
-			ch.target = c.target(h.ID)
-			if bmc != nil {
-				sealed, err := a.deps.Sealer.Seal(bmc.Password, []byte(h.ID))
-				if err != nil {
-					return err
-				}
-				return store.SetHostBMCSecret(ctx, tx, h.ID, sealed)
-			}
-			return nil
+			return created, a.setBMCPassword(ctx, tx, created.ID, h.BMC.Password)
 		})
-		if err != nil {
-			return nil, err
-		}
-		out := item(hostOut(h), h.Version)
-		out.Location = c.path + "/" + h.ID
-		return out, nil
 	})
 
 	register(a, huma.Operation{
@@ -142,40 +126,31 @@ func registerHosts(a *API) {
 		if err := checkLabels("body.labels", in.Body.Labels); err != nil {
 			return nil, err
 		}
-		ch := a.newChange(ctx, "updateHost", c.target(in.ID))
-		var h rackcloud.Host
-		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
-			h, err = update(ctx, c, tx, ch, in.ID, in.IfMatch, func(h *rackcloud.Host) error {
-				if in.Body.RackID != nil {
-					if _, err := store.GetRack(ctx, tx, *in.Body.RackID); err != nil {
-						return notFoundField(err, "body.rack_id", *in.Body.RackID)
-					}
-					h.RackID = *in.Body.RackID
+		return c.patch(ctx, "updateHost", in.ID, in.IfMatch, func(tx pgx.Tx, h *rackcloud.Host) error {
+			if in.Body.RackID != nil {
+				if _, err := store.GetRack(ctx, tx, *in.Body.RackID); err != nil {
+					return notFoundField(err, "body.rack_id", *in.Body.RackID)
 				}
-				if in.Body.Position != nil {
-					h.Position = *in.Body.Position
+				h.RackID = *in.Body.RackID
+			}
+			if in.Body.Position != nil {
+				h.Position = *in.Body.Position
+			}
+			if in.Body.Overhead != nil {
+				h.Overhead = overheadIn(*in.Body.Overhead)
+			}
+			if in.Body.Labels != nil {
+				h.Labels = in.Body.Labels
+			}
+			if in.Body.ProvisioningIPv4 != nil {
+				ip, err := provisioningIPv4("body.provisioning_ipv4", *in.Body.ProvisioningIPv4)
+				if err != nil {
+					return err
 				}
-				if in.Body.Overhead != nil {
-					h.Overhead = overheadIn(*in.Body.Overhead)
-				}
-				if in.Body.Labels != nil {
-					h.Labels = in.Body.Labels
-				}
-				if in.Body.ProvisioningIPv4 != nil {
-					ip, err := provisioningIPv4("body.provisioning_ipv4", *in.Body.ProvisioningIPv4)
-					if err != nil {
-						return err
-					}
-					h.ProvisioningIPv4 = ip
-				}
-				return nil
-			}, store.UpdateHost)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		return item(hostOut(h), h.Version), nil
+				h.ProvisioningIPv4 = ip
+			}
+			return nil
+		}, store.UpdateHost)
 	})
 
 	hostTask(a, c, huma.Operation{
@@ -401,25 +376,24 @@ func registerHostBMC(a *API, c *crud[rackcloud.Host, Host]) {
 		if err != nil {
 			return nil, err
 		}
-		ch := a.newChange(ctx, "setHostBMC", c.target(in.ID))
-		var h rackcloud.Host
-		err = a.run(ctx, ch, func(tx pgx.Tx) (err error) {
-			h, err = update(ctx, c, tx, ch, in.ID, in.IfMatch, func(h *rackcloud.Host) error {
-				h.BMC = b
-				return nil
-			}, store.SetHostBMC)
+		return c.patch(ctx, "setHostBMC", in.ID, in.IfMatch, func(_ pgx.Tx, h *rackcloud.Host) error {
+			h.BMC = b
+			return nil
+		}, func(ctx context.Context, q store.Querier, h rackcloud.Host) (rackcloud.Host, error) {
+			h, err := store.SetHostBMC(ctx, q, h)
 			if err != nil {
-				return err
+				return h, err
 			}
-			sealed, err := a.deps.Sealer.Seal(b.Password, []byte(h.ID))
-			if err != nil {
-				return err
-			}
-			return store.SetHostBMCSecret(ctx, tx, h.ID, sealed)
+			return h, a.setBMCPassword(ctx, q, h.ID, b.Password)
 		})
-		if err != nil {
-			return nil, err
-		}
-		return item(hostOut(h), h.Version), nil
 	})
+}
+
+// setBMCPassword stores a host's BMC password sealed, bound to the host's ID.
+func (a *API) setBMCPassword(ctx context.Context, q store.Querier, hostID, password string) error {
+	sealed, err := a.deps.Sealer.Seal(password, []byte(hostID))
+	if err != nil {
+		return err
+	}
+	return store.SetHostBMCSecret(ctx, q, hostID, sealed)
 }

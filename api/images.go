@@ -67,18 +67,9 @@ func registerImages(a *API) {
 		if in.Body.Boot != nil {
 			im.Boot = rackcloud.BootProfile(*in.Body.Boot)
 		}
-		ch := a.newChange(ctx, "createImage", "image/"+im.Name)
-		err = a.run(ctx, ch, func(tx pgx.Tx) (err error) {
-			im, err = store.CreateImage(ctx, tx, im)
-			ch.target = c.target(im.ID)
-			return err
+		return c.created(ctx, a.newChange(ctx, "createImage", "image/"+im.Name), func(tx pgx.Tx) (rackcloud.Image, error) {
+			return store.CreateImage(ctx, tx, im)
 		})
-		if err != nil {
-			return nil, err
-		}
-		out := item(imageOut(im), im.Version)
-		out.Location = c.path + "/" + im.ID
-		return out, nil
 	})
 
 	register(a, huma.Operation{
@@ -92,30 +83,21 @@ func registerImages(a *API) {
 		if err := checkLabels("body.labels", in.Body.Labels); err != nil {
 			return nil, err
 		}
-		ch := a.newChange(ctx, "updateImage", c.target(in.ID))
-		var im rackcloud.Image
-		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
-			im, err = update(ctx, c, tx, ch, in.ID, in.IfMatch, func(im *rackcloud.Image) error {
-				if in.Body.URL != nil {
-					im.URL = *in.Body.URL
-				}
-				if in.Body.Checksum != nil {
-					im.Checksum = *in.Body.Checksum
-				}
-				if in.Body.Boot != nil {
-					im.Boot = rackcloud.BootProfile(*in.Body.Boot)
-				}
-				if in.Body.Labels != nil {
-					im.Labels = in.Body.Labels
-				}
-				return nil
-			}, store.UpdateImage)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		return item(imageOut(im), im.Version), nil
+		return c.patch(ctx, "updateImage", in.ID, in.IfMatch, func(_ pgx.Tx, im *rackcloud.Image) error {
+			if in.Body.URL != nil {
+				im.URL = *in.Body.URL
+			}
+			if in.Body.Checksum != nil {
+				im.Checksum = *in.Body.Checksum
+			}
+			if in.Body.Boot != nil {
+				im.Boot = rackcloud.BootProfile(*in.Body.Boot)
+			}
+			if in.Body.Labels != nil {
+				im.Labels = in.Body.Labels
+			}
+			return nil
+		}, store.UpdateImage)
 	})
 }
 

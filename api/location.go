@@ -65,22 +65,12 @@ func registerLocation(a *API) {
 		if err := checkLabels("body.labels", in.Body.Labels); err != nil {
 			return nil, err
 		}
-		ch := a.newChange(ctx, "createZone", "zone/"+in.Body.Name)
-		var z rackcloud.Zone
-		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
+		return zones.created(ctx, a.newChange(ctx, "createZone", "zone/"+in.Body.Name), func(tx pgx.Tx) (rackcloud.Zone, error) {
 			if _, err := store.GetRegion(ctx, tx, in.Body.RegionID); err != nil {
-				return notFoundField(err, "body.region_id", in.Body.RegionID)
+				return rackcloud.Zone{}, notFoundField(err, "body.region_id", in.Body.RegionID)
 			}
-			z, err = store.CreateZone(ctx, tx, rackcloud.Zone{Meta: rackcloud.Meta{Name: in.Body.Name, Labels: in.Body.Labels}, RegionID: in.Body.RegionID})
-			ch.target = zones.target(z.ID)
-			return err
+			return store.CreateZone(ctx, tx, rackcloud.Zone{Meta: rackcloud.Meta{Name: in.Body.Name, Labels: in.Body.Labels}, RegionID: in.Body.RegionID})
 		})
-		if err != nil {
-			return nil, err
-		}
-		out := item(zoneOut(z), z.Version)
-		out.Location = zones.path + "/" + z.ID
-		return out, nil
 	})
 	register(a, huma.Operation{
 		OperationID: "updateZone", Method: http.MethodPatch, Path: "/v1/zones/{id}", Summary: "Update a zone's labels",
@@ -93,19 +83,10 @@ func registerLocation(a *API) {
 		if err := checkLabels("body.labels", in.Body.Labels); err != nil {
 			return nil, err
 		}
-		ch := a.newChange(ctx, "updateZone", zones.target(in.ID))
-		var z rackcloud.Zone
-		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
-			z, err = update(ctx, zones, tx, ch, in.ID, in.IfMatch, func(z *rackcloud.Zone) error {
-				z.Labels = in.Body.Labels
-				return nil
-			}, store.UpdateZone)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		return item(zoneOut(z), z.Version), nil
+		return zones.patch(ctx, "updateZone", in.ID, in.IfMatch, func(_ pgx.Tx, z *rackcloud.Zone) error {
+			z.Labels = in.Body.Labels
+			return nil
+		}, store.UpdateZone)
 	})
 
 	racks := &crud[rackcloud.Rack, Rack]{a: a, tag: "Racks", path: "/v1/racks", kind: "rack", opName: "Rack", plural: "Racks",
@@ -127,23 +108,13 @@ func registerLocation(a *API) {
 		if in.Body.Positions == 0 {
 			in.Body.Positions = 42
 		}
-		ch := a.newChange(ctx, "createRack", "rack/"+in.Body.Name)
-		var r rackcloud.Rack
-		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
+		return racks.created(ctx, a.newChange(ctx, "createRack", "rack/"+in.Body.Name), func(tx pgx.Tx) (rackcloud.Rack, error) {
 			if _, err := store.GetZone(ctx, tx, in.Body.ZoneID); err != nil {
-				return notFoundField(err, "body.zone_id", in.Body.ZoneID)
+				return rackcloud.Rack{}, notFoundField(err, "body.zone_id", in.Body.ZoneID)
 			}
-			r, err = store.CreateRack(ctx, tx, rackcloud.Rack{Meta: rackcloud.Meta{Name: in.Body.Name, Labels: in.Body.Labels},
+			return store.CreateRack(ctx, tx, rackcloud.Rack{Meta: rackcloud.Meta{Name: in.Body.Name, Labels: in.Body.Labels},
 				ZoneID: in.Body.ZoneID, Positions: in.Body.Positions})
-			ch.target = racks.target(r.ID)
-			return err
 		})
-		if err != nil {
-			return nil, err
-		}
-		out := item(rackOut(r), r.Version)
-		out.Location = racks.path + "/" + r.ID
-		return out, nil
 	})
 	register(a, huma.Operation{
 		OperationID: "updateRack", Method: http.MethodPatch, Path: "/v1/racks/{id}", Summary: "Update a rack",
@@ -156,24 +127,15 @@ func registerLocation(a *API) {
 		if err := checkLabels("body.labels", in.Body.Labels); err != nil {
 			return nil, err
 		}
-		ch := a.newChange(ctx, "updateRack", racks.target(in.ID))
-		var r rackcloud.Rack
-		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
-			r, err = update(ctx, racks, tx, ch, in.ID, in.IfMatch, func(r *rackcloud.Rack) error {
-				if in.Body.Positions != nil {
-					r.Positions = *in.Body.Positions
-				}
-				if in.Body.Labels != nil {
-					r.Labels = in.Body.Labels
-				}
-				return nil
-			}, store.UpdateRack)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		return item(rackOut(r), r.Version), nil
+		return racks.patch(ctx, "updateRack", in.ID, in.IfMatch, func(_ pgx.Tx, r *rackcloud.Rack) error {
+			if in.Body.Positions != nil {
+				r.Positions = *in.Body.Positions
+			}
+			if in.Body.Labels != nil {
+				r.Labels = in.Body.Labels
+			}
+			return nil
+		}, store.UpdateRack)
 	})
 }
 

@@ -50,20 +50,10 @@ func registerProjects(a *API) {
 		if err := checkLabels("body.labels", in.Body.Labels); err != nil {
 			return nil, err
 		}
-		ch := a.newChange(ctx, "createProject", "project/"+in.Body.Name)
-		var p rackcloud.Project
-		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
-			p, err = store.CreateProject(ctx, tx, rackcloud.Project{Meta: rackcloud.Meta{Name: in.Body.Name, Labels: in.Body.Labels},
+		return c.created(ctx, a.newChange(ctx, "createProject", "project/"+in.Body.Name), func(tx pgx.Tx) (rackcloud.Project, error) {
+			return store.CreateProject(ctx, tx, rackcloud.Project{Meta: rackcloud.Meta{Name: in.Body.Name, Labels: in.Body.Labels},
 				Description: in.Body.Description})
-			ch.target, ch.project = c.target(p.ID), p.ID
-			return err
 		})
-		if err != nil {
-			return nil, err
-		}
-		out := item(projectOut(p), p.Version)
-		out.Location = c.path + "/" + p.ID
-		return out, nil
 	})
 
 	register(a, huma.Operation{
@@ -77,24 +67,15 @@ func registerProjects(a *API) {
 		if err := checkLabels("body.labels", in.Body.Labels); err != nil {
 			return nil, err
 		}
-		ch := a.newChange(ctx, "updateProject", c.target(in.ID))
-		var p rackcloud.Project
-		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
-			p, err = update(ctx, c, tx, ch, in.ID, in.IfMatch, func(p *rackcloud.Project) error {
-				if in.Body.Description != nil {
-					p.Description = *in.Body.Description
-				}
-				if in.Body.Labels != nil {
-					p.Labels = in.Body.Labels
-				}
-				return nil
-			}, store.UpdateProject)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		return item(projectOut(p), p.Version), nil
+		return c.patch(ctx, "updateProject", in.ID, in.IfMatch, func(_ pgx.Tx, p *rackcloud.Project) error {
+			if in.Body.Description != nil {
+				p.Description = *in.Body.Description
+			}
+			if in.Body.Labels != nil {
+				p.Labels = in.Body.Labels
+			}
+			return nil
+		}, store.UpdateProject)
 	})
 
 	register(a, huma.Operation{

@@ -46,22 +46,12 @@ func registerRegions(a *API) {
 		if err := checkLabels("body.labels", in.Body.Labels); err != nil {
 			return nil, err
 		}
-		ch := a.newChange(ctx, "createRegion", "region/"+in.Body.Name)
-		var r rackcloud.Region
-		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
-			r, err = store.CreateRegion(ctx, tx, rackcloud.Region{
+		return c.created(ctx, a.newChange(ctx, "createRegion", "region/"+in.Body.Name), func(tx pgx.Tx) (rackcloud.Region, error) {
+			return store.CreateRegion(ctx, tx, rackcloud.Region{
 				Meta:        rackcloud.Meta{Name: in.Body.Name, Labels: in.Body.Labels},
 				Description: in.Body.Description,
 			})
-			ch.target = c.target(r.ID)
-			return err
 		})
-		if err != nil {
-			return nil, err
-		}
-		out := item(regionOut(r), r.Version)
-		out.Location = c.path + "/" + r.ID
-		return out, nil
 	})
 
 	register(a, huma.Operation{
@@ -76,23 +66,14 @@ func registerRegions(a *API) {
 		if err := checkLabels("body.labels", in.Body.Labels); err != nil {
 			return nil, err
 		}
-		ch := a.newChange(ctx, "updateRegion", c.target(in.ID))
-		var r rackcloud.Region
-		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
-			r, err = update(ctx, c, tx, ch, in.ID, in.IfMatch, func(r *rackcloud.Region) error {
-				if in.Body.Description != nil {
-					r.Description = *in.Body.Description
-				}
-				if in.Body.Labels != nil {
-					r.Labels = in.Body.Labels
-				}
-				return nil
-			}, store.UpdateRegion)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		return item(regionOut(r), r.Version), nil
+		return c.patch(ctx, "updateRegion", in.ID, in.IfMatch, func(_ pgx.Tx, r *rackcloud.Region) error {
+			if in.Body.Description != nil {
+				r.Description = *in.Body.Description
+			}
+			if in.Body.Labels != nil {
+				r.Labels = in.Body.Labels
+			}
+			return nil
+		}, store.UpdateRegion)
 	})
 }

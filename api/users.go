@@ -60,19 +60,9 @@ func registerUsers(a *API) {
 		if err := checkLabels("body.labels", in.Body.Labels); err != nil {
 			return nil, err
 		}
-		ch := a.newChange(ctx, "createUser", "user/"+in.Body.Name)
-		var u rackcloud.User
-		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
-			u, err = store.CreateUser(ctx, tx, rackcloud.User{Meta: rackcloud.Meta{Name: in.Body.Name, Labels: in.Body.Labels}, Email: in.Body.Email})
-			ch.target = c.target(u.ID)
-			return err
+		return c.created(ctx, a.newChange(ctx, "createUser", "user/"+in.Body.Name), func(tx pgx.Tx) (rackcloud.User, error) {
+			return store.CreateUser(ctx, tx, rackcloud.User{Meta: rackcloud.Meta{Name: in.Body.Name, Labels: in.Body.Labels}, Email: in.Body.Email})
 		})
-		if err != nil {
-			return nil, err
-		}
-		out := item(userOut(u), u.Version)
-		out.Location = c.path + "/" + u.ID
-		return out, nil
 	})
 	register(a, huma.Operation{
 		OperationID: "updateUser", Method: http.MethodPatch, Path: "/v1/users/{id}", Summary: "Update a user",
@@ -85,24 +75,15 @@ func registerUsers(a *API) {
 		if err := checkLabels("body.labels", in.Body.Labels); err != nil {
 			return nil, err
 		}
-		ch := a.newChange(ctx, "updateUser", c.target(in.ID))
-		var u rackcloud.User
-		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
-			u, err = update(ctx, c, tx, ch, in.ID, in.IfMatch, func(u *rackcloud.User) error {
-				if in.Body.Email != nil {
-					u.Email = *in.Body.Email
-				}
-				if in.Body.Labels != nil {
-					u.Labels = in.Body.Labels
-				}
-				return nil
-			}, store.UpdateUser)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		return item(userOut(u), u.Version), nil
+		return c.patch(ctx, "updateUser", in.ID, in.IfMatch, func(_ pgx.Tx, u *rackcloud.User) error {
+			if in.Body.Email != nil {
+				u.Email = *in.Body.Email
+			}
+			if in.Body.Labels != nil {
+				u.Labels = in.Body.Labels
+			}
+			return nil
+		}, store.UpdateUser)
 	})
 }
 

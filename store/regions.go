@@ -29,7 +29,10 @@ func CreateRegion(ctx context.Context, q Querier, r rackcloud.Region) (rackcloud
 
 // GetRegion returns the region with id, or rackcloud.ErrNotFound.
 func GetRegion(ctx context.Context, q Querier, id string) (rackcloud.Region, error) {
-	return scanRegion(q.QueryRow(ctx, `SELECT `+regionCols+` FROM regions WHERE id::text = $1`, id))
+	if !ValidID(id) {
+		return rackcloud.Region{}, rackcloud.ErrNotFound
+	}
+	return scanRegion(q.QueryRow(ctx, `SELECT `+regionCols+` FROM regions WHERE id = $1`, id))
 }
 
 // ListRegions returns up to limit regions with names after the cursor
@@ -70,14 +73,7 @@ func UpdateRegion(ctx context.Context, q Querier, r rackcloud.Region) (rackcloud
 // DeleteRegion deletes the region if its version is still version (0 means
 // any version).
 func DeleteRegion(ctx context.Context, q Querier, id string, version int64) error {
-	tag, err := q.Exec(ctx, `DELETE FROM regions WHERE id::text = $1 AND ($2 = 0 OR version = $2)`, id, version)
-	if err != nil {
-		return MapError(err)
-	}
-	if tag.RowsAffected() == 0 {
-		return versionError(ctx, q, "regions", id, pgx.ErrNoRows)
-	}
-	return nil
+	return deleteRow(ctx, q, "regions", id, version)
 }
 
 // versionError tells a missing row from a stale version after an update or
