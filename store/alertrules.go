@@ -61,8 +61,8 @@ func ListAlertRules(ctx context.Context, q Querier, f Filter) ([]AlertRuleRecord
 func UpdateAlertRule(ctx context.Context, q Querier, r AlertRuleRecord) (AlertRuleRecord, error) {
 	out, err := scanAlertRule(q.QueryRow(ctx, `UPDATE alert_rules SET description = $3, expr = $4, op = $5, threshold = $6,
 		for_seconds = $7, severity = $8, labels = $9, version = version + 1, updated_at = now()
-		WHERE id::text = $1 AND version = $2 RETURNING `+alertRuleCols,
-		r.ID, r.Version, r.Description, r.Expr, r.Op, r.Threshold, int64(r.For/time.Second), r.Severity, labelsOrEmpty(r.Labels)))
+		WHERE id = $1::uuid AND version = $2 RETURNING `+alertRuleCols,
+		uuidArg(r.ID), r.Version, r.Description, r.Expr, r.Op, r.Threshold, int64(r.For/time.Second), r.Severity, labelsOrEmpty(r.Labels)))
 	if err != nil {
 		return out, versionError(ctx, q, "alert_rules", r.ID, err)
 	}

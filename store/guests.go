@@ -74,8 +74,8 @@ func ListGuests(ctx context.Context, q Querier, f Filter) ([]rackcloud.Guest, er
 // version is still g.Version.
 func UpdateGuest(ctx context.Context, q Querier, g rackcloud.Guest) (rackcloud.Guest, error) {
 	out, err := scanGuest(q.QueryRow(ctx, `UPDATE guests SET ha = $3, state = $4, host_id = $5, handle = $6, labels = $7,
-		version = version + 1, updated_at = now() WHERE id::text = $1 AND version = $2 RETURNING `+guestCols,
-		g.ID, g.Version, string(g.HA), string(g.State), nullable(g.HostID), g.Handle, labelsOrEmpty(g.Labels)))
+		version = version + 1, updated_at = now() WHERE id = $1::uuid AND version = $2 RETURNING `+guestCols,
+		uuidArg(g.ID), g.Version, string(g.HA), string(g.State), nullable(g.HostID), g.Handle, labelsOrEmpty(g.Labels)))
 	if err != nil {
 		return out, versionError(ctx, q, "guests", g.ID, err)
 	}
@@ -121,7 +121,7 @@ func ListPlacementGroups(ctx context.Context, q Querier, f Filter) ([]rackcloud.
 // p.Version (policy, hardness and scope are fixed at creation).
 func UpdatePlacementGroup(ctx context.Context, q Querier, p rackcloud.PlacementGroup) (rackcloud.PlacementGroup, error) {
 	out, err := scanPlacementGroup(q.QueryRow(ctx, `UPDATE placement_groups SET labels = $3, version = version + 1,
-		updated_at = now() WHERE id::text = $1 AND version = $2 RETURNING `+pgCols, p.ID, p.Version, labelsOrEmpty(p.Labels)))
+		updated_at = now() WHERE id = $1::uuid AND version = $2 RETURNING `+pgCols, uuidArg(p.ID), p.Version, labelsOrEmpty(p.Labels)))
 	if err != nil {
 		return out, versionError(ctx, q, "placement_groups", p.ID, err)
 	}
@@ -136,6 +136,6 @@ func DeletePlacementGroup(ctx context.Context, q Querier, id string, version int
 // CountGuestsOnHost counts the guests placed on a host.
 func CountGuestsOnHost(ctx context.Context, q Querier, hostID string) (int, error) {
 	var n int
-	err := q.QueryRow(ctx, `SELECT count(*) FROM guests WHERE host_id::text = $1`, hostID).Scan(&n)
+	err := q.QueryRow(ctx, `SELECT count(*) FROM guests WHERE host_id = $1::uuid`, uuidArg(hostID)).Scan(&n)
 	return n, MapError(err)
 }

@@ -122,8 +122,8 @@ func UpdateHost(ctx context.Context, q Querier, h rackcloud.Host) (rackcloud.Hos
 		disk_iops = $14, network_mbps = $15, overhead_cpu_cores = $16, overhead_memory_mib = $17,
 		overhead_disk_gib = $18, maintenance = $19, labels = $20, provisioning_ipv4 = $21::inet,
 		version = version + 1, updated_at = now()
-		WHERE id::text = $1 AND version = $2 RETURNING id::text`,
-		h.ID, h.Version, nullable(h.RackID), h.Position, string(h.Role), nullable(h.ImageID), string(h.State),
+		WHERE id = $1::uuid AND version = $2 RETURNING id::text`,
+		uuidArg(h.ID), h.Version, nullable(h.RackID), h.Position, string(h.Role), nullable(h.ImageID), string(h.State),
 		h.StateReason, string(h.Power), h.Inventory, h.Resources.CPUCores, h.Resources.MemoryMiB, h.Resources.DiskGiB,
 		h.Resources.DiskIOPS, h.Resources.NetworkMbs, h.Overhead.CPUCores, h.Overhead.MemoryMiB, h.Overhead.DiskGiB,
 		h.Maintenance, labelsOrEmpty(h.Labels), nullable(h.ProvisioningIPv4)).Scan(&id)
@@ -149,8 +149,8 @@ func SetHostBMC(ctx context.Context, q Querier, h rackcloud.Host) (rackcloud.Hos
 	var id string
 	err := q.QueryRow(ctx, `UPDATE hosts SET bmc_address = $3, bmc_protocol = $4, bmc_username = $5,
 		bmc_healthy = false, bmc_error = '', version = version + 1, updated_at = now()
-		WHERE id::text = $1 AND version = $2 RETURNING id::text`,
-		h.ID, h.Version, h.BMC.Address, string(h.BMC.Protocol), h.BMC.Username).Scan(&id)
+		WHERE id = $1::uuid AND version = $2 RETURNING id::text`,
+		uuidArg(h.ID), h.Version, h.BMC.Address, string(h.BMC.Protocol), h.BMC.Username).Scan(&id)
 	if err != nil {
 		return rackcloud.Host{}, versionError(ctx, q, "hosts", h.ID, err)
 	}
@@ -171,7 +171,7 @@ func HostBMCSecret(ctx context.Context, q Querier, id string) (string, error) {
 
 // SetHostBMCSecret stores a host's sealed BMC password.
 func SetHostBMCSecret(ctx context.Context, q Querier, id, sealed string) error {
-	tag, err := q.Exec(ctx, `UPDATE hosts SET bmc_password_sealed = $2 WHERE id::text = $1`, id, sealed)
+	tag, err := q.Exec(ctx, `UPDATE hosts SET bmc_password_sealed = $2 WHERE id = $1::uuid`, uuidArg(id), sealed)
 	if err != nil {
 		return MapError(err)
 	}

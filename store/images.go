@@ -53,8 +53,8 @@ func ListImages(ctx context.Context, q Querier, f Filter) ([]rackcloud.Image, er
 // labels if its version is still im.Version.
 func UpdateImage(ctx context.Context, q Querier, im rackcloud.Image) (rackcloud.Image, error) {
 	out, err := scanImage(q.QueryRow(ctx, `UPDATE images SET url = $3, checksum = $4, format = $5, roles = $6, boot = $7,
-		labels = $8, version = version + 1, updated_at = now() WHERE id::text = $1 AND version = $2 RETURNING `+imageCols,
-		im.ID, im.Version, im.URL, im.Checksum, string(im.Format), roleStrings(im.Roles), im.Boot, labelsOrEmpty(im.Labels)))
+		labels = $8, version = version + 1, updated_at = now() WHERE id = $1::uuid AND version = $2 RETURNING `+imageCols,
+		uuidArg(im.ID), im.Version, im.URL, im.Checksum, string(im.Format), roleStrings(im.Roles), im.Boot, labelsOrEmpty(im.Labels)))
 	if err != nil {
 		return out, versionError(ctx, q, "images", im.ID, err)
 	}

@@ -17,6 +17,16 @@ var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[
 // ValidID reports whether id is a well-formed UUID.
 func ValidID(id string) bool { return uuidRE.MatchString(id) }
 
+// uuidArg passes an ID to "id = $1::uuid" (which uses the primary key,
+// where "id::text = $1" scans the table): a malformed ID becomes the nil
+// UUID, which no row has, so it matches nothing instead of failing the cast.
+func uuidArg(id string) string {
+	if ValidID(id) {
+		return id
+	}
+	return "00000000-0000-0000-0000-000000000000"
+}
+
 // MaxPage is the largest page a list query returns.
 const MaxPage = 1000
 

@@ -58,8 +58,8 @@ func ListProjects(ctx context.Context, q Querier, f Filter) ([]rackcloud.Project
 // p.Version.
 func UpdateProject(ctx context.Context, q Querier, p rackcloud.Project) (rackcloud.Project, error) {
 	out, err := scanProject(q.QueryRow(ctx, `UPDATE projects SET description = $3, labels = $4, version = version + 1,
-		updated_at = now() WHERE id::text = $1 AND version = $2 RETURNING `+projectCols,
-		p.ID, p.Version, p.Description, labelsOrEmpty(p.Labels)))
+		updated_at = now() WHERE id = $1::uuid AND version = $2 RETURNING `+projectCols,
+		uuidArg(p.ID), p.Version, p.Description, labelsOrEmpty(p.Labels)))
 	if err != nil {
 		return out, versionError(ctx, q, "projects", p.ID, err)
 	}
@@ -102,14 +102,14 @@ func GetQuota(ctx context.Context, q Querier, projectID string) (QuotaRecord, er
 func SetQuota(ctx context.Context, q Querier, projectID string, version int64, reserved rackcloud.Resources, hosts int) (QuotaRecord, error) {
 	out, err := scanQuota(q.QueryRow(ctx, `UPDATE quotas SET reserved_vcpu = $3, reserved_memory_mib = $4,
 		reserved_disk_gib = $5, reserved_hosts = $6, version = version + 1, updated_at = now()
-		WHERE project_id::text = $1 AND ($2 = 0 OR version = $2) RETURNING `+quotaCols,
-		projectID, version, reserved.CPUCores, reserved.MemoryMiB, reserved.DiskGiB, hosts))
+		WHERE project_id = $1::uuid AND ($2 = 0 OR version = $2) RETURNING `+quotaCols,
+		uuidArg(projectID), version, reserved.CPUCores, reserved.MemoryMiB, reserved.DiskGiB, hosts))
 	if err == nil {
 		return out, nil
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		var exists bool
-		if qerr := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM quotas WHERE project_id::text = $1)`, projectID).Scan(&exists); qerr != nil {
+		if qerr := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM quotas WHERE project_id = $1::uuid)`, uuidArg(projectID)).Scan(&exists); qerr != nil {
 			return out, MapError(qerr)
 		}
 		if exists {

@@ -62,8 +62,8 @@ func UpdateRegion(ctx context.Context, q Querier, r rackcloud.Region) (rackcloud
 		r.Labels = rackcloud.Labels{}
 	}
 	out, err := scanRegion(q.QueryRow(ctx, `UPDATE regions SET description = $3, labels = $4,
-		version = version + 1, updated_at = now() WHERE id::text = $1 AND version = $2 RETURNING `+regionCols,
-		r.ID, r.Version, r.Description, r.Labels))
+		version = version + 1, updated_at = now() WHERE id = $1::uuid AND version = $2 RETURNING `+regionCols,
+		uuidArg(r.ID), r.Version, r.Description, r.Labels))
 	if err == nil {
 		return out, nil
 	}
@@ -83,7 +83,7 @@ func versionError(ctx context.Context, q Querier, table, id string, err error) e
 		return MapError(err)
 	}
 	var exists bool
-	if qerr := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+table+` WHERE id::text = $1)`, id).Scan(&exists); qerr != nil {
+	if qerr := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+table+` WHERE id = $1::uuid)`, uuidArg(id)).Scan(&exists); qerr != nil {
 		return MapError(qerr)
 	}
 	if exists {

@@ -72,7 +72,7 @@ func ListUsers(ctx context.Context, q Querier, f Filter) ([]rackcloud.User, erro
 // UpdateUser writes u's email and labels if its version is still u.Version.
 func UpdateUser(ctx context.Context, q Querier, u rackcloud.User) (rackcloud.User, error) {
 	out, err := scanUser(q.QueryRow(ctx, `UPDATE users SET email = $3, labels = $4, version = version + 1, updated_at = now()
-		WHERE id::text = $1 AND version = $2 RETURNING `+userCols, u.ID, u.Version, u.Email, labelsOrEmpty(u.Labels)))
+		WHERE id = $1::uuid AND version = $2 RETURNING `+userCols, uuidArg(u.ID), u.Version, u.Email, labelsOrEmpty(u.Labels)))
 	if err != nil {
 		return out, versionError(ctx, q, "users", u.ID, err)
 	}
