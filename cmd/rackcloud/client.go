@@ -391,21 +391,31 @@ type verb struct {
 	run                  func(ctx context.Context, args []string) error
 }
 
+// verbs are every command's verbs by "cmd verb", for their usage lines.
+var verbs = map[string]verb{}
+
 // dispatch runs the verb named by args[0].
-func dispatch(cmd string, verbs []verb) func(ctx context.Context, args []string) error {
+func dispatch(cmd string, vs []verb) func(ctx context.Context, args []string) error {
+	for _, v := range vs {
+		verbs[cmd+" "+v.name] = v
+	}
 	return func(ctx context.Context, args []string) error {
-		if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-			fmt.Fprintf(stderr, "usage: rackcloud %s <verb> [flags]\n\nverbs:\n", cmd)
-			for _, v := range verbs {
-				fmt.Fprintf(stderr, "  %-40s %s\n", v.name+" "+v.usage, v.summary)
+		if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
+			w := stdout
+			if len(args) == 0 {
+				w = stderr
 			}
-			fmt.Fprintf(stderr, "\nevery verb takes --server, --token, -o table|json and --config; run 'rackcloud %s <verb> -h' for its flags\n", cmd)
+			fmt.Fprintf(w, "usage: rackcloud %s <verb> [flags]\n\nverbs:\n", cmd)
+			for _, v := range vs {
+				fmt.Fprintf(w, "  %-40s %s\n", v.name+" "+v.usage, v.summary)
+			}
+			fmt.Fprintf(w, "\nevery verb takes --server, --token, -o table|json and --config; run 'rackcloud %s <verb> -h' for its flags\n", cmd)
 			if len(args) == 0 {
 				return errors.New("missing verb")
 			}
 			return flag.ErrHelp
 		}
-		for _, v := range verbs {
+		for _, v := range vs {
 			if v.name == args[0] {
 				return v.run(ctx, args[1:])
 			}
@@ -414,10 +424,11 @@ func dispatch(cmd string, verbs []verb) func(ctx context.Context, args []string)
 	}
 }
 
-// newVerbFlags makes the flag set of a verb with the client flags bound.
+// newVerbFlags makes the flag set of a verb with the client flags bound;
+// its usage line shows the verb's arguments (NAME, ID...).
 func newVerbFlags(cmd, verb string, cf *clientFlags) *flag.FlagSet {
-	fs := flag.NewFlagSet("rackcloud "+cmd+" "+verb, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	v := verbs[cmd+" "+verb]
+	fs := newFlagSet("rackcloud "+cmd+" "+verb, v.usage, v.summary)
 	cf.bind(fs)
 	return fs
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"net/netip"
 	"os"
@@ -15,7 +14,7 @@ func init() {
 }
 
 func runLab(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("rackcloud lab", flag.ContinueOnError)
+	fs := newFlagSet("rackcloud lab", "", "Brings the whole system up on this machine (make run).")
 	var common commonFlags
 	common.bind(fs)
 	c := lab.Config{}
