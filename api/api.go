@@ -137,7 +137,7 @@ func New(d Deps) *API {
 	cfg.Security = []map[string][]string{{"bearer": {}}}
 	cfg.Transformers = append(cfg.Transformers, problemInstance)
 	a.huma = humago.New(a.mux, cfg)
-	a.huma.UseMiddleware(a.requestID, a.observe, a.authenticate)
+	a.huma.UseMiddleware(a.requestID, a.observe, a.authenticate, a.checkText)
 	registerTags(a)
 	registerRegions(a)
 	registerLocation(a)
@@ -321,6 +321,8 @@ func (a *API) problem(err error) error {
 			return huma.NewError(http.StatusNotImplemented, err.Error()+": this server has no worker for it yet")
 		}
 		return huma.Error422UnprocessableEntity(err.Error())
+	case unstorableText(err):
+		return huma.Error422UnprocessableEntity("text must be valid UTF-8 without U+0000: the database refused a string")
 	case errors.Is(err, context.Canceled):
 		return huma.NewError(499, "request canceled")
 	case databaseUnavailable(err):

@@ -38,6 +38,8 @@ func TestProblemMapping(t *testing.T) {
 		"db refused":       {fmt.Errorf("get host: %w", &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}), 503, ProblemUnavailable},
 		"db shutting down": {fmt.Errorf("list: %w", &pgconn.PgError{Code: "57P01", Message: "terminating connection due to administrator command"}), 503, ProblemUnavailable},
 		"db constraint":    {fmt.Errorf("insert: %w", &pgconn.PgError{Code: "23514", Message: "check"}), 500, ProblemInternal},
+		"db refuses NUL":   {fmt.Errorf("insert: %w", &pgconn.PgError{Code: "22P05", Message: "unsupported Unicode escape sequence"}), 422, ProblemValidation},
+		"db refuses bytes": {fmt.Errorf("insert: %w", &pgconn.PgError{Code: "22021", Message: `invalid byte sequence for encoding "UTF8": 0x00`}), 422, ProblemValidation},
 		"already problem":  {huma.Error403Forbidden("no"), 403, ProblemForbidden},
 		"canceled":         {context.Canceled, 499, "about:blank"},
 	}
