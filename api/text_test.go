@@ -25,10 +25,7 @@ import (
 func TestTextRefusedEverywhere(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	r := e.do("GET", "/openapi.json", "", nil)
-	require.Equal(t, 200, r.Code)
-	var doc openAPIDoc
-	require.NoError(t, json.Unmarshal(r.Body, &doc))
+	doc := e.openAPI()
 
 	cases := textCases(t, doc)
 	seen := map[string]bool{}
@@ -100,6 +97,16 @@ func (e *env) doRaw(rr rawRequest) resp {
 		hdr = append(hdr, k, rr.header[k])
 	}
 	return e.do(rr.method, rr.path, e.admin, body, hdr...)
+}
+
+// openAPI returns the served OpenAPI document.
+func (e *env) openAPI() openAPIDoc {
+	e.t.Helper()
+	r := e.do("GET", "/openapi.json", "", nil)
+	require.Equal(e.t, 200, r.Code)
+	var doc openAPIDoc
+	require.NoError(e.t, json.Unmarshal(r.Body, &doc))
+	return doc
 }
 
 type openAPIDoc struct {
