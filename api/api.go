@@ -128,7 +128,7 @@ func New(d Deps) *API {
 	cfg.Info.License = &huma.License{Name: "Apache-2.0", Identifier: "Apache-2.0"}
 	cfg.Info.Contact = &huma.Contact{Name: "rackcloud", URL: "https://rackcloud.dev"}
 	cfg.Servers = []*huma.Server{{URL: "http://127.0.0.1:8080", Description: "A local rackcloud server (make run)."}}
-	cfg.DocsPath = "/docs"
+	cfg.DocsPath = "" // registerDocs serves it, offline
 	cfg.OpenAPIPath = "/openapi"
 	cfg.CreateHooks = nil // no $schema links in bodies: clients see only documented fields
 	cfg.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
@@ -139,6 +139,7 @@ func New(d Deps) *API {
 	cfg.Transformers = append(cfg.Transformers, problemInstance)
 	a.huma = humago.New(a.mux, cfg)
 	a.huma.UseMiddleware(a.requestID, a.observe, a.authenticate, a.checkText)
+	registerDocs(a, cfg.Info.Title+" reference", cfg.OpenAPIPath)
 	registerTags(a)
 	registerRegions(a)
 	registerLocation(a)

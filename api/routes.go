@@ -29,6 +29,12 @@ func (a *API) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusMethodNotAllowed
 		detail = "method " + r.Method + " is not allowed on " + strconv.Quote(r.URL.Path) + "; allowed: " + allow
 	}
+	a.writeProblem(w, r, status, detail)
+}
+
+// writeProblem answers a request that no operation serves with a problem
+// document, with the request ID as the operations do.
+func (a *API) writeProblem(w http.ResponseWriter, r *http.Request, status int, detail string) {
 	ctx := humago.NewContext(&huma.Operation{Method: r.Method, Path: r.URL.Path}, r, w)
 	a.requestID(ctx, func(ctx huma.Context) {
 		_ = huma.WriteErr(a.huma, ctx, status, detail)
