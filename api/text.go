@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -32,27 +33,28 @@ const (
 )
 
 // invalidMark stands for invalid bytes of a JSON body while it is decoded
-// to find where they are: a noncharacter (U+FDD0) that no client means.
+// to find where they are: a noncharacter (U+FDD0). A body with invalid
+// bytes that holds the mark already is refused as a whole.
 const invalidMark = "\uFDD0"
 
 // checkText is the middleware that refuses NUL and invalid UTF-8.
 func (a *API) checkText(ctx huma.Context, next func(huma.Context)) {
 	op := ctx.Operation()
-	var errs []error
+	var c textCheck
 	for _, p := range op.Parameters {
 		loc := p.In + "." + p.Name
 		switch p.In {
 		case "path":
-			errs = textErrors(errs, loc, ctx.Param(p.Name))
+			c.check(loc, ctx.Param(p.Name))
 		case "query":
 			u := ctx.URL()
 			for _, v := range u.Query()[p.Name] {
-				errs = textErrors(errs, loc, v)
+				c.check(loc, v)
 			}
 		case "header":
 			ctx.EachHeader(func(name, v string) {
 				if strings.EqualFold(name, p.Name) {
-					errs = textErrors(errs, loc, v)
+					c.check(loc, v)
 				}
 			})
 		}
@@ -62,44 +64,82 @@ func (a *API) checkText(ctx huma.Context, next func(huma.Context)) {
 		var ok bool
 		ctx, body, ok = readBodyAhead(ctx)
 		if ok {
-			errs = append(errs, a.bodyTextErrors(ctx.Header("Content-Type"), body)...)
+			a.checkBody(&c, ctx.Header("Content-Type"), body)
 		}
 	}
-	if len(errs) > 0 {
-		_ = huma.WriteErr(a.huma, ctx, http.StatusUnprocessableEntity, textDetail(errs), errs[:min(len(errs), maxTextErrors)]...)
+	if len(c.errs) > 0 {
+		_ = huma.WriteErr(a.huma, ctx, http.StatusUnprocessableEntity, c.detail(), c.errs[:min(len(c.errs), maxTextErrors)]...)
 		return
 	}
 	next(ctx)
 }
 
-// textDetail says in one line what is wrong: the first field and how many
+// textCheck collects what is wrong with a request's strings.
+type textCheck struct {
+	errs []error
+	// marked: invalidMark stands for invalid bytes in the strings.
+	marked bool
+}
+
+// detail says in one line what is wrong: the first place and how many
 // more.
-func textDetail(errs []error) string {
-	d := errs[0].(*huma.ErrorDetail)
+func (c *textCheck) detail() string {
+	d := c.errs[0].(*huma.ErrorDetail)
 	s := d.Location + " " + d.Message
-	if n := len(errs) - 1; n > 0 {
+	if n := len(c.errs) - 1; n > 0 {
 		s += fmt.Sprintf(" (and %d more)", n)
 	}
 	return "text must be valid UTF-8 without U+0000: " + s
 }
 
-// textErrors appends what is wrong with s at loc.
-func textErrors(errs []error, loc, s string) []error {
-	if m := textFault(s); m != "" {
-		return append(errs, &huma.ErrorDetail{Location: loc, Message: m})
-	}
-	return errs
+func (c *textCheck) add(loc, msg string) {
+	c.errs = append(c.errs, &huma.ErrorDetail{Location: loc, Message: msg})
 }
 
-// textFault says what is wrong with s, or "".
-func textFault(s string) string {
+// check adds what is wrong with s at loc.
+func (c *textCheck) check(loc, s string) {
+	if m := c.fault(s); m != "" {
+		c.add(loc, m)
+	}
+}
+
+// fault says what is wrong with s, or "".
+func (c *textCheck) fault(s string) string {
 	switch {
 	case strings.IndexByte(s, 0) >= 0:
 		return msgNUL
-	case !utf8.ValidString(s) || strings.Contains(s, invalidMark):
+	case !utf8.ValidString(s) || (c.marked && strings.Contains(s, invalidMark)):
 		return msgInvalid
 	}
 	return ""
+}
+
+// walk checks every string in v, object keys included, naming each by
+// its location as huma does (body.labels.env, body[3].error).
+func (c *textCheck) walk(loc string, v any) {
+	switch v := v.(type) {
+	case string:
+		c.check(loc, v)
+	case []any:
+		for i, e := range v {
+			c.walk(fmt.Sprintf("%s[%d]", loc, i), e)
+		}
+	case map[string]any:
+		for _, k := range slices.Sorted(maps.Keys(v)) {
+			if m := c.fault(k); m != "" {
+				// The location does not echo a broken key.
+				c.add(loc, "a key "+m)
+				continue
+			}
+			c.walk(loc+"."+k, v[k])
+		}
+	case map[any]any: // CBOR
+		m := make(map[string]any, len(v))
+		for k, e := range v {
+			m[fmt.Sprint(k)] = e
+		}
+		c.walk(loc, m)
+	}
 }
 
 // readBodyAhead reads the body (up to the operation's limit) and returns a
@@ -146,73 +186,39 @@ type errReader struct{ err error }
 
 func (r errReader) Read([]byte) (int, error) { return 0, r.err }
 
-// bodyTextErrors finds NUL and invalid UTF-8 in a body: in JSON, where
+// checkBody finds NUL and invalid UTF-8 in a body: in JSON, where
 // invalid bytes are (marked before decoding) and where "\u0000" escapes
-// decode to; in other formats huma decodes (CBOR), in the decoded strings.
-func (a *API) bodyTextErrors(contentType string, body []byte) []error {
+// decode to; in other formats huma decodes, in the decoded strings.
+func (a *API) checkBody(c *textCheck, contentType string, body []byte) {
 	if len(body) == 0 {
-		return nil
+		return
 	}
 	var v any
 	if contentType != "" && !strings.Contains(contentType, "json") {
-		if a.huma.Unmarshal(contentType, body, &v) != nil {
-			return nil // huma answers the malformed body
-		}
-		return walkText(nil, "body", v)
+		if a.huma.Unmarshal(contentType, body, &v) == nil {
+			c.walk("body", v)
+		} // else huma answers the malformed body
+		return
 	}
-	valid := utf8.Valid(body)
 	text := body
-	if !valid {
+	if !utf8.Valid(body) {
 		if bytes.Contains(body, []byte(invalidMark)) || bytes.Contains(bytes.ToLower(body), []byte(`\ufdd0`)) {
-			return []error{&huma.ErrorDetail{Location: "body", Message: msgInvalid}}
+			c.add("body", msgInvalid) // the mark would not say where
+			return
 		}
-		text = bytes.ToValidUTF8(body, []byte(invalidMark))
+		text, c.marked = bytes.ToValidUTF8(body, []byte(invalidMark)), true
 	}
 	if err := json.Unmarshal(text, &v); err != nil {
 		// Malformed JSON is huma's 400, unless the bytes are wrong too.
 		switch {
-		case !valid:
-			return []error{&huma.ErrorDetail{Location: "body", Message: msgInvalid}}
+		case c.marked:
+			c.add("body", msgInvalid)
 		case bytes.IndexByte(body, 0) >= 0:
-			return []error{&huma.ErrorDetail{Location: "body", Message: msgNUL}}
+			c.add("body", msgNUL)
 		}
-		return nil
+		return
 	}
-	return walkText(nil, "body", v)
-}
-
-// walkText appends the errors of every string in v, object keys included,
-// naming each by its location as huma does (body.labels.env, body[3].error).
-func walkText(errs []error, loc string, v any) []error {
-	switch v := v.(type) {
-	case string:
-		return textErrors(errs, loc, v)
-	case []any:
-		for i, e := range v {
-			errs = walkText(errs, fmt.Sprintf("%s[%d]", loc, i), e)
-		}
-	case map[string]any:
-		keys := make([]string, 0, len(v))
-		for k := range v {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for _, k := range keys {
-			if m := textFault(k); m != "" {
-				// The location does not echo a broken key.
-				errs = append(errs, &huma.ErrorDetail{Location: loc, Message: "a key " + m})
-				continue
-			}
-			errs = walkText(errs, loc+"."+k, v[k])
-		}
-	case map[any]any: // CBOR
-		m := make(map[string]any, len(v))
-		for k, e := range v {
-			m[fmt.Sprint(k)] = e
-		}
-		return walkText(errs, loc, m)
-	}
-	return errs
+	c.walk("body", v)
 }
 
 // unstorableText reports a PostgreSQL refusal of a string (NUL, or bytes

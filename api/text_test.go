@@ -79,6 +79,55 @@ func TestTextRefusedEverywhere(t *testing.T) {
 	}
 }
 
+// The body's bytes are checked before decoding, and valid text passes.
+func TestTextEdgeCases(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	cases := []struct {
+		name, body string
+		code       int
+		errs       []string // location: message
+	}{
+		{"valid text", `{"name":"uni","description":"café ☕ \ufffd \ufdd0 ﷐ �"}`, 201, nil},
+		{"raw NUL byte", "{\"name\":\"x\",\"description\":\"a\x00\"}", 422, []string{"body: contains U+0000 (NUL)"}},
+		{"invalid bytes in malformed JSON", "{\"name\":\"x\xff", 422, []string{"body: is not valid UTF-8"}},
+		{"invalid bytes beside the mark", "{\"name\":\"x\",\"description\":\"\xff \uFDD0\"}", 422, []string{"body: is not valid UTF-8"}},
+		{"invalid key", "{\"name\":\"x\",\"labels\":{\"a\xff\":\"b\"}}", 422, []string{"body.labels: a key is not valid UTF-8"}},
+		{"NUL key", `{"name":"x","labels":{"a\u0000":"b"}}`, 422, []string{"body.labels: a key contains U+0000 (NUL)"}},
+		{"every place", "{\"name\":\"x\",\"description\":\"\\u0000\",\"labels\":{\"a\":\"\xff\",\"b\":\"\\u0000\"}}", 422,
+			[]string{"body.description: contains U+0000 (NUL)", "body.labels.a: is not valid UTF-8", "body.labels.b: contains U+0000 (NUL)"}},
+		{"too large first", `{"name":"x","description":"\u0000` + strings.Repeat("a", 100<<10) + `"}`, 413, nil},
+		{"malformed, valid bytes", `{"name":`, 400, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := e.with(t)
+			r := e.do("POST", "/v1/regions", e.admin, []byte(c.body))
+			require.Equal(t, c.code, r.Code, r.String())
+			if c.code == 201 {
+				require.Equal(t, "café ☕ \uFFFD \uFDD0 \uFDD0 \uFFFD", r.json(t)["description"], "stored as sent")
+			}
+			if c.errs == nil {
+				return
+			}
+			e.problem(r, 422, "https://rackcloud.dev/problems/validation")
+			var p struct {
+				Detail string `json:"detail"`
+				Errors []struct{ Location, Message string }
+			}
+			require.NoError(t, json.Unmarshal(r.Body, &p))
+			var got []string
+			for _, d := range p.Errors {
+				got = append(got, d.Location+": "+d.Message)
+			}
+			require.Equal(t, c.errs, got)
+			if len(c.errs) > 1 {
+				require.Contains(t, p.Detail, fmt.Sprintf("(and %d more)", len(c.errs)-1))
+			}
+		})
+	}
+}
+
 // rawRequest is a request whose body and URL are sent byte for byte.
 type rawRequest struct {
 	method, path string // path may hold escapes such as %00
