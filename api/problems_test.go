@@ -29,6 +29,9 @@ func TestNoRouteIsAProblem(t *testing.T) {
 		{"wrong method on a collection", "PUT", "/v1/regions", 405, "method PUT is not allowed on \"/v1/regions\"; allowed: GET, HEAD, POST", "GET, HEAD, POST"},
 		{"wrong method on an item", "POST", "/v1/regions/" + missingID, 405, "", "DELETE, GET, HEAD, PATCH"},
 		{"wrong method on an action", "GET", "/v1/hosts/" + missingID + "/enroll", 405, "", "POST"},
+		// The mux redirects to the cleaned path, which then answers.
+		{"unclean path", "GET", "/v1/regions/../nope", 404, `path "/v1/nope" not found`, ""},
+		{"unclean path, wrong method", "GET", "/v1//hosts/" + missingID + "/enroll", 405, "", "POST"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -19,17 +19,21 @@ func (a *API) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The mux's own 404 or 405 handler: keep its status and Allow header,
-	// drop its text.
+	// drop its text. (Its redirects to a cleaned path pass: the cleaned
+	// path then answers.)
 	rec := &statusRecorder{header: http.Header{}}
 	h.ServeHTTP(rec, r)
-	status, detail := http.StatusNotFound, "path "+strconv.Quote(r.URL.Path)+" not found"
-	if rec.status == http.StatusMethodNotAllowed {
+	switch rec.status {
+	case http.StatusNotFound:
+		a.writeProblem(w, r, http.StatusNotFound, "path "+strconv.Quote(r.URL.Path)+" not found")
+	case http.StatusMethodNotAllowed:
 		allow := rec.header.Get("Allow")
 		w.Header().Set("Allow", allow)
-		status = http.StatusMethodNotAllowed
-		detail = "method " + r.Method + " is not allowed on " + strconv.Quote(r.URL.Path) + "; allowed: " + allow
+		a.writeProblem(w, r, http.StatusMethodNotAllowed,
+			"method "+r.Method+" is not allowed on "+strconv.Quote(r.URL.Path)+"; allowed: "+allow)
+	default:
+		a.mux.ServeHTTP(w, r)
 	}
-	a.writeProblem(w, r, status, detail)
 }
 
 // writeProblem answers a request that no operation serves with a problem
