@@ -157,7 +157,7 @@ func registerBoot(a *API) {
 		h, err := store.GetHostByMAC(ctx, a.deps.Pool, mac)
 		if err != nil {
 			if isNotFound(err) {
-				return nil, huma.Error404NotFound("no host has MAC " + mac)
+				return nil, huma.Error404NotFound(fmt.Sprintf("host with MAC %q not found", mac))
 			}
 			return nil, a.problem(err)
 		}
@@ -187,7 +187,7 @@ func registerBoot(a *API) {
 		Tags:        []string{"Hosts"}, Errors: []int{http.StatusNotFound, http.StatusUnprocessableEntity},
 	}, staffOnly, func(ctx context.Context, in *hostBootEventsInput) (*listOutput[BootEvent], error) {
 		if _, err := store.GetHost(ctx, a.deps.Pool, in.ID); err != nil {
-			return nil, a.problem(err)
+			return nil, a.problem(notFound(err, "host", in.ID))
 		}
 		return a.bootEventsPage(ctx, "/v1/hosts/"+in.ID+"/boot-events", in.BootListParams, store.BootEventFilter{HostID: in.ID}, nil)
 	})

@@ -234,7 +234,7 @@ func hostTask[B any](a *API, c *crud[rackcloud.Host, Host], op huma.Operation,
 		err := a.run(ctx, ch, func(tx pgx.Tx) error {
 			h, err := store.GetHost(ctx, tx, id)
 			if err != nil {
-				return err
+				return notFound(err, c.kind, id)
 			}
 			kind, params, err := check(ctx, tx, &h, b)
 			if err != nil {
