@@ -36,6 +36,12 @@ func (a *API) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// WriteProblem answers a request that no operation serves (a route of
+// the server around the API) with a problem document like the API's.
+func (a *API) WriteProblem(w http.ResponseWriter, r *http.Request, status int, detail string) {
+	a.writeProblem(w, r, status, detail)
+}
+
 // writeProblem answers a request that no operation serves with a problem
 // document, with the request ID as the operations do.
 func (a *API) writeProblem(w http.ResponseWriter, r *http.Request, status int, detail string) {

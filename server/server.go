@@ -277,6 +277,13 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
+	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
+		// Other methods than GET (and HEAD) get a 405 problem document.
+		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", "GET, HEAD")
+			s.api.WriteProblem(w, r, http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed on "+p+"; allowed: GET, HEAD")
+		})
+	}
 	mux.Handle("/", s.api.Handler())
 	return mux
 }

@@ -155,3 +155,24 @@ func noKey(t *testing.T, throwaway bool) {
 	require.Contains(t, logs.String(), "insecure-throwaway-key")
 	require.NotEqual(t, 503, code, body)
 }
+
+// The server's own routes answer other methods with a 405 problem
+// document, as the API does.
+func TestServerRoutesRefuseOtherMethods(t *testing.T) {
+	_, base := start(t, pgtest.URL(t))
+	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
+		resp, err := http.Post(base+p, "application/json", strings.NewReader("{}"))
+		require.NoError(t, err)
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode, p)
+		require.Equal(t, "application/problem+json", resp.Header.Get("Content-Type"), p)
+		require.Equal(t, "GET, HEAD", resp.Header.Get("Allow"), p)
+		require.Contains(t, b.String(), "method POST is not allowed on "+p)
+		resp, err = http.Head(base + p)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.NotEqual(t, http.StatusMethodNotAllowed, resp.StatusCode, "HEAD %s", p)
+	}
+}
