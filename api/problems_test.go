@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/api"
 )
 
@@ -112,6 +113,7 @@ func TestNotImplementedSaysWhat(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	f := e.fixture("nimpl")
+	e.setHostState(f.host, rackcloud.HostAvailable)
 	r := e.do("POST", "/v1/hosts/"+f.host+"/deprovision", e.admin, nil)
 	e.problem(r, 501, api.ProblemNotImplemented)
 	detail := r.json(t)["detail"].(string)
