@@ -75,3 +75,14 @@ func newCerts(caFile string) (*certs, error) {
 		server: tls.Certificate{Certificate: [][]byte{der, caDER}, PrivateKey: key},
 	}, nil
 }
+
+// ServerCertificate makes a throwaway CA, written as PEM to caFile, and
+// returns a server certificate it signed for 127.0.0.1 and localhost: the
+// PKI the rack's Redfish BMCs use, for tests of other TLS clients too.
+func ServerCertificate(caFile string) (tls.Certificate, error) {
+	c, err := newCerts(caFile)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return c.server, nil
+}
