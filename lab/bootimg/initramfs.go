@@ -72,7 +72,11 @@ type Spec struct {
 // key hashes everything BuildInitramfs puts into the image.
 func (s Spec) key() (string, error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "bootimg-initramfs-v1\x00%s\x00%s\x00%s\x00", s.Kernel.Version, s.Init, udhcpcScript)
+	init := s.Init
+	if init == "" {
+		init = DefaultInit // a changed default must not reuse the old builds
+	}
+	fmt.Fprintf(h, "bootimg-initramfs-v1\x00%s\x00%s\x00%s\x00", s.Kernel.Version, init, udhcpcScript)
 	names := s.Modules
 	if names == nil {
 		names = DefaultModules
