@@ -224,7 +224,7 @@ func (l *Lab) startBoot(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	client, err := pxe.NewAPIClient(pxe.APIConfig{BaseURL: l.APIURL, Token: token,
-		CacheFile: filepath.Join(l.Dir, "boot", "profiles.json")}, log.With("component", "pxe-api"))
+		CacheFile: filepath.Join(l.Dir, "boot", "profiles.json"), Registerer: l.Server.Registry()}, log.With("component", "pxe-api"))
 	if err != nil {
 		return err
 	}

@@ -1,9 +1,10 @@
 package pxe
 
 import (
-	"bytes"
 	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/rackcloud/rackcloud"
 )
 
@@ -24,6 +27,8 @@ import (
 const (
 	DefaultAPITimeout     = 2 * time.Second
 	DefaultAPIRetry       = 2 * time.Second
+	DefaultAPIRetryMax    = time.Minute
+	DefaultPoisonAfter    = 3
 	DefaultProfileRefresh = time.Minute
 	DefaultEventQueue     = 10000
 	DefaultEventBatch     = 500
@@ -51,18 +56,36 @@ type APIConfig struct {
 	// them. Empty means CacheFile + ".events", or memory only without a
 	// CacheFile.
 	SpoolFile string
+	// CAFile is a PEM bundle of the CAs the API's TLS certificate may be
+	// signed by, trusted besides the system's. It cannot go with Client.
+	CAFile string
 	// Timeout bounds one API request.
 	Timeout time.Duration
-	// Retry is how often an unreachable API is probed.
-	Retry time.Duration
+	// Retry is how often an unreachable API is probed, and the first
+	// pause before events the API did not take (5xx, no answer, 401, 403,
+	// 429) are sent again; the pause doubles, with jitter, up to RetryMax.
+	Retry    time.Duration
+	RetryMax time.Duration
+	// PoisonAfter is how many 5xx answers in a row to the same batch make
+	// the client look for a poisoned event (an API that fails on one event
+	// and would otherwise be sent it forever): it splits the batch until
+	// the events the API takes are delivered, and drops (and counts, with
+	// reason server_error) an event that alone got a 5xx PoisonAfter
+	// times in a row while the API answered a profile lookup. Zero means
+	// DefaultPoisonAfter.
+	PoisonAfter int
 	// Refresh is how often cached profiles are re-read while the API is
 	// reachable, so that the cache follows state changes.
 	Refresh time.Duration
 	// EventQueue bounds the events waiting to be sent; the oldest are
 	// dropped (and counted) when it is full.
 	EventQueue int
-	// Client is the HTTP client; nil means a client with Timeout.
+	// Client is the HTTP client; nil means a client with Timeout (and
+	// CAFile).
 	Client *http.Client
+	// Registerer receives rackcloud_boot_events_rejected_total; nil means
+	// a private registry.
+	Registerer prometheus.Registerer
 }
 
 // APIClient talks to the control plane over HTTP: it is a ProfileSource
@@ -75,6 +98,7 @@ type APIClient struct {
 	base *url.URL
 	log  *slog.Logger
 	hc   *http.Client
+	m    *clientMetrics
 
 	mu        sync.Mutex
 	cache     map[string]Profile
@@ -85,6 +109,13 @@ type APIClient struct {
 	dropped   int64
 	wake      chan struct{}
 	persistMu sync.Mutex
+	// Event delivery retries: failures is the number of failed rounds in
+	// a row, retryAt when the next may start; streak counts the 5xx
+	// answers in a row to the batch that starts at sequence streakHead.
+	failures   int
+	retryAt    time.Time
+	streak     int
+	streakHead uint64
 
 	spoolMu     sync.Mutex
 	spoolDirty  bool // the queue changed since the spool file was written
@@ -105,6 +136,8 @@ type cacheFile struct {
 func NewAPIClient(cfg APIConfig, log *slog.Logger) (*APIClient, error) {
 	cfg.Timeout = cmp.Or(cfg.Timeout, DefaultAPITimeout)
 	cfg.Retry = cmp.Or(cfg.Retry, DefaultAPIRetry)
+	cfg.RetryMax = max(cmp.Or(cfg.RetryMax, DefaultAPIRetryMax), cfg.Retry)
+	cfg.PoisonAfter = cmp.Or(cfg.PoisonAfter, DefaultPoisonAfter)
 	cfg.Refresh = cmp.Or(cfg.Refresh, DefaultProfileRefresh)
 	cfg.EventQueue = cmp.Or(cfg.EventQueue, DefaultEventQueue)
 	if cfg.SpoolFile == "" && cfg.CacheFile != "" {
@@ -118,10 +151,26 @@ func NewAPIClient(cfg APIConfig, log *slog.Logger) (*APIClient, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	hc := cfg.Client
-	if hc == nil {
+	switch {
+	case hc != nil && cfg.CAFile != "":
+		return nil, fmt.Errorf("api client: a CA file and an HTTP client of its own: %w", rackcloud.ErrInvalid)
+	case hc == nil:
 		hc = &http.Client{Timeout: cfg.Timeout}
+		if cfg.CAFile != "" {
+			pool, err := loadCAs(cfg.CAFile)
+			if err != nil {
+				return nil, err
+			}
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+			hc.Transport = tr
+		}
 	}
-	c := &APIClient{cfg: cfg, base: base, log: log.With("api", base.Redacted()), hc: hc,
+	reg := cfg.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	c := &APIClient{cfg: cfg, base: base, log: log.With("api", base.Redacted()), hc: hc, m: newClientMetrics(reg),
 		cache: map[string]Profile{}, reachable: true, wake: make(chan struct{}, 1)}
 	if cfg.CacheFile != "" {
 		b, err := os.ReadFile(cfg.CacheFile)
@@ -146,6 +195,22 @@ func NewAPIClient(cfg APIConfig, log *slog.Logger) (*APIClient, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// loadCAs is the system's CA pool plus the PEM certificates in file.
+func loadCAs(file string) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("api client: CA file: %w", err)
+	}
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("api client: CA file %s: no PEM certificate in it: %w", file, rackcloud.ErrInvalid)
+	}
+	return pool, nil
 }
 
 // Flush writes the events not yet delivered to the spool file now (the
@@ -434,11 +499,19 @@ func (c *APIClient) Run(ctx context.Context) error {
 	retry := time.NewTicker(c.cfg.Retry)
 	defer retry.Stop()
 	for {
+		// Events the API did not take wait for their backoff.
+		var backoff *time.Timer
+		var due <-chan time.Time
+		if wait := c.retryWait(); wait > 0 {
+			backoff = time.NewTimer(wait)
+			due = backoff.C
+		}
 		select {
 		case <-ctx.Done():
 			c.spool()
 			return nil
 		case <-c.wake:
+		case <-due:
 		case <-retry.C:
 			if !c.Reachable() {
 				if c.probe(ctx) {
@@ -450,7 +523,10 @@ func (c *APIClient) Run(ctx context.Context) error {
 		case <-refresh.C:
 			c.refreshAll(ctx)
 		}
-		if c.Reachable() {
+		if backoff != nil {
+			backoff.Stop()
+		}
+		if c.Reachable() && c.retryWait() <= 0 {
 			c.sendEvents(ctx)
 		}
 	}
@@ -484,66 +560,6 @@ func (c *APIClient) refreshAll(ctx context.Context) {
 			c.log.Debug("profile refresh failed", "mac", m, "err", err)
 		}
 	}
-}
-
-func (c *APIClient) sendEvents(ctx context.Context) {
-	for ctx.Err() == nil {
-		c.mu.Lock()
-		n := min(len(c.queue), DefaultEventBatch)
-		batch := append([]Event(nil), c.queue[:n]...)
-		head := c.head
-		c.mu.Unlock()
-		if n == 0 {
-			c.spool() // removes a spool file whose events are delivered
-			return
-		}
-		if err := c.post(ctx, batch); err != nil {
-			c.log.Warn("boot events not delivered, will retry", "events", n, "err", err)
-			return
-		}
-		c.mu.Lock()
-		// Events dropped from the head meanwhile moved it: remove only
-		// the sent events that are still queued.
-		if end := head + uint64(n); end > c.head {
-			k := min(int(end-c.head), len(c.queue))
-			c.queue = c.queue[k:]
-			c.head += uint64(k)
-			c.spoolDirty = true
-		}
-		c.mu.Unlock()
-	}
-}
-
-func (c *APIClient) post(ctx context.Context, batch []Event) error {
-	body, err := json.Marshal(batch)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.String()+EventsPath, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	c.auth(req)
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		c.setReachable(false)
-		return err
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
-	if resp.StatusCode >= 500 {
-		c.setReachable(false)
-		return fmt.Errorf("API status %s", resp.Status)
-	}
-	if resp.StatusCode/100 != 2 {
-		// The API refuses these events for good (4xx): retrying the same
-		// batch would block the queue forever; drop it and say so.
-		c.log.Error("API refused boot events, dropping them", "events", len(batch), "status", resp.Status)
-	}
-	return nil
 }
 
 // writeFileAtomic replaces name with data: write a temporary file in the

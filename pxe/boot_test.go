@@ -33,6 +33,10 @@ func TestBootBIOS(t *testing.T) {
 	t.Logf("BIOS boot times: %s", measure(evs, start))
 	logInitLines(t, m)
 	require.Contains(t, string(cb.Data), `"mac":"`+mac+`"`)
+	require.Contains(t, string(cb.Data), ParamToken+"=REDACTED", "the image called back with its token, not in its body")
+	for _, r := range []string{tokenMissing, tokenWrong, tokenReplayed} {
+		require.Zero(t, counterValue(s.m.callbacksRefused.WithLabelValues(r)), r)
+	}
 }
 
 // TestBootUEFI: OVMF's own PXE loads snponly.efi over TFTP, which chains
@@ -48,6 +52,17 @@ func TestBootUEFI(t *testing.T) {
 	t.Logf("timeline:\n%s", formatTimeline(evs))
 	t.Logf("UEFI boot times: %s", measure(evs, start))
 	logInitLines(t, m)
+	// OVMF aborts its size probe with a NUL-terminated message: the
+	// event keeps the message, not the NUL.
+	aborted := false
+	for _, e := range evs {
+		if e.Kind == EventTFTPError {
+			aborted = true
+			require.Equal(t, cleanText(e.Error, maxPeerText), e.Error)
+			require.NotContains(t, e.Error, "\x00")
+		}
+	}
+	require.True(t, aborted, "OVMF aborted its tsize probe")
 }
 
 // TestBootUEFIHTTP: OVMF with its PXE (TFTP) boot options turned off

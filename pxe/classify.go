@@ -84,7 +84,9 @@ func (c Client) IPXEUnderEFI() bool {
 // options 60, 77, 93 and 175. It never fails: malformed options are
 // ignored, and a packet it cannot place is a plain DHCP client.
 func Classify(m *dhcpv4.DHCPv4) Client {
-	c := Client{Kind: ClientDHCP, Vendor: string(m.Options.Get(optVendor))}
+	// Options 60 and 77 are the client's text: cleaned where they are
+	// read, as they may be logged or recorded.
+	c := Client{Kind: ClientDHCP, Vendor: cleanText(string(m.Options.Get(optVendor)), maxPeerText)}
 	c.PXE = strings.HasPrefix(c.Vendor, "PXEClient")
 	c.HTTP = strings.HasPrefix(c.Vendor, "HTTPClient")
 	if a := m.Options.Get(optClientArch); len(a) >= 2 {
@@ -94,7 +96,9 @@ func Classify(m *dhcpv4.DHCPv4) Client {
 		c.Arch, c.HasArch = arch, true
 	}
 	if uc := m.Options.Get(optUserClass); uc != nil {
-		c.UserClass = m.UserClass()
+		for _, u := range m.UserClass() {
+			c.UserClass = append(c.UserClass, cleanText(u, maxPeerText))
+		}
 	}
 	if raw := m.Options.Get(optIPXE); raw != nil {
 		c.IPXE = true

@@ -67,8 +67,11 @@ type Config struct {
 	// the DHCP server identifier, the TFTP next-server and the host of
 	// every boot URL. Required.
 	ServerIP netip.Addr
-	// StateDir holds the lease file (leases.json). Required in full DHCP
-	// mode, so that leases survive a restart.
+	// StateDir holds the lease file (leases.json) and the hashes of the
+	// boot tokens handed out (TokenFileName). Required in full DHCP mode,
+	// so that leases survive a restart; without it, boot tokens are kept
+	// in memory only and a restart refuses the callbacks of boots begun
+	// before it.
 	StateDir string
 
 	// DHCPMode selects a full server, a proxyDHCP or none.

@@ -41,7 +41,7 @@ func (s *Service) serveDHCP(conn *net.UDPConn, proxyPort bool, work chan<- dhcpP
 		req, err := dhcpv4.FromBytes(buf[:n])
 		if err != nil {
 			s.m.dhcpDropped.WithLabelValues("malformed").Inc()
-			s.log.Debug("dhcp: malformed packet", "peer", peer, "err", err)
+			s.log.Debug("dhcp: malformed packet", "peer", peer, "err", cleanText(err.Error(), maxPeerText))
 			continue
 		}
 		select {

@@ -18,12 +18,46 @@
 // inspection image; provisioning hosts boot the kernel of their profile
 // (the installer); ready, draining, maintenance and failed hosts leave iPXE
 // to boot their local disk. Every netboot kernel gets rackcloud.mac,
-// rackcloud.callback and rackcloud.state on its command line; the booted
-// image POSTs JSON to the callback URL.
+// rackcloud.callback, rackcloud.state and rackcloud.token on its command
+// line; the booted image POSTs JSON to the callback URL.
+//
+// # Callback tokens
+//
+// Every netboot script rendered mints a new token for its MAC (32 random
+// bytes, base64url), in the service itself, so that it works while the
+// control plane is down:
+//
+//	kernel ... rackcloud.mac=52:54:00:aa:01:01 rackcloud.callback=http://10.88.0.1:8080/boot/52:54:00:aa:01:01/callback rackcloud.state=discovered rackcloud.token=TOKEN
+//
+//	POST /boot/{mac}/callback
+//	Authorization: Bearer TOKEN
+//	Content-Type: application/json
+//	{"mac": "…", "ip": "…", "cmdline": "… rackcloud.token=REDACTED …"}
+//
+//	204: recorded as a callback event
+//	403 (text/plain, "callback refused: missing|wrong|replayed boot token"):
+//	     no token, a wrong one, or the token of an earlier boot of that MAC;
+//	     nothing is recorded, rackcloud_boot_callbacks_refused_total{reason}
+//	     counts it and a warning is logged (at most 10 lines a minute)
+//
+// The current boot's token may call back more than once (the image
+// retries). Only SHA-256 hashes are kept: per MAC the current one and the
+// previous four (to tell a replay from a forgery), for up to 4096 MACs, in
+// Config.StateDir/boot-tokens.json (replaced atomically before the script
+// is served, so that a restarted service accepts the callback of a boot it
+// began; memory only without a StateDir). The http.script event carries
+// the current hash as boot_token_sha256, for the control plane to check
+// what the booted host presents later; a token itself is never recorded
+// or logged, and the callback body's strings are cleaned and any
+// rackcloud.token= value in them is redacted.
 //
 // Every DHCP, TFTP and HTTP step is an Event recorded per MAC (see
 // Service.Timeline and GET /boot/{mac}/events) and counted in the
-// rackcloud_boot_* metrics.
+// rackcloud_boot_* metrics. Text from the network (TFTP file names and
+// client error messages, DHCP vendor and user classes, HTTP paths and
+// Range headers, callback bodies) is made valid UTF-8 without control
+// characters (NULs dropped, others turned into spaces) and bounded where
+// it is read, and again when the event is recorded.
 //
 // # Control plane wire format
 //
@@ -33,6 +67,9 @@
 //
 //	GET {api}/v1/boot/profiles/{mac}       (mac: lower-case, colons)
 //	Authorization: Bearer {token}          (when configured)
+//
+// over HTTP or HTTPS (APIConfig.CAFile, `rackcloud boot --api-ca-file`,
+// adds CAs to the system's for the API's certificate).
 //
 //	200 application/json: a Profile
 //	  {"mac": "52:54:00:aa:01:01", "host_id": "…", "hostname": "node1",
@@ -54,8 +91,29 @@
 //	[{"time": "2026-01-02T03:04:05.678Z", "mac": "52:54:00:aa:01:01",
 //	  "kind": "dhcp.ack", "client": "ipxe", "ip": "10.88.0.21",
 //	  "file": "http://10.88.0.1:8080/boot/52:54:00:aa:01:01.ipxe",
-//	  "state": "provisioning"}, …]
-//	2xx: accepted; 5xx or no answer: retried later; other 4xx: dropped
+//	  "state": "provisioning", "boot_token_sha256": "…"}, …]
+//
+//	2xx: accepted
+//	4xx but 401, 403, 408, 429: refused: the batch is split in halves until
+//	     the events refused alone are found; each is dropped with a log line
+//	     (MAC, kind, the problem document's detail) and counted in
+//	     rackcloud_boot_events_rejected_total{reason} (invalid: 400 and 422,
+//	     too_large: 413, refused: the rest); the others are delivered in order
+//	5xx, 401, 403, 408, 429, no answer: nothing is dropped; the batch is
+//	     sent again after a backoff that starts at APIConfig.Retry, doubles
+//	     up to RetryMax (±20% jitter, at least a Retry-After) and is logged
+//	     (401 and 403 at error level: the token is wrong)
+//
+// An API that answers 5xx to one poisoned event forever (an older API
+// given a NUL) would block every event behind it: after
+// APIConfig.PoisonAfter (3) 5xx answers in a row to the same batch, 5xx
+// answers are split like refusals, and an event that alone gets
+// PoisonAfter of them in a row is dropped (reason server_error) if the API
+// then takes one of the up to 8 events queued after it, sent alone. If it
+// takes none (an API whose database is down fails them all), or nothing
+// is queued after it, nothing is dropped and the round is retried later.
+// The API drops the duplicates this may send (same MAC, kind and time).
+// The spool is delivered the same way at start.
 //
 // An unknown MAC's first dhcp.discover event is how the control plane
 // learns about a newly racked server.

@@ -59,6 +59,11 @@ type Event struct {
 	Detail string              `json:"detail,omitempty"`
 	Error  string              `json:"error,omitempty"`
 	Data   json.RawMessage     `json:"data,omitempty"`
+	// BootTokenSHA256 is, on an http.script event of a netboot, the
+	// SHA-256 (hex) of the boot token the script put on the kernel
+	// command line, so that the control plane can check what the booted
+	// host presents later. The token itself is never recorded.
+	BootTokenSHA256 string `json:"boot_token_sha256,omitempty"`
 }
 
 // EventSink receives boot events. Record must not block for long: the

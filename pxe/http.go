@@ -120,7 +120,7 @@ func (s *Service) handleScript(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	prof, known := s.lookup(r.Context(), mac)
-	ev := Event{MAC: mac, Kind: EventHTTPScript, IP: remoteIP(r).String(), File: r.URL.Path}
+	ev := Event{MAC: mac, Kind: EventHTTPScript, IP: remoteIP(r).String(), File: cleanText(r.URL.Path, maxPeerText)}
 	var script []byte
 	if !known && !s.cfg.AutoDiscovery {
 		ev.Detail = "unknown host, auto-discovery off: boot the next device"
@@ -128,6 +128,22 @@ func (s *Service) handleScript(w http.ResponseWriter, r *http.Request) {
 	} else {
 		d := s.scriptData(mac, prof, known)
 		ev.State, ev.Cached, ev.Detail = d.State, d.Cached, string(d.Action)
+		if d.Action == ActionNetboot {
+			// A new boot: a new callback token, minted here so that it
+			// works while the control plane is down.
+			token, sum, err := s.tokens.mint(mac)
+			if token == "" {
+				ev.Error = err.Error()
+				s.record(ev)
+				httpError(w, http.StatusInternalServerError, "boot token: %v", err)
+				return
+			}
+			if err != nil {
+				s.log.Error("boot token not saved: a restarted boot service will refuse this boot's callback", "mac", mac, "err", err)
+			}
+			d.setToken(token)
+			ev.BootTokenSHA256 = sum
+		}
 		if !known {
 			ev.Detail = "unknown host: discovery image"
 		}
@@ -156,11 +172,22 @@ func (s *Service) handleScript(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(script)
 }
 
-// handleCallback records POST /boot/{mac}/callback.
+// handleCallback records POST /boot/{mac}/callback. The caller must
+// present the token of mac's current boot ("Authorization: Bearer"); a
+// missing, wrong or earlier boot's token is refused with 403, counted and
+// logged (at most refusedLogBurst lines a minute), and leaves no event.
 func (s *Service) handleCallback(w http.ResponseWriter, r *http.Request) {
 	mac, err := rackcloud.NormalizeMAC(r.PathValue("mac"))
 	if err != nil {
 		httpError(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	if reason := s.tokens.check(mac, bearer(r.Header.Get("Authorization"))); reason != "" {
+		s.m.callbacksRefused.WithLabelValues(reason).Inc()
+		if s.refusedLog.Allow() {
+			s.log.Warn("callback refused", "mac", mac, "peer", remoteIP(r), "token", reason)
+		}
+		httpError(w, http.StatusForbidden, "callback refused: %s boot token", reason)
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxCallbackBody))
@@ -174,7 +201,8 @@ func (s *Service) handleCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	ev := Event{MAC: mac, Kind: EventCallback, IP: remoteIP(r).String()}
 	if len(body) > 0 {
-		ev.Data = json.RawMessage(body)
+		// The image's own text: strings cleaned, its boot token redacted.
+		ev.Data = cleanJSON(body)
 	}
 	s.record(ev)
 	w.WriteHeader(http.StatusNoContent)
@@ -268,12 +296,12 @@ func (s *Service) fileHandler(root *os.Root, prefix string) http.Handler {
 		case "initrd":
 			kind = EventHTTPInitrd
 		}
-		ev := Event{MAC: mac, Kind: kind, IP: remoteIP(r).String(), File: prefix + name,
+		ev := Event{MAC: mac, Kind: kind, IP: remoteIP(r).String(), File: cleanText(prefix+name, maxPeerText),
 			Bytes: sw.bytes, Duration: time.Since(start)}
 		if sw.code >= 400 {
 			ev.Error = http.StatusText(sw.code)
 		} else if rg := r.Header.Get("Range"); rg != "" {
-			ev.Detail = "range " + rg
+			ev.Detail = "range " + cleanText(rg, maxPeerText)
 		}
 		s.record(ev)
 	})

@@ -64,7 +64,7 @@ func TestBootScripts(t *testing.T) {
 	}{
 		"unknown host, discovery on": {discovery: true, state: rackcloud.HostDiscovered, want: []string{
 			"#!ipxe", "is unknown: discovery",
-			"kernel --name vmlinuz http://10.9.0.1:8080/files/inspect/vmlinuz?mac=52%3A54%3A00%3Aaa%3A01%3A01&role=kernel initrd=initrd.img console=ttyS0 quiet rackcloud.mac=52:54:00:aa:01:01 rackcloud.callback=http://10.9.0.1:8080/boot/52:54:00:aa:01:01/callback rackcloud.state=discovered || goto retry",
+			"kernel --name vmlinuz http://10.9.0.1:8080/files/inspect/vmlinuz?mac=52%3A54%3A00%3Aaa%3A01%3A01&role=kernel initrd=initrd.img console=ttyS0 quiet rackcloud.mac=52:54:00:aa:01:01 rackcloud.callback=http://10.9.0.1:8080/boot/52:54:00:aa:01:01/callback rackcloud.state=discovered rackcloud.token=",
 			"initrd --name initrd.img http://10.9.0.1:8080/files/inspect/initrd.img?mac=52%3A54%3A00%3Aaa%3A01%3A01&role=initrd || goto retry",
 			"chain --replace --autofree http://10.9.0.1:8080/boot/52:54:00:aa:01:01.ipxe",
 		}},
@@ -111,6 +111,14 @@ func TestBootScripts(t *testing.T) {
 			require.Len(t, evs, 1)
 			require.Equal(t, EventHTTPScript, evs[0].Kind)
 			require.Equal(t, tc.state, evs[0].State)
+			// A netboot gets a token on its command line; the event
+			// carries only its hash.
+			if tok := scriptToken(body); tok != "" {
+				require.Len(t, tok, 43, "32 bytes, base64url")
+				require.Equal(t, tokenSum(tok), evs[0].BootTokenSHA256)
+			} else if tc.profile == nil || tc.profile.Boot.Script == "" {
+				require.Empty(t, evs[0].BootTokenSHA256, "no netboot, no token")
+			}
 		})
 	}
 }
@@ -126,27 +134,26 @@ func TestBootScriptBadMAC(t *testing.T) {
 
 func TestCallback(t *testing.T) {
 	s, _, srv := httpService(t, nil)
+	token := bootToken(t, srv.URL, "52:54:00:aa:01:01")
 	post := func(path, body string) int {
-		resp, err := http.Post(srv.URL+path, "application/json", strings.NewReader(body))
-		require.NoError(t, err)
-		resp.Body.Close()
-		return resp.StatusCode
+		code, _ := postCallback(t, srv.URL+path, token, body)
+		return code
 	}
 	require.Equal(t, http.StatusNoContent, post("/boot/52:54:00:aa:01:01/callback", `{"mac":"52:54:00:aa:01:01","ip":"10.9.0.100"}`))
 	require.Equal(t, http.StatusBadRequest, post("/boot/52:54:00:aa:01:01/callback", `{"mac":`))
 	require.Equal(t, http.StatusBadRequest, post("/boot/zz/callback", `{}`))
 	require.Equal(t, http.StatusRequestEntityTooLarge, post("/boot/52:54:00:aa:01:01/callback", `"`+strings.Repeat("x", maxCallbackBody)+`"`))
 	evs := s.Timeline("52:54:00:aa:01:01")
-	require.Len(t, evs, 1, "refused callbacks leave no event")
-	require.Equal(t, EventCallback, evs[0].Kind)
-	require.JSONEq(t, `{"mac":"52:54:00:aa:01:01","ip":"10.9.0.100"}`, string(evs[0].Data))
+	require.Len(t, evs, 2, "the script, then the callback: refused callbacks leave no event")
+	require.Equal(t, EventCallback, evs[1].Kind)
+	require.JSONEq(t, `{"mac":"52:54:00:aa:01:01","ip":"10.9.0.100"}`, string(evs[1].Data))
 
 	resp, body := get(t, srv.URL+"/boot/52:54:00:aa:01:01/events")
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	var got []Event
 	require.NoError(t, json.Unmarshal([]byte(body), &got))
-	require.Len(t, got, 1)
-	require.Equal(t, EventCallback, got[0].Kind)
+	require.Len(t, got, 2)
+	require.Equal(t, EventCallback, got[1].Kind)
 	_, body = get(t, srv.URL+"/boot/52:54:00:aa:01:99/events")
 	require.Equal(t, "[]\n", body)
 }
@@ -216,6 +223,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		`rackcloud_boot_profile_lookups_total{result="unknown"} 1`,
 		`rackcloud_boot_control_plane_up 1`,
 		`rackcloud_boot_dhcp_leases 0`,
+		`rackcloud_boot_callbacks_refused_total{reason="replayed"} 0`,
 	} {
 		require.Contains(t, body, m)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/rackcloud/rackcloud/lab/bootimg"
 	"github.com/rackcloud/rackcloud/lab/netns"
+	"github.com/rackcloud/rackcloud/lab/pgtest"
 	"github.com/rackcloud/rackcloud/lab/qemu"
 )
 
@@ -245,7 +246,7 @@ func bootFiles(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := pgtest.Run(m) // a throwaway PostgreSQL, started by the first test that needs it
 	if bootFilesDir != "" {
 		os.RemoveAll(bootFilesDir)
 	}

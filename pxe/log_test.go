@@ -1,6 +1,7 @@
 package pxe
 
 import (
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -17,4 +18,9 @@ func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// slogTo logs, at debug level, to w (for tests that read the log).
+func slogTo(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

@@ -19,11 +19,14 @@ type metrics struct {
 	lookups       *prometheus.CounterVec
 	controlPlane  prometheus.GaugeFunc
 	raSent        prometheus.Counter
+	// callbacksRefused counts callbacks without the current boot's
+	// token, by reason (missing, wrong, replayed).
+	callbacksRefused *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, activeLeases func() float64, reachable func() float64) *metrics {
 	f := promauto.With(reg)
-	return &metrics{
+	m := &metrics{
 		dhcpReceived: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackcloud_boot_dhcp_received_total",
 			Help: "DHCP packets received, by message type and client kind.",
@@ -72,5 +75,40 @@ func newMetrics(reg prometheus.Registerer, activeLeases func() float64, reachabl
 			Name: "rackcloud_boot_router_advertisements_sent_total",
 			Help: "IPv6 router advertisements sent on the provisioning interface.",
 		}),
+		callbacksRefused: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "rackcloud_boot_callbacks_refused_total",
+			Help: "Callbacks refused for their boot token, by reason (missing, wrong, replayed: an earlier boot's).",
+		}, []string{"reason"}),
 	}
+	for _, r := range []string{tokenMissing, tokenWrong, tokenReplayed} {
+		m.callbacksRefused.WithLabelValues(r)
+	}
+	return m
+}
+
+// Reasons a boot event is rejected for good (label values of
+// rackcloud_boot_events_rejected_total).
+const (
+	rejectInvalid     = "invalid"      // 400, 422: the API finds it malformed
+	rejectTooLarge    = "too_large"    // 413
+	rejectRefused     = "refused"      // any other 4xx
+	rejectServerError = "server_error" // 5xx, again and again, for it alone
+)
+
+// clientMetrics are APIClient's metrics (rackcloud_boot_events_*).
+type clientMetrics struct {
+	eventsRejected *prometheus.CounterVec
+}
+
+func newClientMetrics(reg prometheus.Registerer) *clientMetrics {
+	m := &clientMetrics{
+		eventsRejected: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+			Name: "rackcloud_boot_events_rejected_total",
+			Help: "Boot events dropped because the API refused them alone, by reason (invalid, too_large, refused, server_error).",
+		}, []string{"reason"}),
+	}
+	for _, r := range []string{rejectInvalid, rejectTooLarge, rejectRefused, rejectServerError} {
+		m.eventsRejected.WithLabelValues(r)
+	}
+	return m
 }

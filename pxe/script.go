@@ -34,13 +34,18 @@ type ScriptData struct {
 	Cached bool
 	Action BootAction
 	// KernelURL and InitrdURL are absolute; Cmdline is complete (initrd=
-	// name, rackcloud.mac, rackcloud.callback included).
+	// name, rackcloud.mac, rackcloud.callback, rackcloud.state and
+	// rackcloud.token included).
 	KernelURL   string
 	InitrdURL   string
 	InitrdName  string
 	Cmdline     string
 	ScriptURL   string
 	CallbackURL string
+	// Token is this boot's callback token (also in Cmdline as
+	// ParamToken): the booted image presents it as "Authorization:
+	// Bearer" on the callback. Empty for a local boot.
+	Token string
 }
 
 // Kernel command-line parameters every netboot script adds (they match
@@ -49,6 +54,9 @@ const (
 	ParamMAC      = "rackcloud.mac"
 	ParamCallback = "rackcloud.callback"
 	ParamState    = "rackcloud.state"
+	// ParamToken is the per-host, per-boot token a callback must carry
+	// (a new one for every netboot script rendered).
+	ParamToken = "rackcloud.token"
 )
 
 // DefaultInitrdName is the name the initrd is registered under in iPXE; the
@@ -139,6 +147,12 @@ func (s *Service) scriptData(mac string, p Profile, known bool) ScriptData {
 	args = append(args, ParamMAC+"="+mac, ParamCallback+"="+d.CallbackURL, ParamState+"="+string(d.State))
 	d.Cmdline = strings.Join(args, " ")
 	return d
+}
+
+// setToken gives a netboot its callback token, on the kernel command line.
+func (d *ScriptData) setToken(token string) {
+	d.Token = token
+	d.Cmdline += " " + ParamToken + "=" + token
 }
 
 // fileURL makes a profile's kernel or initrd reference absolute: http(s)

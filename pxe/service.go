@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/pin/tftp/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
 
 	"github.com/rackcloud/rackcloud"
 )
@@ -61,6 +63,10 @@ type Service struct {
 	warned   sync.Map // warnOnce keys
 	sums     checksums
 	now      func() time.Time
+	tokens   *bootTokens
+	// refusedLog bounds the log lines of refused callbacks: anyone on
+	// the provisioning network can send them.
+	refusedLog *rate.Limiter
 
 	filesRoot *os.Root
 	tftpRoot  *os.Root
@@ -77,6 +83,9 @@ type Service struct {
 	tftpBound netip.AddrPort
 	errs      chan error
 }
+
+// refusedLogBurst is how many refused callbacks are logged a minute.
+const refusedLogBurst = 10
 
 // New checks cfg (after WithDefaults) and prepares a service: it opens the
 // TFTP root and the files directory, but no socket yet.
@@ -97,6 +106,12 @@ func New(cfg Config, d Deps) (*Service, error) {
 		cfg: cfg, log: log.With("component", "pxe"), profiles: d.Profiles, gatherer: d.Gatherer,
 		timeline: NewEventLog(cfg.EventsPerMAC, cfg.EventMACs), now: time.Now,
 	}
+	tokenFile := ""
+	if cfg.StateDir != "" {
+		tokenFile = filepath.Join(cfg.StateDir, TokenFileName)
+	}
+	s.tokens = newBootTokens(tokenFile, s.log, func() time.Time { return s.now() })
+	s.refusedLog = rate.NewLimiter(rate.Every(time.Minute/refusedLogBurst), refusedLogBurst)
 	s.sink = multiSink{s.timeline, d.Events}
 	s.events = d.Events
 	if cfg.DHCPMode == DHCPFull {
@@ -131,11 +146,15 @@ func New(cfg Config, d Deps) (*Service, error) {
 // Config returns the service's defaulted configuration.
 func (s *Service) Config() Config { return s.cfg }
 
-// record stamps and stores a boot event.
+// record stamps and stores a boot event. Its text fields are cleaned
+// here too (cleanText is idempotent and cheap on clean text): whatever
+// path built the event, no NUL or invalid UTF-8 reaches a sink.
 func (s *Service) record(e Event) {
 	if e.Time.IsZero() {
 		e.Time = s.now()
 	}
+	e.IP, e.File = cleanText(e.IP, maxPeerText), cleanText(e.File, maxPeerText)
+	e.Detail, e.Error = cleanText(e.Detail, maxPeerText), cleanText(e.Error, maxPeerText)
 	s.m.events.WithLabelValues(string(e.Kind)).Inc()
 	s.sink.Record(e)
 }

@@ -52,15 +52,17 @@ func (s *Service) tftpRead(filename string, rf io.ReaderFrom) error {
 		peer = peer.Unmap()
 	}
 	mac := s.macForIP(peer)
-	ev := Event{MAC: mac, File: filename}
+	// The requested name and the client's error messages are the peer's
+	// text: clean them before they reach an event or the log.
+	ev := Event{MAC: mac, File: cleanText(filename, maxPeerText)}
 	if peer.IsValid() {
 		ev.IP = peer.String()
 	}
 	fail := func(err error) error {
-		ev.Kind, ev.Error, ev.Time = EventTFTPError, err.Error(), time.Time{}
+		ev.Kind, ev.Error, ev.Time = EventTFTPError, cleanText(err.Error(), maxPeerText), time.Time{}
 		s.m.tftpTransfers.WithLabelValues("error").Inc()
 		s.record(ev)
-		s.log.Info("tftp: refused", "file", filename, "peer", peer, "mac", mac, "err", err)
+		s.log.Info("tftp: refused", "file", ev.File, "peer", peer, "mac", mac, "err", ev.Error)
 		return err
 	}
 	name, err := cleanTFTPPath(filename)
@@ -88,7 +90,7 @@ func (s *Service) tftpRead(filename string, rf io.ReaderFrom) error {
 	n, err := rf.ReadFrom(bufio.NewReaderSize(f, 128<<10))
 	ev.Time, ev.Bytes, ev.Duration = time.Time{}, n, time.Since(start)
 	if err != nil {
-		ev.Kind, ev.Error = EventTFTPError, err.Error()
+		ev.Kind, ev.Error = EventTFTPError, cleanText(err.Error(), maxPeerText)
 		result := "error"
 		if strings.Contains(err.Error(), "code=8") {
 			// RFC 2347: the client refused our options. UEFI firmware does

@@ -38,7 +38,7 @@ type bootFlags struct {
 	autoDiscovery, buildDiscovery             bool
 	discoveryKernel, discoveryInitrd, cmdline string
 	raInterval                                time.Duration
-	apiURL, apiToken, profilesFile            string
+	apiURL, apiToken, apiCAFile, profilesFile string
 	logLevel, logFormat                       string
 }
 
@@ -70,6 +70,7 @@ func (f *bootFlags) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&f.raInterval, "ra-interval", pxe.DefaultRAInterval, "IPv6 router advertisement period on --interface; negative disables them")
 	fs.StringVar(&f.apiURL, "api-url", "", "control plane API (GET /v1/boot/profiles/{mac}, POST /v1/boot/events); empty runs standalone")
 	fs.StringVar(&f.apiToken, "api-token", "", "bearer token for the API (prefer env RACKCLOUD_API_TOKEN)")
+	fs.StringVar(&f.apiCAFile, "api-ca-file", "", "PEM file of CAs trusted for the API's TLS certificate, besides the system's")
 	fs.StringVar(&f.profilesFile, "profiles", "", "standalone: JSON file with an array of boot profiles (the API's wire format)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
@@ -207,8 +208,8 @@ func runBoot(ctx context.Context, args []string) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	deps := pxe.Deps{Logger: log, Registerer: reg, Gatherer: reg}
 	if f.apiURL != "" {
-		client, err := pxe.NewAPIClient(pxe.APIConfig{BaseURL: f.apiURL, Token: f.apiToken,
-			CacheFile: filepath.Join(f.stateDir, "profiles.json")}, log)
+		client, err := pxe.NewAPIClient(pxe.APIConfig{BaseURL: f.apiURL, Token: f.apiToken, CAFile: f.apiCAFile,
+			CacheFile: filepath.Join(f.stateDir, "profiles.json"), Registerer: reg}, log)
 		if err != nil {
 			return err
 		}

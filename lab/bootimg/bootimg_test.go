@@ -150,9 +150,14 @@ func TestImageBootsAndCallsBack(t *testing.T) {
 	cached, _ = filepath.Glob(filepath.Join(cache, "initrd-*.img"))
 	require.Len(t, cached, 2, "a changed spec is built anew")
 
+	const token = "tok-_0123456789abcdefghijklmnopqrstuvwxyzABCD"
 	got := make(chan map[string]string, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var m map[string]string
+		if r.Header.Get("Authorization") != "Bearer "+token {
+			http.Error(w, "no token", http.StatusForbidden)
+			return
+		}
 		if r.Method != http.MethodPost || json.NewDecoder(r.Body).Decode(&m) != nil {
 			http.Error(w, "bad callback", http.StatusBadRequest)
 			return
@@ -169,7 +174,8 @@ func TestImageBootsAndCallsBack(t *testing.T) {
 	mac := "52:54:00:bb:00:01"
 	m, err := qemu.Start(context.Background(), qemu.Spec{Name: "bootimg", Dir: dir, MemoryMiB: 384, ExtraArgs: []string{
 		"-kernel", img.Vmlinuz, "-initrd", img.Initrd,
-		"-append", `console=ttyS0 quiet x="a\b" ` + ParamMAC + "=" + mac + " " + ParamCallback + "=http://10.0.2.2:" + port + "/cb",
+		"-append", `console=ttyS0 quiet x="a\b" ` + ParamMAC + "=" + mac + " " + ParamCallback + "=http://10.0.2.2:" + port + "/cb " +
+			ParamToken + "=" + token,
 		"-netdev", "user,id=u0", "-device", "virtio-net-pci,netdev=u0,mac=" + mac,
 	}})
 	require.NoError(t, err)
@@ -182,6 +188,8 @@ func TestImageBootsAndCallsBack(t *testing.T) {
 	require.True(t, strings.HasPrefix(cb["kernel"], "6.1.0-"), cb)
 	require.NotEmpty(t, cb["ip"])
 	require.Contains(t, cb["cmdline"], `x="a\b" `+ParamMAC+"="+mac, "the command line, escaped into JSON")
+	require.Contains(t, cb["cmdline"], ParamToken+"=REDACTED", "the token went as a header, not in the body")
+	require.NotContains(t, cb["cmdline"], token)
 	t.Logf("callback %v", cb)
 	for _, l := range strings.Split(m.Console(), "\n") {
 		if strings.Contains(l, "rackcloud-init") {

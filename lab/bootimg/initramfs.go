@@ -22,6 +22,10 @@ const (
 	// ParamCallback is the URL /init POSTs a JSON report to once the NIC
 	// has an address.
 	ParamCallback = "rackcloud.callback"
+	// ParamToken is this boot's callback token: /init sends it as
+	// "Authorization: Bearer" and leaves it out of the command line it
+	// reports.
+	ParamToken = "rackcloud.token"
 )
 
 // CallbackMarker is printed on the console by the default /init after the
@@ -68,7 +72,11 @@ type Spec struct {
 // key hashes everything BuildInitramfs puts into the image.
 func (s Spec) key() (string, error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "bootimg-initramfs-v1\x00%s\x00%s\x00%s\x00", s.Kernel.Version, s.Init, udhcpcScript)
+	init := s.Init
+	if init == "" {
+		init = DefaultInit // a changed default must not reuse the old builds
+	}
+	fmt.Fprintf(h, "bootimg-initramfs-v1\x00%s\x00%s\x00%s\x00", s.Kernel.Version, init, udhcpcScript)
 	names := s.Modules
 	if names == nil {
 		names = DefaultModules
@@ -106,9 +114,11 @@ func (s Spec) key() (string, error) {
 
 // DefaultInit is the /init script: it loads the NIC modules, brings up the
 // NIC whose MAC is rackcloud.mac with udhcpc, POSTs a JSON report
-// ({"mac","ip","kernel","uptime","cmdline"}) to rackcloud.callback with
-// wget, prints CallbackMarker on the console, then runs the programs in
-// HooksDir and idles.
+// ({"mac","ip","kernel","uptime","cmdline"}, the command line with
+// rackcloud.token's value replaced by REDACTED) to rackcloud.callback with
+// wget, presenting rackcloud.token as "Authorization: Bearer", prints
+// CallbackMarker on the console, then runs the programs in HooksDir and
+// idles.
 const DefaultInit = `#!/bin/sh
 /bin/busybox mkdir -p /proc /sys /dev /run /tmp /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
@@ -124,6 +134,7 @@ param() {
 }
 MAC=$(param ` + ParamMAC + ` | tr A-F a-f)
 CALLBACK=$(param ` + ParamCallback + `)
+TOKEN=$(param ` + ParamToken + `)
 say "kernel $(uname -r) up at $(cut -d' ' -f1 /proc/uptime)s mac=$MAC"
 while read -r m; do
 	insmod "/lib/modules/$m" || say "insmod $m failed"
@@ -149,10 +160,12 @@ fi
 IP=$(cat /run/rackcloud-ip 2>/dev/null)
 say "address $IP up at $(cut -d' ' -f1 /proc/uptime)s"
 if [ -n "$CALLBACK" ]; then
-	cmdline=$(sed 's/[\\"]/\\&/g' /proc/cmdline)
+	cmdline=$(sed -e 's/\(` + ParamToken + `=\)[^ ]*/\1REDACTED/g' -e 's/[\\"]/\\&/g' /proc/cmdline)
+	auth="X-Rackcloud-No-Token: 1"
+	[ -n "$TOKEN" ] && auth="Authorization: Bearer $TOKEN"
 	body="{\"mac\":\"$MAC\",\"ip\":\"$IP\",\"kernel\":\"$(uname -r)\",\"uptime\":\"$(cut -d' ' -f1 /proc/uptime)\",\"cmdline\":\"$cmdline\"}"
 	for try in 1 2 3 4 5 6 7 8 9 10; do
-		if wget -q -O /run/callback.out --header "Content-Type: application/json" --post-data "$body" "$CALLBACK"; then
+		if wget -q -O /run/callback.out --header "Content-Type: application/json" --header "$auth" --post-data "$body" "$CALLBACK"; then
 			echo "` + CallbackMarker + ` mac=$MAC"
 			break
 		fi

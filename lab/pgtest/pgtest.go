@@ -3,7 +3,7 @@
 // (the role needs CREATEDB); otherwise it starts one throwaway cluster per
 // test process (lab/postgres) and stops it by PID when the tests end.
 //
-// A package that uses it must call Main from TestMain:
+// A package that uses it must call Main (or Run) from TestMain:
 //
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
 package pgtest
@@ -40,11 +40,15 @@ var (
 
 // Main runs the tests and then stops the cluster (if one was started) and
 // drops the template database. It calls os.Exit.
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main for a TestMain that has more to clean up: it returns the
+// tests' exit code instead of exiting.
+func Run(m *testing.M) int {
 	mainCalled = true
 	code := m.Run()
 	teardown()
-	os.Exit(code)
+	return code
 }
 
 func setup() error {
