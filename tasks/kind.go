@@ -229,7 +229,8 @@ type StepContext struct {
 	Step      string
 	StepIndex int
 	Phase     Phase
-	// Attempt is this attempt's number, from 1.
+	// Attempt is this attempt's number, from 1. A step that snoozed runs
+	// again under the same number.
 	Attempt int
 	// Worker is the ID of the engine running the step.
 	Worker string

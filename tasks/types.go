@@ -28,7 +28,8 @@ type Info struct {
 	Params json.RawMessage `json:"params"`
 	// Phase is PhaseUndo while compensations run.
 	Phase Phase `json:"phase"`
-	// Attempt counts the attempts started of the current step.
+	// Attempt counts the attempts started of the current step; a snooze
+	// gives its attempt back, so a snoozing step shows the attempts before.
 	Attempt int `json:"attempt"`
 	// FailedStep names the step whose error failed the task.
 	FailedStep      string `json:"failed_step,omitempty"`

@@ -306,7 +306,8 @@ func TestWakeLeavesRetriesAndRunningStepsAlone(t *testing.T) {
 		var err error
 		before, err = e.Get(ctx, retry.ID)
 		require.NoError(t, err)
-		return len(before.Steps) == 1 && before.Steps[0].State == "retrying"
+		// Get reads the task and its steps apart: wait for both.
+		return len(before.Steps) == 1 && before.Steps[0].State == "retrying" && before.RunAt.After(time.Now().Add(longSnooze/2))
 	})
 	n, err := e.Wake(ctx, nil, "host/5")
 	require.NoError(t, err)
@@ -466,4 +467,36 @@ func TestCancelSnoozedTaskCompensatesTheWaitingStep(t *testing.T) {
 	require.Equal(t, rackcloud.TaskCanceled, done.State, done.Error)
 	require.Equal(t, []string{"run before", "run await", "undo await", "undo before"}, r.j.get())
 	require.Nil(t, done.WaitingSince)
+}
+
+// A worker that dies while the step runs again after a snooze uses up an
+// attempt, as any crash does; the wait goes on from its first snooze.
+func TestWorkerLostAfterASnoozeKeepsTheWait(t *testing.T) {
+	t.Parallel()
+	r := newWaitRig(t, "t.ghost", 0)
+	ctx := context.Background()
+	r.kind.MaxAttempts = 2
+	cfg := testConfig(t)
+	cfg.Workers = -1
+	api := startEngine(t, r.pool, cfg, r.kind)
+	a := startEngine(t, r.pool, testConfig(t), r.kind)
+	inf := submit(t, api, r.pool, "t.ghost", "host/11", nil)
+	snoozed := waitSnoozed(t, api, inf.ID)
+	require.NoError(t, a.Stop(ctx))
+
+	// Woken, claimed, and its worker died: the lease has expired.
+	_, err := r.pool.Exec(ctx, `INSERT INTO wait_flags VALUES ('host/11')`)
+	require.NoError(t, err)
+	ghostClaim(t, r.pool, inf.ID, 1, 0)
+	_, err = r.pool.Exec(ctx, `UPDATE tasks SET run_at = now() WHERE id = $1`, inf.ID)
+	require.NoError(t, err)
+	got, err := api.Get(ctx, inf.ID)
+	require.NoError(t, err)
+	require.Equal(t, snoozed.WaitingSince, got.WaitingSince)
+
+	b := startEngine(t, r.pool, testConfig(t), r.kind)
+	done := waitTask(t, b, inf.ID, rackcloud.TaskSucceeded, rackcloud.TaskFailed)
+	require.Equal(t, rackcloud.TaskSucceeded, done.State, done.Error)
+	require.Equal(t, 2, done.Steps[1].Attempts, "the lost attempt counts, the snooze did not")
+	require.EqualValues(t, 2, r.runs.Load())
 }
