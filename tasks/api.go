@@ -46,6 +46,8 @@ type taskRow struct {
 	UpdatedAt       time.Time       `db:"updated_at"`
 	StartedAt       *time.Time      `db:"started_at"`
 	FinishedAt      *time.Time      `db:"finished_at"`
+	WaitingSince    *time.Time      `db:"waiting_since"`
+	WaitingFor      string          `db:"waiting_for"`
 }
 
 func (r *taskRow) task() rackcloud.Task {
@@ -81,19 +83,23 @@ func (r *taskRow) info() Info {
 		FinishedAt:      r.FinishedAt,
 		Claims:          r.Claims,
 		LastEventSeq:    r.EventSeq,
+		WaitingFor:      r.WaitingFor,
+		WaitingSince:    r.WaitingSince,
 	}
 }
 
 func (r *taskRow) progress() progress {
 	p := progress{
-		State:     rackcloud.TaskState(r.State),
-		Phase:     Phase(r.Phase),
-		Step:      r.Step,
-		Attempt:   r.Attempt,
-		Cancel:    r.CancelRequested,
-		AwaitStep: -1,
-		UndoCause: r.UndoCause,
-		Err:       r.Error,
+		State:      rackcloud.TaskState(r.State),
+		Phase:      Phase(r.Phase),
+		Step:       r.Step,
+		Attempt:    r.Attempt,
+		Cancel:     r.CancelRequested,
+		AwaitStep:  -1,
+		UndoCause:  r.UndoCause,
+		Err:        r.Error,
+		Snoozing:   r.WaitingSince != nil,
+		WaitingFor: r.WaitingFor,
 	}
 	p.FailedStep = r.FailedStep
 	if r.AwaitStep != nil {
@@ -360,25 +366,51 @@ func (e *Engine) cancelTree(ctx context.Context, id string, self bool) (int64, e
 }
 
 // cancelTreeIn runs sqlCancel in db, retrying on deadlocks with
-// concurrent writers of the same tree: as its own statement on a pool,
-// under a savepoint in a transaction.
+// concurrent writers of the same tree.
 func (e *Engine) cancelTreeIn(ctx context.Context, db store.Querier, id string, self bool) (int64, error) {
 	var n int64
-	exec := func(q store.Querier) error {
+	err := retryStatement(ctx, db, func(q store.Querier) error {
 		var notes int64
 		return q.QueryRow(ctx, sqlCancel, id, self).Scan(&n, &notes)
-	}
-	err := retryTransient(ctx, func() error {
-		if tx, ok := db.(pgx.Tx); ok {
-			// A deadlock aborts the statement's savepoint, not the
-			// caller's transaction, so the retry can go on in it.
-			return pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { return exec(sp) })
-		}
-		return exec(db) // one statement: its own transaction
 	})
 	if err != nil {
 		return 0, fmt.Errorf("cancel task %s: %w", id, store.MapError(err))
 	}
+	return n, nil
+}
+
+// Wake tells the task on target that what its step waits for may have
+// happened: if its current step snoozed (see Snooze), it is claimable now
+// and the workers are notified, instead of sleeping out the snooze. The
+// snoozing sub-tasks of that task are woken too. A task in a retry's
+// backoff, parked for its children or that never snoozed is left alone; a
+// task a worker is running is marked, so that if its step snoozes next
+// (it looked before the event arrived) it runs again at once. Wake returns
+// how many snoozing tasks it woke; 0 is no error (nothing was waiting, or
+// the event came before the step looked).
+//
+// db is the engine's pool when nil, or the caller's transaction, so that
+// the wake and the awaited event (an agent's report) commit together: the
+// notification is sent at commit, and a worker that wakes sees the event.
+// The rows woken stay locked until then; keep that transaction short. Wake
+// is one statement on indexes, safe on any replica, with or without
+// workers.
+func (e *Engine) Wake(ctx context.Context, db store.Querier, target string) (int, error) {
+	if target == "" {
+		return 0, fmt.Errorf("%w: wake: empty target", rackcloud.ErrInvalid)
+	}
+	if db == nil {
+		db = e.pool
+	}
+	var n int
+	err := retryStatement(ctx, db, func(q store.Querier) error {
+		var notes int64
+		return q.QueryRow(ctx, sqlWake, target).Scan(&n, &notes)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("wake tasks of %s: %w", target, store.MapError(err))
+	}
+	e.m.woken.Add(float64(n))
 	return n, nil
 }
 
@@ -396,7 +428,7 @@ func (e *Engine) Events(ctx context.Context, id string, after int64, limit int) 
 	}
 	evs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Event, error) {
 		var ev Event
-		err := row.Scan(&ev.TaskID, &ev.Seq, &ev.At, &ev.Type, &ev.State, &ev.Phase, &ev.Step, &ev.StepName, &ev.Attempt, &ev.Error)
+		err := row.Scan(&ev.TaskID, &ev.Seq, &ev.At, &ev.Type, &ev.State, &ev.Phase, &ev.Step, &ev.StepName, &ev.Attempt, &ev.Error, &ev.Message)
 		return ev, err
 	})
 	if err != nil {

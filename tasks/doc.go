@@ -27,6 +27,39 @@
 // task ends failed or canceled. At most one active task per target is
 // enforced by a unique index.
 //
+// # Waiting for the machine
+//
+// A step that waits for something outside (the agent's inventory report,
+// a first boot) returns Snooze(d, reason) while it has not happened. The
+// task is given back at once, holding no worker, with run_at d ahead; the
+// attempt the claim counted is given back in the same fenced write, and no
+// retry or failure is recorded, so a step may snooze any number of times
+// with MaxAttempts 1. The task's Info shows WaitingFor (the reason) and
+// WaitingSince (the step's first snooze, kept in tasks.waiting_since and
+// also returned by StepContext.WaitingSince); both are cleared when the
+// step ends an attempt or the task moves to another step or phase.
+// A step_waiting event (Event.Message is the reason) is appended on the
+// step's first snooze and when the reason changes, not on every snooze,
+// so that a long wait does not flood task_events.
+//
+// Engine.Wake(target), called by the endpoint that stores the awaited
+// event (in its transaction), makes the snoozing task on target (and its
+// snoozing sub-tasks) claimable now and notifies the workers. It leaves
+// alone a task in a retry's backoff (a wake is news for a waiting step,
+// not a reason to retry a failing one early) and a task parked for its
+// children. A task whose step is running when the wake comes is marked,
+// so that if the step snoozes next (it looked before the event was
+// stored) it runs again at once: no wake is lost. Since the task holds no
+// lease while it snoozes, an engine stopping or dying does not disturb it;
+// any replica resumes it.
+//
+// Step.WaitTimeout bounds a wait: a step that has been snoozing that long
+// since its first snooze is not run again but fails for good with an error
+// wrapping ErrWaitTimeout ("waited 5m0s for agent report"), and the task
+// compensates as for any failed step, the waiting step's Undo included.
+// Snoozes are cut so that the step is looked at again when its timeout is
+// due. The database's clock measures waits. A cancel ends a wait at once.
+//
 // # Why not River
 //
 // riverqueue/river is a fine queue, but its rescue of a job whose worker

@@ -346,6 +346,7 @@ func (e *Engine) claim(ctx context.Context, n int) (int, error) {
 		taskRow
 		Fresh    bool    `db:"fresh"`
 		Waited   float64 `db:"waited"`
+		Snoozed  float64 `db:"snoozed"`
 		Notified int64   `db:"notified"`
 	}
 	got, err := pgx.CollectRows(rows, pgx.RowToStructByName[claimed])
@@ -361,7 +362,7 @@ func (e *Engine) claim(ctx context.Context, n int) (int, error) {
 		if c.Claims == 1 {
 			e.m.started.WithLabelValues(c.Kind).Inc()
 		}
-		r := e.newRunner(ctx, k, &c.taskRow)
+		r := e.newRunner(ctx, k, &c.taskRow, time.Duration(c.Snoozed*float64(time.Second)))
 		e.busy.Add(1)
 		e.m.running.Inc()
 		e.runners.Add(1)
@@ -484,8 +485,8 @@ func (e *Engine) metricsLoop(ctx context.Context) {
 func (e *Engine) refreshQueueDepth(ctx context.Context) {
 	qctx, cancel := context.WithTimeout(ctx, e.cfg.MetricsInterval)
 	defer cancel()
-	var ready, scheduled, running, waiting int64
-	if err := e.pool.QueryRow(qctx, sqlQueueDepth).Scan(&ready, &scheduled, &running, &waiting); err != nil {
+	var ready, scheduled, snoozed, running, waiting int64
+	if err := e.pool.QueryRow(qctx, sqlQueueDepth).Scan(&ready, &scheduled, &snoozed, &running, &waiting); err != nil {
 		if ctx.Err() == nil {
 			e.log.Warn("queue depth", "err", err)
 		}
@@ -493,6 +494,7 @@ func (e *Engine) refreshQueueDepth(ctx context.Context) {
 	}
 	e.m.queue.WithLabelValues("ready").Set(float64(ready))
 	e.m.queue.WithLabelValues("scheduled").Set(float64(scheduled))
+	e.m.queue.WithLabelValues("snoozed").Set(float64(snoozed))
 	e.m.queue.WithLabelValues("running").Set(float64(running))
 	e.m.queue.WithLabelValues("waiting").Set(float64(waiting))
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/rackcloud/rackcloud"
@@ -501,6 +502,19 @@ func TestListFilters(t *testing.T) {
 // counterValue returns a counter's value (0 when absent).
 func counterValue(t testing.TB, g prometheus.Gatherer, name string, labels ...string) float64 {
 	t.Helper()
+	return metric(t, g, name, labels...).GetCounter().GetValue()
+}
+
+// gaugeValue returns a gauge's value (0 when absent).
+func gaugeValue(t testing.TB, g prometheus.Gatherer, name string, labels ...string) float64 {
+	t.Helper()
+	return metric(t, g, name, labels...).GetGauge().GetValue()
+}
+
+// metric returns the sample of metric name with label values labels, or
+// nil.
+func metric(t testing.TB, g prometheus.Gatherer, name string, labels ...string) *dto.Metric {
+	t.Helper()
 	mfs, err := g.Gather()
 	require.NoError(t, err)
 	for _, mf := range mfs {
@@ -513,11 +527,11 @@ func counterValue(t testing.TB, g prometheus.Gatherer, name string, labels ...st
 				vals = append(vals, lp.GetValue())
 			}
 			if slices.Equal(vals, labels) {
-				return m.GetCounter().GetValue()
+				return m
 			}
 		}
 	}
-	return 0
+	return nil
 }
 
 func TestMetricsAreExposedAndValid(t *testing.T) {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strings"
+	"time"
 
 	"github.com/rackcloud/rackcloud"
 )
@@ -35,6 +37,12 @@ type Step struct {
 	Undo StepFunc
 	// MaxAttempts overrides the kind's MaxAttempts for this step.
 	MaxAttempts int
+	// WaitTimeout bounds how long the step may wait for the machine: once
+	// it has been snoozing (see Snooze) for WaitTimeout since its first
+	// snooze, it is not run again but fails for good with an error
+	// wrapping ErrWaitTimeout, and the task compensates as for any failed
+	// step. It bounds the step's Undo alike. 0 means no bound.
+	WaitTimeout time.Duration
 }
 
 // Kind declares a kind of task: its ordered steps and their retry budget.
@@ -80,6 +88,9 @@ func (k *Kind) validate() error {
 		if s.MaxAttempts < 0 {
 			return fmt.Errorf("%w: task kind %s: step %s: negative MaxAttempts", rackcloud.ErrInvalid, k.Name, s.Name)
 		}
+		if s.WaitTimeout < 0 {
+			return fmt.Errorf("%w: task kind %s: step %s: negative WaitTimeout", rackcloud.ErrInvalid, k.Name, s.Name)
+		}
 	}
 	return nil
 }
@@ -97,6 +108,7 @@ func (k *Kind) shape(defaultMax int) shape {
 		s.names = append(s.names, st.Name)
 		s.maxAttempts = append(s.maxAttempts, m)
 		s.hasUndo = append(s.hasUndo, st.Undo != nil)
+		s.waitTimeout = append(s.waitTimeout, st.WaitTimeout)
 	}
 	return s
 }
@@ -118,7 +130,44 @@ var (
 	// ErrStopping is the cause of a step's context when the engine stops;
 	// the task is released without using up the attempt.
 	ErrStopping = errors.New("task engine stopping")
+	// ErrWaitTimeout is wrapped by the error of a step that snoozed for
+	// longer than its Step.WaitTimeout; the text that follows it says what
+	// the step waited for and how long ("waited 5m0s for agent report"),
+	// and it is recorded in the step's and the task's error.
+	ErrWaitTimeout = errors.New("wait timed out")
 )
+
+// MaxWaitReason bounds the reason given to Snooze; a longer one is cut.
+const MaxWaitReason = 200
+
+// Snooze returns the error a step returns when what it waits for (the
+// agent's report, the first boot) has not happened yet. The task is given
+// back at once, holding no worker, and its step runs again after d, or
+// sooner when Engine.Wake names its target. The attempt is not used up and
+// nothing is recorded as failed: the task shows WaitingFor (reason) and
+// WaitingSince, and a step_waiting event is appended on the step's first
+// snooze and when the reason changes. Step.WaitTimeout bounds the wait. d
+// is how long looking again is pointless; 0 means at once. A step
+// canceled while it waits compensates at once.
+func Snooze(d time.Duration, reason string) error {
+	if reason == "" {
+		reason = "the machine"
+	}
+	if len(reason) > MaxWaitReason {
+		reason = strings.ToValidUTF8(reason[:MaxWaitReason], "")
+	}
+	return &snoozeError{d: max(d, 0), reason: reason}
+}
+
+// snoozeError is what Snooze returns.
+type snoozeError struct {
+	d      time.Duration
+	reason string
+}
+
+func (e *snoozeError) Error() string {
+	return fmt.Sprintf("snoozed for %s, waiting for %s", e.d, e.reason)
+}
 
 // permanentError marks an error that retrying cannot fix.
 type permanentError struct{ err error }
@@ -180,17 +229,29 @@ type StepContext struct {
 	Step      string
 	StepIndex int
 	Phase     Phase
-	// Attempt is this attempt's number, from 1.
+	// Attempt is this attempt's number, from 1. A step that snoozed runs
+	// again under the same number.
 	Attempt int
 	// Worker is the ID of the engine running the step.
 	Worker string
 	// Logger carries the task's attributes.
 	Logger *slog.Logger
 
-	run     *runner
-	params  json.RawMessage
-	spawned int
-	found   bool
+	run          *runner
+	params       json.RawMessage
+	spawned      int
+	found        bool
+	waitingSince *time.Time
+}
+
+// WaitingSince returns when this step first snoozed (see Snooze), and
+// false when it has not snoozed since it last ended an attempt: a step can
+// tell how long it has been waiting, to report progress.
+func (sc *StepContext) WaitingSince() (time.Time, bool) {
+	if sc.waitingSince == nil {
+		return time.Time{}, false
+	}
+	return *sc.waitingSince, true
 }
 
 // IdempotencyKey is stable for this step of this task across attempts,

@@ -50,6 +50,13 @@ type progress struct {
 	// FailedStep names the step it came from.
 	Err        string
 	FailedStep string
+	// Snoozing is true while the current step waits for the machine: it
+	// snoozed and has not ended an attempt since (waiting_since is set).
+	// A snooze gives its attempt back, so the step started even when
+	// Attempt is 0.
+	Snoozing bool
+	// WaitingFor is what the snoozing step said it waits for.
+	WaitingFor string
 }
 
 // shape is what the machine needs to know of a kind.
@@ -57,6 +64,8 @@ type shape struct {
 	names       []string
 	maxAttempts []int
 	hasUndo     []bool
+	// waitTimeout bounds how long each step may snooze; 0 for no bound.
+	waitTimeout []time.Duration
 }
 
 func (s shape) name(i int) string {
@@ -81,6 +90,9 @@ const (
 	inChildren
 	// inUnparked: a park found no active children; go on.
 	inUnparked
+	// inSnoozed: the current step returned Snooze: what it waits for has
+	// not happened yet.
+	inSnoozed
 )
 
 type input struct {
@@ -94,6 +106,12 @@ type input struct {
 	canceled bool
 	// spawned: the step spawned (or found already spawned) children.
 	spawned bool
+	// waited is how long the current step has been snoozing, when
+	// progress.Snoozing (inClaimed, inSnoozed).
+	waited time.Duration
+	// snooze and reason are the Snooze of inSnoozed.
+	snooze time.Duration
+	reason string
 }
 
 // action is what the worker does after applying a plan.
@@ -140,6 +158,7 @@ type event struct {
 	name    string
 	attempt int
 	err     string
+	msg     string
 }
 
 // Event types.
@@ -154,6 +173,11 @@ const (
 	EventSucceeded       = "succeeded"
 	EventFailed          = "failed"
 	EventCanceled        = "canceled"
+	// EventStepWaiting: the step snoozed, waiting for what Event.Message
+	// says. Only the first snooze of a step, and a snooze whose reason
+	// differs from the last one, append it: a long wait does not flood the
+	// log.
+	EventStepWaiting = "step_waiting"
 )
 
 // plan is the machine's answer: the new progress, how to record it and what
@@ -183,11 +207,25 @@ func decide(p progress, s shape, in input, backoff backoffFunc) plan {
 	if p.State.Terminal() {
 		return plan{next: p, do: actStop}
 	}
+	pl := transition(p, s, in, backoff)
+	// A wait belongs to one step: it ends when the step ends an attempt
+	// (a record) or the task moves to another step or phase.
+	if n := &pl.next; n.Snoozing && (pl.record != nil || n.Phase != p.Phase || n.Step != p.Step || n.State.Terminal()) {
+		n.Snoozing, n.WaitingFor = false, ""
+		pl.write = true
+	}
+	return pl
+}
+
+func transition(p progress, s shape, in input, backoff backoffFunc) plan {
 	switch in.kind {
 	case inClaimed:
+		if pl, ok := waitTimedOut(p, s, p.Snoozing, p.WaitingFor, in.waited, backoff); ok {
+			return pl
+		}
 		// The claimed attempt has not started: compensation starts from the
-		// last step an earlier attempt started.
-		return advance(plan{}, p, s, p.Attempt-1 > 0)
+		// last step an earlier attempt started, or the one that snoozed.
+		return advance(plan{}, p, s, p.Attempt-1 > 0 || p.Snoozing)
 	case inUnparked:
 		return advance(plan{}, p, s, false)
 	case inChildren:
@@ -259,8 +297,58 @@ func decide(p progress, s shape, in input, backoff backoffFunc) plan {
 			return advance(pl, n, s, false)
 		}
 		return beginUndo(pl, p, s, causeFailed, msg, s.name(p.Step), p.Step)
+	case inSnoozed:
+		if p.Cancel && p.Phase == PhaseRun {
+			// Canceled while it waited: compensate from this step now
+			// rather than after the snooze.
+			return beginUndo(plan{write: true}, p, s, causeCanceled, "", "", p.Step)
+		}
+		if pl, ok := waitTimedOut(p, s, true, in.reason, in.waited, backoff); ok {
+			return pl
+		}
+		return snooze(p, s, in)
 	}
 	panic(fmt.Sprintf("tasks: unknown input %d", in.kind))
+}
+
+// snooze releases the task until the snooze is over (or the step's wait
+// timeout, if sooner), giving the claim's attempt back: waiting is not
+// failing.
+func snooze(p progress, s shape, in input) plan {
+	n := p
+	n.Attempt = max(p.Attempt-1, 0)
+	n.Snoozing, n.WaitingFor = true, in.reason
+	n.State = runningState(p)
+	pl := plan{next: n, write: true, release: true, do: actStop, delay: max(in.snooze, 0)}
+	if t := s.waitTimeout[p.Step]; t > 0 {
+		pl.delay = min(pl.delay, t-in.waited)
+	}
+	if !p.Snoozing || p.WaitingFor != in.reason {
+		pl.events = append(pl.events, event{typ: EventStepWaiting, phase: p.Phase, step: p.Step, name: s.name(p.Step), attempt: p.Attempt, msg: in.reason})
+	}
+	fillEventStates(&pl)
+	return pl
+}
+
+// waitTimedOut fails the current step for good when it has been snoozing
+// (for reason) for its wait timeout or longer. An attempt past the last
+// one is left to advance, which fails it as lost.
+func waitTimedOut(p progress, s shape, snoozing bool, reason string, waited time.Duration, backoff backoffFunc) (plan, bool) {
+	if !snoozing || p.Step < 0 || p.Step >= len(s.waitTimeout) || p.Attempt > s.maxAttempts[p.Step] {
+		return plan{}, false
+	}
+	t := s.waitTimeout[p.Step]
+	if t <= 0 || waited < t {
+		return plan{}, false
+	}
+	err := waitTimeoutError(t, reason)
+	return transition(p, s, input{kind: inStepErr, err: err.Error(), permanent: true}, backoff), true
+}
+
+// waitTimeoutError is the error of a step whose wait for reason timed out
+// after timeout.
+func waitTimeoutError(timeout time.Duration, reason string) error {
+	return fmt.Errorf("%w: waited %s for %s", ErrWaitTimeout, timeout, reason)
 }
 
 // advance decides what to do with progress n: run the current step,

@@ -3,6 +3,7 @@ package tasks
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,7 +20,14 @@ func threeSteps() shape {
 		names:       []string{"a", "b", "c"},
 		maxAttempts: []int{3, 3, 3},
 		hasUndo:     []bool{true, false, true},
+		waitTimeout: []time.Duration{0, time.Minute, 0},
 	}
+}
+
+// snoozing is progress p whose step has been snoozing for reason.
+func snoozing(p progress, reason string) progress {
+	p.Snoozing, p.WaitingFor = true, reason
+	return p
 }
 
 func running(step, attempt int) progress {
@@ -36,6 +44,20 @@ func TestDecideTable(t *testing.T) {
 			p.State = rackcloud.TaskCanceling
 		}
 		return p
+	}
+	// timedOut is the plan of step b failing after its wait timeout in
+	// attempt a.
+	timedOut := func(a int) plan {
+		const err = "wait timed out: waited 1m0s for agent report"
+		const msg = "step b failed (permanent): " + err
+		next := undoing(1, 0, causeFailed, msg)
+		next.FailedStep = "b"
+		return plan{next: next, do: actParkOrGo, write: true, park: true, cancelChildren: true,
+			record: &record{phase: PhaseRun, idx: 1, name: "b", outcome: stepFailed, attempt: a, err: err},
+			events: []event{
+				{typ: EventStepFailed, state: rackcloud.TaskRunning, phase: PhaseRun, step: 1, name: "b", attempt: a, err: err},
+				{typ: EventUndoStarted, state: rackcloud.TaskRunning, phase: PhaseUndo, step: 1, name: "b", err: msg},
+			}}
 	}
 	tests := map[string]struct {
 		p    progress
@@ -151,6 +173,64 @@ func TestDecideTable(t *testing.T) {
 			p: func() progress { p := running(1, 1); p.AwaitStep = 0; return p }(), in: input{kind: inChildren},
 			want: plan{next: running(1, 1), do: actRun, write: true},
 		},
+		"first snooze: give the attempt back, release, say what it waits for": {
+			p: running(0, 1), in: input{kind: inSnoozed, snooze: time.Hour, reason: "agent report"},
+			want: plan{next: snoozing(running(0, 0), "agent report"), do: actStop, write: true, release: true, delay: time.Hour,
+				events: []event{{typ: EventStepWaiting, state: rackcloud.TaskRunning, phase: PhaseRun, step: 0, name: "a", attempt: 1, msg: "agent report"}}},
+		},
+		"snooze again for the same reason: no event": {
+			p: snoozing(running(0, 3), "agent report"), in: input{kind: inSnoozed, snooze: time.Hour, reason: "agent report", waited: 5 * time.Hour},
+			want: plan{next: snoozing(running(0, 2), "agent report"), do: actStop, write: true, release: true, delay: time.Hour},
+		},
+		"snooze for another reason: an event": {
+			p: snoozing(running(0, 1), "agent report"), in: input{kind: inSnoozed, snooze: time.Second, reason: "first boot"},
+			want: plan{next: snoozing(running(0, 0), "first boot"), do: actStop, write: true, release: true, delay: time.Second,
+				events: []event{{typ: EventStepWaiting, state: rackcloud.TaskRunning, phase: PhaseRun, step: 0, name: "a", attempt: 1, msg: "first boot"}}},
+		},
+		"snooze no longer than the wait timeout left": {
+			p: snoozing(running(1, 1), "agent report"), in: input{kind: inSnoozed, snooze: time.Hour, reason: "agent report", waited: 45 * time.Second},
+			want: plan{next: snoozing(running(1, 0), "agent report"), do: actStop, write: true, release: true, delay: 15 * time.Second},
+		},
+		"claimed while snoozing: run the step again, still waiting": {
+			p: snoozing(running(1, 1), "agent report"), in: input{kind: inClaimed, waited: 59 * time.Second},
+			want: plan{next: snoozing(running(1, 1), "agent report"), do: actRun},
+		},
+		"claimed after the wait timeout: fail for good, compensate": {
+			p: snoozing(running(1, 1), "agent report"), in: input{kind: inClaimed, waited: time.Minute},
+			want: timedOut(1),
+		},
+		"snoozes past the wait timeout: fail at once": {
+			p: snoozing(running(1, 2), "agent report"), in: input{kind: inSnoozed, snooze: time.Hour, reason: "agent report", waited: 2 * time.Minute},
+			want: timedOut(2),
+		},
+		"canceled while snoozing: the snoozing step is compensated": {
+			p: func() progress { p := snoozing(running(0, 1), "agent report"); p.Cancel = true; return p }(), in: input{kind: inClaimed},
+			want: plan{next: undoing(0, 0, causeCanceled, ""), do: actParkOrGo, write: true, park: true, cancelChildren: true,
+				events: []event{{typ: EventUndoStarted, state: rackcloud.TaskCanceling, phase: PhaseUndo, step: 0, name: "a"}}},
+		},
+		"canceled as it snoozes: compensate now, no sleep": {
+			p: func() progress { p := running(2, 1); p.Cancel = true; return p }(), in: input{kind: inSnoozed, snooze: time.Hour, reason: "first boot"},
+			want: plan{next: undoing(2, 0, causeCanceled, ""), do: actParkOrGo, write: true, park: true, cancelChildren: true,
+				events: []event{{typ: EventUndoStarted, state: rackcloud.TaskCanceling, phase: PhaseUndo, step: 2, name: "c"}}},
+		},
+		"step ok after snoozing: the wait ends": {
+			p: snoozing(running(0, 1), "agent report"), in: input{kind: inStepOK},
+			want: plan{next: running(1, 1), do: actRun, write: true,
+				record: &record{phase: PhaseRun, idx: 0, name: "a", outcome: stepSucceeded, attempt: 1},
+				events: []event{{typ: EventStepSucceeded, state: rackcloud.TaskRunning, phase: PhaseRun, step: 0, name: "a", attempt: 1}}},
+		},
+		"step error after snoozing: a retry ends the wait": {
+			p: snoozing(running(1, 1), "agent report"), in: input{kind: inStepErr, err: "boom"},
+			want: plan{next: running(1, 1), do: actStop, write: true, release: true, delay: time.Second,
+				record: &record{phase: PhaseRun, idx: 1, name: "b", outcome: stepRetrying, attempt: 1, err: "boom"},
+				events: []event{{typ: EventStepRetrying, state: rackcloud.TaskRunning, phase: PhaseRun, step: 1, name: "b", attempt: 1, err: "boom"}}},
+		},
+		"compensation times out: go on with the next one": {
+			p: snoozing(undoing(1, 1, causeFailed, "x"), "power off"), in: input{kind: inClaimed, waited: time.Hour},
+			want: plan{next: undoing(0, 1, causeFailed, "x; compensation step b failed (permanent): wait timed out: waited 1m0s for power off"), do: actRun, write: true,
+				record: &record{phase: PhaseUndo, idx: 1, name: "b", outcome: stepFailed, attempt: 1, err: "wait timed out: waited 1m0s for power off"},
+				events: []event{{typ: EventStepFailed, state: rackcloud.TaskRunning, phase: PhaseUndo, step: 1, name: "b", attempt: 1, err: "wait timed out: waited 1m0s for power off"}}},
+		},
 		"ended tasks stay ended": {
 			p: progress{State: rackcloud.TaskSucceeded, Step: 3}, in: input{kind: inStepErr, err: "late"},
 			want: plan{next: progress{State: rackcloud.TaskSucceeded, Step: 3}, do: actStop},
@@ -166,6 +246,12 @@ func TestDecideTable(t *testing.T) {
 	}
 }
 
+func TestWaitTimeoutError(t *testing.T) {
+	err := waitTimeoutError(5*time.Minute, "agent report")
+	require.ErrorIs(t, err, ErrWaitTimeout)
+	require.Equal(t, "wait timed out: waited 5m0s for agent report", err.Error())
+}
+
 func TestExponentialBackoff(t *testing.T) {
 	b := exponentialBackoff(time.Second, 10*time.Second)
 	var got []time.Duration
@@ -176,7 +262,8 @@ func TestExponentialBackoff(t *testing.T) {
 }
 
 // TestDecideProperties drives the machine through random histories (step
-// results, crashes, cancels, children, parks) and checks its invariants.
+// results, crashes, cancels, children, parks, snoozes and wakes) and checks
+// its invariants.
 func TestDecideProperties(t *testing.T) {
 	for seed := range uint64(3000) {
 		rng := rand.New(rand.NewPCG(seed, 7))
@@ -191,23 +278,44 @@ func simulate(rng *rand.Rand) error {
 	n := 1 + rng.IntN(4)
 	s := shape{}
 	budget := 0
+	// stuck steps snooze every time they run: only their wait timeout
+	// ends them.
+	stuck := map[int]bool{}
 	for i := range n {
 		s.names = append(s.names, fmt.Sprintf("s%d", i))
 		m := 1 + rng.IntN(3)
 		s.maxAttempts = append(s.maxAttempts, m)
 		s.hasUndo = append(s.hasUndo, rng.IntN(2) == 0)
+		var timeout time.Duration
+		if rng.IntN(2) == 0 {
+			timeout = time.Duration(1+rng.IntN(6)) * 10 * time.Second
+			stuck[i] = rng.IntN(4) == 0
+		}
+		s.waitTimeout = append(s.waitTimeout, timeout)
 		budget += 2 * m
 	}
 	// The durable row; the claim increments the attempt.
 	db := progress{State: rackcloud.TaskPending, Phase: PhaseRun, AwaitStep: -1}
 	var log []string
 	fail := func(format string, a ...any) error {
-		return fmt.Errorf("%s (shape %+v, history %v)", fmt.Sprintf(format, a...), s, log)
+		return fmt.Errorf("%s (shape %+v, stuck %v, history %v)", fmt.Sprintf(format, a...), s, stuck, log)
 	}
 	started := -1 // highest run step that ran
 	succeeded := map[int]bool{}
+	ran := map[int]bool{}    // run steps that ran, to the end or not
+	undone := map[int]bool{} // compensations that ran
 	lastUndo := n
 	canceledBy := false
+	// The clock, and waiting_since as the database keeps it.
+	var now, since time.Duration
+	snoozes := 0
+	// After a snooze, the step that must run next (unless a cancel, a
+	// crash or its timeout came first).
+	type pos struct {
+		phase Phase
+		step  int
+	}
+	var resume *pos
 	claim := func() progress {
 		p := db
 		if p.State == rackcloud.TaskPending {
@@ -217,8 +325,14 @@ func simulate(rng *rand.Rand) error {
 		db = p
 		return p
 	}
+	waited := func(p progress) time.Duration {
+		if !p.Snoozing {
+			return 0
+		}
+		return now - since
+	}
 	for iter := 0; ; iter++ {
-		if iter > 20*budget+50 {
+		if iter > 20*budget+50+snoozes {
 			return fail("no end after %d iterations", iter)
 		}
 		if db.State.Terminal() {
@@ -231,16 +345,26 @@ func simulate(rng *rand.Rand) error {
 			log = append(log, "cancel")
 		}
 		p := claim()
+		claimWaited := waited(p)
 		log = append(log, fmt.Sprintf("claim %s/%d#%d", p.Phase, p.Step, p.Attempt))
-		pl := decide(p, s, input{kind: inClaimed}, testBackoff)
+		pl := decide(p, s, input{kind: inClaimed, waited: claimWaited}, testBackoff)
 	loop:
 		for {
 			if pl.write {
+				if pl.next.Snoozing && !db.Snoozing {
+					since = now
+				}
 				db = pl.next
 			}
 			cur := pl.next
 			if rc := pl.record; rc != nil && rc.outcome == stepRetrying && rc.attempt >= s.maxAttempts[rc.idx] {
 				return fail("retry scheduled after attempt %d of %d", rc.attempt, s.maxAttempts[rc.idx])
+			}
+			if rc := pl.record; rc != nil && strings.Contains(rc.err, ErrWaitTimeout.Error()) {
+				if t := s.waitTimeout[rc.idx]; t == 0 || now-since < t {
+					return fail("step %d timed out after %s of %s", rc.idx, now-since, t)
+				}
+				resume = nil // the wait ended the step
 			}
 			if pl.terminal != cur.State.Terminal() {
 				return fail("terminal flag %v for state %s", pl.terminal, cur.State)
@@ -249,6 +373,14 @@ func simulate(rng *rand.Rand) error {
 			case actStop:
 				if !pl.write {
 					return fail("stop without a write")
+				}
+				if pl.release && cur.Snoozing {
+					// Asleep until the snooze is over, or woken earlier.
+					d := pl.delay
+					if rng.IntN(3) == 0 {
+						d = time.Duration(rng.Int64N(int64(d) + 1))
+					}
+					now += d
 				}
 				break loop
 			case actParkOrGo:
@@ -271,6 +403,15 @@ func simulate(rng *rand.Rand) error {
 				if !pl.write && db.Attempt != cur.Attempt {
 					return fail("attempt %d runs unrecorded (row has %d)", cur.Attempt, db.Attempt)
 				}
+				if t := s.waitTimeout[cur.Step]; cur.Snoozing && t > 0 && claimWaited >= t {
+					return fail("runs %s step %d after waiting %s of %s", cur.Phase, cur.Step, claimWaited, t)
+				}
+				if r := resume; r != nil {
+					resume = nil
+					if r.phase == cur.Phase && r.step != cur.Step {
+						return fail("snoozed in %s step %d, runs step %d next", r.phase, r.step, cur.Step)
+					}
+				}
 				if cur.Phase == PhaseRun {
 					if cur.Cancel {
 						return fail("runs step %d after a cancel", cur.Step)
@@ -281,14 +422,22 @@ func simulate(rng *rand.Rand) error {
 						}
 					}
 					started = max(started, cur.Step)
+					ran[cur.Step] = true
 				} else {
 					if !s.hasUndo[cur.Step] || cur.Step > started || cur.Step > lastUndo {
 						return fail("compensates step %d (has undo %v, started up to %d, last undo %d)", cur.Step, s.hasUndo[cur.Step], started, lastUndo)
 					}
 					lastUndo = cur.Step
+					undone[cur.Step] = true
 				}
 				log = append(log, fmt.Sprintf("run %s/%d#%d", cur.Phase, cur.Step, cur.Attempt))
-				switch r := rng.IntN(10); {
+				r := rng.IntN(10)
+				if stuck[cur.Step] && cur.Phase == PhaseRun && r >= 1 {
+					r = 9 // snooze
+				} else if snoozes > 40 && r == 9 {
+					r = 4 // enough snoozing: succeed
+				}
+				switch {
 				case r < 1:
 					log = append(log, "crash")
 					break loop // the worker dies: no write
@@ -297,8 +446,28 @@ func simulate(rng *rand.Rand) error {
 						succeeded[cur.Step] = true
 					}
 					pl = decide(cur, s, input{kind: inStepOK, spawned: rng.IntN(3) == 0}, testBackoff)
-				default:
+				case r < 9:
 					pl = decide(cur, s, input{kind: inStepErr, err: "e", permanent: rng.IntN(5) == 0}, testBackoff)
+				default:
+					snoozes++
+					reason := []string{"agent report", "first boot"}[rng.IntN(2)]
+					log = append(log, "snooze "+reason)
+					before := cur.Attempt
+					pl = decide(cur, s, input{kind: inSnoozed, snooze: time.Duration(1+rng.IntN(20)) * time.Second, reason: reason, waited: waited(cur)}, testBackoff)
+					if !pl.next.Snoozing {
+						break // canceled or timed out: it ended the step
+					}
+					if pl.next.Attempt != before-1 || pl.record != nil {
+						return fail("a snooze used up attempt %d (now %d, record %+v)", before, pl.next.Attempt, pl.record)
+					}
+					wantEvent := !cur.Snoozing || cur.WaitingFor != reason
+					if got := len(pl.events) == 1 && pl.events[0].typ == EventStepWaiting && pl.events[0].msg == reason; got != wantEvent || len(pl.events) > 1 {
+						return fail("snooze for %q after %q (snoozing %v): events %+v", reason, cur.WaitingFor, cur.Snoozing, pl.events)
+					}
+					if t := s.waitTimeout[cur.Step]; t > 0 && waited(cur)+pl.delay > t {
+						return fail("snoozes %s after waiting %s of %s", pl.delay, waited(cur), t)
+					}
+					resume = &pos{cur.Phase, cur.Step}
 				}
 			}
 		}
@@ -312,6 +481,9 @@ func simulate(rng *rand.Rand) error {
 			if !succeeded[i] {
 				return fail("succeeded without step %d", i)
 			}
+			if stuck[i] {
+				return fail("succeeded past stuck step %d", i)
+			}
 		}
 	case rackcloud.TaskCanceled:
 		if !canceledBy || db.Err != "" {
@@ -323,6 +495,17 @@ func simulate(rng *rand.Rand) error {
 		}
 	default:
 		return fail("ended %s", db.State)
+	}
+	if db.State != rackcloud.TaskSucceeded {
+		// Every step that ran (snoozing or not) is compensated.
+		for i := range n {
+			if ran[i] && s.hasUndo[i] && !undone[i] {
+				return fail("step %d ran but was not compensated", i)
+			}
+		}
+	}
+	if db.Snoozing {
+		return fail("ended still snoozing")
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ type metrics struct {
 	running      prometheus.Gauge
 	leasesLost   prometheus.Counter
 	pruned       prometheus.Counter
+	woken        prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -38,7 +39,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"kind", "step"}),
 		stepDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "rackcloud_tasks_step_duration_seconds",
-			Help:    "Duration of step attempts, by kind, step, phase (run or undo) and outcome.",
+			Help:    "Duration of step attempts, by kind, step, phase (run or undo) and outcome (succeeded, failed, snoozed).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 		}, []string{"kind", "step", "phase", "outcome"}),
 		pickup: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -48,7 +49,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		queue: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "rackcloud_tasks_queue_depth",
-			Help: "Active tasks in the database by status: ready (claimable now), scheduled (retry later), running (leased), waiting (for children).",
+			Help: "Active tasks in the database by status: ready (claimable now), scheduled (retry later), snoozed (a step waiting for the machine), running (leased), waiting (for children).",
 		}, []string{"status"}),
 		running: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "rackcloud_tasks_running",
@@ -62,11 +63,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "rackcloud_tasks_pruned_total",
 			Help: "Ended tasks (with their sub-tasks, steps and events) this engine deleted after the retention period.",
 		}),
+		woken: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rackcloud_tasks_woken_total",
+			Help: "Snoozing tasks made runnable early by Wake calls of this engine (in a caller's transaction, counted even if it rolled back).",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.submitted, m.started, m.finished, m.retries, m.stepDuration, m.pickup, m.queue, m.running, m.leasesLost, m.pruned} {
+	for _, c := range []prometheus.Collector{m.submitted, m.started, m.finished, m.retries, m.stepDuration, m.pickup, m.queue, m.running, m.leasesLost, m.pruned, m.woken} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

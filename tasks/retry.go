@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/rackcloud/rackcloud/store"
@@ -39,6 +40,20 @@ func transient(err error) bool {
 		return false
 	}
 	return pgconn.SafeToRetry(err)
+}
+
+// retryStatement runs exec in db with retryTransient, for a statement
+// that may deadlock with workers writing the same tasks: as its own
+// statement on a pool, under a savepoint in a transaction, since a
+// deadlock aborts the savepoint, not the caller's transaction, so the
+// retry can go on in it.
+func retryStatement(ctx context.Context, db store.Querier, exec func(store.Querier) error) error {
+	return retryTransient(ctx, func() error {
+		if tx, ok := db.(pgx.Tx); ok {
+			return pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { return exec(sp) })
+		}
+		return exec(db) // one statement: its own transaction
+	})
 }
 
 func mapErr(err error) error { return store.MapError(err) }

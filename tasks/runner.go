@@ -35,6 +35,11 @@ type runner struct {
 	lastOut   json.RawMessage
 	lastStart time.Time
 
+	// claimedAt is when the claim returned; snoozed is how long the
+	// current step had been snoozing then (by the database's clock).
+	claimedAt time.Time
+	snoozed   time.Duration
+
 	mu         sync.Mutex
 	stepCancel context.CancelCauseFunc
 	stepPhase  Phase
@@ -44,7 +49,7 @@ type runner struct {
 	done       bool
 }
 
-func (e *Engine) newRunner(ctx context.Context, k *registered, row *taskRow) *runner {
+func (e *Engine) newRunner(ctx context.Context, k *registered, row *taskRow, snoozed time.Duration) *runner {
 	rctx, cancel := context.WithCancelCause(ctx)
 	r := &runner{
 		e:       e,
@@ -57,6 +62,9 @@ func (e *Engine) newRunner(ctx context.Context, k *registered, row *taskRow) *ru
 		ctx:     rctx,
 		cancel:  cancel,
 		beatAt:  time.Now(),
+
+		claimedAt: time.Now(),
+		snoozed:   snoozed,
 	}
 	e.runMu.Lock()
 	e.running[r.token] = r
@@ -137,7 +145,7 @@ func (r *runner) run() {
 			return
 		}
 	}
-	pl := decide(r.prog, sh, input{kind: inClaimed}, r.e.backoff)
+	pl := decide(r.prog, sh, input{kind: inClaimed, waited: r.waited()}, r.e.backoff)
 	for {
 		if pl.cancelChildren {
 			wctx, cancel := r.writeCtx()
@@ -181,7 +189,7 @@ func (r *runner) run() {
 			if r.prog.Phase == PhaseRun && r.canceled() {
 				// Canceled before this attempt started.
 				r.prog.Cancel = true
-				pl = decide(r.prog, sh, input{kind: inClaimed}, r.e.backoff)
+				pl = decide(r.prog, sh, input{kind: inClaimed, waited: r.waited()}, r.e.backoff)
 				continue
 			}
 			in, ok := r.runStep()
@@ -194,6 +202,14 @@ func (r *runner) run() {
 			pl = decide(r.prog, sh, in, r.e.backoff)
 		}
 	}
+}
+
+// waited is how long the current step has been snoozing, 0 when it is not.
+func (r *runner) waited() time.Duration {
+	if !r.prog.Snoozing {
+		return 0
+	}
+	return r.snoozed + time.Since(r.claimedAt)
 }
 
 func (r *runner) loadOutputs() error {
@@ -250,10 +266,17 @@ func (r *runner) runStep() (in input, ok bool) {
 		run:       r,
 		params:    r.row.Params,
 	}
+	if r.prog.Snoozing {
+		sc.waitingSince = r.row.WaitingSince
+	}
 	start := time.Now()
 	out, err := call(sctx, fn, sc)
+	var snoozed *snoozeError
 	outcome := "succeeded"
-	if err != nil {
+	switch {
+	case errors.As(err, &snoozed):
+		outcome = "snoozed"
+	case err != nil:
 		outcome = "failed"
 	}
 	r.e.m.stepDuration.WithLabelValues(r.row.Kind, st.Name, string(phase), outcome).Observe(time.Since(start).Seconds())
@@ -282,6 +305,10 @@ func (r *runner) runStep() (in input, ok bool) {
 		}
 	}
 	canceled := errors.Is(cause, ErrCanceled) || errors.Is(err, ErrCanceled)
+	if snoozed != nil && !canceled {
+		sc.Logger.Debug("step snoozed", "for", snoozed.d, "waiting_for", snoozed.reason)
+		return input{kind: inSnoozed, snooze: snoozed.d, reason: snoozed.reason, waited: r.waited()}, true
+	}
 	if !canceled {
 		sc.Logger.Info("step failed", "err", err)
 	}
@@ -330,7 +357,7 @@ func (r *runner) apply(pl plan) (waiting bool, err error) {
 			started = r.lastStart
 		}
 	}
-	var types, states, phases, names, errs []string
+	var types, states, phases, names, errs, msgs []string
 	var steps, attempts []int
 	for _, ev := range pl.events {
 		types = append(types, ev.typ)
@@ -340,13 +367,14 @@ func (r *runner) apply(pl plan) (waiting bool, err error) {
 		names = append(names, ev.name)
 		attempts = append(attempts, ev.attempt)
 		errs = append(errs, ev.err)
+		msgs = append(msgs, ev.msg)
 	}
 	last := ""
 	if len(types) > 0 {
 		last = types[len(types)-1]
 	}
 	if types == nil {
-		types, states, phases, names, errs = []string{}, []string{}, []string{}, []string{}, []string{}
+		types, states, phases, names, errs, msgs = []string{}, []string{}, []string{}, []string{}, []string{}, []string{}
 		steps, attempts = []int{}, []int{}
 	}
 	ctx, cancel := r.writeCtx()
@@ -359,6 +387,7 @@ func (r *runner) apply(pl plan) (waiting bool, err error) {
 			pl.park, pl.release, pl.terminal, pl.delay.Milliseconds(), r.e.cfg.LeaseTTL.Milliseconds(),
 			recPhase, recIdx, recName, recState, recAttempts, out, recErr, started,
 			types, states, phases, steps, names, attempts, errs, last,
+			n.Snoozing, n.WaitingFor, msgs,
 		).Scan(&waiting, &notes)
 	})
 	if errors.Is(err, pgx.ErrNoRows) {

@@ -1,6 +1,7 @@
 package tasks
 
-// All SQL of the package, in one place. Tables: store/migrations/0100_tasks.sql.
+// All SQL of the package, in one place. Tables: store/migrations/0100_tasks.sql
+// and 0110_task_waits.sql.
 
 // Notification channels. Payloads: the task's kind on chanWake (a task of
 // that kind may be claimable), "<task id> <event type>" on chanEvents.
@@ -16,7 +17,7 @@ const activeStates = `('pending', 'running', 'canceling')`
 const taskColumns = `id::text AS id, root_id::text AS root_id, parent_id::text AS parent_id, parent_step, spawn_key,
 	depth, kind, target, params, state, phase, undo_cause, step, step_name, attempt, error, failed_step,
 	cancel_requested, children_pending, waiting, await_step, run_at, lease_token, claims, event_seq,
-	created_at, updated_at, started_at, finished_at`
+	created_at, updated_at, started_at, finished_at, waiting_since, waiting_for`
 
 const sqlSubmit = `
 WITH v AS (SELECT gen_random_uuid() AS id),
@@ -39,10 +40,12 @@ const sqlActiveOnTarget = `SELECT id::text FROM tasks WHERE target = $1 AND stat
 // sqlClaim leases up to $2 ready tasks of kinds $1 to owner $3 for $4 ms,
 // counts an attempt of each one's current step and records a "started"
 // event. fresh says whether the task was queued (not taken from a dead
-// worker), for the pickup-latency metric.
+// worker), for the pickup-latency metric; snoozed is how many seconds its
+// step has been snoozing (0 when it is not), by the database's clock.
 const sqlClaim = `
 WITH c AS (
-	SELECT id, lease_token IS NULL AS fresh, extract(epoch FROM now() - run_at) AS waited
+	SELECT id, lease_token IS NULL AS fresh, extract(epoch FROM now() - run_at) AS waited,
+		coalesce(extract(epoch FROM now() - waiting_since), 0) AS snoozed
 	FROM tasks
 	WHERE state IN ` + activeStates + ` AND NOT waiting AND run_at <= now()
 	  AND (lease_expires_at IS NULL OR lease_expires_at < now())
@@ -58,45 +61,56 @@ WITH c AS (
 		lease_owner = $3,
 		lease_token = nextval('task_lease_token_seq'),
 		lease_expires_at = now() + $4 * interval '1 millisecond',
+		wake_pending = false,
 		started_at = coalesce(t.started_at, now()),
 		updated_at = now(),
 		event_seq = t.event_seq + 1
 	FROM c WHERE t.id = c.id
-	RETURNING t.*, c.fresh, c.waited
+	RETURNING t.*, c.fresh, c.waited, c.snoozed
 ), e AS (
 	INSERT INTO task_events (task_id, seq, type, state, phase, step, step_name, attempt)
 	SELECT id, event_seq, 'started', state, phase, step, step_name, attempt FROM u
 ), n AS (
 	SELECT pg_notify('` + chanEvents + `', id::text || ' started') FROM u WHERE watched_until > now()
 )
-SELECT ` + taskColumns + `, fresh, waited, (SELECT count(*) FROM n) AS notified FROM u`
+SELECT ` + taskColumns + `, fresh, waited, snoozed, (SELECT count(*) FROM n) AS notified FROM u`
 
 // sqlApply writes one plan of the state machine, fenced by the lease: the
 // task row, the end of a step attempt, the events, and on a terminal state
 // the parent's count of pending children (waking it at zero).
+//
+// A release is due at once, whatever its delay, when a cancel of a task
+// running forward came in meanwhile (it then compensates without waiting),
+// and for a snooze when Engine.Wake came while the step ran (wake_pending).
 //
 //	$1 id, $2 lease token, $3 state, $4 phase, $5 undo_cause, $6 step,
 //	$7 step_name, $8 attempt, $9 error, $10 failed_step, $11 await_step,
 //	$12 park, $13 release, $14 terminal, $15 delay (ms), $16 lease ttl (ms),
 //	$17 record phase ('' = no record), $18 record idx, $19 record name,
 //	$20 record state, $21 record attempts, $22 output, $23 record error,
-//	$24 record started_at, $25.. $31 event arrays, $32 last event type.
+//	$24 record started_at, $25.. $31 event arrays, $32 last event type,
+//	$33 snoozing, $34 waiting_for, $35 event messages.
 const sqlApply = `
 WITH t AS (
 	UPDATE tasks SET
 		state = $3, phase = $4, undo_cause = $5, step = $6, step_name = $7, attempt = $8,
 		error = $9, failed_step = $10, await_step = $11,
+		waiting_since = CASE WHEN $33::boolean THEN coalesce(waiting_since, now()) END,
+		waiting_for = $34,
+		wake_pending = false,
 		waiting = $12::boolean AND children_pending > 0,
 		lease_owner = CASE WHEN $13::boolean OR $14::boolean OR ($12::boolean AND children_pending > 0) THEN NULL ELSE lease_owner END,
 		lease_token = CASE WHEN $13::boolean OR $14::boolean OR ($12::boolean AND children_pending > 0) THEN NULL ELSE lease_token END,
 		lease_expires_at = CASE WHEN $13::boolean OR $14::boolean OR ($12::boolean AND children_pending > 0) THEN NULL
 			ELSE now() + $16 * interval '1 millisecond' END,
-		run_at = CASE WHEN $13::boolean THEN now() + $15 * interval '1 millisecond' ELSE run_at END,
+		run_at = CASE WHEN NOT $13::boolean THEN run_at
+			WHEN (cancel_requested AND $4 = 'run') OR ($33::boolean AND wake_pending) THEN now()
+			ELSE now() + $15 * interval '1 millisecond' END,
 		finished_at = CASE WHEN $14::boolean THEN now() END,
 		updated_at = now(),
 		event_seq = event_seq + cardinality($25::text[])
 	WHERE id = $1 AND lease_token = $2
-	RETURNING id, parent_id, waiting, event_seq, kind, watched_until
+	RETURNING id, parent_id, waiting, event_seq, kind, watched_until, run_at <= now() AS due
 ), s AS (
 	INSERT INTO task_steps (task_id, phase, idx, name, state, attempts, output, error, errors, started_at, finished_at)
 	SELECT t.id, $17, $18, $19, $20, $21, $22::jsonb, $23,
@@ -112,10 +126,10 @@ WITH t AS (
 		errors = task_steps.errors || EXCLUDED.errors,
 		finished_at = EXCLUDED.finished_at
 ), e AS (
-	INSERT INTO task_events (task_id, seq, type, state, phase, step, step_name, attempt, error)
-	SELECT t.id, t.event_seq - cardinality($25::text[]) + ev.ord, ev.typ, ev.state, ev.phase, ev.step, ev.name, ev.attempt, ev.err
-	FROM t, unnest($25::text[], $26::text[], $27::text[], $28::int[], $29::text[], $30::int[], $31::text[])
-		WITH ORDINALITY AS ev(typ, state, phase, step, name, attempt, err, ord)
+	INSERT INTO task_events (task_id, seq, type, state, phase, step, step_name, attempt, error, message)
+	SELECT t.id, t.event_seq - cardinality($25::text[]) + ev.ord, ev.typ, ev.state, ev.phase, ev.step, ev.name, ev.attempt, ev.err, ev.msg
+	FROM t, unnest($25::text[], $26::text[], $27::text[], $28::int[], $29::text[], $30::int[], $31::text[], $35::text[])
+		WITH ORDINALITY AS ev(typ, state, phase, step, name, attempt, err, msg, ord)
 ), p AS (
 	UPDATE tasks SET
 		children_pending = tasks.children_pending - 1,
@@ -127,7 +141,7 @@ WITH t AS (
 ), n AS (
 	SELECT pg_notify('` + chanWake + `', p.kind) FROM p WHERE p.children_pending = 0
 	UNION ALL
-	SELECT pg_notify('` + chanWake + `', t.kind) FROM t WHERE $13::boolean AND $15 = 0
+	SELECT pg_notify('` + chanWake + `', t.kind) FROM t WHERE $13::boolean AND t.due
 	UNION ALL
 	SELECT pg_notify('` + chanEvents + `', t.id::text || ' ' || $32) FROM t WHERE $32 <> '' AND t.watched_until > now()
 )
@@ -217,7 +231,7 @@ const sqlOutputs = `
 SELECT name, output FROM task_steps WHERE task_id = $1 AND phase = 'run' AND state = 'succeeded'`
 
 const sqlEvents = `
-SELECT task_id::text, seq, at, type, state, phase, step, step_name, attempt, error
+SELECT task_id::text, seq, at, type, state, phase, step, step_name, attempt, error, message
 FROM task_events WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`
 
 // sqlChildren lists the children of $1 (of step $2, or all when $2 < 0)
@@ -234,10 +248,34 @@ ORDER BY parent_step, created_at, spawn_key`
 const sqlQueueDepth = `
 SELECT
 	count(*) FILTER (WHERE NOT waiting AND run_at <= now() AND (lease_expires_at IS NULL OR lease_expires_at < now())) AS ready,
-	count(*) FILTER (WHERE NOT waiting AND run_at > now() AND lease_expires_at IS NULL) AS scheduled,
+	count(*) FILTER (WHERE NOT waiting AND run_at > now() AND lease_expires_at IS NULL AND waiting_since IS NULL) AS scheduled,
+	count(*) FILTER (WHERE NOT waiting AND run_at > now() AND lease_expires_at IS NULL AND waiting_since IS NOT NULL) AS snoozed,
 	count(*) FILTER (WHERE lease_expires_at >= now()) AS running,
 	count(*) FILTER (WHERE waiting) AS waiting
 FROM tasks WHERE state IN ` + activeStates
+
+// sqlWake makes the snoozing tasks among the active task on target $1 and
+// its active descendants claimable now, and tells the workers; the tasks a
+// worker holds get wake_pending instead, so that a snooze they write next
+// is due at once. Tasks parked for their children, in a retry's backoff or
+// not waiting are left alone. The task is found by
+// tasks_one_active_per_target, its descendants by tasks_parent.
+const sqlWake = `
+WITH RECURSIVE sub AS (
+	SELECT id FROM tasks WHERE target = $1 AND state IN ` + activeStates + `
+	UNION ALL
+	SELECT c.id FROM tasks c JOIN sub ON c.parent_id = sub.id WHERE c.state IN ` + activeStates + `
+), u AS (
+	UPDATE tasks t SET
+		run_at = CASE WHEN t.lease_token IS NULL THEN least(t.run_at, now()) ELSE t.run_at END,
+		wake_pending = t.lease_token IS NOT NULL
+	FROM sub
+	WHERE t.id = sub.id AND NOT t.waiting AND (t.lease_token IS NOT NULL OR t.waiting_since IS NOT NULL)
+	RETURNING t.kind, t.lease_token IS NULL AS woken
+), n AS (
+	SELECT pg_notify('` + chanWake + `', k.kind) FROM (SELECT DISTINCT kind FROM u WHERE woken) k
+)
+SELECT count(*) FILTER (WHERE woken), (SELECT count(*) FROM n) FROM u`
 
 // sqlPrune deletes up to $2 ended task trees whose root finished before
 // $1; children, steps and events go by ON DELETE CASCADE. A tree with a

@@ -28,13 +28,19 @@ type Info struct {
 	Params json.RawMessage `json:"params"`
 	// Phase is PhaseUndo while compensations run.
 	Phase Phase `json:"phase"`
-	// Attempt counts the attempts started of the current step.
+	// Attempt counts the attempts started of the current step; a snooze
+	// gives its attempt back, so a snoozing step shows the attempts before.
 	Attempt int `json:"attempt"`
 	// FailedStep names the step whose error failed the task.
 	FailedStep      string `json:"failed_step,omitempty"`
 	CancelRequested bool   `json:"cancel_requested"`
 	// Waiting is true while the task waits for its children.
-	Waiting         bool       `json:"waiting"`
+	Waiting bool `json:"waiting"`
+	// WaitingFor says what the current step waits for (the machine: an
+	// agent's report, a first boot) while it snoozes (see Snooze), and
+	// WaitingSince since when; both are empty otherwise.
+	WaitingFor      string     `json:"waiting_for,omitempty"`
+	WaitingSince    *time.Time `json:"waiting_since,omitempty"`
 	ChildrenPending int        `json:"children_pending"`
 	RunAt           time.Time  `json:"run_at"`
 	StartedAt       *time.Time `json:"started_at,omitempty"`
@@ -82,6 +88,9 @@ type Event struct {
 	StepName string              `json:"step_name,omitempty"`
 	Attempt  int                 `json:"attempt,omitempty"`
 	Error    string              `json:"error,omitempty"`
+	// Message says more about the event: for EventStepWaiting, what the
+	// step waits for.
+	Message string `json:"message,omitempty"`
 }
 
 // Terminal reports whether the event ends its task (no event follows).
