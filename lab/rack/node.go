@@ -105,6 +105,7 @@ type Node struct {
 	uuid    string
 
 	sim     *process
+	guard   *ipmiGuard // the node's IPMI port, in front of sim
 	redfish *redfishServer
 }
 
@@ -174,6 +175,9 @@ func (n *Node) stop() error {
 	var errs []error
 	if n.redfish != nil {
 		n.redfish.close()
+	}
+	if n.guard != nil {
+		n.guard.close()
 	}
 	if n.sim != nil {
 		if err := n.sim.stop(); err != nil {
