@@ -51,7 +51,9 @@ func TestBMCGenerationFollowsEveryCredentialWrite(t *testing.T) {
 		{"same password", func() error { return store.SetHostBMCSecret(ctx, pool, h.ID, "rcs0:one") }, false},
 		{"address", func() error { return setBMC(ctx, pool, h.ID, func(b *rackcloud.BMC) { b.Address = "127.0.0.1:624" }) }, true},
 		{"user", func() error { return setBMC(ctx, pool, h.ID, func(b *rackcloud.BMC) { b.Username = "root" }) }, true},
-		{"protocol", func() error { return setBMC(ctx, pool, h.ID, func(b *rackcloud.BMC) { b.Protocol = rackcloud.BMCRedfish }) }, true},
+		{"protocol", func() error {
+			return setBMC(ctx, pool, h.ID, func(b *rackcloud.BMC) { b.Protocol = rackcloud.BMCRedfish })
+		}, true},
 		{"same BMC again", func() error { return setBMC(ctx, pool, h.ID, func(*rackcloud.BMC) {}) }, false},
 		{"host edit", func() error {
 			cur, err := store.GetHost(ctx, pool, h.ID)
