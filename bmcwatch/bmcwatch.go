@@ -55,8 +55,10 @@ type Config struct {
 	// when zero).
 	Interval time.Duration
 	// Refresh is how often the hosts are re-read (new, changed and removed
-	// BMCs) and a standby replica tries to take over (DefaultRefresh when
-	// zero).
+	// BMCs), the polling replica checks its lock's connection, and a
+	// standby replica tries to take over (DefaultRefresh when zero). A
+	// change to a host's BMC credentials is seen at once (LISTEN/NOTIFY);
+	// the refresh is the fallback.
 	Refresh    time.Duration
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
