@@ -127,6 +127,11 @@ func (n *Node) startIPMISim(ctx context.Context) error {
 	public := "127.0.0.1:0"
 	if base := n.rack.cfg.IPMIPort; base > 0 {
 		public = fmt.Sprintf("127.0.0.1:%d", base+n.Index-1)
+		c, err := net.ListenPacket("udp4", public)
+		if err != nil {
+			return fmt.Errorf("ipmi_sim: IPMI port %s is taken: %w", public, err)
+		}
+		c.Close()
 	}
 	var last error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -159,7 +164,7 @@ func (n *Node) startIPMISim(ctx context.Context) error {
 		g, err := startIPMIGuard(public, net.UDPAddrFromAddrPort(sim))
 		if err != nil {
 			_ = p.stop()
-			return fmt.Errorf("ipmi_sim: IPMI port %s: %w", public, err)
+			return fmt.Errorf("ipmi_sim: IPMI port %s is taken: %w", public, err)
 		}
 		n.sim, n.guard = p, g
 		n.IPMI = netip.AddrPortFrom(sim.Addr(), uint16(g.port()))
