@@ -215,8 +215,13 @@ func (e *Error) Error() string {
 		b.WriteString(e.Kind.Error())
 	}
 	if e.Err != nil {
+		msg := e.Err.Error()
+		if e.Kind != nil {
+			// A detail that wraps the kind itself does not say it twice.
+			msg = strings.TrimPrefix(msg, e.Kind.Error()+": ")
+		}
 		b.WriteString(": ")
-		b.WriteString(e.Err.Error())
+		b.WriteString(msg)
 	}
 	return b.String()
 }

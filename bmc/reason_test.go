@@ -69,6 +69,7 @@ func TestReasons(t *testing.T) {
 			require.Equal(t, tc.want, bmc.Reason(err))
 			require.Equal(t, tc.want, c.Health().Error, "the health error is the short line")
 			require.NotContains(t, bmc.Reason(err), "\n")
+			require.NotContains(t, err.Error(), tc.kind.Error()+": "+tc.kind.Error(), "the detail does not repeat its kind")
 			for _, pw := range []string{secret, n0.Password} {
 				require.NotContains(t, err.Error(), pw)
 				require.NotContains(t, e.log.String(), pw, "no password in the log")
