@@ -122,7 +122,9 @@ func reasonFor(kind error, rc reasonCtx, err error) string {
 		case errors.Is(err, syscall.ECONNREFUSED) || strings.Contains(strings.ToLower(err.Error()), "connection refused"):
 			return "refused the connection at " + rc.address
 		case errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH) ||
-			strings.Contains(strings.ToLower(err.Error()), "no route to host"):
+			strings.Contains(strings.ToLower(err.Error()), "no route to host") ||
+			strings.Contains(strings.ToLower(err.Error()), "network is unreachable") ||
+			strings.Contains(strings.ToLower(err.Error()), "could not open socket"):
 			return "no route to " + rc.address
 		}
 		var de *net.DNSError
@@ -317,6 +319,7 @@ var (
 		"no response from remote controller",
 		"address lookup for",
 		"connection refused",
+		"could not open socket", // connect(2) failed: no route
 	}
 )
 
