@@ -302,12 +302,16 @@ type Project struct {
 // Role is what a token may do.
 type Role string
 
-// Roles, from most to least powerful.
+// Roles, from most to least powerful; RoleBoot stands apart.
 const (
 	RoleAdmin    Role = "admin"
 	RoleOperator Role = "operator"
 	RoleMember   Role = "member"
 	RoleViewer   Role = "viewer"
+	// RoleBoot is a boot service's: it may read boot profiles and post
+	// boot events, and nothing else (not even read the fleet). Only
+	// admins and operators mint boot tokens.
+	RoleBoot Role = "boot"
 )
 
 // User is a person or a program.
@@ -323,7 +327,11 @@ type Token struct {
 	UserID     string     `json:"user_id"`
 	Role       Role       `json:"role"`
 	ProjectIDs []string   `json:"project_ids,omitempty"`
-	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
+	// ExpiresAt is at most the expiry of ParentID, the token that minted
+	// this one (none for a bootstrap token); revoking a token revokes the
+	// tokens minted from it, transitively.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	ParentID  string     `json:"parent_id,omitempty"`
 }
 
 // Quota is a project's lease contract: what is reserved for it and what it

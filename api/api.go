@@ -36,6 +36,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -127,7 +128,7 @@ func New(d Deps) *API {
 	cfg.Info.License = &huma.License{Name: "Apache-2.0", Identifier: "Apache-2.0"}
 	cfg.Info.Contact = &huma.Contact{Name: "rackcloud", URL: "https://rackcloud.dev"}
 	cfg.Servers = []*huma.Server{{URL: "http://127.0.0.1:8080", Description: "A local rackcloud server (make run)."}}
-	cfg.DocsPath = "/docs"
+	cfg.DocsPath = "" // registerDocs serves it, offline
 	cfg.OpenAPIPath = "/openapi"
 	cfg.CreateHooks = nil // no $schema links in bodies: clients see only documented fields
 	cfg.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
@@ -137,7 +138,8 @@ func New(d Deps) *API {
 	cfg.Security = []map[string][]string{{"bearer": {}}}
 	cfg.Transformers = append(cfg.Transformers, problemInstance)
 	a.huma = humago.New(a.mux, cfg)
-	a.huma.UseMiddleware(a.requestID, a.observe, a.authenticate)
+	a.huma.UseMiddleware(a.requestID, a.observe, a.authenticate, a.checkText)
+	registerDocs(a, cfg.Info.Title+" reference", cfg.OpenAPIPath)
 	registerTags(a)
 	registerRegions(a)
 	registerLocation(a)
@@ -164,7 +166,7 @@ func documentProblems(oa *huma.OpenAPI) {
 	s.Description = "An RFC 9457 problem document (application/problem+json)."
 	if t := s.Properties["type"]; t != nil {
 		t.Description = "The kind of error, stable across releases: " + strings.Join([]string{ProblemValidation,
-			ProblemNotFound, ProblemConflict, ProblemPrecondition, ProblemQuota, ProblemUnauthorized, ProblemForbidden,
+			ProblemNotFound, ProblemMethodNotAllowed, ProblemConflict, ProblemPrecondition, ProblemQuota, ProblemUnauthorized, ProblemForbidden,
 			ProblemTooLarge, ProblemNotImplemented, ProblemUnavailable, ProblemInternal}, ", ") + "."
 		t.Examples = []any{ProblemValidation}
 	}
@@ -192,7 +194,7 @@ and the audit log.
   ` + "`type`" + ` names the kind of error.`
 
 // Handler serves the API.
-func (a *API) Handler() http.Handler { return a.mux }
+func (a *API) Handler() http.Handler { return http.HandlerFunc(a.serveHTTP) }
 
 // OpenAPI returns the API's OpenAPI document.
 func (a *API) OpenAPI() *huma.OpenAPI { return a.huma.OpenAPI() }
@@ -212,17 +214,18 @@ func (a *API) observe(ctx huma.Context, next func(huma.Context)) {
 
 // Problem types: one stable URI per error kind (RFC 9457 "type").
 const (
-	ProblemValidation     = "https://rackcloud.dev/problems/validation"
-	ProblemNotFound       = "https://rackcloud.dev/problems/not-found"
-	ProblemConflict       = "https://rackcloud.dev/problems/conflict"
-	ProblemPrecondition   = "https://rackcloud.dev/problems/precondition-failed"
-	ProblemQuota          = "https://rackcloud.dev/problems/quota-exceeded"
-	ProblemUnauthorized   = "https://rackcloud.dev/problems/unauthorized"
-	ProblemForbidden      = "https://rackcloud.dev/problems/forbidden"
-	ProblemTooLarge       = "https://rackcloud.dev/problems/body-too-large"
-	ProblemNotImplemented = "https://rackcloud.dev/problems/not-implemented"
-	ProblemUnavailable    = "https://rackcloud.dev/problems/unavailable"
-	ProblemInternal       = "https://rackcloud.dev/problems/internal"
+	ProblemValidation       = "https://rackcloud.dev/problems/validation"
+	ProblemNotFound         = "https://rackcloud.dev/problems/not-found"
+	ProblemMethodNotAllowed = "https://rackcloud.dev/problems/method-not-allowed"
+	ProblemConflict         = "https://rackcloud.dev/problems/conflict"
+	ProblemPrecondition     = "https://rackcloud.dev/problems/precondition-failed"
+	ProblemQuota            = "https://rackcloud.dev/problems/quota-exceeded"
+	ProblemUnauthorized     = "https://rackcloud.dev/problems/unauthorized"
+	ProblemForbidden        = "https://rackcloud.dev/problems/forbidden"
+	ProblemTooLarge         = "https://rackcloud.dev/problems/body-too-large"
+	ProblemNotImplemented   = "https://rackcloud.dev/problems/not-implemented"
+	ProblemUnavailable      = "https://rackcloud.dev/problems/unavailable"
+	ProblemInternal         = "https://rackcloud.dev/problems/internal"
 )
 
 func init() {
@@ -258,6 +261,8 @@ func problemType(status int) string {
 		return ProblemTooLarge
 	case http.StatusNotFound:
 		return ProblemNotFound
+	case http.StatusMethodNotAllowed:
+		return ProblemMethodNotAllowed
 	case http.StatusConflict:
 		return ProblemConflict
 	case http.StatusPreconditionFailed, http.StatusPreconditionRequired:
@@ -303,6 +308,7 @@ func quotaProblem(detail string) huma.StatusError {
 // logged and reported as a 500 without internals.
 func (a *API) problem(err error) error {
 	var se huma.StatusError
+	var nf *notFoundError
 	switch {
 	case err == nil:
 		return nil
@@ -312,15 +318,19 @@ func (a *API) problem(err error) error {
 		return quotaProblem(err.Error())
 	case errors.Is(err, store.ErrStaleVersion):
 		return huma.Error412PreconditionFailed(err.Error())
+	case errors.As(err, &nf):
+		return huma.Error404NotFound(nf.Error())
 	case errors.Is(err, rackcloud.ErrNotFound):
 		return huma.Error404NotFound("not found")
 	case errors.Is(err, rackcloud.ErrConflict):
 		return huma.Error409Conflict(err.Error())
 	case errors.Is(err, rackcloud.ErrInvalid):
 		if errors.Is(err, tasks.ErrUnknownKind) {
-			return huma.NewError(http.StatusNotImplemented, err.Error()+": this server has no worker for it yet")
+			return huma.NewError(http.StatusNotImplemented, "not implemented yet: this server has no worker for this kind of task")
 		}
 		return huma.Error422UnprocessableEntity(err.Error())
+	case unstorableText(err):
+		return huma.Error422UnprocessableEntity("text must be valid UTF-8 without U+0000: the database refused a string")
 	case errors.Is(err, context.Canceled):
 		return huma.NewError(499, "request canceled")
 	case databaseUnavailable(err):
@@ -330,6 +340,25 @@ func (a *API) problem(err error) error {
 	a.log.Error("api: internal error", "err", err)
 	return huma.Error500InternalServerError("internal error")
 }
+
+// notFoundError is a rackcloud.ErrNotFound that names what was asked for:
+// its 404 says `region "x" not found`.
+type notFoundError struct {
+	kind, id string
+	err      error
+}
+
+// notFound names a lookup's rackcloud.ErrNotFound by the resource's kind
+// and the ID asked for; other errors pass unchanged.
+func notFound(err error, kind, id string) error {
+	if !isNotFound(err) {
+		return err
+	}
+	return &notFoundError{kind: kind, id: id, err: err}
+}
+
+func (e *notFoundError) Error() string { return fmt.Sprintf("%s %q not found", e.kind, e.id) }
+func (e *notFoundError) Unwrap() error { return e.err }
 
 // etag returns the strong ETag of a resource version.
 func etag(version int64) string { return `"` + strconv.FormatInt(version, 10) + `"` }

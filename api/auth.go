@@ -19,7 +19,8 @@ import (
 
 // principal is who calls: a token of a user with a role over projects.
 type principal struct {
-	TokenID  string
+	TokenID   string
+	TokenName string
 	UserID   string
 	User     string
 	Role     rackcloud.Role
@@ -48,13 +49,19 @@ func (p *principal) sees(project string) bool {
 	return p.staff() || slices.Contains(p.Projects, project)
 }
 
-// actor names p in the audit log.
-func (p *principal) actor() string { return "user:" + p.User }
+// actor names p in the audit log: a boot service by its token's name
+// (boot:rack1), everyone else by their user.
+func (p *principal) actor() string {
+	if p.Role == rackcloud.RoleBoot {
+		return "boot:" + p.TokenName
+	}
+	return "user:" + p.User
+}
 
 // roleRank orders roles from least to most powerful.
 func roleRank(r rackcloud.Role) int {
 	switch r {
-	case rackcloud.RoleViewer:
+	case rackcloud.RoleViewer, rackcloud.RoleBoot:
 		return 1
 	case rackcloud.RoleMember:
 		return 2
@@ -73,6 +80,9 @@ var (
 	anyRole   = access{rackcloud.RoleAdmin, rackcloud.RoleOperator, rackcloud.RoleMember, rackcloud.RoleViewer}
 	writers   = access{rackcloud.RoleAdmin, rackcloud.RoleOperator, rackcloud.RoleMember}
 	staffOnly = access{rackcloud.RoleAdmin, rackcloud.RoleOperator}
+	// bootService may read boot profiles and record boot events: the
+	// boot role's only two operations.
+	bootService = access{rackcloud.RoleAdmin, rackcloud.RoleOperator, rackcloud.RoleBoot}
 	adminOnly = access{rackcloud.RoleAdmin}
 )
 
@@ -140,7 +150,7 @@ func (a *API) authenticate(ctx huma.Context, next func(huma.Context)) {
 		_ = huma.WriteErr(a.huma, ctx, http.StatusServiceUnavailable, "cannot check the token now")
 		return
 	}
-	p := &principal{TokenID: rec.ID, UserID: rec.UserID, User: rec.UserName, Role: rec.Role, Projects: rec.ProjectIDs}
+	p := &principal{TokenID: rec.ID, TokenName: rec.Name, UserID: rec.UserID, User: rec.UserName, Role: rec.Role, Projects: rec.ProjectIDs}
 	if !slices.Contains(allow, p.Role) {
 		if ctx.Method() != http.MethodGet {
 			a.auditAsync(ctx.Context(), p, ctx.Operation().OperationID, ctx.URL().Path, "", store.OutcomeDenied,

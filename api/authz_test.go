@@ -19,11 +19,61 @@ import (
 func TestWalkEveryOperationWithoutRights(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	a := e.fixture("alpha")
+	w := newWalk(t, e)
+	a, ops, bodies, secretsOfA, guestA := w.a, w.ops, w.bodies, w.secretsOfA, w.guestA
 	e.fixture("bravo") // another project with its own member, not used
 	projectB := e.must(201, "POST", "/v1/projects", e.admin, map[string]any{"name": "bravo-2"})["id"].(string)
 	memberB, _ := e.token("bravo-member-2", rackcloud.RoleMember, projectB)
 	viewerA, _ := e.token("alpha-viewer", rackcloud.RoleViewer, a.project)
+
+	before := e.snapshot()
+	for _, who := range []struct{ name, token string }{{"viewer of A", viewerA}, {"member of B", memberB}} {
+		for _, o := range ops {
+			r := e.do(o.method, o.path, who.token, bodies[o.id])
+			where := who.name + " " + o.id + " " + o.method + " " + o.path
+			if o.method != http.MethodGet {
+				require.Contains(t, []int{403, 404}, r.Code, "%s changed or tried to: %s", where, r)
+				continue
+			}
+			require.Less(t, r.Code, 500, "%s: %s", where, r)
+			if who.token == memberB {
+				body := string(r.Body)
+				if r.Code == http.StatusNotFound { // it names the ID asked for, known to the caller
+					body = strings.ReplaceAll(body, `\"`+o.asked+`\"`, "")
+				}
+				for what, s := range secretsOfA {
+					require.NotContains(t, body, s, "%s leaks project A's %s", where, what)
+				}
+			}
+			if r.Code == 200 && who.token == viewerA && o.id == "getGuest" {
+				require.Contains(t, string(r.Body), guestA, "the viewer sees its project's guest")
+			}
+		}
+	}
+	if diff := diffLines(before, e.snapshot()); diff != "" {
+		t.Fatalf("the walk changed the database:\n%s", diff)
+	}
+	// The refused changes are in the audit log as denied.
+	denied := e.must(200, "GET", "/v1/audit-events?outcome=denied&limit=1000", e.admin, nil)["items"].([]any)
+	require.GreaterOrEqual(t, len(denied), 30)
+}
+
+// walkOp is one operation of the served OpenAPI document, its path
+// filled with a fixture's ID.
+type walkOp struct{ method, path, id, asked string }
+
+// walk is a project's fixture and every operation of the API, with a
+// body for each that takes one.
+type walk struct {
+	a          fixture
+	ops        []walkOp
+	bodies     map[string]any
+	secretsOfA map[string]string
+	guestA     string
+}
+
+func newWalk(t *testing.T, e *env) walk {
+	a := e.fixture("alpha")
 
 	// Project A's things.
 	r := e.do("POST", "/v1/guests", a.member, map[string]any{"project_id": a.project, "name": "secret-guest", "kind": "vm",
@@ -78,22 +128,21 @@ func TestWalkEveryOperationWithoutRights(t *testing.T) {
 		} `json:"paths"`
 	}
 	require.NoError(t, json.Unmarshal(e.do("GET", "/openapi.json", "", nil).Body, &doc))
-	type op struct{ method, path, id string }
-	var ops []op
+	var ops []walkOp
 	for p, methods := range doc.Paths {
 		for m, o := range methods {
-			path := p
+			path, asked := p, ""
 			if strings.Contains(p, "{id}") {
 				coll := strings.Split(strings.TrimPrefix(p, "/v1/"), "/")[0]
 				id, ok := ids[coll]
 				require.True(t, ok, "no ID for %s %s: extend the walk", m, p)
-				path = strings.Replace(p, "{id}", id, 1)
+				path, asked = strings.Replace(p, "{id}", id, 1), id
 			}
 			if len(o.RequestBody) > 0 {
 				_, ok := bodies[o.OperationID]
 				require.True(t, ok, "no body for %s: extend the walk", o.OperationID)
 			}
-			ops = append(ops, op{strings.ToUpper(m), path, o.OperationID})
+			ops = append(ops, walkOp{strings.ToUpper(m), path, o.OperationID, asked})
 		}
 	}
 	sort.Slice(ops, func(i, j int) bool { return ops[i].id < ops[j].id })
@@ -101,30 +150,86 @@ func TestWalkEveryOperationWithoutRights(t *testing.T) {
 
 	// Deletes last, so that a wrongly allowed delete cannot hide another leak.
 	sort.SliceStable(ops, func(i, j int) bool { return ops[i].method != "DELETE" && ops[j].method == "DELETE" })
+	return walk{a: a, ops: ops, bodies: bodies, secretsOfA: secretsOfA, guestA: guestA}
+}
+
+// TestBootRoleMayOnlyBoot walks every operation with a boot service's
+// token: only reading a boot profile and recording boot events pass;
+// everything else is 403 and changes nothing. The events it records are
+// audited as the boot service itself.
+func TestBootRoleMayOnlyBoot(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	w := newWalk(t, e)
+	boot := e.must(201, "POST", "/v1/tokens", e.admin, map[string]any{"name": "rack1", "role": "boot"})["secret"].(string)
+	mayBoot := map[string]bool{"getBootProfile": true, "recordBootEvents": true}
 	before := e.snapshot()
-	for _, who := range []struct{ name, token string }{{"viewer of A", viewerA}, {"member of B", memberB}} {
-		for _, o := range ops {
-			r := e.do(o.method, o.path, who.token, bodies[o.id])
-			where := who.name + " " + o.id + " " + o.method + " " + o.path
-			if o.method != http.MethodGet {
-				require.Contains(t, []int{403, 404}, r.Code, "%s changed or tried to: %s", where, r)
-				continue
-			}
-			require.Less(t, r.Code, 500, "%s: %s", where, r)
-			if who.token == memberB {
-				for what, s := range secretsOfA {
-					require.NotContains(t, string(r.Body), s, "%s leaks project A's %s", where, what)
-				}
-			}
-			if r.Code == 200 && who.token == viewerA && o.id == "getGuest" {
-				require.Contains(t, string(r.Body), guestA, "the viewer sees its project's guest")
-			}
+	passed := map[string]bool{}
+	for _, o := range w.ops {
+		if mayBoot[o.id] {
+			continue
 		}
+		r := e.do(o.method, o.path, boot, w.bodies[o.id])
+		require.Equal(t, 403, r.Code, "boot token %s %s %s: %s", o.id, o.method, o.path, r)
 	}
 	if diff := diffLines(before, e.snapshot()); diff != "" {
-		t.Fatalf("the walk changed the database:\n%s", diff)
+		t.Fatalf("the boot token changed the database:\n%s", diff)
 	}
-	// The refused changes are in the audit log as denied.
-	denied := e.must(200, "GET", "/v1/audit-events?outcome=denied&limit=1000", e.admin, nil)["items"].([]any)
-	require.GreaterOrEqual(t, len(denied), 30)
+	for _, o := range w.ops {
+		if !mayBoot[o.id] {
+			continue
+		}
+		path := strings.Replace(o.path, "{mac}", "52:54:00:ee:ee:02", 1)
+		r := e.do(o.method, path, boot, w.bodies[o.id])
+		require.Contains(t, []int{200, 202, 404}, r.Code, "boot token %s: %s", o.id, r)
+		passed[o.id] = true
+	}
+	require.Len(t, passed, 2, "both boot operations are in the document")
+	r := e.do("GET", "/v1/boot/profiles/52:54:00:ee:ee:02", boot, nil)
+	require.Equal(t, 200, r.Code, "the boot service reads the profile of the host its events discovered: %s", r)
+	ev := e.must(200, "GET", "/v1/audit-events?action=discoverHost", e.admin, nil)["items"].([]any)
+	require.NotEmpty(t, ev)
+	require.Equal(t, "boot:rack1", ev[0].(map[string]any)["actor"], "audit names the boot service, not a user")
+
+	// Members and viewers cannot mint boot tokens; operators can.
+	member := e.must(201, "POST", "/v1/tokens", e.admin, map[string]any{"name": "m", "role": "member", "project_ids": []string{w.a.project}})["secret"].(string)
+	require.Equal(t, 403, e.do("POST", "/v1/tokens", member, map[string]any{"name": "b", "role": "boot"}).Code)
+	op := e.must(201, "POST", "/v1/tokens", e.admin, map[string]any{"name": "o", "role": "operator"})["secret"].(string)
+	e.must(201, "POST", "/v1/tokens", op, map[string]any{"name": "b", "role": "boot"})
+}
+
+// A minted token never outlives its parent, and revoking a token revokes
+// every token minted from it, transitively; siblings stay.
+func TestTokenLineage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	mk := func(by, name, role string, ttl int) (secret, id string, m map[string]any) {
+		body := map[string]any{"name": name, "role": role}
+		if ttl > 0 {
+			body["ttl_seconds"] = ttl
+		}
+		out := e.must(201, "POST", "/v1/tokens", by, body)
+		tok := out["token"].(map[string]any)
+		return out["secret"].(string), tok["id"].(string), tok
+	}
+	parent, parentID, pm := mk(e.admin, "parent", "operator", 3600)
+	child, childID, cm := mk(parent, "child", "operator", 7*24*3600) // asks for a week
+	require.Equal(t, parentID, cm["parent_id"])
+	require.Equal(t, pm["expires_at"], cm["expires_at"], "capped at the parent's expiry")
+	_, _, nm := mk(parent, "no-ttl", "viewer", 0)
+	require.Equal(t, pm["expires_at"], nm["expires_at"], "no TTL still ends with the parent")
+	shorter, _, sm := mk(parent, "shorter", "viewer", 60)
+	require.NotEqual(t, pm["expires_at"], sm["expires_at"], "a shorter TTL is kept")
+	grandchild, _, _ := mk(child, "grandchild", "viewer", 0)
+	_, siblingID, _ := mk(e.admin, "sibling", "viewer", 0)
+
+	for _, s := range []string{parent, child, grandchild, shorter} {
+		require.Equal(t, 200, e.do("GET", "/v1/whoami", s, nil).Code)
+	}
+	e.must(204, "DELETE", "/v1/tokens/"+parentID, e.admin, nil)
+	for name, s := range map[string]string{"parent": parent, "child": child, "grandchild": grandchild, "shorter": shorter} {
+		require.Equal(t, 401, e.do("GET", "/v1/whoami", s, nil).Code, "%s is revoked with its parent", name)
+	}
+	require.Equal(t, 404, e.do("GET", "/v1/tokens/"+childID, e.admin, nil).Code)
+	e.must(200, "GET", "/v1/tokens/"+siblingID, e.admin, nil)
 }

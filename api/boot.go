@@ -143,13 +143,13 @@ type bootEventsListInput struct {
 
 func registerBoot(a *API) {
 	a.huma.OpenAPI().Tags = append(a.huma.OpenAPI().Tags, &huma.Tag{Name: "Boot",
-		Description: "The control plane side of the boot service (package pxe): host profiles by MAC and boot events (operators only)."})
+		Description: "The control plane side of the boot service (package pxe): host profiles by MAC and boot events (operators, and boot services with a boot token)."})
 
 	register(a, huma.Operation{
 		OperationID: "getBootProfile", Method: http.MethodGet, Path: "/v1/boot/profiles/{mac}", Summary: "Get a host's boot profile",
 		Description: "Tells the boot service how to boot the host that owns the MAC: its state and its image's boot profile. 404 means no host has the MAC (the boot service then boots the discovery image).",
 		Tags:        []string{"Boot"}, Errors: []int{http.StatusNotFound, http.StatusUnprocessableEntity},
-	}, staffOnly, func(ctx context.Context, in *bootProfileInput) (*struct{ Body NetbootProfile }, error) {
+	}, bootService, func(ctx context.Context, in *bootProfileInput) (*struct{ Body NetbootProfile }, error) {
 		mac, err := bootMAC("path.mac", in.MAC)
 		if err != nil {
 			return nil, err
@@ -157,7 +157,7 @@ func registerBoot(a *API) {
 		h, err := store.GetHostByMAC(ctx, a.deps.Pool, mac)
 		if err != nil {
 			if isNotFound(err) {
-				return nil, huma.Error404NotFound("no host has MAC " + mac)
+				return nil, huma.Error404NotFound(fmt.Sprintf("host with MAC %q not found", mac))
 			}
 			return nil, a.problem(err)
 		}
@@ -179,7 +179,7 @@ func registerBoot(a *API) {
 			"unless its events come only from a DHCP client that is not network booting. Events already stored (same MAC, kind and time) " +
 			"are counted as duplicates, so a batch may be sent again safely. A batch with an invalid event is refused whole (422) and nothing is stored.",
 		Tags: []string{"Boot"}, DefaultStatus: http.StatusAccepted,
-	}, staffOnly, MaxBootEventsBodyBytes, a.recordBootEvents)
+	}, bootService, MaxBootEventsBodyBytes, a.recordBootEvents)
 
 	register(a, huma.Operation{
 		OperationID: "listHostBootEvents", Method: http.MethodGet, Path: "/v1/hosts/{id}/boot-events", Summary: "List a host's boot events",
@@ -187,7 +187,7 @@ func registerBoot(a *API) {
 		Tags:        []string{"Hosts"}, Errors: []int{http.StatusNotFound, http.StatusUnprocessableEntity},
 	}, staffOnly, func(ctx context.Context, in *hostBootEventsInput) (*listOutput[BootEvent], error) {
 		if _, err := store.GetHost(ctx, a.deps.Pool, in.ID); err != nil {
-			return nil, a.problem(err)
+			return nil, a.problem(notFound(err, "host", in.ID))
 		}
 		return a.bootEventsPage(ctx, "/v1/hosts/"+in.ID+"/boot-events", in.BootListParams, store.BootEventFilter{HostID: in.ID}, nil)
 	})

@@ -56,11 +56,11 @@ type crud[R, T any] struct {
 func (c *crud[R, T]) visible(ctx context.Context, q store.Querier, id string) (R, error) {
 	r, err := c.get(ctx, q, id)
 	if err != nil {
-		return r, err
+		return r, notFound(err, c.kind, id)
 	}
 	if c.project != nil && !principalFrom(ctx).sees(c.project(r)) {
 		var zero R
-		return zero, rackcloud.ErrNotFound
+		return zero, notFound(rackcloud.ErrNotFound, c.kind, id)
 	}
 	return r, nil
 }
@@ -146,7 +146,7 @@ func (c *crud[R, T]) registerDelete() {
 			if err := checkMatch(in.IfMatch, v); err != nil {
 				return err
 			}
-			return c.del(ctx, tx, in.ID, matchVersion(in.IfMatch, v))
+			return notFound(c.del(ctx, tx, in.ID, matchVersion(in.IfMatch, v)), c.kind, in.ID)
 		})
 	})
 }

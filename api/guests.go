@@ -12,13 +12,14 @@ import (
 	"github.com/rackcloud/rackcloud/store"
 )
 
-// Task kinds the guest operations submit; vmctl registers their steps.
+// Task kinds the guest operations submit (rackcloud.KindGuest*); vmctl
+// registers their steps.
 const (
-	KindGuestCreate = "guest.create"
-	KindGuestDelete = "guest.delete"
-	KindGuestStart  = "guest.start"
-	KindGuestStop   = "guest.stop"
-	KindGuestReboot = "guest.reboot"
+	KindGuestCreate = rackcloud.KindGuestCreate
+	KindGuestDelete = rackcloud.KindGuestDelete
+	KindGuestStart  = rackcloud.KindGuestStart
+	KindGuestStop   = rackcloud.KindGuestStop
+	KindGuestReboot = rackcloud.KindGuestReboot
 )
 
 // GuestBody asks for a guest.
@@ -131,7 +132,7 @@ func registerGuests(a *API) {
 					return notFoundField(rackcloud.ErrNotFound, "body.placement_group_id", b.PlacementGroupID)
 				}
 			}
-			info, err := a.submit(ctx, tx, ch, KindGuestCreate, map[string]string{"guest_id": id})
+			info, err := a.submit(ctx, tx, ch, KindGuestCreate, rackcloud.GuestTaskParams{GuestID: id})
 			if err != nil {
 				return err
 			}
@@ -191,7 +192,7 @@ func registerGuests(a *API) {
 				if err := checkMatch(in.IfMatch, g.Version); err != nil {
 					return err
 				}
-				info, err := a.submit(ctx, tx, ch, kind, map[string]string{"guest_id": g.ID})
+				info, err := a.submit(ctx, tx, ch, kind, rackcloud.GuestTaskParams{GuestID: g.ID})
 				if err != nil {
 					return err
 				}

@@ -200,6 +200,14 @@ func (e *env) problem(r resp, code int, typ string) {
 	require.Equal(e.t, "urn:rackcloud:request:"+r.Header.Get("X-Request-ID"), m["instance"], string(r.Body))
 }
 
+// setHostState puts a host in a lifecycle state directly in the database
+// (no provisioner runs in these tests).
+func (e *env) setHostState(id string, state rackcloud.HostState) {
+	e.t.Helper()
+	_, err := e.pool.Exec(context.Background(), `UPDATE hosts SET state = $2 WHERE id = $1::uuid`, id, string(state))
+	require.NoError(e.t, err)
+}
+
 // token creates a token (as admin) and returns its secret and ID.
 func (e *env) token(name string, role rackcloud.Role, projects ...string) (string, string) {
 	e.t.Helper()

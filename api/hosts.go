@@ -17,15 +17,26 @@ import (
 	"github.com/rackcloud/rackcloud/store"
 )
 
-// Task kinds the host operations submit; the provisioner registers their
-// steps with the task engine.
+// Task kinds the host operations submit (rackcloud.KindHost*); the
+// provisioner registers their steps with the task engine.
 const (
-	KindHostEnroll      = "host.enroll"
-	KindHostProvision   = "host.provision"
-	KindHostDeprovision = "host.deprovision"
-	KindHostDrain       = "host.drain"
-	KindHostActivate    = "host.activate"
+	KindHostEnroll      = rackcloud.KindHostEnroll
+	KindHostProvision   = rackcloud.KindHostProvision
+	KindHostDeprovision = rackcloud.KindHostDeprovision
+	KindHostDrain       = rackcloud.KindHostDrain
+	KindHostActivate    = rackcloud.KindHostActivate
 )
+
+// lifecycle asks the host lifecycle whether ev may start from h's state:
+// the kind of the task that carries it out, or a 409 that says what the
+// host can do instead.
+func lifecycle(h *rackcloud.Host, ev rackcloud.HostEvent) (string, error) {
+	tr, err := rackcloud.NextHost(rackcloud.HostLife{State: h.State}, ev)
+	if err != nil {
+		return "", huma.Error409Conflict("host " + h.Name + ": " + strings.TrimPrefix(err.Error(), rackcloud.ErrConflict.Error()+": "))
+	}
+	return tr.Task, nil
+}
 
 // BMCBody registers a BMC.
 type BMCBody struct {
@@ -160,7 +171,8 @@ func registerHosts(a *API) {
 		if h.BMC == nil {
 			return "", nil, huma.Error409Conflict("host " + h.Name + " has no BMC: register one first")
 		}
-		return KindHostEnroll, map[string]string{"host_id": h.ID}, nil
+		kind, err := lifecycle(h, rackcloud.HostEvInspect)
+		return kind, rackcloud.HostTaskParams{HostID: h.ID}, err
 	})
 
 	hostTask(a, c, huma.Operation{
@@ -175,16 +187,18 @@ func registerHosts(a *API) {
 			return "", nil, huma.Error422UnprocessableEntity("image "+im.Name+" does not serve role "+body.Role,
 				&huma.ErrorDetail{Location: "body.role", Message: "the image's roles are " + strings.Join(roleNames(im.Roles), ", "), Value: body.Role})
 		}
-		if h.State != rackcloud.HostAvailable && h.State != rackcloud.HostFailed {
-			return "", nil, huma.Error409Conflict("host " + h.Name + " is " + string(h.State) + ": only available (or failed) hosts can be provisioned")
-		}
-		return KindHostProvision, map[string]string{"host_id": h.ID, "role": body.Role, "image_id": body.ImageID}, nil
+		kind, err := lifecycle(h, rackcloud.HostEvProvision)
+		return kind, rackcloud.HostProvisionParams{HostID: h.ID, Role: rackcloud.HostRole(body.Role), ImageID: body.ImageID}, err
 	})
 
 	hostTask(a, c, huma.Operation{
 		OperationID: "deprovisionHost", Method: http.MethodPost, Path: "/v1/hosts/{id}/deprovision", Summary: "Deprovision a host",
 		Description: "Starts a host.deprovision task that wipes the host and returns it to available. The host must run no guests.",
 	}, func(ctx context.Context, tx pgx.Tx, h *rackcloud.Host, _ *struct{}) (string, any, error) {
+		kind, err := lifecycle(h, rackcloud.HostEvDeprovision)
+		if err != nil {
+			return "", nil, err
+		}
 		n, err := store.CountGuestsOnHost(ctx, tx, h.ID)
 		if err != nil {
 			return "", nil, err
@@ -192,20 +206,19 @@ func registerHosts(a *API) {
 		if n > 0 {
 			return "", nil, huma.Error409Conflict("host " + h.Name + " still runs guests: drain it first")
 		}
-		return KindHostDeprovision, map[string]string{"host_id": h.ID}, nil
+		return kind, rackcloud.HostTaskParams{HostID: h.ID}, nil
 	})
 
 	hostTask(a, c, huma.Operation{
 		OperationID: "setHostMaintenance", Method: http.MethodPost, Path: "/v1/hosts/{id}/maintenance", Summary: "Enter or leave maintenance",
 		Description: "enabled=true starts a host.drain task (no new guests, guests moved away, then maintenance); enabled=false starts a host.activate task that returns the host to service.",
 	}, func(ctx context.Context, tx pgx.Tx, h *rackcloud.Host, body *MaintenanceBody) (string, any, error) {
+		ev := rackcloud.HostEvActivate
 		if body.Enabled {
-			return KindHostDrain, map[string]string{"host_id": h.ID, "reason": body.Reason}, nil
+			ev = rackcloud.HostEvDrain
 		}
-		if h.State != rackcloud.HostMaintenance && !h.Maintenance {
-			return "", nil, huma.Error409Conflict("host " + h.Name + " is not in maintenance")
-		}
-		return KindHostActivate, map[string]string{"host_id": h.ID, "reason": body.Reason}, nil
+		kind, err := lifecycle(h, ev)
+		return kind, rackcloud.HostMaintenanceParams{HostID: h.ID, Reason: body.Reason}, err
 	})
 }
 
@@ -234,7 +247,7 @@ func hostTask[B any](a *API, c *crud[rackcloud.Host, Host], op huma.Operation,
 		err := a.run(ctx, ch, func(tx pgx.Tx) error {
 			h, err := store.GetHost(ctx, tx, id)
 			if err != nil {
-				return err
+				return notFound(err, c.kind, id)
 			}
 			kind, params, err := check(ctx, tx, &h, b)
 			if err != nil {

@@ -38,6 +38,9 @@ func TestProblemMapping(t *testing.T) {
 		"db refused":       {fmt.Errorf("get host: %w", &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}), 503, ProblemUnavailable},
 		"db shutting down": {fmt.Errorf("list: %w", &pgconn.PgError{Code: "57P01", Message: "terminating connection due to administrator command"}), 503, ProblemUnavailable},
 		"db constraint":    {fmt.Errorf("insert: %w", &pgconn.PgError{Code: "23514", Message: "check"}), 500, ProblemInternal},
+		"db refuses NUL":   {fmt.Errorf("insert: %w", &pgconn.PgError{Code: "22P05", Message: "unsupported Unicode escape sequence"}), 422, ProblemValidation},
+		"db refuses bytes": {fmt.Errorf("insert: %w", &pgconn.PgError{Code: "22021", Message: `invalid byte sequence for encoding "UTF8": 0x00`}), 422, ProblemValidation},
+		"named not found":  {notFound(fmt.Errorf("get: %w", rackcloud.ErrNotFound), "region", "x"), 404, ProblemNotFound},
 		"already problem":  {huma.Error403Forbidden("no"), 403, ProblemForbidden},
 		"canceled":         {context.Canceled, 499, "about:blank"},
 	}
@@ -49,6 +52,9 @@ func TestProblemMapping(t *testing.T) {
 			require.Equal(t, c.typ, m.Type)
 			if c.status == 500 {
 				require.NotContains(t, m.Detail, "connection reset", "internals stay in the log")
+			}
+			if c.status == 501 {
+				require.NotContains(t, m.Detail, "invalid", "a 501 says what is not implemented, not that the request is invalid")
 			}
 		})
 	}

@@ -84,11 +84,11 @@ func registerProjects(a *API) {
 		Tags:        []string{c.tag}, Errors: []int{http.StatusNotFound},
 	}, anyRole, func(ctx context.Context, in *IDParam) (*quotaOutput, error) {
 		if !principalFrom(ctx).sees(in.ID) {
-			return nil, a.problem(rackcloud.ErrNotFound)
+			return nil, a.problem(notFound(rackcloud.ErrNotFound, "project", in.ID))
 		}
 		q, err := store.GetQuota(ctx, a.deps.Pool, in.ID)
 		if err != nil {
-			return nil, a.problem(err)
+			return nil, a.problem(notFound(err, "project", in.ID))
 		}
 		return &quotaOutput{ETag: etag(q.Version), Body: quotaOut(q)}, nil
 	})
@@ -108,7 +108,7 @@ func registerProjects(a *API) {
 		err := a.run(ctx, ch, func(tx pgx.Tx) (err error) {
 			cur, err := store.GetQuota(ctx, tx, in.ID)
 			if err != nil {
-				return err
+				return notFound(err, "project", in.ID)
 			}
 			if err := checkMatch(in.IfMatch, cur.Version); err != nil {
 				return err

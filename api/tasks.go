@@ -136,6 +136,10 @@ func (a *API) submit(ctx context.Context, tx pgx.Tx, ch *change, kind string, pa
 		return nil, huma.Error503ServiceUnavailable("this server runs no task engine")
 	}
 	info, err := a.deps.Tasks.Submit(ctx, tx, tasks.Submission{Kind: kind, Target: ch.target, Params: params})
+	if errors.Is(err, tasks.ErrUnknownKind) {
+		return nil, huma.NewError(http.StatusNotImplemented,
+			fmt.Sprintf("%s tasks are not implemented yet: this server runs no worker for them", kind))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -315,16 +319,16 @@ func (a *API) visibleTask(ctx context.Context, id string) (*tasks.Info, error) {
 	}
 	info, err := a.deps.Tasks.Get(ctx, id)
 	if err != nil {
-		return nil, a.problem(err)
+		return nil, a.problem(notFound(err, "task", id))
 	}
 	p := principalFrom(ctx)
 	if !p.staff() {
 		owner, err := store.TaskOwner(ctx, a.deps.Pool, info.RootID)
 		if err != nil {
-			return nil, a.problem(err)
+			return nil, a.problem(notFound(err, "task", id))
 		}
 		if owner == "" || !p.sees(owner) {
-			return nil, a.problem(rackcloud.ErrNotFound)
+			return nil, a.problem(notFound(rackcloud.ErrNotFound, "task", id))
 		}
 	}
 	return info, nil

@@ -30,7 +30,7 @@ type UserUpdateBody struct {
 type TokenBody struct {
 	Name       string            `json:"name" pattern:"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$" maxLength:"63" doc:"Name, unique for the user." example:"ci"`
 	UserID     string            `json:"user_id,omitempty" format:"uuid" doc:"The token's user; only admins may name another user than their own."`
-	Role       string            `json:"role" enum:"admin,operator,member,viewer" doc:"What the token may do; at most the caller's own role."`
+	Role       string            `json:"role" enum:"admin,operator,member,viewer,boot" doc:"What the token may do; at most the caller's own role. A boot token (for a boot service: boot profiles and boot events only) is minted by admins and operators."`
 	ProjectIDs []string          `json:"project_ids,omitempty" maxItems:"100" uniqueItems:"true" doc:"Projects a member or viewer token works in; members may only give their own projects." example:"[\"5f0c6f3e-8d0a-4f4e-9b8e-0a4b5c6d7e8f\"]"`
 	TTLSeconds int64             `json:"ttl_seconds,omitempty" minimum:"60" maximum:"315360000" doc:"Lifetime in seconds; absent means no expiry." example:"86400"`
 	Labels     map[string]string `json:"labels,omitempty" doc:"Labels for selection and grouping."`
@@ -147,6 +147,8 @@ func registerTokens(a *API) {
 		switch {
 		case p.Role != rackcloud.RoleAdmin && b.UserID != p.UserID:
 			return deny("only admins create tokens for other users")
+		case role == rackcloud.RoleBoot && !p.staff():
+			return deny("only admins and operators mint boot tokens")
 		case roleRank(role) > roleRank(p.Role):
 			return deny("a token's role cannot exceed its creator's (" + string(p.Role) + ")")
 		}
@@ -157,7 +159,8 @@ func registerTokens(a *API) {
 				}
 			}
 		}
-		t := rackcloud.Token{Meta: rackcloud.Meta{Name: b.Name, Labels: b.Labels}, UserID: b.UserID, Role: role, ProjectIDs: b.ProjectIDs}
+		t := rackcloud.Token{Meta: rackcloud.Meta{Name: b.Name, Labels: b.Labels}, UserID: b.UserID, Role: role, ProjectIDs: b.ProjectIDs,
+			ParentID: p.TokenID}
 		if b.TTLSeconds > 0 {
 			exp := a.deps.Now().Add(time.Duration(b.TTLSeconds) * time.Second)
 			t.ExpiresAt = &exp

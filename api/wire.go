@@ -253,10 +253,11 @@ type Token struct {
 	Meta
 	UserID     string     `json:"user_id" format:"uuid" doc:"The token's user."`
 	User       string     `json:"user" doc:"The user's name."`
-	Role       string     `json:"role" enum:"admin,operator,member,viewer" doc:"What the token may do."`
+	Role       string     `json:"role" enum:"admin,operator,member,viewer,boot" doc:"What the token may do (boot: a boot service's, boot profiles and events only)."`
 	ProjectIDs []string   `json:"project_ids" doc:"Projects a member or viewer token works in."`
 	Prefix     string     `json:"prefix" doc:"The secret's first characters, to tell tokens apart." example:"rct_Ab3dE9"`
-	ExpiresAt  *time.Time `json:"expires_at,omitempty" doc:"When the token stops working."`
+	ExpiresAt  *time.Time `json:"expires_at,omitempty" doc:"When the token stops working: at most when the token that minted it does."`
+	ParentID   string     `json:"parent_id,omitempty" format:"uuid" doc:"The token that minted this one; revoking it revokes this token too."`
 }
 
 func tokenOut(t store.TokenRecord) Token {
@@ -265,7 +266,7 @@ func tokenOut(t store.TokenRecord) Token {
 		p = []string{}
 	}
 	return Token{Meta: meta(t.Meta), UserID: t.UserID, User: t.UserName, Role: string(t.Role), ProjectIDs: p,
-		Prefix: t.Prefix, ExpiresAt: t.ExpiresAt}
+		Prefix: t.Prefix, ExpiresAt: t.ExpiresAt, ParentID: t.ParentID}
 }
 
 // AlertRule is a threshold over a metric.

@@ -20,9 +20,9 @@
 // ErrBusy, ErrUnsupported, rackcloud.ErrInvalid; errors.As(err, *Error)
 // gives the BMC and the operation.
 //
-// Credentials are Secrets: they never print, log or marshal in clear. A
-// Keyring seals them with AES-GCM for storage, under keys from
-// configuration that can be rotated.
+// Credentials are Secrets: they never print, log or marshal in clear. At
+// rest they are sealed by store.Sealer (one ring of keys, rotated with
+// `rackcloud secrets rotate`).
 package bmc
 
 import (

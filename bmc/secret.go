@@ -19,7 +19,7 @@ type Secret struct{ v string }
 func NewSecret(s string) Secret { return Secret{v: s} }
 
 // Reveal returns the secret's value. Call it only where the value must
-// leave the process (to a BMC, or to Keyring.Seal).
+// leave the process (to a BMC, or to store.Sealer.Seal).
 func (s Secret) Reveal() string { return s.v }
 
 // IsZero reports whether the secret is empty.

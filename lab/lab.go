@@ -7,6 +7,7 @@
 package lab
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -67,6 +68,9 @@ type Config struct {
 	// IPMIPort and RedfishPort are node 1's BMC ports (node i: +i-1); 0
 	// picks free ports.
 	IPMIPort, RedfishPort int
+	// CLI is how the banner names the rackcloud binary ("./bin/rackcloud"
+	// under make run); empty means "rackcloud".
+	CLI string
 }
 
 // Lab is a running lab.
@@ -208,14 +212,14 @@ func (l *Lab) startRack(ctx context.Context, log *slog.Logger) error {
 
 // startBoot builds the inspection image (a real Debian kernel, fetched once
 // into a cache) and runs the boot service on the provisioning network,
-// talking to the lab's API with the admin token.
+// talking to the lab's API with a boot token (BootToken).
 func (l *Lab) startBoot(ctx context.Context, log *slog.Logger) error {
 	files := filepath.Join(l.Dir, "boot", "files")
 	log.Info("lab: preparing the inspection image (the first run downloads a Debian kernel)", "cache", bootimg.CacheDir())
 	if _, err := bootimg.Inspection(ctx, filepath.Join(files, pxe.DefaultDiscoveryImage)); err != nil {
 		return fmt.Errorf("inspection image: %w", err)
 	}
-	token, err := l.Token()
+	token, err := l.BootToken(ctx)
 	if err != nil {
 		return err
 	}
@@ -277,13 +281,45 @@ func (l *Lab) Token() (string, error) {
 	return strings.TrimSpace(string(b)), err
 }
 
+// BootTokenFile holds the boot service's token (role boot: boot
+// profiles and boot events only).
+func (l *Lab) BootTokenFile() string { return filepath.Join(l.Dir, "boot-token") }
+
+// BootToken returns the boot service's token: the one in BootTokenFile
+// while the API still accepts it, else a new one minted with the admin
+// token (and saved, mode 0600).
+func (l *Lab) BootToken(ctx context.Context) (string, error) {
+	if b, err := os.ReadFile(l.BootTokenFile()); err == nil {
+		tok := strings.TrimSpace(string(b))
+		// Any MAC will do: 404 (no such host) means the token is good.
+		if code, err := httpGetAuth(ctx, l.APIURL+pxe.ProfilesPath+"00:00:00:00:00:00", tok); err == nil && (code == 404 || code == 200) {
+			return tok, nil
+		}
+	}
+	admin, err := l.Token()
+	if err != nil {
+		return "", err
+	}
+	name := "lab-boot-" + strconv.FormatInt(time.Now().Unix(), 10)
+	var out struct {
+		Secret string `json:"secret"`
+	}
+	if err := httpPostJSON(ctx, l.APIURL+"/v1/tokens", admin, map[string]any{"name": name, "role": "boot"}, &out); err != nil {
+		return "", fmt.Errorf("boot token: %w", err)
+	}
+	if err := os.WriteFile(l.BootTokenFile(), []byte(out.Secret+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return out.Secret, nil
+}
+
 // Print writes where everything is.
 func (l *Lab) Print(w io.Writer) {
 	fmt.Fprintf(w, `
 rackcloud lab is up (state in %s)
 
   API            %s/v1/regions
-  admin token    %s  (export RACKCLOUD_SERVER=%s RACKCLOUD_TOKEN=$(cat %s); rackcloud host list)
+  admin token    %s  (export RACKCLOUD_SERVER=%s RACKCLOUD_TOKEN=$(cat %s); %s host list)
   OpenAPI        %s/openapi.json   (docs: %s/docs)
   health         %s/healthz  %s/readyz
   metrics        %s/metrics
@@ -292,10 +328,10 @@ rackcloud lab is up (state in %s)
   Alertmanager   %s
   node exporter  %s/metrics
 
-`, l.Dir, l.APIURL, l.TokenFile(), l.APIURL, l.TokenFile(), l.APIURL, l.APIURL, l.APIURL, l.APIURL, l.APIURL, l.Postgres.URL("rackcloud"),
+`, l.Dir, l.APIURL, l.TokenFile(), l.APIURL, l.TokenFile(), l.cli(), l.APIURL, l.APIURL, l.APIURL, l.APIURL, l.APIURL, l.Postgres.URL("rackcloud"),
 		l.Monitor.PrometheusURL, l.Monitor.PrometheusURL, l.Monitor.AlertmanagerURL, l.Monitor.NodeExporterURL)
 	if l.Boot != nil {
-		fmt.Fprintf(w, "  boot service   DHCP/TFTP/HTTP on %s in namespace %s (http://%s)\n", l.Net.Bridge, l.Net.Name, l.Boot.HTTPAddr())
+		fmt.Fprintf(w, "  boot service   DHCP/TFTP/HTTP on %s in namespace %s (http://%s), token %s (role boot)\n", l.Net.Bridge, l.Net.Name, l.Boot.HTTPAddr(), l.BootTokenFile())
 	}
 	if l.Rack != nil {
 		fmt.Fprintln(w)
@@ -303,12 +339,14 @@ rackcloud lab is up (state in %s)
 		fmt.Fprintf(w, "\nPower a server on into PXE and watch it appear as a discovered host:\n"+
 			"  ipmitool -I lanplus -C 3 -H 127.0.0.1 -p %d -U %s -P %s chassis bootdev pxe\n"+
 			"  ipmitool -I lanplus -C 3 -H 127.0.0.1 -p %d -U %s -P %s chassis power on\n"+
-			"  rackcloud host list\n",
+			"  %s host list\n",
 			l.Rack.Nodes[0].IPMI.Port(), l.Rack.User(), l.Rack.Password(),
-			l.Rack.Nodes[0].IPMI.Port(), l.Rack.User(), l.Rack.Password())
+			l.Rack.Nodes[0].IPMI.Port(), l.Rack.User(), l.Rack.Password(), l.cli())
 	}
 	fmt.Fprintln(w, "\nCtrl-C stops everything.")
 }
+
+func (l *Lab) cli() string { return cmp.Or(l.CLI, "rackcloud") }
 
 // Down stops everything that was started, in reverse order. Safe to call
 // twice.

@@ -7,7 +7,7 @@ package server
 
 import (
 	"context"
-	crand "crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -53,11 +53,20 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// RetryMax caps the backoff between database connection attempts.
 	RetryMax time.Duration
-	// SecretKeyFile holds the hex key that seals BMC passwords at rest; it
-	// is created with a random key when missing. Empty uses a key that
-	// lives only as long as the process (BMC passwords stored with it
-	// cannot be read after a restart), with a warning.
+	// SecretKeyFile holds the hex keys that seal BMC passwords at rest
+	// (store.LoadSecretKeys: the first seals, every one opens); it is
+	// created with a random key when missing. Without it the server
+	// refuses to store BMC passwords, unless InsecureThrowawayKey.
 	SecretKeyFile string
+	// InsecureThrowawayKey, without a SecretKeyFile, seals BMC passwords
+	// with a key that lives only as long as the process: every password
+	// stored is unreadable after a restart. For throwaway test servers.
+	InsecureThrowawayKey bool
+	// TLSCertFile and TLSKeyFile (PEM), both or neither, serve HTTPS.
+	// Without them the server warns once when it listens on an address
+	// other than loopback: bearer tokens and BMC passwords would cross
+	// the network in clear.
+	TLSCertFile, TLSKeyFile string
 	// BootstrapTokenFile, when set and missing, receives a new admin
 	// token's secret (mode 0600) once the database is ready; an existing
 	// file is left alone. This is how the lab gets its first token.
@@ -91,7 +100,8 @@ type Server struct {
 	migrated bool
 
 	dbUp   prometheus.Gauge
-	sealer *store.Sealer
+	sealer *store.Sealer // nil: no key, BMC passwords are refused
+	cert   tls.Certificate
 	bmcs   *bmc.Manager
 	watch  *bmcwatch.Watcher
 	// background work that needs the database, started once it is ready
@@ -127,29 +137,42 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.dbUp = promauto.With(reg).NewGauge(prometheus.GaugeOpts{
 		Name: "rackcloud_store_up", Help: "1 when the state store answered the last readiness check.",
 	})
-	key := make([]byte, store.SecretKeySize)
-	if cfg.SecretKeyFile != "" {
-		if key, err = store.LoadOrCreateSecretKey(cfg.SecretKeyFile); err != nil {
+	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
+		pool.Close()
+		return nil, fmt.Errorf("TLS: give both --tls-cert-file and --tls-key-file, or neither: %w", rackcloud.ErrInvalid)
+	}
+	if cfg.TLSCertFile != "" {
+		if s.cert, err = tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("TLS certificate: %w", err)
+		}
+	}
+	switch {
+	case cfg.SecretKeyFile != "":
+		if s.sealer, err = store.OpenSealerFile(cfg.SecretKeyFile, true); err != nil {
 			pool.Close()
 			return nil, err
 		}
-	} else {
-		_, _ = crand.Read(key)
-		log.Warn("no --secret-key-file: BMC passwords stored now cannot be read after a restart")
+	case cfg.InsecureThrowawayKey:
+		if s.sealer, err = store.NewSealer(store.NewSecretKey()); err != nil {
+			pool.Close()
+			return nil, err
+		}
+		log.Warn("--insecure-throwaway-key: BMC passwords stored now cannot be read after a restart")
+	default:
+		log.Warn("no --secret-key-file: this server refuses to store BMC passwords and does not poll BMCs")
 	}
-	sealer, err := store.NewSealer(key)
-	if err != nil {
-		pool.Close()
-		return nil, err
+	var sealer api.Sealer
+	if s.sealer != nil {
+		sealer = s.sealer // a nil *store.Sealer must stay a nil interface
 	}
-	s.sealer = sealer
 	s.tasks, err = tasks.New(pool, tasks.Config{Workers: cfg.TaskWorkers, Retention: cfg.TaskRetention, Logger: log.With("component", "tasks"), Registerer: reg})
 	if err != nil {
 		pool.Close()
 		return nil, err
 	}
 	s.api = api.New(api.Deps{Pool: pool, Logger: log, Registerer: reg, Tasks: s.tasks, Sealer: sealer})
-	if cfg.BMCPollInterval >= 0 {
+	if cfg.BMCPollInterval >= 0 && s.sealer != nil {
 		if err := s.newBMCWatch(reg); err != nil {
 			// Without ipmitool or a readable CA file the server still
 			// serves; hosts' power and BMC health are just not observed.
@@ -193,7 +216,8 @@ func (s *Server) API() *api.API { return s.api }
 // Run (the engine starts once the database is ready).
 func (s *Server) Tasks() *tasks.Engine { return s.tasks }
 
-// Sealer seals and opens the secrets stored at rest (BMC passwords).
+// Sealer seals and opens the secrets stored at rest (BMC passwords); nil
+// when the server has no key.
 func (s *Server) Sealer() *store.Sealer { return s.sealer }
 
 // Registry is the server's metrics registry, for packages embedded in it.
@@ -224,8 +248,24 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
 	}
+	if s.cfg.TLSCertFile != "" {
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{s.cert}, MinVersion: tls.VersionTLS12})
+	} else if !isLoopback(ln.Addr()) {
+		s.log.Warn("listening without TLS on an address other than loopback: tokens and BMC passwords cross the network in clear (use --tls-cert-file and --tls-key-file)",
+			"addr", ln.Addr().String())
+	}
 	s.ln = ln
 	return nil
+}
+
+// TLS reports whether the server serves HTTPS.
+func (s *Server) TLS() bool { return s.cfg.TLSCertFile != "" }
+
+// isLoopback reports whether addr is a loopback address (not the
+// unspecified address, which listens on every interface).
+func isLoopback(addr net.Addr) bool {
+	ta, ok := addr.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }
 
 // Handler returns the server's HTTP handler.
@@ -237,6 +277,13 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
+	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
+		// Other methods than GET (and HEAD) get a 405 problem document.
+		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", "GET, HEAD")
+			s.api.WriteProblem(w, r, http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed on "+p+"; allowed: GET, HEAD")
+		})
+	}
 	mux.Handle("/", s.api.Handler())
 	return mux
 }
@@ -272,7 +319,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.Listen(); err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		// Failed TLS handshakes and the like are the client's problem.
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(s.ln) }()
 	s.log.Info("rackcloud server listening", "addr", s.Addr())

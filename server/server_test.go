@@ -29,16 +29,7 @@ func start(t *testing.T, dbURL string) (*server.Server, string) {
 
 func startWith(t *testing.T, cfg server.Config) (*server.Server, string) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := server.New(ctx, cfg, nil)
-	require.NoError(t, err)
-	require.NoError(t, s.Listen())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
+	s := runServer(t, cfg, nil)
 	return s, "http://" + s.Addr()
 }
 

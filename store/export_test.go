@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"io/fs"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -14,3 +15,11 @@ func ApplyForTest(ctx context.Context, pool *pgxpool.Pool, ms []Migration) ([]in
 
 // LoadForTest loads migrations from fsys.
 func LoadForTest(fsys fs.FS) ([]Migration, error) { return loadMigrations(fsys) }
+
+// SetSealerReloadEvery changes how often a Sealer re-reads its key file
+// (tests make it 0) and returns a function that restores it.
+func SetSealerReloadEvery(d time.Duration) func() {
+	old := reloadEvery
+	reloadEvery = d
+	return func() { reloadEvery = old }
+}

@@ -3,7 +3,6 @@ package store_test
 import (
 	"bytes"
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -52,13 +51,6 @@ func TestSealerBindsToKeyAndRecord(t *testing.T) {
 	require.Error(t, err, "tampered")
 	_, err = store.NewSealer([]byte("short"))
 	require.Error(t, err)
-
-	path := filepath.Join(t.TempDir(), "key")
-	k1, err := store.LoadOrCreateSecretKey(path)
-	require.NoError(t, err)
-	k2, err := store.LoadOrCreateSecretKey(path)
-	require.NoError(t, err)
-	require.Equal(t, k1, k2, "the key file is kept")
 }
 
 func TestQuotaIsKeptByTheDatabase(t *testing.T) {

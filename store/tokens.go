@@ -95,12 +95,12 @@ type TokenRecord struct {
 
 const tokenCols = `t.id::text, t.user_id::text, u.name, t.name, t.role, t.prefix, t.expires_at,
 	ARRAY(SELECT tp.project_id::text FROM token_projects tp WHERE tp.token_id = t.id ORDER BY 1),
-	t.labels, t.version, t.created_at, t.updated_at`
+	t.labels, t.version, t.created_at, t.updated_at, coalesce(t.parent_id::text, '')`
 
 func scanToken(row pgx.Row) (TokenRecord, error) {
 	var t TokenRecord
 	err := row.Scan(&t.ID, &t.UserID, &t.UserName, &t.Name, &t.Role, &t.Prefix, &t.ExpiresAt, &t.ProjectIDs, &t.Labels,
-		&t.Version, &t.CreatedAt, &t.UpdatedAt)
+		&t.Version, &t.CreatedAt, &t.UpdatedAt, &t.ParentID)
 	if t.ProjectIDs == nil {
 		t.ProjectIDs = []string{}
 	}
@@ -108,13 +108,19 @@ func scanToken(row pgx.Row) (TokenRecord, error) {
 }
 
 // CreateToken inserts t with a fresh secret and returns the record and the
-// secret, which is not stored and cannot be read again.
+// secret, which is not stored and cannot be read again. A t.ParentID (the
+// token that mints this one) caps the new token's expiry at the parent's
+// (the database does it), and revoking the parent revokes this token.
 func CreateToken(ctx context.Context, q Querier, t rackcloud.Token) (TokenRecord, string, error) {
 	secret, hash := NewTokenSecret()
+	var parent *string
+	if t.ParentID != "" {
+		parent = &t.ParentID
+	}
 	var id string
-	err := q.QueryRow(ctx, `INSERT INTO tokens (user_id, name, role, hash, prefix, expires_at, labels)
-		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id::text`,
-		t.UserID, t.Name, string(t.Role), hash, secretPrefix(secret), t.ExpiresAt, labelsOrEmpty(t.Labels)).Scan(&id)
+	err := q.QueryRow(ctx, `INSERT INTO tokens (user_id, name, role, hash, prefix, expires_at, labels, parent_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id::text`,
+		t.UserID, t.Name, string(t.Role), hash, secretPrefix(secret), t.ExpiresAt, labelsOrEmpty(t.Labels), parent).Scan(&id)
 	if err != nil {
 		return TokenRecord{}, "", MapError(err)
 	}
@@ -141,9 +147,24 @@ func ListTokens(ctx context.Context, q Querier, f Filter) ([]TokenRecord, error)
 		cols: tokenCols, parentCol: "user_id"}, f, scanToken)
 }
 
-// DeleteToken revokes a token.
+// DeleteToken revokes a token and, with it, every token minted from it
+// (transitively).
 func DeleteToken(ctx context.Context, q Querier, id string, version int64) error {
 	return deleteRow(ctx, q, "tokens", id, version)
+}
+
+// CountTokenDescendants counts the tokens minted from id, transitively:
+// those that revoking id revokes too.
+func CountTokenDescendants(ctx context.Context, q Querier, id string) (int, error) {
+	if !ValidID(id) {
+		return 0, nil
+	}
+	var n int
+	err := q.QueryRow(ctx, `WITH RECURSIVE d AS (
+			SELECT id FROM tokens WHERE parent_id = $1::uuid
+			UNION SELECT t.id FROM tokens t JOIN d ON t.parent_id = d.id)
+		SELECT count(*) FROM d`, id).Scan(&n)
+	return n, MapError(err)
 }
 
 // ErrBadToken is returned by Authenticate for an unknown or expired

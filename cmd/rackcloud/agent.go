@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 
@@ -15,7 +14,7 @@ func init() {
 }
 
 func runAgent(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("rackcloud agent", flag.ContinueOnError)
+	fs := newFlagSet("rackcloud agent", "", "Reports this machine's hardware inventory as JSON.")
 	root := fs.String("root", "/", "root of the file system to inspect (where proc and sys are)")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -182,7 +182,7 @@ func loadProfiles(name string) (*pxe.StaticProfiles, error) {
 }
 
 func runBoot(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("rackcloud boot", flag.ContinueOnError)
+	fs := newFlagSet("rackcloud boot", "", "Runs the boot service (DHCP/proxyDHCP, TFTP, HTTP iPXE) of one provisioning segment.")
 	var f bootFlags
 	f.bind(fs)
 	if err := parse(fs, args); err != nil {

@@ -11,6 +11,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -50,6 +52,7 @@ func defaultConfigPath() string {
 // clientFlags are the flags every client verb has.
 type clientFlags struct {
 	server  string
+	caFile  string
 	token   string
 	output  string
 	timeout time.Duration
@@ -58,6 +61,7 @@ type clientFlags struct {
 func (c *clientFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.server, "server", DefaultServer, "rackcloud API URL (env RACKCLOUD_SERVER, config key server)")
 	fs.StringVar(&c.token, "token", "", "bearer token (env RACKCLOUD_TOKEN, config key token)")
+	fs.StringVar(&c.caFile, "ca-file", "", "PEM CA certificate(s) an https --server is checked against, besides the system's (env RACKCLOUD_CA_FILE, config key ca-file)")
 	fs.StringVar(&c.output, "o", "table", "output: table or json")
 	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "give up on a request after this long (not on --wait)")
 	fs.String("config", defaultConfigPath(), "YAML config file with server and token (env RACKCLOUD_CONFIG)")
@@ -101,7 +105,31 @@ func parseClient(fs *flag.FlagSet, cf *clientFlags, args []string) (*client, []s
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, nil, fmt.Errorf("--server %q: want an http(s) URL", cf.server)
 	}
-	return &client{base: u, token: cf.token, out: cf.output, timeout: cf.timeout, http: &http.Client{}}, pos, nil
+	hc := &http.Client{}
+	if cf.caFile != "" {
+		roots, err := caPool(cf.caFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--ca-file: %w", err)
+		}
+		hc.Transport = &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: &tls.Config{RootCAs: roots}}
+	}
+	return &client{base: u, token: cf.token, out: cf.output, timeout: cf.timeout, http: hc}, pos, nil
+}
+
+// caPool is the system's roots plus the PEM certificates in file.
+func caPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		roots = x509.NewCertPool()
+	}
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate", file)
+	}
+	return roots, nil
 }
 
 func isBoolFlag(f *flag.Flag) bool {
@@ -391,21 +419,31 @@ type verb struct {
 	run                  func(ctx context.Context, args []string) error
 }
 
+// verbs are every command's verbs by "cmd verb", for their usage lines.
+var verbs = map[string]verb{}
+
 // dispatch runs the verb named by args[0].
-func dispatch(cmd string, verbs []verb) func(ctx context.Context, args []string) error {
+func dispatch(cmd string, vs []verb) func(ctx context.Context, args []string) error {
+	for _, v := range vs {
+		verbs[cmd+" "+v.name] = v
+	}
 	return func(ctx context.Context, args []string) error {
-		if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-			fmt.Fprintf(stderr, "usage: rackcloud %s <verb> [flags]\n\nverbs:\n", cmd)
-			for _, v := range verbs {
-				fmt.Fprintf(stderr, "  %-40s %s\n", v.name+" "+v.usage, v.summary)
+		if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
+			w := stdout
+			if len(args) == 0 {
+				w = stderr
 			}
-			fmt.Fprintf(stderr, "\nevery verb takes --server, --token, -o table|json and --config; run 'rackcloud %s <verb> -h' for its flags\n", cmd)
+			fmt.Fprintf(w, "usage: rackcloud %s <verb> [flags]\n\nverbs:\n", cmd)
+			for _, v := range vs {
+				fmt.Fprintf(w, "  %-40s %s\n", v.name+" "+v.usage, v.summary)
+			}
+			fmt.Fprintf(w, "\nevery verb takes --server, --token, -o table|json and --config; run 'rackcloud %s <verb> -h' for its flags\n", cmd)
 			if len(args) == 0 {
 				return errors.New("missing verb")
 			}
 			return flag.ErrHelp
 		}
-		for _, v := range verbs {
+		for _, v := range vs {
 			if v.name == args[0] {
 				return v.run(ctx, args[1:])
 			}
@@ -414,10 +452,11 @@ func dispatch(cmd string, verbs []verb) func(ctx context.Context, args []string)
 	}
 }
 
-// newVerbFlags makes the flag set of a verb with the client flags bound.
+// newVerbFlags makes the flag set of a verb with the client flags bound;
+// its usage line shows the verb's arguments (NAME, ID...).
 func newVerbFlags(cmd, verb string, cf *clientFlags) *flag.FlagSet {
-	fs := flag.NewFlagSet("rackcloud "+cmd+" "+verb, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	v := verbs[cmd+" "+verb]
+	fs := newFlagSet("rackcloud "+cmd+" "+verb, v.usage, v.summary)
 	cf.bind(fs)
 	return fs
 }

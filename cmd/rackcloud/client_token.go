@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net/http"
 	"time"
@@ -100,8 +99,7 @@ func tokenWhoami(ctx context.Context, args []string) error {
 // tokenBootstrap creates the first admin token without any credential but
 // access to the database: it prints the secret once.
 func tokenBootstrap(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("rackcloud token bootstrap", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("rackcloud token bootstrap", "", "Creates the first admin token straight in the database and prints its secret once.")
 	var common commonFlags
 	common.bind(fs)
 	user := fs.String("user", store.DefaultBootstrapUser, "the admin user (created if missing)")

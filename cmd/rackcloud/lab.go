@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"net/netip"
 	"os"
@@ -15,10 +14,10 @@ func init() {
 }
 
 func runLab(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("rackcloud lab", flag.ContinueOnError)
+	fs := newFlagSet("rackcloud lab", "", "Brings the whole system up on this machine (make run).")
 	var common commonFlags
 	common.bind(fs)
-	c := lab.Config{}
+	c := lab.Config{CLI: os.Args[0]}
 	fs.StringVar(&c.Dir, "dir", "/var/lib/rackcloud-lab", "state directory; PostgreSQL keeps its data here across runs (env RACKCLOUD_DIR)")
 	fs.IntVar(&c.APIPort, "api-port", lab.DefaultAPIPort, "rackcloud API port on 127.0.0.1")
 	fs.IntVar(&c.PostgresPort, "postgres-port", lab.DefaultPostgresPort, "PostgreSQL port on 127.0.0.1")

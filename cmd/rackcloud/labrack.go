@@ -22,11 +22,14 @@ func init() {
 }
 
 func runRack(ctx context.Context, args []string) error {
-	if len(args) == 0 || args[0] != "up" {
-		fmt.Fprintln(os.Stderr, "usage: rackcloud simrack up [flags]")
+	if len(args) > 0 && wantsHelp(args[:1]) {
+		fmt.Fprintln(stdout, "usage: rackcloud simrack up [flags]   (rackcloud simrack up --help for the flags)")
 		return flag.ErrHelp
 	}
-	fs := flag.NewFlagSet("rackcloud simrack up", flag.ContinueOnError)
+	if len(args) == 0 || args[0] != "up" {
+		return errUsage("rackcloud simrack up [flags]")
+	}
+	fs := newFlagSet("rackcloud simrack up", "", "Starts a simulated rack (QEMU servers with IPMI and Redfish BMCs) and waits.")
 	var common commonFlags
 	common.bind(fs)
 	var cfg rack.Config

@@ -63,14 +63,17 @@ func parse(fs *flag.FlagSet, args []string) error {
 }
 
 func runServer(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("rackcloud server", flag.ContinueOnError)
+	fs := newFlagSet("rackcloud server", "", "Runs the API server, the task workers and the controllers.")
 	var common commonFlags
 	common.bind(fs)
 	cfg := server.Config{}
 	fs.StringVar(&cfg.Listen, "listen", server.DefaultListen, "HTTP address for the API, /healthz, /readyz and /metrics (env RACKCLOUD_LISTEN)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long a graceful shutdown may take (env RACKCLOUD_SHUTDOWN_TIMEOUT)")
 	fs.DurationVar(&cfg.RetryMax, "db-retry-max", server.DefaultRetryMax, "longest wait between database connection attempts (env RACKCLOUD_DB_RETRY_MAX)")
-	fs.StringVar(&cfg.SecretKeyFile, "secret-key-file", "", "file holding the key that seals BMC passwords at rest; created with a random key when missing. Empty: a throwaway key, so stored BMC passwords do not survive a restart (env RACKCLOUD_SECRET_KEY_FILE)")
+	fs.StringVar(&cfg.SecretKeyFile, "secret-key-file", "", "file of the keys that seal BMC passwords at rest (hex, one per line, the first seals); created with a random key when missing. Without it the server refuses BMC passwords (env RACKCLOUD_SECRET_KEY_FILE)")
+	fs.BoolVar(&cfg.InsecureThrowawayKey, "insecure-throwaway-key", false, "without --secret-key-file, seal BMC passwords with a key that dies with the process: they are unreadable after a restart (env RACKCLOUD_INSECURE_THROWAWAY_KEY)")
+	fs.StringVar(&cfg.TLSCertFile, "tls-cert-file", "", "PEM certificate (chain) to serve HTTPS with; needs --tls-key-file (env RACKCLOUD_TLS_CERT_FILE)")
+	fs.StringVar(&cfg.TLSKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file (env RACKCLOUD_TLS_KEY_FILE)")
 	fs.StringVar(&cfg.BootstrapTokenFile, "bootstrap-token-file", "", "when set and the file is missing, write a new admin token there (mode 0600) once the database is ready (env RACKCLOUD_BOOTSTRAP_TOKEN_FILE)")
 	fs.IntVar(&cfg.TaskWorkers, "task-workers", 0, "tasks this server runs at once; 0 for the engine's default, negative for none (API only) (env RACKCLOUD_TASK_WORKERS)")
 	fs.DurationVar(&cfg.BMCPollInterval, "bmc-poll-interval", bmc.DefaultPollInterval, "how often each host's BMC is polled for power state and health (jittered, backing off from failing BMCs); negative turns polling off (env RACKCLOUD_BMC_POLL_INTERVAL)")
@@ -92,7 +95,7 @@ func runServer(ctx context.Context, args []string) error {
 }
 
 func runMigrate(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("rackcloud migrate", flag.ContinueOnError)
+	fs := newFlagSet("rackcloud migrate", "", "Applies the database migrations and exits.")
 	var common commonFlags
 	common.bind(fs)
 	timeout := fs.Duration("timeout", time.Minute, "give up after this long")

@@ -33,6 +33,7 @@ import (
 	"sync"
 
 	"github.com/rackcloud/rackcloud/lab/netns"
+	"github.com/rackcloud/rackcloud/lab/pki"
 	"github.com/rackcloud/rackcloud/lab/qemu"
 )
 
@@ -101,7 +102,7 @@ type Rack struct {
 	Nodes []*Node
 
 	ctl    *control
-	tls    *certs
+	tls    *pki.PKI
 	mu     sync.Mutex
 	closed bool
 }
@@ -157,7 +158,7 @@ func Start(ctx context.Context, cfg Config) (*Rack, error) {
 		}
 	}()
 	if cfg.Redfish {
-		if r.tls, err = newCerts(filepath.Join(dir, "ca.pem")); err != nil {
+		if r.tls, err = pki.New(dir, "rackcloud lab BMC"); err != nil {
 			return nil, fmt.Errorf("rack: tls: %w", err)
 		}
 	}
@@ -202,7 +203,7 @@ func (r *Rack) CAFile() string {
 	if r.tls == nil {
 		return ""
 	}
-	return r.tls.caFile
+	return r.tls.CAFile
 }
 
 // CertPool holds the CA that signed the Redfish BMCs' certificate (nil
@@ -211,7 +212,7 @@ func (r *Rack) CertPool() *x509.CertPool {
 	if r.tls == nil {
 		return nil
 	}
-	return r.tls.pool
+	return r.tls.Pool
 }
 
 // Stop powers every node off, stops every BMC and the control server, and

@@ -99,7 +99,7 @@ func startRedfish(n *Node) (*redfishServer, error) {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          log.New(io.Discard, "", 0), // clients that distrust the CA
 		TLSConfig: &tls.Config{
-			Certificates: []tls.Certificate{n.rack.tls.server},
+			Certificates: []tls.Certificate{n.rack.tls.Cert},
 			MinVersion:   tls.VersionTLS12,
 		},
 	}

@@ -1,0 +1,52 @@
+package rackcloud
+
+// Task kinds and their parameters: the api submits them, the provisioner
+// and vmctl register their steps. They live here so that neither imports
+// the other (or api). Every replica's engine knows every kind, so that an
+// API-only replica never refuses a real kind.
+
+// Host task kinds.
+const (
+	KindHostEnroll      = "host.enroll"
+	KindHostProvision   = "host.provision"
+	KindHostDeprovision = "host.deprovision"
+	KindHostDrain       = "host.drain"
+	KindHostActivate    = "host.activate"
+	KindHostRetry       = "host.retry"
+	KindHostAdopt       = "host.adopt"
+)
+
+// Guest task kinds.
+const (
+	KindGuestCreate = "guest.create"
+	KindGuestDelete = "guest.delete"
+	KindGuestStart  = "guest.start"
+	KindGuestStop   = "guest.stop"
+	KindGuestReboot = "guest.reboot"
+)
+
+// HostTaskParams are the parameters of the host kinds that need only the
+// host (enroll, deprovision, retry, adopt).
+type HostTaskParams struct {
+	HostID string `json:"host_id"`
+}
+
+// HostProvisionParams are host.provision's parameters.
+type HostProvisionParams struct {
+	HostID  string   `json:"host_id"`
+	Role    HostRole `json:"role"`
+	ImageID string   `json:"image_id"`
+}
+
+// HostMaintenanceParams are the parameters of host.drain and
+// host.activate.
+type HostMaintenanceParams struct {
+	HostID string `json:"host_id"`
+	// Reason is the operator's, kept with the change.
+	Reason string `json:"reason,omitempty"`
+}
+
+// GuestTaskParams are the parameters of the guest kinds.
+type GuestTaskParams struct {
+	GuestID string `json:"guest_id"`
+}
