@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,24 +21,6 @@ import (
 	"github.com/rackcloud/rackcloud/store"
 )
 
-// syncBuffer is a log sink safe for the watcher's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // watchEnv is one node of a real rack (ipmi_sim), a real database, one
 // host on that node's IPMI BMC, and a Watcher polling it.
 type watchEnv struct {
@@ -49,7 +30,7 @@ type watchEnv struct {
 	sealer *store.Sealer
 	host   rackcloud.Host
 	reg    *prometheus.Registry
-	logs   *syncBuffer
+	logs   *labtest.LogBuffer
 }
 
 func newWatchEnv(t *testing.T, interval, refresh time.Duration) *watchEnv {
@@ -60,7 +41,7 @@ func newWatchEnv(t *testing.T, interval, refresh time.Duration) *watchEnv {
 	r, err := rack.Start(ctx, rack.Config{Nodes: 1, Virtual: true, Dir: t.TempDir()})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = r.Stop() })
-	e := &watchEnv{ctx: ctx, node: r.Nodes[0], pool: pgtest.DB(t), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	e := &watchEnv{ctx: ctx, node: r.Nodes[0], pool: pgtest.DB(t), reg: prometheus.NewRegistry(), logs: &labtest.LogBuffer{}}
 	e.sealer, err = store.NewSealer(bytes.Repeat([]byte{5}, store.SecretKeySize))
 	require.NoError(t, err)
 	n := e.node
