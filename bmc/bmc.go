@@ -274,7 +274,8 @@ type Identity struct {
 // Health is what rackcloud knows about a BMC's availability.
 type Health struct {
 	Healthy bool `json:"healthy"`
-	// Error is the last failure while unhealthy.
+	// Error is the last failure while unhealthy, as one short line a
+	// person can act on (Reason); the full detail is in the log.
 	Error string `json:"error,omitempty"`
 	// Kind is the last failure's kind (ErrTimeout, ErrAuth...), nil when
 	// healthy.

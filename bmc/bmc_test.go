@@ -1,13 +1,11 @@
 package bmc_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"regexp"
-	"sync"
 	"testing"
 	"time"
 
@@ -41,33 +39,15 @@ func startRack(t *testing.T, cfg rack.Config) *rack.Rack {
 	return r
 }
 
-// syncBuf is a log sink tests can read.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type env struct {
 	m   *bmc.Manager
 	reg *prometheus.Registry
-	log *syncBuf
+	log *labtest.LogBuffer
 }
 
 func newManager(t *testing.T, cfg bmc.Config) *env {
 	t.Helper()
-	e := &env{reg: prometheus.NewRegistry(), log: &syncBuf{}}
+	e := &env{reg: prometheus.NewRegistry(), log: &labtest.LogBuffer{}}
 	cfg.Registerer = e.reg
 	cfg.Logger = slog.New(slog.NewJSONHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	m, err := bmc.New(cfg)

@@ -139,6 +139,9 @@ type call struct {
 	provider  string   // who answered
 	attempted []string // providers tried
 	via       string   // "bmclib" or "direct"
+	// stale: the credentials changed while the call ran, so its outcome
+	// says nothing about the BMC's health with the new ones.
+	stale bool
 }
 
 // opFunc is one operation against the BMC. It runs in its own goroutine,
@@ -209,6 +212,11 @@ func (c *Client) run(ctx context.Context, op string, needOpen bool, cl *call, fn
 	c.mu.Lock()
 	ep, bc, opened := c.ep, c.bc, c.opened
 	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		cl.stale = c.bc != bc
+		c.mu.Unlock()
+	}()
 
 	// The operation runs in a goroutine that keeps the BMC's turn until it
 	// ends, so that the caller gets its answer when ctx ends even where a
@@ -267,7 +275,16 @@ func (c *Client) wrap(ctx context.Context, op string, ep Endpoint, err error) er
 	// A timeout is the BMC's fault when Config.Timeout ran out, not when
 	// the caller's own, shorter deadline did.
 	callers := kind == ErrTimeout && ctx.Err() != nil && !errors.Is(context.Cause(ctx), ErrTimeout)
-	return &Error{BMC: c.key, Op: op, Kind: kind, Err: redactErr(err, ep.Password), callerDeadline: callers}
+	detail := redactErr(err, ep.Password)
+	rc := reasonCtx{protocol: ep.Protocol, address: net.JoinHostPort(c.host, strconv.Itoa(c.port)), op: op,
+		timeout: c.m.cfg.Timeout}
+	if ep.Protocol == rackcloud.BMCIPMI {
+		rc.cipherSuite = c.m.cfg.CipherSuite
+	}
+	if callers {
+		rc.timeout = 0 // the caller's deadline, not the BMC's timeout
+	}
+	return &Error{BMC: c.key, Op: op, Kind: kind, Err: detail, callerDeadline: callers, reason: reasonFor(kind, rc, detail)}
 }
 
 // classify finds the kind of a failure, or nil.
@@ -319,10 +336,13 @@ func (c *Client) record(ctx context.Context, op string, start time.Time, cl *cal
 	var flipped, healthy bool
 	now := time.Now()
 	c.mu.Lock()
-	if err == nil || healthKind(err) {
+	switch {
+	case cl.stale:
+	case err == nil || healthKind(err):
 		c.health.LastAttempt = now
 	}
 	switch {
+	case cl.stale:
 	case err == nil:
 		c.health.Healthy = true
 		c.health.Error = ""
@@ -338,7 +358,7 @@ func (c *Client) record(ctx context.Context, op string, start time.Time, cl *cal
 			c.health.Kind = be.Kind
 		}
 		c.health.Healthy = false
-		c.health.Error = err.Error()
+		c.health.Error = Reason(err)
 		c.health.ConsecutiveFailures++
 		c.health.BackoffUntil = now.Add(backoff(c.health.ConsecutiveFailures, c.m.cfg.BackoffMin, c.m.cfg.BackoffMax))
 		flipped, healthy = !c.unhealthy, false
@@ -346,7 +366,7 @@ func (c *Client) record(ctx context.Context, op string, start time.Time, cl *cal
 	}
 	closed := c.closed
 	c.mu.Unlock()
-	if (err == nil || healthKind(err)) && !closed {
+	if (err == nil || healthKind(err)) && !closed && !cl.stale {
 		up := 0.0
 		if err == nil {
 			up = 1
@@ -369,6 +389,9 @@ func (c *Client) record(ctx context.Context, op string, start time.Time, cl *cal
 	}
 	if len(cl.attempted) > 0 {
 		attrs = append(attrs, slog.Any("providers_attempted", cl.attempted))
+	}
+	if cl.stale {
+		attrs = append(attrs, slog.Bool("stale_credentials", true))
 	}
 	level := slog.LevelDebug
 	if err != nil {

@@ -9,8 +9,11 @@ import (
 	"net"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/stmcginnis/gofish/common"
+
+	"github.com/rackcloud/rackcloud"
 )
 
 // Kinds of failure. Test with errors.Is.
@@ -56,6 +59,154 @@ type Error struct {
 	Err error
 
 	callerDeadline bool // the caller's deadline, not the BMC, cut the call short
+	reason         string
+}
+
+// Reason is one short line a person can act on ("wrong user or password
+// (IPMI, cipher suite 3)", "no answer from 127.0.0.1:623 in 20s"), for
+// what is stored on a host and shown to operators; Error is the full
+// detail, for logs. Neither ever holds a password.
+func (e *Error) Reason() string {
+	if e.reason != "" {
+		return e.reason
+	}
+	proto, addr, _ := strings.Cut(e.BMC, "://")
+	return reasonFor(e.Kind, reasonCtx{protocol: rackcloud.BMCProtocol(proto), address: addr, op: e.Op}, e.Err)
+}
+
+// Reason returns err's short line: (*Error).Reason for BMC errors, else
+// the first line of err's text, shortened.
+func Reason(err error) string {
+	if err == nil {
+		return ""
+	}
+	var be *Error
+	if errors.As(err, &be) {
+		return be.Reason()
+	}
+	return firstLine(err.Error())
+}
+
+// reasonCtx is what a reason may name besides the failure: never the
+// credentials.
+type reasonCtx struct {
+	protocol    rackcloud.BMCProtocol
+	address     string // host:port
+	op          string
+	cipherSuite string
+	timeout     time.Duration
+}
+
+// reasonFor writes the short line of a failure of kind with detail err.
+// It is pure.
+func reasonFor(kind error, rc reasonCtx, err error) string {
+	switch kind {
+	case ErrAuth:
+		if rc.protocol == rackcloud.BMCIPMI && rc.cipherSuite != "" {
+			return fmt.Sprintf("wrong user or password (IPMI, cipher suite %s)", rc.cipherSuite)
+		}
+		if rc.protocol == rackcloud.BMCRedfish {
+			return "wrong user or password (Redfish)"
+		}
+		return "wrong user or password"
+	case ErrCipher:
+		return fmt.Sprintf("the BMC does not offer IPMI cipher suite %s", rc.cipherSuite)
+	case ErrTimeout:
+		if rc.timeout > 0 {
+			return fmt.Sprintf("no answer from %s in %s", rc.address, rc.timeout)
+		}
+		return fmt.Sprintf("no answer from %s in time", rc.address)
+	case ErrUnreachable:
+		switch {
+		case err == nil:
+		case errors.Is(err, syscall.ECONNREFUSED) || strings.Contains(strings.ToLower(err.Error()), "connection refused"):
+			return "refused the connection at " + rc.address
+		case errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH) ||
+			strings.Contains(strings.ToLower(err.Error()), "no route to host") ||
+			strings.Contains(strings.ToLower(err.Error()), "network is unreachable") ||
+			strings.Contains(strings.ToLower(err.Error()), "could not open socket"):
+			return "no route to " + rc.address
+		}
+		var de *net.DNSError
+		if errors.As(err, &de) {
+			return "cannot resolve " + de.Name
+		}
+		return "nothing answers at " + rc.address
+	case ErrTLS:
+		return "TLS: certificate not trusted (" + tlsReason(err, rc.address) + ")"
+	case ErrBadResponse:
+		return "the BMC answered nonsense: " + detailOf(err, kind)
+	case ErrPowerMismatch:
+		return "power state does not match: " + detailOf(err, kind)
+	case ErrUnsupported:
+		if rc.op != "" {
+			return rc.op + " not supported by the BMC"
+		}
+		return "not supported by the BMC"
+	case ErrBackoff:
+		return "waiting after errors: " + detailOf(err, kind)
+	case ErrBusy:
+		return "busy with other calls"
+	case ErrClosed:
+		return "BMC client closed"
+	}
+	if err == nil {
+		return "BMC call failed"
+	}
+	return firstLine(err.Error())
+}
+
+// tlsReason names why a certificate is not trusted.
+func tlsReason(err error, address string) string {
+	var ue x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var ci x509.CertificateInvalidError
+	switch {
+	case err == nil:
+	case errors.As(err, &ue):
+		return "signed by an unknown authority"
+	case errors.As(err, &he):
+		return "not valid for " + he.Host
+	case errors.As(err, &ci):
+		if ci.Reason == x509.Expired {
+			return "expired or not yet valid"
+		}
+		return "invalid certificate"
+	case strings.Contains(err.Error(), "unknown authority"):
+		return "signed by an unknown authority"
+	case strings.Contains(err.Error(), "expired"):
+		return "expired or not yet valid"
+	}
+	return "at " + address
+}
+
+// detailOf is err's text without its kind's own words, on one short line.
+func detailOf(err error, kind error) string {
+	if err == nil {
+		return kind.Error()
+	}
+	s := err.Error()
+	s = strings.TrimPrefix(s, kind.Error()+": ")
+	return firstLine(s)
+}
+
+// maxReason is the longest short line.
+const maxReason = 120
+
+// firstLine is the first non-empty line of s, cut to maxReason
+// characters.
+func firstLine(s string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			s = l
+			break
+		}
+	}
+	s = strings.TrimSpace(s)
+	if r := []rune(s); len(r) > maxReason {
+		s = string(r[:maxReason-3]) + "..."
+	}
+	return s
 }
 
 func (e *Error) Error() string {
@@ -66,8 +217,13 @@ func (e *Error) Error() string {
 		b.WriteString(e.Kind.Error())
 	}
 	if e.Err != nil {
+		msg := e.Err.Error()
+		if e.Kind != nil {
+			// A detail that wraps the kind itself does not say it twice.
+			msg = strings.TrimPrefix(msg, e.Kind.Error()+": ")
+		}
 		b.WriteString(": ")
-		b.WriteString(e.Err.Error())
+		b.WriteString(msg)
 	}
 	return b.String()
 }
@@ -163,6 +319,7 @@ var (
 		"no response from remote controller",
 		"address lookup for",
 		"connection refused",
+		"could not open socket", // connect(2) failed: no route
 	}
 )
 

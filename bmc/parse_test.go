@@ -2,6 +2,10 @@ package bmc
 
 import (
 	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -187,4 +191,28 @@ func TestHostRecord(t *testing.T) {
 	Health{Healthy: true, Error: "stale"}.Mark(&rec)
 	require.True(t, rec.Healthy)
 	require.Empty(t, rec.Error)
+}
+
+// TestReasonFor covers the short lines of failures the lab cannot make
+// without sending traffic off the machine (no route, DNS) and the rest
+// of the kinds.
+func TestReasonFor(t *testing.T) {
+	rc := reasonCtx{protocol: rackcloud.BMCRedfish, address: "10.0.0.9:443", op: "sensors", timeout: 20 * time.Second}
+	for _, tc := range []struct {
+		kind error
+		err  error
+		want string
+	}{
+		{ErrUnreachable, &net.OpError{Op: "dial", Err: syscall.ENETUNREACH}, "no route to 10.0.0.9:443"},
+		{ErrUnreachable, &net.OpError{Op: "dial", Err: syscall.EHOSTUNREACH}, "no route to 10.0.0.9:443"},
+		{ErrUnreachable, &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, "refused the connection at 10.0.0.9:443"},
+		{ErrUnreachable, &net.DNSError{Name: "bmc1.example", Err: "no such host"}, "cannot resolve bmc1.example"},
+		{ErrTimeout, nil, "no answer from 10.0.0.9:443 in 20s"},
+		{ErrUnsupported, nil, "sensors not supported by the BMC"},
+		{ErrBadResponse, fmt.Errorf("%w: power state %q", ErrBadResponse, "Banana"), `the BMC answered nonsense: power state "Banana"`},
+		{nil, errors.New("2 errors occurred:\n\t* provider: ipmitool: boom\n\t* no Opener implementations found\n\n"), "2 errors occurred:"},
+		{nil, errors.New(strings.Repeat("x", 300)), strings.Repeat("x", 117) + "..."},
+	} {
+		require.Equal(t, tc.want, reasonFor(tc.kind, rc, tc.err))
+	}
 }

@@ -42,6 +42,10 @@ type PollResult struct {
 	BMC   string
 	Power rackcloud.PowerState
 	Err   error
+	// Generation is the caller's number for the endpoint the poll began
+	// with (SetGeneration): a result whose generation is not the
+	// caller's latest was made with older credentials or address.
+	Generation int64
 	// Health is the BMC's health after the poll.
 	Health Health
 	At     time.Time
@@ -65,8 +69,10 @@ type Poller struct {
 type target struct {
 	id     string
 	client *Client
+	gen    int64
 	next   time.Time
-	index  int // in queue; -1 while polled or removed
+	index  int  // in queue; -1 while polled or removed
+	again  bool // changed while polled: poll again at once
 	gone   bool
 }
 
@@ -94,8 +100,19 @@ func (m *Manager) NewPoller(cfg PollerConfig) *Poller {
 	}
 }
 
-// Set adds or updates the BMC polled under id.
-func (p *Poller) Set(id string, ep Endpoint) error {
+// Set adds or updates the BMC polled under id, with generation 0.
+func (p *Poller) Set(id string, ep Endpoint) error { return p.SetGeneration(id, ep, 0) }
+
+// SetGeneration adds or updates the BMC polled under id; gen is the
+// caller's number for this endpoint (e.g. a credentials generation) and is
+// copied into every result of a poll that begins after the change. A
+// target whose generation changes is polled again at once (after the poll
+// in flight, if any), not at its next interval.
+func (p *Poller) SetGeneration(id string, ep Endpoint, gen int64) error {
+	// The client's credentials change before the generation does, so a
+	// poll that reads the new generation uses the new credentials; one
+	// that read the old generation is reported with it, even if it ran
+	// with the new credentials.
 	c, err := p.m.Client(ep)
 	if err != nil {
 		return err
@@ -103,11 +120,21 @@ func (p *Poller) Set(id string, ep Endpoint) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if t, ok := p.targets[id]; ok {
-		t.client = c
+		changed := t.gen != gen || t.client != c
+		t.client, t.gen = c, gen
+		if changed {
+			if t.index >= 0 {
+				t.next = time.Now()
+				heap.Fix(&p.queue, t.index)
+				p.signal()
+			} else {
+				t.again = true
+			}
+		}
 		return nil
 	}
 	first := time.Duration(rand.Float64() * p.cfg.Jitter * float64(p.cfg.Interval))
-	t := &target{id: id, client: c, next: time.Now().Add(first), index: -1}
+	t := &target{id: id, client: c, gen: gen, next: time.Now().Add(first), index: -1}
 	p.targets[id] = t
 	heap.Push(&p.queue, t)
 	p.signal()
@@ -204,10 +231,13 @@ func (p *Poller) Run(ctx context.Context) error {
 }
 
 func (p *Poller) poll(ctx context.Context, t *target) {
-	st, err := t.client.PowerState(ctx)
+	p.mu.Lock()
+	client, gen := t.client, t.gen
+	p.mu.Unlock()
+	st, err := client.PowerState(ctx)
 	now := time.Now()
-	h := t.client.Health()
-	res := PollResult{ID: t.id, BMC: t.client.key, Power: st, Err: err, Health: h, At: now}
+	h := client.Health()
+	res := PollResult{ID: t.id, BMC: client.key, Power: st, Err: err, Generation: gen, Health: h, At: now}
 	if ctx.Err() != nil && err != nil {
 		return // shutting down: not a result
 	}
@@ -217,6 +247,9 @@ func (p *Poller) poll(ctx context.Context, t *target) {
 		next = h.BackoffUntil
 	}
 	p.mu.Lock()
+	if t.again {
+		next, t.again = now, false
+	}
 	if !t.gone {
 		t.next = next
 		heap.Push(&p.queue, t)

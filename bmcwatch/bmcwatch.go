@@ -3,10 +3,22 @@
 // Poller (one request at a time per BMC, rate-limited, jittered, backing
 // off from BMCs that fail). A BMC that stops answering marks its host's
 // BMC unhealthy with the error, and its power unknown, without slowing the
-// polls of the others.
+// polls of the others. What it records is an observation, not an edit: it
+// never changes a host's version (ETag), and the error it records is one
+// short line (bmc.Reason), the full detail going to the log.
+//
+// A poll's result is recorded only if the host's BMC address and
+// credentials are still those the poll began with: a trigger counts their
+// changes in hosts.bmc_generation and store.RecordBMCObservation compares
+// it in the same statement, so a poll made with an old password never
+// overwrites what the new one finds (the result is discarded and counted,
+// rackcloud_bmcwatch_stale_results_total). A change also notifies the
+// polling replica (LISTEN/NOTIFY), which polls that BMC with the new
+// credentials at once instead of at its next interval.
 //
 // Several server replicas may run a Watcher; one polls at a time: the one
-// holding a PostgreSQL advisory lock on its own connection. The others
+// holding a PostgreSQL advisory lock on its own connection
+// (store.WithLeaderLock). The others
 // stand by and take over within Config.Refresh when it goes away, so that
 // BMCs are asked once, not once per replica.
 package bmcwatch
@@ -43,8 +55,10 @@ type Config struct {
 	// when zero).
 	Interval time.Duration
 	// Refresh is how often the hosts are re-read (new, changed and removed
-	// BMCs) and a standby replica tries to take over (DefaultRefresh when
-	// zero).
+	// BMCs), the polling replica checks its lock's connection, and a
+	// standby replica tries to take over (DefaultRefresh when zero). A
+	// change to a host's BMC credentials is seen at once (LISTEN/NOTIFY);
+	// the refresh is the fallback.
 	Refresh    time.Duration
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -60,6 +74,7 @@ type Watcher struct {
 	hosts    *prometheus.GaugeVec
 	writes   prometheus.Counter
 	dropped  prometheus.Counter
+	stale    prometheus.Counter
 }
 
 // New returns a Watcher; Run starts it.
@@ -86,9 +101,11 @@ func New(cfg Config) (*Watcher, error) {
 			Help: "Host records changed because a poll found a new power state or BMC health."}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "rackcloud_bmcwatch_results_dropped_total",
 			Help: "Poll results dropped because the recorder fell behind (the next poll of the BMC repeats them)."}),
+		stale: prometheus.NewCounter(prometheus.CounterOpts{Name: "rackcloud_bmcwatch_stale_results_total",
+			Help: "Poll results discarded because the host's BMC address or credentials changed after the poll began."}),
 	}
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{w.leader, w.attempts, w.hosts, w.writes, w.dropped} {
+		for _, c := range []prometheus.Collector{w.leader, w.attempts, w.hosts, w.writes, w.dropped, w.stale} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("bmcwatch: metrics: %w", err)
 			}
@@ -101,8 +118,15 @@ func New(cfg Config) (*Watcher, error) {
 // until ctx ends.
 func (w *Watcher) Run(ctx context.Context) error {
 	for {
-		if err := w.lead(ctx); err != nil && ctx.Err() == nil {
+		held, err := store.WithLeaderLock(ctx, w.cfg.Pool, lockKey, w.cfg.Refresh, w.lead)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
 			w.log.Warn("bmcwatch: not polling", "err", err)
+		}
+		if !held && err == nil {
+			w.attempts.WithLabelValues("held").Inc()
 		}
 		select {
 		case <-ctx.Done():
@@ -112,39 +136,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 }
 
-// target is what a host's BMC is polled with; a change re-arms the poller.
-type target struct {
-	address, protocol, username, sealed string
-}
-
-// lead takes the lock if it is free and polls until ctx ends or the lock's
-// connection is lost. It returns nil at once when another replica polls.
+// lead polls, while this replica holds the lock, until ctx ends.
 func (w *Watcher) lead(ctx context.Context) error {
-	conn, err := w.cfg.Pool.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	var got bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, lockKey).Scan(&got); err != nil {
-		conn.Release()
-		return err
-	}
-	if !got {
-		conn.Release()
-		w.attempts.WithLabelValues("held").Inc()
-		return nil
-	}
 	w.attempts.WithLabelValues("acquired").Inc()
-	defer func() {
-		uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if _, err := conn.Exec(uctx, `SELECT pg_advisory_unlock($1)`, lockKey); err != nil {
-			// A connection that still holds the lock must not go back
-			// to the pool.
-			_ = conn.Conn().Close(uctx)
-		}
-		conn.Release()
-	}()
 	w.leader.Set(1)
 	defer w.leader.Set(0)
 	w.log.Info("bmcwatch: polling the hosts' BMCs", "interval", w.cfg.Interval)
@@ -157,19 +151,24 @@ func (w *Watcher) lead(ctx context.Context) error {
 			w.dropped.Inc()
 		}
 	}})
+	changes := make(chan struct{}, 1)
 	pctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		_ = p.Run(pctx)
+	}()
+	go func() {
+		defer wg.Done()
+		w.listen(pctx, changes)
 	}()
 	defer func() {
 		stop()
 		wg.Wait()
 	}()
 
-	known := map[string]target{}
+	known := map[string]store.BMCTarget{}
 	w.refresh(ctx, p, known)
 	tick := time.NewTicker(w.cfg.Refresh)
 	defer tick.Stop()
@@ -179,65 +178,82 @@ func (w *Watcher) lead(ctx context.Context) error {
 			return nil
 		case r := <-results:
 			w.record(ctx, r, known)
+		case <-changes:
+			w.refresh(ctx, p, known)
 		case <-tick.C:
-			pctx, cancel := context.WithTimeout(ctx, w.cfg.Refresh)
-			err := conn.Ping(pctx)
-			cancel()
-			if err != nil {
-				return fmt.Errorf("the polling lock's connection is lost: %w", err)
-			}
 			w.refresh(ctx, p, known)
 		}
 	}
 }
 
+// listen signals changes whenever a host's BMC address or credentials
+// change (store.ListenBMCChanges), so that the new credentials are polled
+// at once rather than at the next refresh, and once each time it starts
+// listening (to catch what changed while it was not). It reconnects after
+// Refresh when its connection is lost; the periodic refresh covers the
+// gap.
+func (w *Watcher) listen(ctx context.Context, changes chan<- struct{}) {
+	signal := func() {
+		select {
+		case changes <- struct{}{}:
+		default:
+		}
+	}
+	for ctx.Err() == nil {
+		l, err := store.ListenBMCChanges(ctx, w.cfg.Pool)
+		if err == nil {
+			signal()
+			for {
+				var id string
+				if id, err = l.Next(ctx); err != nil {
+					break
+				}
+				w.log.Debug("bmcwatch: BMC credentials changed", "host", id)
+				signal()
+			}
+			l.Close()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		w.log.Warn("bmcwatch: not listening for BMC changes", "err", err, "retry_in", w.cfg.Refresh)
+		select {
+		case <-ctx.Done():
+		case <-time.After(w.cfg.Refresh):
+		}
+	}
+}
+
 // refresh brings the poller's BMCs in line with the hosts table.
-func (w *Watcher) refresh(ctx context.Context, p *bmc.Poller, known map[string]target) {
-	rows, err := w.cfg.Pool.Query(ctx, `SELECT id::text, bmc_address, bmc_protocol, bmc_username, bmc_password_sealed
-		FROM hosts WHERE bmc_address IS NOT NULL AND bmc_password_sealed <> ''`)
+func (w *Watcher) refresh(ctx context.Context, p *bmc.Poller, known map[string]store.BMCTarget) {
+	targets, err := store.ListBMCTargets(ctx, w.cfg.Pool)
 	if err != nil {
-		w.log.Warn("bmcwatch: read hosts", "err", err)
+		if ctx.Err() == nil {
+			w.log.Warn("bmcwatch: read hosts", "err", err)
+		}
 		return
 	}
 	seen := map[string]bool{}
-	var fresh []struct {
-		id string
-		t  target
-	}
-	for rows.Next() {
-		var id string
-		var t target
-		if err := rows.Scan(&id, &t.address, &t.protocol, &t.username, &t.sealed); err != nil {
-			rows.Close()
-			w.log.Warn("bmcwatch: read hosts", "err", err)
-			return
-		}
-		seen[id] = true
-		if known[id] != t {
-			fresh = append(fresh, struct {
-				id string
-				t  target
-			}{id, t})
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		w.log.Warn("bmcwatch: read hosts", "err", err)
-		return
-	}
-	for _, f := range fresh {
-		known[f.id] = f.t
-		pw, err := w.cfg.Sealer.Open(f.t.sealed, []byte(f.id))
-		if err != nil {
-			p.Remove(f.id)
-			w.write(ctx, f.id, f.t.address, rackcloud.PowerUnknown, false,
-				"cannot open the stored BMC password (was the server's secret key changed?)")
+	for _, t := range targets {
+		seen[t.HostID] = true
+		if known[t.HostID] == t {
 			continue
 		}
-		ep := bmc.Endpoint{Protocol: rackcloud.BMCProtocol(f.t.protocol), Address: f.t.address, Username: f.t.username, Password: bmc.NewSecret(pw)}
-		if err := p.Set(f.id, ep); err != nil {
-			p.Remove(f.id)
-			w.write(ctx, f.id, f.t.address, rackcloud.PowerUnknown, false, err.Error())
+		known[t.HostID] = t
+		fail := func(reason string, err error) {
+			p.Remove(t.HostID)
+			w.log.Warn("bmcwatch: cannot poll the host's BMC", "host", t.HostID, "bmc", t.Address, "error", reason, "detail", err)
+			w.write(ctx, store.BMCObservation{HostID: t.HostID, Generation: t.Generation, Power: rackcloud.PowerUnknown,
+				Error: reason}, t.Address, nil)
+		}
+		pw, err := w.cfg.Sealer.Open(t.Sealed, []byte(t.HostID))
+		if err != nil {
+			fail("cannot open the stored BMC password (was the server's secret key changed?)", err)
+			continue
+		}
+		ep := bmc.Endpoint{Protocol: t.Protocol, Address: t.Address, Username: t.Username, Password: bmc.NewSecret(pw)}
+		if err := p.SetGeneration(t.HostID, ep, t.Generation); err != nil {
+			fail(bmc.Reason(err), err)
 		}
 	}
 	for id := range known {
@@ -265,43 +281,51 @@ func (w *Watcher) refresh(ctx context.Context, p *bmc.Poller, known map[string]t
 }
 
 // record writes one poll's outcome to its host.
-func (w *Watcher) record(ctx context.Context, r bmc.PollResult, known map[string]target) {
+func (w *Watcher) record(ctx context.Context, r bmc.PollResult, known map[string]store.BMCTarget) {
 	t, ok := known[r.ID]
 	if !ok {
 		return // removed meanwhile
 	}
-	power, errText := r.Power, ""
+	o := store.BMCObservation{HostID: r.ID, Generation: r.Generation, Power: r.Power, Healthy: r.Health.Healthy}
 	if r.Err != nil {
-		power = rackcloud.PowerUnknown
+		o.Power = rackcloud.PowerUnknown
 	}
-	if !r.Health.Healthy {
-		errText = r.Health.Error
-		if errText == "" && r.Err != nil {
-			errText = r.Err.Error()
+	if !o.Healthy {
+		o.Error = r.Health.Error
+		if o.Error == "" && r.Err != nil {
+			o.Error = bmc.Reason(r.Err)
 		}
 	}
-	w.write(ctx, r.ID, t.address, power, r.Health.Healthy, errText)
+	w.write(ctx, o, t.Address, r.Err)
 }
 
-// write records power and health on the host if they changed, and only
-// while the host still has that BMC (a result about a BMC the operator
-// just replaced is dropped). A change is a new version of the host.
-func (w *Watcher) write(ctx context.Context, id, address string, power rackcloud.PowerState, healthy bool, errText string) {
+// write records an observation on its host if it changed anything, and
+// only while the host's BMC credentials are still those the poll began
+// with: a stale result is discarded and counted. Observations are not
+// edits: the host's version (ETag) does not move. detail, the poll's
+// error if any, goes to the log only.
+func (w *Watcher) write(ctx context.Context, o store.BMCObservation, address string, detail error) {
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	tag, err := w.cfg.Pool.Exec(wctx, `UPDATE hosts SET power = $3, bmc_healthy = $4, bmc_error = $5,
-		version = version + 1, updated_at = now()
-		WHERE id = $1::uuid AND bmc_address = $2
-			AND (power <> $3 OR bmc_healthy <> $4 OR bmc_error <> $5)`,
-		id, address, string(power), healthy, errText)
-	if err != nil {
+	changed, err := store.RecordBMCObservation(wctx, w.cfg.Pool, o)
+	switch {
+	case errors.Is(err, store.ErrBMCChanged):
+		w.stale.Inc()
+		w.log.Debug("bmcwatch: stale poll result discarded (the host's BMC changed since the poll began)",
+			"host", o.HostID, "bmc", address, "generation", o.Generation)
+	case err != nil:
 		if ctx.Err() == nil {
-			w.log.Warn("bmcwatch: record poll", "host", id, "err", err)
+			w.log.Warn("bmcwatch: record poll", "host", o.HostID, "err", err)
 		}
-		return
-	}
-	if tag.RowsAffected() > 0 {
+	case changed:
 		w.writes.Inc()
-		w.log.Info("bmcwatch: host BMC changed", "host", id, "bmc", address, "power", power, "healthy", healthy, "error", errText)
+		attrs := []any{"host", o.HostID, "bmc", address, "power", o.Power, "healthy", o.Healthy}
+		if !o.Healthy {
+			attrs = append(attrs, "error", o.Error)
+			if detail != nil {
+				attrs = append(attrs, "detail", detail.Error())
+			}
+		}
+		w.log.Info("bmcwatch: host BMC changed", attrs...)
 	}
 }

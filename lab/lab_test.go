@@ -26,28 +26,36 @@ import (
 	"github.com/rackcloud/rackcloud/pxe"
 )
 
-// The `make run` path: everything comes up, Prometheus sees the rackcloud
-// target up, and a region round-trips through the API and PostgreSQL.
-func TestUpEndToEnd(t *testing.T) {
+// upLab brings the lab up on free ports with nodes simulated servers, a
+// provisioning network named netns-<pid> with gateway gw, and returns it
+// with its admin token; it goes down when the test ends.
+func upLab(t *testing.T, netns, gw string, nodes int) (*lab.Lab, string) {
+	t.Helper()
 	ports := make([]int, 5)
 	for i := range ports {
 		p, err := proc.FreePort()
 		require.NoError(t, err)
 		ports[i] = p
 	}
-	ctx := context.Background()
 	dir := t.TempDir()
 	require.NoError(t, os.Chmod(filepath.Dir(dir), 0o755)) // postgres must reach it
-	l, err := lab.Up(ctx, lab.Config{Dir: dir, APIPort: ports[0], PostgresPort: ports[1],
+	l, err := lab.Up(context.Background(), lab.Config{Dir: dir, APIPort: ports[0], PostgresPort: ports[1],
 		PrometheusPort: ports[2], AlertmanagerPort: ports[3], NodeExporterPort: ports[4],
-		Netns: fmt.Sprintf("rctest-lab-%d", os.Getpid()), Gateway: netip.MustParsePrefix("10.78.0.1/24"), Nodes: 3},
+		Netns: fmt.Sprintf("%s-%d", netns, os.Getpid()), Gateway: netip.MustParsePrefix(gw), Nodes: nodes},
 		slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	t.Cleanup(l.Down)
-
 	token, err := l.Token()
 	require.NoError(t, err)
 	require.NotEmpty(t, token)
+	return l, token
+}
+
+// The `make run` path: everything comes up, Prometheus sees the rackcloud
+// target up, and a region round-trips through the API and PostgreSQL.
+func TestUpEndToEnd(t *testing.T) {
+	ctx := context.Background()
+	l, token := upLab(t, "rctest-lab", "10.78.0.1/24", 3)
 	do := func(method, path, body string) *http.Response {
 		req, err := http.NewRequest(method, l.APIURL+path, strings.NewReader(body))
 		require.NoError(t, err)

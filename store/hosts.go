@@ -112,19 +112,21 @@ func ListHosts(ctx context.Context, q Querier, f Filter) ([]rackcloud.Host, erro
 	return listRows(ctx, q, s, f, scanHost)
 }
 
-// UpdateHost writes h's placement, role, image, state, power, inventory,
+// UpdateHost writes h's placement, role, image, state, inventory,
 // resources, overhead, maintenance flag and labels if its version is still
-// h.Version. MACs and the BMC are not changed.
+// h.Version. MACs, the BMC and what the BMC poller observes (power, BMC
+// health) are not changed: an edit made from a read that is a poll old
+// must not put the old power state back.
 func UpdateHost(ctx context.Context, q Querier, h rackcloud.Host) (rackcloud.Host, error) {
 	var id string
 	err := q.QueryRow(ctx, `UPDATE hosts SET rack_id = $3, position = $4, role = $5, image_id = $6, state = $7,
-		state_reason = $8, power = $9, inventory = $10, cpu_cores = $11, memory_mib = $12, disk_gib = $13,
-		disk_iops = $14, network_mbps = $15, overhead_cpu_cores = $16, overhead_memory_mib = $17,
-		overhead_disk_gib = $18, maintenance = $19, labels = $20, provisioning_ipv4 = $21::inet,
+		state_reason = $8, inventory = $9, cpu_cores = $10, memory_mib = $11, disk_gib = $12,
+		disk_iops = $13, network_mbps = $14, overhead_cpu_cores = $15, overhead_memory_mib = $16,
+		overhead_disk_gib = $17, maintenance = $18, labels = $19, provisioning_ipv4 = $20::inet,
 		version = version + 1, updated_at = now()
 		WHERE id = $1::uuid AND version = $2 RETURNING id::text`,
 		uuidArg(h.ID), h.Version, nullable(h.RackID), h.Position, string(h.Role), nullable(h.ImageID), string(h.State),
-		h.StateReason, string(h.Power), h.Inventory, h.Resources.CPUCores, h.Resources.MemoryMiB, h.Resources.DiskGiB,
+		h.StateReason, h.Inventory, h.Resources.CPUCores, h.Resources.MemoryMiB, h.Resources.DiskGiB,
 		h.Resources.DiskIOPS, h.Resources.NetworkMbs, h.Overhead.CPUCores, h.Overhead.MemoryMiB, h.Overhead.DiskGiB,
 		h.Maintenance, labelsOrEmpty(h.Labels), nullable(h.ProvisioningIPv4)).Scan(&id)
 	if err != nil {
@@ -141,7 +143,9 @@ func DeleteHost(ctx context.Context, q Querier, id string, version int64) error 
 
 // SetHostBMC writes h.BMC's address, protocol and user name if h's
 // version is still h.Version, and marks its health unknown until the next
-// poll. The password goes separately, sealed (SetHostBMCSecret).
+// poll. The password goes separately, sealed (SetHostBMCSecret). A change
+// of any of them (or of the password) bumps the host's BMC credentials
+// generation, by trigger, so that polls begun before it are discarded.
 func SetHostBMC(ctx context.Context, q Querier, h rackcloud.Host) (rackcloud.Host, error) {
 	if h.BMC == nil {
 		return rackcloud.Host{}, fmt.Errorf("%w: no BMC", rackcloud.ErrInvalid)

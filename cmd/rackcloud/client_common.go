@@ -90,15 +90,20 @@ func listVerb(cmd, collection string, cols []column) func(ctx context.Context, a
 // parameters given as name, value pairs (those with an empty value are
 // left out), and prints the items.
 func (c *client) printList(ctx context.Context, path string, limit int, cols []column, query ...string) error {
+	items, err := c.listQuery(ctx, path, limit, query...)
+	if err != nil {
+		return err
+	}
+	return c.printItems(items, cols)
+}
+
+// listQuery lists path like printList, returning the items.
+func (c *client) listQuery(ctx context.Context, path string, limit int, query ...string) ([]map[string]any, error) {
 	q := url.Values{}
 	for i := 0; i+1 < len(query); i += 2 {
 		if query[i+1] != "" {
 			q.Set(query[i], query[i+1])
 		}
 	}
-	items, err := c.list(ctx, path, q, limit)
-	if err != nil {
-		return err
-	}
-	return c.printItems(items, cols)
+	return c.list(ctx, path, q, limit)
 }

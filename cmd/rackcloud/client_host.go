@@ -7,13 +7,14 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 )
 
 func init() {
 	register(command{name: "host", summary: "list, register, enroll, provision and drain hosts", run: dispatch("host", []verb{
 		{"list", "[--state S] [--rack R] [--mac M] [--label k=v]", "list hosts", hostList},
-		{"get", "ID", "show a host", getVerb("host", "hosts")},
+		{"get", "ID", "show a host (with its BMC's whole error line)", getVerb("host", "hosts")},
 		{"register", "[--mac M]... [--ipv4 A] [--bmc ADDR --bmc-user U --bmc-password P] [--enroll [--wait]]", "register a host by MAC and/or BMC", hostRegister},
 		{"update", "ID [--rack R --position N] [--label k=v]... [--ipv4 A|--ipv4 '']", "change a host's place, labels or provisioning address", hostUpdate},
 		{"set-bmc", "ID --bmc ADDR --bmc-user U --bmc-password P [--bmc-protocol ipmi|redfish]", "link a BMC to a host or change its credentials", hostSetBMC},
@@ -27,7 +28,43 @@ func init() {
 }
 
 var hostColumns = []column{{"ID", "id"}, {"NAME", "name"}, {"STATE", "state"}, {"POWER", "power"}, {"ROLE", "role"},
-	{"MACS", "macs"}, {"BMC", "bmc.address"}, {"BMC_OK", "bmc.healthy"}, {"MAINT", "maintenance"}, {"LABELS", "labels"}}
+	{"MACS", "macs"}, {"BMC_ADDR", "bmc.address"}, {"BMC", "bmc_status"}, {"MAINT", "maintenance"}, {"LABELS", "labels"}}
+
+// bmcStatusWidth is the most of a BMC's error the host table shows; host
+// get shows all of it.
+const bmcStatusWidth = 40
+
+// bmcStatus is the BMC column of the host table: "-" without a BMC, "ok"
+// when its last poll answered, "pending" before the first poll after a
+// change, else the reason it failed, shortened to bmcStatusWidth.
+func bmcStatus(h map[string]any) string {
+	b, ok := h["bmc"].(map[string]any)
+	if !ok || b == nil {
+		return "-"
+	}
+	if healthy, _ := b["healthy"].(bool); healthy {
+		return "ok"
+	}
+	reason, _ := b["error"].(string)
+	if reason == "" {
+		return "pending"
+	}
+	return shorten(reason, bmcStatusWidth)
+}
+
+// shorten cuts s to at most n runes, at a word boundary when one is near,
+// marking the cut with "...".
+func shorten(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	cut := string(r[:n-3])
+	if i := strings.LastIndexByte(cut, ' '); i >= n/2 {
+		cut = cut[:i]
+	}
+	return strings.TrimRight(cut, " ,(:") + "..."
+}
 
 func hostList(ctx context.Context, args []string) error {
 	var cf clientFlags
@@ -46,8 +83,17 @@ func hostList(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return c.printList(ctx, "/v1/hosts", *limit, hostColumns,
+	items, err := c.listQuery(ctx, "/v1/hosts", *limit,
 		"state", *state, "mac", *mac, "rack_id", rackID, "label_selector", labels.String())
+	if err != nil {
+		return err
+	}
+	if c.out != "json" {
+		for _, it := range items {
+			it["bmc_status"] = bmcStatus(it)
+		}
+	}
+	return c.printItems(items, hostColumns)
 }
 
 func hostRegister(ctx context.Context, args []string) error {

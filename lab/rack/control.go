@@ -94,6 +94,10 @@ func (c *control) handle(conn net.Conn) {
 	}()
 	// A slow BMC: ipmi_sim waits for its chassis program, so every IPMI
 	// command that reaches it waits too.
+	if err := n.hold(ctx); err != nil {
+		fmt.Fprintf(conn, "error: stopping\n")
+		return
+	}
 	if err := sleepCtx(ctx, n.currentFault().Delay); err != nil {
 		fmt.Fprintf(conn, "error: stopping\n")
 		return
@@ -105,6 +109,29 @@ func (c *control) handle(conn net.Conn) {
 		return
 	}
 	fmt.Fprintf(conn, "%sok\n", out)
+}
+
+// hold waits while the node's fault holds requests.
+func (n *Node) hold(ctx context.Context) error {
+	n.mu.Lock()
+	h := n.fault.Hold
+	if h == nil {
+		n.mu.Unlock()
+		return nil
+	}
+	n.held++
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		n.held--
+		n.mu.Unlock()
+	}()
+	select {
+	case <-h:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // chassis runs one chassis_control request for the node.

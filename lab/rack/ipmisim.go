@@ -70,19 +70,22 @@ func (s sensorSDR) bytes() []byte {
 	return append(hdr, body...)
 }
 
+// lanConf is hardened as real BMCs are: IPMI 1.5 sessions only with MD5
+// (no "none", "straight" or MD2, which take any or a clear-text password),
+// and the guard in front refuses RMCP+ cipher suite 0.
 const lanConf = `name "%[1]s"
 set_working_mc 0x20
   startlan 1
     addr 127.0.0.1 %[2]d
     priv_limit admin
-    allowed_auths_callback none md2 md5 straight
-    allowed_auths_user none md2 md5 straight
-    allowed_auths_operator none md2 md5 straight
-    allowed_auths_admin none md2 md5 straight
+    allowed_auths_callback md5
+    allowed_auths_user md5
+    allowed_auths_operator md5
+    allowed_auths_admin md5
     guid %[3]s
   endlan
   chassis_control "%[4]s"
-  user 2 true "%[5]s" "%[6]s" admin 10 none md2 md5 straight
+  user 2 true "%[5]s" "%[6]s" admin 10 md5
 `
 
 func (n *Node) emuFile() string {
@@ -119,20 +122,21 @@ func (n *Node) startIPMISim(ctx context.Context) error {
 	if err := os.WriteFile(filepath.Join(n.Dir, "lab.emu"), []byte(n.emuFile()), 0o644); err != nil {
 		return err
 	}
+	// The node's IPMI port is the guard's (see ipmiGuard); ipmi_sim
+	// listens on a free port behind it.
+	public := "127.0.0.1:0"
+	if base := n.rack.cfg.IPMIPort; base > 0 {
+		public = fmt.Sprintf("127.0.0.1:%d", base+n.Index-1)
+		c, err := net.ListenPacket("udp4", public)
+		if err != nil {
+			return fmt.Errorf("ipmi_sim: IPMI port %s is taken: %w", public, err)
+		}
+		c.Close()
+	}
 	var last error
 	for attempt := 0; attempt < 3; attempt++ {
-		port := 0
-		if base := n.rack.cfg.IPMIPort; base > 0 {
-			port = base + n.Index - 1
-			if attempt > 0 {
-				break // a fixed port: no other to try
-			}
-			c, err := net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", port))
-			if err != nil {
-				return fmt.Errorf("ipmi_sim: IPMI port 127.0.0.1:%d is taken: %w", port, err)
-			}
-			c.Close()
-		} else if port, err = freeUDPPort(); err != nil {
+		port, err := freeUDPPort()
+		if err != nil {
 			return err
 		}
 		guid := strings.ReplaceAll(n.uuid, "-", "")
@@ -152,14 +156,20 @@ func (n *Node) startIPMISim(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
-		if last = p.waitIPMI(ctx, addr); last == nil {
-			n.sim = p
-			n.IPMI = addr
-			n.log.Info("ipmi_sim up", "addr", addr, "pid", p.pid())
-			return nil
+		sim := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
+		if last = p.waitIPMI(ctx, sim); last != nil {
+			_ = p.stop()
+			continue
 		}
-		_ = p.stop()
+		g, err := startIPMIGuard(public, net.UDPAddrFromAddrPort(sim))
+		if err != nil {
+			_ = p.stop()
+			return fmt.Errorf("ipmi_sim: IPMI port %s is taken: %w", public, err)
+		}
+		n.sim, n.guard = p, g
+		n.IPMI = netip.AddrPortFrom(sim.Addr(), uint16(g.port()))
+		n.log.Info("ipmi_sim up", "addr", n.IPMI, "sim", sim, "pid", p.pid())
+		return nil
 	}
 	return fmt.Errorf("ipmi_sim: %w", last)
 }

@@ -56,6 +56,10 @@ type Fault struct {
 	// RedfishPowerState, when not empty, is the literal PowerState the
 	// Redfish BMC reports (e.g. "Banana": a BMC that talks nonsense).
 	RedfishPowerState string
+	// Hold, when not nil, holds every IPMI chassis request (so the whole
+	// ipmi_sim) until it is closed: a call in flight for as long as a
+	// test needs, seen with Held.
+	Hold <-chan struct{}
 }
 
 // Sensor readings of a node, following its power state.
@@ -102,9 +106,11 @@ type Node struct {
 	machine *qemu.Machine
 	starts  int
 	fault   Fault
+	held    int // chassis requests waiting on fault.Hold
 	uuid    string
 
 	sim     *process
+	guard   *ipmiGuard // the node's IPMI port, in front of sim
 	redfish *redfishServer
 }
 
@@ -174,6 +180,9 @@ func (n *Node) stop() error {
 	var errs []error
 	if n.redfish != nil {
 		n.redfish.close()
+	}
+	if n.guard != nil {
+		n.guard.close()
 	}
 	if n.sim != nil {
 		if err := n.sim.stop(); err != nil {
@@ -247,6 +256,13 @@ func (n *Node) Starts() int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.starts
+}
+
+// Held is the number of IPMI chassis requests waiting on Fault.Hold.
+func (n *Node) Held() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.held
 }
 
 // SetFault makes the node's BMCs misbehave; Fault{} restores them.
