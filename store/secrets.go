@@ -354,6 +354,11 @@ func RotateSecretKey(ctx context.Context, pool *pgxpool.Pool, path string, prune
 	rot := Rotation{NewKey: s.Primary()}
 	err = InTx(ctx, pool, func(tx pgx.Tx) error {
 		rot.Resealed = 0
+		// The same passwords under a new key: not a credentials change
+		// (the bmc_generation trigger leaves in-flight polls valid).
+		if _, err := tx.Exec(ctx, `SET LOCAL rackcloud.reseal = 'on'`); err != nil {
+			return err
+		}
 		rows, err := tx.Query(ctx, `SELECT id::text, bmc_password_sealed FROM hosts
 			WHERE bmc_password_sealed <> '' ORDER BY id FOR UPDATE`)
 		if err != nil {

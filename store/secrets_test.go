@@ -105,10 +105,14 @@ func TestRotateSecretKey(t *testing.T) {
 		ids[h.ID] = pw
 	}
 	before := map[string]int64{}
+	generation := map[string]int64{}
 	for id := range ids {
 		h, err := store.GetHost(ctx, pool, id)
 		require.NoError(t, err)
 		before[id] = h.Version
+		var g int64
+		require.NoError(t, pool.QueryRow(ctx, `SELECT bmc_generation FROM hosts WHERE id = $1::uuid`, id).Scan(&g))
+		generation[id] = g
 	}
 
 	rot, err := store.RotateSecretKey(ctx, pool, path, false)
@@ -129,6 +133,22 @@ func TestRotateSecretKey(t *testing.T) {
 		h, err := store.GetHost(ctx, pool, id)
 		require.NoError(t, err)
 		require.Equal(t, before[id], h.Version, "resealing is not an operator's change: the ETag stays")
+		var g int64
+		require.NoError(t, pool.QueryRow(ctx, `SELECT bmc_generation FROM hosts WHERE id = $1::uuid`, id).Scan(&g))
+		require.Equal(t, generation[id], g, "resealing is not a credentials change: in-flight BMC polls stay valid")
+	}
+	// A real password change in the same way still is one.
+	for id := range ids {
+		sealed, err := running.Seal("new-password", []byte(id))
+		require.NoError(t, err)
+		require.NoError(t, store.SetHostBMCSecret(ctx, pool, id, sealed))
+		var g int64
+		require.NoError(t, pool.QueryRow(ctx, `SELECT bmc_generation FROM hosts WHERE id = $1::uuid`, id).Scan(&g))
+		require.Greater(t, g, generation[id])
+		sealed, err = running.Seal(ids[id], []byte(id))
+		require.NoError(t, err)
+		require.NoError(t, store.SetHostBMCSecret(ctx, pool, id, sealed))
+		break
 	}
 
 	// One secret that does not open stops the rotation before anything
