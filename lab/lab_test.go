@@ -22,6 +22,7 @@ import (
 	"github.com/rackcloud/rackcloud/lab/labtest"
 	"github.com/rackcloud/rackcloud/lab/monlab"
 	"github.com/rackcloud/rackcloud/lab/proc"
+	"github.com/rackcloud/rackcloud/lab/qemu"
 	"github.com/rackcloud/rackcloud/lab/rack"
 	"github.com/rackcloud/rackcloud/pxe"
 )
@@ -200,6 +201,51 @@ func TestUpEndToEnd(t *testing.T) {
 			fmt.Sprintf("IPMI host %+v, Redfish host %+v", h1, h2)
 	})
 
+	// The UEFI server (node 2) is powered on into PXE through its Redfish
+	// BMC. OVMF's own PXE asks for iPXE's size over TFTP and aborts (TFTP
+	// error 8, its message NUL-terminated), then loads iPXE, the
+	// inspection image, and calls back: its whole timeline reaches the API
+	// with clean text, and nothing the boot service sent was refused.
+	require.Equal(t, qemu.UEFI, n2.Firmware)
+	rc, err := m.Open(ctx, bmc.Endpoint{Protocol: rackcloud.BMCRedfish, Address: strings.TrimPrefix(n2.RedfishURL, "https://"),
+		Username: n2.User, Password: bmc.NewSecret(n2.Password)})
+	require.NoError(t, err)
+	require.NoError(t, rc.SetBootDevice(ctx, bmc.BootPXE, bmc.BootOptions{}))
+	require.NoError(t, rc.SetPower(ctx, bmc.PowerOn))
+	t.Cleanup(func() { _ = rc.SetPower(context.Background(), bmc.PowerOff) })
+	want := []string{"dhcp.discover", "dhcp.ack", "tftp.error", "tftp.done", "http.script", "http.kernel", "http.initrd", "callback"}
+	labtest.Eventually(t, 4*time.Minute, time.Second, "UEFI node "+n2.MAC.String()+" to call back, its timeline in the API", func() (bool, string) {
+		resp := do(http.MethodGet, "/v1/boot/events?limit=1000&mac="+n2.MAC.String(), "")
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var evs struct {
+			Items []struct {
+				Kind  string `json:"kind"`
+				Error string `json:"error"`
+			} `json:"items"`
+		}
+		require.NoError(t, json.Unmarshal(b, &evs), string(b))
+		seen := map[string]bool{}
+		for _, e := range evs.Items {
+			seen[e.Kind] = true
+			require.NotContains(t, e.Error, "\x00", "%s event with a NUL", e.Kind)
+		}
+		var missing []string
+		for _, k := range want {
+			if !seen[k] {
+				missing = append(missing, k)
+			}
+		}
+		return len(missing) == 0, fmt.Sprintf("missing %v of %d events, console:\n%s", missing, len(evs.Items), console(n2))
+	})
+	require.Zero(t, rejectedBootEvents(t, l), "the API refused none of the boot service's events")
+	// The boot service posted them as itself.
+	resp = do(http.MethodGet, "/v1/audit-events?action=discoverHost&limit=100", "")
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Contains(t, string(b), `"actor":"boot:lab-boot-`)
+	require.NotContains(t, string(b), `"actor":"user:admin"`)
+
 	qctx, cancel := context.WithTimeout(ctx, 45*time.Second)
 	defer cancel()
 	_, err = monlab.WaitQuery(qctx, l.Monitor.PrometheusURL, `up{job="rackcloud"}`, func(r []monlab.Sample) bool {
@@ -212,6 +258,22 @@ func TestUpEndToEnd(t *testing.T) {
 	require.Error(t, err, "server still answers after Down")
 	_, err = os.Stat(l.Net.Path())
 	require.True(t, os.IsNotExist(err), "provisioning namespace left behind")
+}
+
+// rejectedBootEvents sums rackcloud_boot_events_rejected_total over its
+// reasons, from the server's registry (the boot service registers there).
+func rejectedBootEvents(t *testing.T, l *lab.Lab) float64 {
+	mfs, err := l.Server.Registry().Gather()
+	require.NoError(t, err)
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == "rackcloud_boot_events_rejected_total" {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }
 
 func console(n *rack.Node) string {
