@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -74,6 +75,9 @@ type BootEventIn struct {
 	Detail   string    `json:"detail,omitempty" maxLength:"4096" doc:"More about the step."`
 	Error    string    `json:"error,omitempty" maxLength:"4096" doc:"Why the step failed."`
 	Data     any       `json:"data,omitempty" doc:"The JSON body the booted image called back with (callback events)."`
+	// BootTokenSHA256 is kept as the host's current boot token: its
+	// agent's reports must present the token.
+	BootTokenSHA256 string `json:"boot_token_sha256,omitempty" pattern:"^[0-9a-f]{64}$" doc:"On an http.script event of a netboot: the SHA-256 (hex) of the per-boot token the script gave the host; the token itself never leaves the boot service."`
 }
 
 // BootEventsAccepted counts what POST /v1/boot/events did.
@@ -332,13 +336,45 @@ func (a *API) recordBootEvents(ctx context.Context, in *bootEventsInput) (*bootE
 			}
 			n, err := store.InsertBootEvents(ctx, tx, evs)
 			out.Accepted, out.Duplicates = n, len(evs)-n
-			return err
+			if err != nil {
+				return err
+			}
+			return a.afterBootEvents(ctx, tx, in.Body, evs)
 		})
 	})
 	if err != nil {
 		return nil, a.problem(err)
 	}
 	return &bootEventsOutput{Body: out}, nil
+}
+
+// afterBootEvents keeps each host's newest boot token hash and wakes the
+// host's task that waits for the machine when the booted image called
+// back, in the transaction that stores the events.
+func (a *API) afterBootEvents(ctx context.Context, tx pgx.Tx, in []BootEventIn, evs []store.BootEvent) error {
+	woken := map[string]bool{}
+	for i, e := range evs {
+		if e.HostID == "" {
+			continue
+		}
+		if sum := in[i].BootTokenSHA256; e.Kind == "http.script" && sum != "" {
+			b, err := hex.DecodeString(sum)
+			if err != nil {
+				return huma.Error422UnprocessableEntity("bad boot token hash",
+					&huma.ErrorDetail{Location: "body[" + strconv.Itoa(i) + "].boot_token_sha256", Message: "want 64 hex digits"})
+			}
+			if _, err := store.RecordBootToken(ctx, tx, e.HostID, b, e.At); err != nil {
+				return err
+			}
+		}
+		if e.Kind == "callback" && !woken[e.HostID] && a.deps.Tasks != nil {
+			woken[e.HostID] = true
+			if _, err := a.deps.Tasks.Wake(ctx, tx, "host/"+e.HostID); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 var hostStates = []string{"discovered", "inspecting", "available", "provisioning", "ready", "draining", "maintenance",

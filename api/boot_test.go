@@ -3,7 +3,10 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -15,8 +18,10 @@ import (
 
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/api"
+	"github.com/rackcloud/rackcloud/lab/labtest"
 	"github.com/rackcloud/rackcloud/pxe"
 	"github.com/rackcloud/rackcloud/store"
+	"github.com/rackcloud/rackcloud/tasks"
 )
 
 // strictProfile decodes the API's answer into pxe.Profile, refusing
@@ -306,4 +311,51 @@ func TestBootServiceClientAgainstAPI(t *testing.T) {
 	p, err = c.Profile(ctx, "52:54:00:ee:00:02")
 	require.NoError(t, err, "the new server is known now")
 	require.Equal(t, "discovered-525400ee0002", p.Hostname)
+}
+
+// A netboot's token hash is kept as the host's boot token (a newer boot's
+// replaces it, an older one's does not), and the host's callback wakes the
+// task waiting for it, in the transaction that stores the event.
+func TestBootEventsKeepTokenAndWakeTheWaitingTask(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const mac = "52:54:00:aa:0d:01"
+	sum := func(tok string) string { s := sha256.Sum256([]byte(tok)); return hex.EncodeToString(s[:]) }
+	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	ev := func(at time.Time, kind string, extra map[string]any) map[string]any {
+		m := map[string]any{"time": at.Format(time.RFC3339Nano), "mac": mac, "kind": kind, "client": "ipxe"}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+	e.must(202, "POST", "/v1/boot/events", e.admin, []any{
+		ev(t0, "http.script", map[string]any{"boot_token_sha256": sum("boot-2")}),
+	})
+	e.must(202, "POST", "/v1/boot/events", e.admin, []any{ // a late event of an older boot
+		ev(t0.Add(-time.Minute), "http.script", map[string]any{"boot_token_sha256": sum("boot-1")}),
+	})
+	host := e.must(200, "GET", "/v1/hosts?mac="+mac, e.admin, nil)["items"].([]any)[0].(map[string]any)["id"].(string)
+	ctx := context.Background()
+	for tok, want := range map[string]bool{"boot-2": true, "boot-1": false, "": false, "forged": false} {
+		ok, err := store.CheckBootToken(ctx, e.pool, host, tok)
+		require.NoError(t, err)
+		require.Equal(t, want, ok, "token %q", tok)
+	}
+	r := e.do("POST", "/v1/boot/events", e.admin, []any{ev(t0, "http.script", map[string]any{"boot_token_sha256": "not-hex"})})
+	e.problem(r, 422, api.ProblemValidation)
+
+	info, err := e.engine.Submit(ctx, e.pool, tasks.Submission{Kind: kindAwaitCallback, Target: "host/" + host})
+	require.NoError(t, err)
+	labtest.Eventually(t, 30*time.Second, 50*time.Millisecond, "the task to wait for the callback", func() (bool, string) {
+		got, err := e.engine.Get(ctx, info.ID)
+		require.NoError(t, err)
+		return got.WaitingFor == "boot callback", fmt.Sprintf("%+v", got.Task)
+	})
+	e.must(202, "POST", "/v1/boot/events", e.admin, []any{ev(t0.Add(time.Minute), "callback", map[string]any{"data": map[string]any{"uptime": 3}})})
+	labtest.Eventually(t, 30*time.Second, 50*time.Millisecond, "the callback to wake the task", func() (bool, string) {
+		got, err := e.engine.Get(ctx, info.ID)
+		require.NoError(t, err)
+		return got.State == rackcloud.TaskSucceeded, fmt.Sprintf("%+v", got.Task)
+	})
 }

@@ -47,6 +47,10 @@ type env struct {
 // the real kinds' steps are registered by vmctl and the provisioner; these
 // only move the guest through its states so the API's plumbing can be
 // followed end to end.
+// kindAwaitCallback is a test kind whose step waits for a host's boot
+// callback.
+const kindAwaitCallback = "test.await-callback"
+
 func testKinds(pool *pgxpool.Pool) []tasks.Kind {
 	setGuest := func(state rackcloud.GuestState) tasks.StepFunc {
 		return func(ctx context.Context, sc *tasks.StepContext) (any, error) {
@@ -84,6 +88,20 @@ func testKinds(pool *pgxpool.Pool) []tasks.Kind {
 		{Name: api.KindGuestDelete, Steps: []tasks.Step{{Name: "stop", Run: setGuest(rackcloud.GuestDeleting)}, {Name: "remove", Run: deleteGuest}}},
 		{Name: api.KindGuestStop, Steps: []tasks.Step{{Name: "stop", Run: setGuest(rackcloud.GuestStopped)}}},
 		{Name: api.KindHostEnroll, Steps: []tasks.Step{{Name: "power-on", Run: noop}}},
+		// A task that waits for the host's boot callback: it snoozes for
+		// an hour, so only a Wake explains a prompt end.
+		{Name: kindAwaitCallback, Steps: []tasks.Step{{Name: "await-callback", Run: func(ctx context.Context, sc *tasks.StepContext) (any, error) {
+			var n int
+			err := pool.QueryRow(ctx, `SELECT count(*) FROM boot_events WHERE host_id::text = $1 AND kind = 'callback'`,
+				strings.TrimPrefix(sc.Target, "host/")).Scan(&n)
+			if err != nil {
+				return nil, err
+			}
+			if n == 0 {
+				return nil, tasks.Snooze(time.Hour, "boot callback")
+			}
+			return n, nil
+		}}}},
 		// A reboot that waits until it is canceled, to test cancels.
 		{Name: api.KindGuestReboot, Steps: []tasks.Step{{Name: "wait", Run: func(ctx context.Context, _ *tasks.StepContext) (any, error) {
 			<-ctx.Done()

@@ -35,6 +35,10 @@ type TaskEngine interface {
 	// Follow calls fn for each event after seq after, then for new ones,
 	// until the task ends.
 	Follow(ctx context.Context, id string, after int64, fn func(tasks.Event) error) error
+	// Wake runs at once the snoozing task of target (waiting for the
+	// machine), in the caller's transaction: the endpoints that store what
+	// a task waits for (a boot callback, an agent report) call it.
+	Wake(ctx context.Context, db store.Querier, target string) (int, error)
 }
 
 var _ TaskEngine = (*tasks.Engine)(nil)
@@ -67,6 +71,8 @@ type Task struct {
 	FailedStep      string     `json:"failed_step,omitempty" doc:"The step whose error failed the task."`
 	CancelRequested bool       `json:"cancel_requested" doc:"True once a cancel was asked for."`
 	ChildrenPending int        `json:"children_pending" doc:"Sub-tasks not yet ended."`
+	WaitingFor      string     `json:"waiting_for,omitempty" doc:"What the current step waits for from the machine (the task holds no worker meanwhile)." example:"agent report"`
+	WaitingSince    *time.Time `json:"waiting_since,omitempty" doc:"Since when the current step waits."`
 	LastEventSeq    int64      `json:"last_event_seq" doc:"Sequence number of the task's last event; resume events after it."`
 	CreatedAt       time.Time  `json:"created_at" doc:"When the task was submitted."`
 	UpdatedAt       time.Time  `json:"updated_at" doc:"When the task last changed."`
@@ -80,7 +86,7 @@ func taskOut(in *tasks.Info) Task {
 		Phase: string(in.Phase), Step: in.Step, StepName: in.StepName, Attempt: in.Attempt, Error: in.Error,
 		FailedStep: in.FailedStep, CancelRequested: in.CancelRequested, ChildrenPending: in.ChildrenPending,
 		LastEventSeq: in.LastEventSeq, CreatedAt: in.CreatedAt, UpdatedAt: in.UpdatedAt, StartedAt: in.StartedAt,
-		FinishedAt: in.FinishedAt}
+		FinishedAt: in.FinishedAt, WaitingFor: in.WaitingFor, WaitingSince: in.WaitingSince}
 	if t.Phase == "" {
 		t.Phase = string(tasks.PhaseRun)
 	}
@@ -110,13 +116,14 @@ type TaskEvent struct {
 	TaskID   string    `json:"task_id" format:"uuid" doc:"The task."`
 	Seq      int64     `json:"seq" doc:"Numbers the task's events 1, 2, 3... without gaps; also the SSE id."`
 	At       time.Time `json:"at" doc:"When it happened."`
-	Type     string    `json:"type" enum:"created,started,step_succeeded,step_failed,step_retrying,undo_started,cancel_requested,succeeded,failed,canceled" doc:"What happened; also the SSE event name."`
+	Type     string    `json:"type" enum:"created,started,step_succeeded,step_failed,step_retrying,step_waiting,undo_started,cancel_requested,succeeded,failed,canceled" doc:"What happened; also the SSE event name."`
 	State    string    `json:"state" enum:"pending,running,succeeded,failed,canceling,canceled" doc:"The task's state after the event."`
 	Phase    string    `json:"phase" enum:"run,undo" doc:"The task's phase after the event."`
 	Step     int       `json:"step" doc:"The step concerned."`
 	StepName string    `json:"step_name,omitempty" doc:"Its name."`
 	Attempt  int       `json:"attempt,omitempty" doc:"The attempt concerned."`
 	Error    string    `json:"error,omitempty" doc:"The error, for failures."`
+	Message  string    `json:"message,omitempty" doc:"What a waiting step waits for (step_waiting)." example:"agent report"`
 }
 
 // taskAccepted answers a change that became a task.
@@ -299,7 +306,7 @@ func registerTasks(a *API) {
 			}()
 			err := a.deps.Tasks.Follow(hctx.Context(), in.ID, after, func(ev tasks.Event) error {
 				b, err := json.Marshal(TaskEvent{TaskID: ev.TaskID, Seq: ev.Seq, At: ev.At, Type: ev.Type, State: string(ev.State),
-					Phase: string(ev.Phase), Step: ev.Step, StepName: ev.StepName, Attempt: ev.Attempt, Error: ev.Error})
+					Phase: string(ev.Phase), Step: ev.Step, StepName: ev.StepName, Attempt: ev.Attempt, Error: ev.Error, Message: ev.Message})
 				if err != nil {
 					return err
 				}

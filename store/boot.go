@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -240,3 +242,37 @@ func insertDiscovered(ctx context.Context, tx pgx.Tx, mac, name string) (string,
 }
 
 var errMACTaken = errors.New("MAC taken")
+
+// RecordBootToken keeps sum (the SHA-256 of a host's per-boot token) as
+// the host's current boot token when issuedAt is newer than the one it
+// has. It reports whether it replaced it.
+func RecordBootToken(ctx context.Context, q Querier, hostID string, sum []byte, issuedAt time.Time) (bool, error) {
+	if !ValidID(hostID) || len(sum) != sha256.Size {
+		return false, fmt.Errorf("boot token of host %q: %w", hostID, rackcloud.ErrInvalid)
+	}
+	tag, err := q.Exec(ctx, `INSERT INTO boot_tokens (host_id, sha256, issued_at) VALUES ($1::uuid, $2, $3)
+		ON CONFLICT (host_id) DO UPDATE SET sha256 = EXCLUDED.sha256, issued_at = EXCLUDED.issued_at
+		WHERE boot_tokens.issued_at < EXCLUDED.issued_at`, hostID, sum, issuedAt)
+	if err != nil {
+		return false, MapError(err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// CheckBootToken reports whether token is hostID's current boot token
+// (compared in constant time). A host without one accepts none.
+func CheckBootToken(ctx context.Context, q Querier, hostID, token string) (bool, error) {
+	if !ValidID(hostID) || token == "" {
+		return false, nil
+	}
+	var want []byte
+	err := q.QueryRow(ctx, `SELECT sha256 FROM boot_tokens WHERE host_id = $1::uuid`, hostID).Scan(&want)
+	if errors.Is(MapError(err), rackcloud.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, MapError(err)
+	}
+	got := sha256.Sum256([]byte(token))
+	return subtle.ConstantTimeCompare(got[:], want) == 1, nil
+}

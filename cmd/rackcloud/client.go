@@ -552,6 +552,7 @@ func (c *client) follow(ctx context.Context, f *follower) error {
 			StepName string `json:"step_name"`
 			Attempt  int    `json:"attempt"`
 			Error    string `json:"error"`
+			Message  string `json:"message"`
 		}
 		if err := json.Unmarshal([]byte(data), &ev); err != nil {
 			return fmt.Errorf("task %s: bad event: %w", f.id, err)
@@ -569,6 +570,8 @@ func (c *client) follow(ctx context.Context, f *follower) error {
 			fmt.Fprintf(stderr, "  %6s  ↻ step %d %s, attempt %d failed: %s\n", el, ev.Step+1, ev.StepName, ev.Attempt, ev.Error)
 		case "step_failed":
 			fmt.Fprintf(stderr, "  %6s  ✗ step %d %s: %s\n", el, ev.Step+1, ev.StepName, ev.Error)
+		case "step_waiting":
+			fmt.Fprintf(stderr, "  %6s  … step %d %s waits for %s\n", el, ev.Step+1, ev.StepName, ev.Message)
 		case "undo_started":
 			fmt.Fprintf(stderr, "  %6s  undoing the steps that ran\n", el)
 		case "cancel_requested":
