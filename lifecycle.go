@@ -79,6 +79,48 @@ const (
 	ActRecordFailure HostAction = "record_failure"
 )
 
+// FailureReason says, in one word a script can match, why a host failed.
+type FailureReason string
+
+// Failure reasons.
+const (
+	FailBMCUnreachable   FailureReason = "bmc_unreachable"
+	FailBMCRefused       FailureReason = "bmc_refused"
+	FailNoDHCP           FailureReason = "no_dhcp"
+	FailNoTFTP           FailureReason = "no_tftp"
+	FailNoCallback       FailureReason = "no_callback"
+	FailAgentTimeout     FailureReason = "agent_timeout"
+	FailNoDisk           FailureReason = "no_disk"
+	FailDiskTooSmall     FailureReason = "disk_too_small"
+	FailDownload         FailureReason = "download_failed"
+	FailChecksumMismatch FailureReason = "checksum_mismatch"
+	FailDiskWrite        FailureReason = "disk_write"
+	FailFirstBootTimeout FailureReason = "first_boot_timeout"
+	FailRoleUnreachable  FailureReason = "role_unreachable"
+	// FailInternal is a failure of rackcloud itself (a bug, a database
+	// error past its retries), not of the machine.
+	FailInternal FailureReason = "internal"
+)
+
+// FailureReasons lists every failure reason.
+func FailureReasons() []FailureReason {
+	return []FailureReason{FailBMCUnreachable, FailBMCRefused, FailNoDHCP, FailNoTFTP, FailNoCallback, FailAgentTimeout,
+		FailNoDisk, FailDiskTooSmall, FailDownload, FailChecksumMismatch, FailDiskWrite, FailFirstBootTimeout,
+		FailRoleUnreachable, FailInternal}
+}
+
+// HostFailure is why a failed host failed: a typed reason, the step of
+// the task that failed, and the state it was in (where a retry resumes).
+type HostFailure struct {
+	Reason FailureReason `json:"reason"`
+	Step   string        `json:"step,omitempty"`
+	In     HostState     `json:"in"`
+	// Detail is the error, one line for a person.
+	Detail string `json:"detail,omitempty"`
+	// TaskID is the task whose step failed.
+	TaskID string `json:"task_id,omitempty"`
+}
+
 // HostLife is the part of a host the lifecycle reads.
 type HostLife struct {
 	State HostState

@@ -171,9 +171,11 @@ type Host struct {
 	ImageID  string    `json:"image_id,omitempty"`
 	State    HostState `json:"state"`
 	// StateReason explains a failed state (the step and the error).
-	StateReason string     `json:"state_reason,omitempty"`
-	Power       PowerState `json:"power"`
-	Inventory   *Inventory `json:"inventory,omitempty"`
+	StateReason string `json:"state_reason,omitempty"`
+	// Failure says why a failed host failed, typed; nil unless failed.
+	Failure   *HostFailure `json:"failure,omitempty"`
+	Power     PowerState   `json:"power"`
+	Inventory *Inventory   `json:"inventory,omitempty"`
 	// Resources are the host's total resources; Overhead is reserved for the
 	// host itself and never sold.
 	Resources Resources `json:"resources"`
@@ -324,9 +326,9 @@ type User struct {
 // is stored; the secret is shown once at creation.
 type Token struct {
 	Meta
-	UserID     string     `json:"user_id"`
-	Role       Role       `json:"role"`
-	ProjectIDs []string   `json:"project_ids,omitempty"`
+	UserID     string   `json:"user_id"`
+	Role       Role     `json:"role"`
+	ProjectIDs []string `json:"project_ids,omitempty"`
 	// ExpiresAt is at most the expiry of ParentID, the token that minted
 	// this one (none for a bootstrap token); revoking a token revokes the
 	// tokens minted from it, transitively.

@@ -113,6 +113,7 @@ type Host struct {
 	ImageID          string               `json:"image_id,omitempty" format:"uuid" doc:"The image installed or to install."`
 	State            string               `json:"state" enum:"discovered,inspecting,available,provisioning,ready,draining,maintenance,deprovisioning,failed" doc:"Lifecycle state."`
 	StateReason      string               `json:"state_reason,omitempty" doc:"Why the host failed: the step and the error."`
+	Failure          *HostFailure         `json:"failure,omitempty" doc:"Why a failed host failed, typed; absent unless failed."`
 	Power            string               `json:"power" enum:"on,off,unknown" doc:"Power as the BMC reports it."`
 	Inventory        *rackcloud.Inventory `json:"inventory,omitempty" doc:"What inspection found."`
 	Resources        Resources            `json:"resources" doc:"Total resources."`
@@ -121,11 +122,23 @@ type Host struct {
 	ProvisioningIPv4 string               `json:"provisioning_ipv4,omitempty" format:"ipv4" doc:"The address the boot service's DHCP reserves for the host on the provisioning network."`
 }
 
+// HostFailure is why a failed host failed.
+type HostFailure struct {
+	Reason string `json:"reason" enum:"bmc_unreachable,bmc_refused,no_dhcp,no_tftp,no_callback,agent_timeout,no_disk,disk_too_small,download_failed,checksum_mismatch,disk_write,first_boot_timeout,role_unreachable,internal" doc:"Why, in a word a script can match."`
+	Step   string `json:"step,omitempty" doc:"The task step that failed." example:"await-inventory"`
+	In     string `json:"in" enum:"inspecting,provisioning,deprovisioning,draining" doc:"The state the host failed in: where host retry resumes."`
+	Detail string `json:"detail,omitempty" doc:"The error, for a person."`
+	TaskID string `json:"task_id,omitempty" format:"uuid" doc:"The task whose step failed."`
+}
+
 func hostOut(h rackcloud.Host) Host {
 	out := Host{Meta: meta(h.Meta), RackID: h.RackID, Position: h.Position, MACs: h.MACs, Role: string(h.Role),
 		ImageID: h.ImageID, State: string(h.State), StateReason: h.StateReason, Power: string(h.Power),
 		Inventory: h.Inventory, Resources: resourcesOut(h.Resources), Overhead: overheadOut(h.Overhead),
 		Maintenance: h.Maintenance, ProvisioningIPv4: h.ProvisioningIPv4}
+	if f := h.Failure; f != nil {
+		out.Failure = &HostFailure{Reason: string(f.Reason), Step: f.Step, In: string(f.In), Detail: f.Detail, TaskID: f.TaskID}
+	}
 	if out.MACs == nil {
 		out.MACs = []string{}
 	}

@@ -13,16 +13,19 @@ const hostCols = `h.id::text, h.name, COALESCE(h.rack_id::text, ''), h.position,
 	h.state, h.state_reason, h.power, COALESCE(h.bmc_address, ''), h.bmc_protocol, h.bmc_username, h.bmc_healthy, h.bmc_error,
 	h.inventory, h.cpu_cores, h.memory_mib, h.disk_gib, h.disk_iops, h.network_mbps,
 	h.overhead_cpu_cores, h.overhead_memory_mib, h.overhead_disk_gib, h.maintenance,
-	h.macs, h.labels, h.version, h.created_at, h.updated_at, COALESCE(host(h.provisioning_ipv4), '')`
+	h.macs, h.labels, h.version, h.created_at, h.updated_at, COALESCE(host(h.provisioning_ipv4), ''),
+	h.failure_reason, h.failure_step, COALESCE(h.failure_task::text, ''), h.failed_in`
 
 func scanHost(row pgx.Row) (rackcloud.Host, error) {
 	var h rackcloud.Host
 	var bmcAddr, bmcProto, bmcUser, bmcErr string
 	var bmcHealthy bool
+	var fail rackcloud.HostFailure
 	err := row.Scan(&h.ID, &h.Name, &h.RackID, &h.Position, &h.Role, &h.ImageID,
 		&h.State, &h.StateReason, &h.Power, &bmcAddr, &bmcProto, &bmcUser, &bmcHealthy, &bmcErr,
 		&h.Inventory, &h.Resources.CPUCores, &h.Resources.MemoryMiB, &h.Resources.DiskGiB, &h.Resources.DiskIOPS,
-		&h.Resources.NetworkMbs, &h.Overhead.CPUCores, &h.Overhead.MemoryMiB, &h.Overhead.DiskGiB, &h.Maintenance, &h.MACs, &h.Labels, &h.Version, &h.CreatedAt, &h.UpdatedAt, &h.ProvisioningIPv4)
+		&h.Resources.NetworkMbs, &h.Overhead.CPUCores, &h.Overhead.MemoryMiB, &h.Overhead.DiskGiB, &h.Maintenance, &h.MACs, &h.Labels, &h.Version, &h.CreatedAt, &h.UpdatedAt, &h.ProvisioningIPv4,
+		&fail.Reason, &fail.Step, &fail.TaskID, &fail.In)
 	if err != nil {
 		return h, MapError(err)
 	}
@@ -32,6 +35,10 @@ func scanHost(row pgx.Row) (rackcloud.Host, error) {
 	}
 	if h.MACs == nil {
 		h.MACs = []string{}
+	}
+	if fail.Reason != "" {
+		fail.Detail = h.StateReason
+		h.Failure = &fail
 	}
 	return h, nil
 }

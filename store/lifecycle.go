@@ -1,0 +1,83 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/rackcloud/rackcloud"
+)
+
+// ErrStaleState is returned by TransitionHost when the host is no longer
+// in the state the transition starts from: someone else moved it first.
+// It is a rackcloud.ErrConflict.
+var ErrStaleState = fmt.Errorf("%w: the host is not in the expected state", rackcloud.ErrConflict)
+
+// Transition is one move of a host through its lifecycle, decided by
+// rackcloud.NextHost.
+type Transition struct {
+	From, To rackcloud.HostState
+	// Reason is a person's line kept in state_reason ("" clears it).
+	Reason string
+	// Failure is required when To is failed, and ignored otherwise (every
+	// other transition clears the host's failure).
+	Failure *rackcloud.HostFailure
+}
+
+// TransitionHost moves host id from t.From to t.To: a compare-and-set on
+// the state, so that of two writers that read the same state only one
+// moves the host (the other gets ErrStaleState). It bumps the host's
+// version: a state change is a change of the host.
+func TransitionHost(ctx context.Context, q Querier, id string, t Transition) (rackcloud.Host, error) {
+	var f rackcloud.HostFailure
+	if t.To == rackcloud.HostFailed {
+		if t.Failure == nil || t.Failure.Reason == "" {
+			return rackcloud.Host{}, fmt.Errorf("host %s: a move to failed needs a failure reason: %w", id, rackcloud.ErrInvalid)
+		}
+		f = *t.Failure
+		if f.In == "" {
+			f.In = t.From
+		}
+		if t.Reason == "" {
+			t.Reason = f.Detail
+		}
+	}
+	var task *string
+	if f.TaskID != "" && ValidID(f.TaskID) {
+		task = &f.TaskID
+	}
+	tag, err := q.Exec(ctx, `UPDATE hosts SET state = $3, state_reason = $4, failure_reason = $5, failure_step = $6,
+			failure_task = $7::uuid, failed_in = $8, version = version + 1, updated_at = now()
+		WHERE id = $1::uuid AND state = $2`,
+		uuidArg(id), string(t.From), string(t.To), t.Reason, string(f.Reason), f.Step, task, string(f.In))
+	if err != nil {
+		return rackcloud.Host{}, fmt.Errorf("host %s %s -> %s: %w", id, t.From, t.To, MapError(err))
+	}
+	if tag.RowsAffected() == 0 {
+		h, err := GetHost(ctx, q, id)
+		if err != nil {
+			return rackcloud.Host{}, err
+		}
+		return h, fmt.Errorf("host %s %s -> %s: it is %s: %w", h.Name, t.From, t.To, h.State, ErrStaleState)
+	}
+	return GetHost(ctx, q, id)
+}
+
+// IsStaleState reports whether err is TransitionHost's lost race.
+func IsStaleState(err error) bool { return errors.Is(err, ErrStaleState) }
+
+// SetHostInventory records what the host's agent reported and the host's
+// resources derived from it (its overhead is kept as it is). It bumps the
+// version: placement reads the resources.
+func SetHostInventory(ctx context.Context, q Querier, id string, inv rackcloud.Inventory, res rackcloud.Resources) (rackcloud.Host, error) {
+	tag, err := q.Exec(ctx, `UPDATE hosts SET inventory = $2, cpu_cores = $3, memory_mib = $4, disk_gib = $5,
+			version = version + 1, updated_at = now()
+		WHERE id = $1::uuid`, uuidArg(id), inv, res.CPUCores, res.MemoryMiB, res.DiskGiB)
+	if err != nil {
+		return rackcloud.Host{}, MapError(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return rackcloud.Host{}, fmt.Errorf("host %s: %w", id, rackcloud.ErrNotFound)
+	}
+	return GetHost(ctx, q, id)
+}
