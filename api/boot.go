@@ -20,6 +20,7 @@ import (
 
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/store"
+	"github.com/rackcloud/rackcloud/tasks"
 )
 
 // The boot service's side of the wire format is documented in package
@@ -38,7 +39,7 @@ const MaxBootEventsBodyBytes = 8 << 20
 // BootEventKinds are the event kinds the boot service emits (pxe.EventKind).
 var BootEventKinds = []string{"dhcp.discover", "dhcp.offer", "dhcp.request", "dhcp.ack", "dhcp.nak", "dhcp.inform",
 	"dhcp.decline", "dhcp.release", "tftp.start", "tftp.done", "tftp.error", "http.script", "http.kernel",
-	"http.initrd", "http.file", "callback"}
+	"http.initrd", "http.file", "callback", "inventory"}
 
 // plainDHCPClient is the client kind of a DHCP client that is not network
 // booting (pxe.ClientDHCP): its MAC is not discovered as a host.
@@ -64,7 +65,7 @@ type BootEventIn struct {
 	_        struct{}  `json:"-" additionalProperties:"true"`
 	Time     time.Time `json:"time" doc:"When the boot service saw the step." example:"2026-01-02T03:04:05.678Z"`
 	MAC      string    `json:"mac" maxLength:"32" doc:"The client's MAC; empty when the boot service could not tell it (a TFTP read from an address it never leased)." example:"52:54:00:aa:01:01"`
-	Kind     string    `json:"kind" enum:"dhcp.discover,dhcp.offer,dhcp.request,dhcp.ack,dhcp.nak,dhcp.inform,dhcp.decline,dhcp.release,tftp.start,tftp.done,tftp.error,http.script,http.kernel,http.initrd,http.file,callback" doc:"The step."`
+	Kind     string    `json:"kind" enum:"dhcp.discover,dhcp.offer,dhcp.request,dhcp.ack,dhcp.nak,dhcp.inform,dhcp.decline,dhcp.release,tftp.start,tftp.done,tftp.error,http.script,http.kernel,http.initrd,http.file,callback,inventory" doc:"The step (inventory: the booted image's agent reported the hardware)."`
 	Client   string    `json:"client,omitempty" maxLength:"32" doc:"The boot client as classified from DHCP: bios, uefi, uefi-http, ipxe, dhcp (not network booting) or unsupported." example:"ipxe"`
 	IP       string    `json:"ip,omitempty" maxLength:"64" doc:"The client's address." example:"10.88.0.21"`
 	File     string    `json:"file,omitempty" maxLength:"4096" doc:"The boot file, TFTP path or URL involved." example:"undionly.kpxe"`
@@ -350,9 +351,13 @@ func (a *API) recordBootEvents(ctx context.Context, in *bootEventsInput) (*bootE
 
 // afterBootEvents keeps each host's newest boot token hash and wakes the
 // host's task that waits for the machine when the booted image called
-// back, in the transaction that stores the events.
+// back or its agent reported, in the transaction that stores the events.
+// A discovered host whose agent reports, with no task of its own, is
+// inspected (host.enroll of a host that booted by itself): racked and
+// powered on, it becomes available with no hand work.
 func (a *API) afterBootEvents(ctx context.Context, tx pgx.Tx, in []BootEventIn, evs []store.BootEvent) error {
 	woken := map[string]bool{}
+	inspected := map[string]bool{}
 	for i, e := range evs {
 		if e.HostID == "" {
 			continue
@@ -367,14 +372,51 @@ func (a *API) afterBootEvents(ctx context.Context, tx pgx.Tx, in []BootEventIn, 
 				return err
 			}
 		}
-		if e.Kind == "callback" && !woken[e.HostID] && a.deps.Tasks != nil {
+		if a.deps.Tasks == nil {
+			continue
+		}
+		if (e.Kind == "callback" || e.Kind == "inventory") && !woken[e.HostID] {
 			woken[e.HostID] = true
-			if _, err := a.deps.Tasks.Wake(ctx, tx, "host/"+e.HostID); err != nil {
+			n, err := a.deps.Tasks.Wake(ctx, tx, "host/"+e.HostID)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				inspected[e.HostID] = true // its task takes the report
+			}
+		}
+		if e.Kind == "inventory" && !inspected[e.HostID] {
+			inspected[e.HostID] = true
+			if err := a.inspectDiscovered(ctx, tx, e.HostID); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// inspectDiscovered starts host.enroll for a discovered host that booted
+// the inspection image by itself, unless a task already has the host.
+func (a *API) inspectDiscovered(ctx context.Context, tx pgx.Tx, hostID string) error {
+	h, err := store.GetHost(ctx, tx, hostID)
+	if err != nil || h.State != rackcloud.HostDiscovered {
+		return err
+	}
+	info, err := a.deps.Tasks.Submit(ctx, tx, tasks.Submission{Kind: rackcloud.KindHostEnroll, Target: "host/" + hostID,
+		Params: map[string]any{"host_id": hostID, "booted": true}})
+	switch {
+	case errors.Is(err, rackcloud.ErrConflict), errors.Is(err, tasks.ErrUnknownKind):
+		return nil // a task has the host, or no provisioner runs here
+	case err != nil:
+		return err
+	}
+	p := principalFrom(ctx)
+	if err := store.SetTaskOwner(ctx, tx, info.ID, "", p.actor()); err != nil {
+		return err
+	}
+	ch := &change{p: p, action: "enrollHost", target: "host/" + hostID}
+	return store.WriteAudit(ctx, tx, ch.record(ctx, store.OutcomeSuccess,
+		"host "+h.Name+" reported its inventory from the inspection image: task "+info.ID+" inspects it"))
 }
 
 var hostStates = []string{"discovered", "inspecting", "available", "provisioning", "ready", "draining", "maintenance",

@@ -63,8 +63,13 @@ func TestBootProfile(t *testing.T) {
 	ctx := context.Background()
 	host, err := store.GetHost(ctx, e.pool, id)
 	require.NoError(t, err)
-	host.ImageID, host.State, host.StateReason = im["id"].(string), rackcloud.HostFailed, "install: disk not found"
+	host.ImageID = im["id"].(string)
 	host, err = store.UpdateHost(ctx, e.pool, host)
+	require.NoError(t, err)
+	_, err = store.TransitionHost(ctx, e.pool, id, store.Transition{From: rackcloud.HostDiscovered, To: rackcloud.HostInspecting})
+	require.NoError(t, err)
+	host, err = store.TransitionHost(ctx, e.pool, id, store.Transition{From: rackcloud.HostInspecting, To: rackcloud.HostFailed,
+		Failure: &rackcloud.HostFailure{Reason: rackcloud.FailNoDisk, Detail: "install: disk not found"}})
 	require.NoError(t, err)
 	r = e.do("GET", "/v1/boot/profiles/52-54-00-AA-01-01", e.admin, nil)
 	require.Equal(t, 200, r.Code, r.String())
@@ -358,4 +363,46 @@ func TestBootEventsKeepTokenAndWakeTheWaitingTask(t *testing.T) {
 		require.NoError(t, err)
 		return got.State == rackcloud.TaskSucceeded, fmt.Sprintf("%+v", got.Task)
 	})
+}
+
+// A discovered host whose agent reports its inventory from the inspection
+// image is inspected by a host.enroll task that knows it booted by itself
+// (the boot service's report starts it, audited as the boot service); a
+// second report does not start a second task.
+func TestInventoryOfADiscoveredHostStartsItsInspection(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	boot := e.must(201, "POST", "/v1/tokens", e.admin, map[string]any{"name": "rack9", "role": "boot"})["secret"].(string)
+	const mac = "52:54:00:aa:0e:01"
+	at := time.Now().UTC()
+	inv := map[string]any{"cpus": 2, "memory_mib": 2048}
+	e.must(202, "POST", "/v1/boot/events", boot, []any{
+		map[string]any{"time": at.Format(time.RFC3339Nano), "mac": mac, "kind": "dhcp.discover", "client": "ipxe"},
+		map[string]any{"time": at.Add(time.Second).Format(time.RFC3339Nano), "mac": mac, "kind": "inventory", "data": inv},
+	})
+	host := e.must(200, "GET", "/v1/hosts?mac="+mac, e.admin, nil)["items"].([]any)[0].(map[string]any)["id"].(string)
+	tasksOf := func() []any {
+		return e.must(200, "GET", "/v1/tasks?target=host/"+host, e.admin, nil)["items"].([]any)
+	}
+	ts := tasksOf()
+	require.Len(t, ts, 1)
+	require.Equal(t, api.KindHostEnroll, ts[0].(map[string]any)["kind"])
+	info, err := e.engine.Get(context.Background(), ts[0].(map[string]any)["id"].(string))
+	require.NoError(t, err)
+	require.JSONEq(t, `{"host_id":"`+host+`","booted":true}`, string(info.Params))
+	ev := e.must(200, "GET", "/v1/audit-events?action=enrollHost", e.admin, nil)["items"].([]any)
+	require.Len(t, ev, 1)
+	require.Equal(t, "boot:rack9", ev[0].(map[string]any)["actor"])
+
+	// A host that is not discovered (here: available) reporting again
+	// starts nothing: only its own task takes reports.
+	e.waitTask(e.admin, info.ID)
+	_, err = store.TransitionHost(context.Background(), e.pool, host, store.Transition{From: rackcloud.HostDiscovered, To: rackcloud.HostInspecting})
+	require.NoError(t, err)
+	_, err = store.TransitionHost(context.Background(), e.pool, host, store.Transition{From: rackcloud.HostInspecting, To: rackcloud.HostAvailable})
+	require.NoError(t, err)
+	e.must(202, "POST", "/v1/boot/events", boot, []any{
+		map[string]any{"time": at.Add(2 * time.Second).Format(time.RFC3339Nano), "mac": mac, "kind": "inventory", "data": inv},
+	})
+	require.Len(t, tasksOf(), 1)
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/rackcloud/rackcloud/api"
 	"github.com/rackcloud/rackcloud/bmc"
 	"github.com/rackcloud/rackcloud/bmcwatch"
+	"github.com/rackcloud/rackcloud/provisioner"
 	"github.com/rackcloud/rackcloud/store"
 	"github.com/rackcloud/rackcloud/tasks"
 )
@@ -83,6 +84,9 @@ type Config struct {
 	// BMCCAFile holds PEM CA certificates that Redfish BMCs' certificates
 	// are checked against (empty: the system's roots).
 	BMCCAFile string
+	// InspectTimeout bounds the wait for a host's inventory once it was
+	// powered on into the inspection image (0: the provisioner's default).
+	InspectTimeout time.Duration
 }
 
 // Server is one rackcloud server process.
@@ -104,6 +108,7 @@ type Server struct {
 	cert   tls.Certificate
 	bmcs   *bmc.Manager
 	watch  *bmcwatch.Watcher
+	prov   *provisioner.Provisioner
 	// background work that needs the database, started once it is ready
 	// and stopped before the pool closes
 	bgCtx  context.Context
@@ -172,40 +177,47 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.api = api.New(api.Deps{Pool: pool, Logger: log, Registerer: reg, Tasks: s.tasks, Sealer: sealer})
-	if cfg.BMCPollInterval >= 0 && s.sealer != nil {
-		if err := s.newBMCWatch(reg); err != nil {
-			// Without ipmitool or a readable CA file the server still
-			// serves; hosts' power and BMC health are just not observed.
+	// One BMC access path: the manager serves the provisioner's power
+	// changes and the poller. Without it (a CA file that does not read)
+	// the server still serves; steps that need a BMC fail with
+	// bmc_unreachable and say why.
+	if s.bmcs, err = s.newBMCManager(reg); err != nil {
+		log.Warn("BMC access is off", "err", err)
+	}
+	var bmcs provisioner.BMC
+	if s.bmcs != nil {
+		bmcs = &provisioner.ManagedBMC{Pool: pool, Sealer: s.sealer, Manager: s.bmcs}
+	}
+	// Every replica registers every kind, also one without workers, so
+	// that Submit never refuses a real kind.
+	s.prov = provisioner.New(provisioner.Config{Pool: pool, BMC: bmcs, InspectTimeout: cfg.InspectTimeout,
+		Logger: log.With("component", "provisioner"), Registerer: reg})
+	if err := s.prov.Register(s.tasks); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	if cfg.BMCPollInterval >= 0 && s.sealer != nil && s.bmcs != nil {
+		if s.watch, err = bmcwatch.New(bmcwatch.Config{Pool: s.pool, Sealer: s.sealer, Manager: s.bmcs, Interval: cfg.BMCPollInterval,
+			Logger: s.log.With("component", "bmcwatch"), Registerer: reg}); err != nil {
 			log.Warn("BMC polling is off", "err", err)
 		}
 	}
 	return s, nil
 }
 
-func (s *Server) newBMCWatch(reg prometheus.Registerer) error {
+func (s *Server) newBMCManager(reg prometheus.Registerer) (*bmc.Manager, error) {
 	var roots *x509.CertPool
 	if s.cfg.BMCCAFile != "" {
 		pem, err := os.ReadFile(s.cfg.BMCCAFile)
 		if err != nil {
-			return fmt.Errorf("BMC CA file: %w", err)
+			return nil, fmt.Errorf("BMC CA file: %w", err)
 		}
 		roots = x509.NewCertPool()
 		if !roots.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("BMC CA file %s: no PEM certificate", s.cfg.BMCCAFile)
+			return nil, fmt.Errorf("BMC CA file %s: no PEM certificate", s.cfg.BMCCAFile)
 		}
 	}
-	m, err := bmc.New(bmc.Config{RootCAs: roots, Logger: s.log.With("component", "bmc"), Registerer: reg})
-	if err != nil {
-		return err
-	}
-	w, err := bmcwatch.New(bmcwatch.Config{Pool: s.pool, Sealer: s.sealer, Manager: m, Interval: s.cfg.BMCPollInterval,
-		Logger: s.log.With("component", "bmcwatch"), Registerer: reg})
-	if err != nil {
-		m.Close(context.Background())
-		return err
-	}
-	s.bmcs, s.watch = m, w
-	return nil
+	return bmc.New(bmc.Config{RootCAs: roots, Logger: s.log.With("component", "bmc"), Registerer: reg})
 }
 
 // API is the server's REST API, for packages that add operations to it

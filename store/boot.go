@@ -46,8 +46,14 @@ type BootEvent struct {
 type BootEventFilter struct {
 	HostID string
 	MAC    string
-	After  int64
-	Limit  int
+	// Kind keeps only events of this kind; Since those the boot service
+	// saw at or after it.
+	Kind  string
+	Since time.Time
+	After int64
+	Limit int
+	// Newest lists newest first (After is then ignored).
+	Newest bool
 }
 
 // InsertBootEvents stores events, skipping those already stored (the same
@@ -133,7 +139,18 @@ func ListBootEvents(ctx context.Context, q Querier, f BootEventFilter) ([]BootEv
 		f.Limit = 100
 	}
 	w := &where{}
-	w.add("id > $?", f.After)
+	order := "id"
+	if f.Newest {
+		order = "id DESC"
+	} else {
+		w.add("id > $?", f.After)
+	}
+	if f.Kind != "" {
+		w.add("kind = $?", f.Kind)
+	}
+	if !f.Since.IsZero() {
+		w.add("at >= $?", f.Since)
+	}
 	if f.HostID != "" {
 		if !ValidID(f.HostID) {
 			return []BootEvent{}, nil
@@ -148,7 +165,7 @@ func ListBootEvents(ctx context.Context, q Querier, f BootEventFilter) ([]BootEv
 		w.add("mac = $?::macaddr", mac)
 	}
 	rows, err := q.Query(ctx, `SELECT `+bootEventCols+` FROM boot_events`+w.sql()+
-		fmt.Sprintf(` ORDER BY id LIMIT %d`, f.Limit), w.args...)
+		fmt.Sprintf(` ORDER BY %s LIMIT %d`, order, f.Limit), w.args...)
 	if err != nil {
 		return nil, MapError(err)
 	}
@@ -275,4 +292,20 @@ func CheckBootToken(ctx context.Context, q Querier, hostID, token string) (bool,
 	}
 	got := sha256.Sum256([]byte(token))
 	return subtle.ConstantTimeCompare(got[:], want) == 1, nil
+}
+
+// LatestBootEvent returns the newest event of kind for host hostID seen
+// at or after since (the boot service's time), or rackcloud.ErrNotFound.
+func LatestBootEvent(ctx context.Context, q Querier, hostID, kind string, since time.Time) (BootEvent, error) {
+	if !ValidID(hostID) {
+		return BootEvent{}, rackcloud.ErrNotFound
+	}
+	rows, err := ListBootEvents(ctx, q, BootEventFilter{HostID: hostID, Kind: kind, Since: since, Newest: true, Limit: 1})
+	if err != nil {
+		return BootEvent{}, err
+	}
+	if len(rows) == 0 {
+		return BootEvent{}, fmt.Errorf("%s event of host %s since %s: %w", kind, hostID, since.Format(time.RFC3339), rackcloud.ErrNotFound)
+	}
+	return rows[0], nil
 }

@@ -119,21 +119,22 @@ func ListHosts(ctx context.Context, q Querier, f Filter) ([]rackcloud.Host, erro
 	return listRows(ctx, q, s, f, scanHost)
 }
 
-// UpdateHost writes h's placement, role, image, state, inventory,
-// resources, overhead, maintenance flag and labels if its version is still
+// UpdateHost writes h's placement, role, image, inventory, resources,
+// overhead, maintenance flag and labels if its version is still
 // h.Version. MACs, the BMC and what the BMC poller observes (power, BMC
 // health) are not changed: an edit made from a read that is a poll old
-// must not put the old power state back.
+// must not put the old power state back. Nor is the lifecycle state:
+// only TransitionHost moves a host.
 func UpdateHost(ctx context.Context, q Querier, h rackcloud.Host) (rackcloud.Host, error) {
 	var id string
-	err := q.QueryRow(ctx, `UPDATE hosts SET rack_id = $3, position = $4, role = $5, image_id = $6, state = $7,
-		state_reason = $8, inventory = $9, cpu_cores = $10, memory_mib = $11, disk_gib = $12,
-		disk_iops = $13, network_mbps = $14, overhead_cpu_cores = $15, overhead_memory_mib = $16,
-		overhead_disk_gib = $17, maintenance = $18, labels = $19, provisioning_ipv4 = $20::inet,
+	err := q.QueryRow(ctx, `UPDATE hosts SET rack_id = $3, position = $4, role = $5, image_id = $6,
+		inventory = $7, cpu_cores = $8, memory_mib = $9, disk_gib = $10,
+		disk_iops = $11, network_mbps = $12, overhead_cpu_cores = $13, overhead_memory_mib = $14,
+		overhead_disk_gib = $15, maintenance = $16, labels = $17, provisioning_ipv4 = $18::inet,
 		version = version + 1, updated_at = now()
 		WHERE id = $1::uuid AND version = $2 RETURNING id::text`,
-		uuidArg(h.ID), h.Version, nullable(h.RackID), h.Position, string(h.Role), nullable(h.ImageID), string(h.State),
-		h.StateReason, h.Inventory, h.Resources.CPUCores, h.Resources.MemoryMiB, h.Resources.DiskGiB,
+		uuidArg(h.ID), h.Version, nullable(h.RackID), h.Position, string(h.Role), nullable(h.ImageID),
+		h.Inventory, h.Resources.CPUCores, h.Resources.MemoryMiB, h.Resources.DiskGiB,
 		h.Resources.DiskIOPS, h.Resources.NetworkMbs, h.Overhead.CPUCores, h.Overhead.MemoryMiB, h.Overhead.DiskGiB,
 		h.Maintenance, labelsOrEmpty(h.Labels), nullable(h.ProvisioningIPv4)).Scan(&id)
 	if err != nil {

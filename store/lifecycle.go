@@ -71,8 +71,8 @@ func IsStaleState(err error) bool { return errors.Is(err, ErrStaleState) }
 // version: placement reads the resources.
 func SetHostInventory(ctx context.Context, q Querier, id string, inv rackcloud.Inventory, res rackcloud.Resources) (rackcloud.Host, error) {
 	tag, err := q.Exec(ctx, `UPDATE hosts SET inventory = $2, cpu_cores = $3, memory_mib = $4, disk_gib = $5,
-			version = version + 1, updated_at = now()
-		WHERE id = $1::uuid`, uuidArg(id), inv, res.CPUCores, res.MemoryMiB, res.DiskGiB)
+			network_mbps = $6, version = version + 1, updated_at = now()
+		WHERE id = $1::uuid`, uuidArg(id), inv, res.CPUCores, res.MemoryMiB, res.DiskGiB, res.NetworkMbs)
 	if err != nil {
 		return rackcloud.Host{}, MapError(err)
 	}
@@ -80,4 +80,37 @@ func SetHostInventory(ctx context.Context, q Querier, id string, inv rackcloud.I
 		return rackcloud.Host{}, fmt.Errorf("host %s: %w", id, rackcloud.ErrNotFound)
 	}
 	return GetHost(ctx, q, id)
+}
+
+// ErrNoBMC is returned by OpenHostBMC for a host without a BMC, or whose
+// password cannot be opened here (no key, another key). It is a
+// rackcloud.ErrNotFound.
+var ErrNoBMC = fmt.Errorf("%w: no usable BMC credentials", rackcloud.ErrNotFound)
+
+// OpenHostBMC returns host id's BMC with its password opened by s: the
+// one way from the database to a BMC's credentials (bmc.EndpointOf makes
+// the endpoint).
+func OpenHostBMC(ctx context.Context, q Querier, s *Sealer, id string) (rackcloud.BMC, error) {
+	h, err := GetHost(ctx, q, id)
+	if err != nil {
+		return rackcloud.BMC{}, err
+	}
+	if h.BMC == nil {
+		return rackcloud.BMC{}, fmt.Errorf("host %s has no BMC: %w", h.Name, ErrNoBMC)
+	}
+	b := *h.BMC
+	sealed, err := HostBMCSecret(ctx, q, id)
+	if err != nil {
+		return rackcloud.BMC{}, err
+	}
+	if sealed == "" {
+		return b, nil
+	}
+	if s == nil {
+		return rackcloud.BMC{}, fmt.Errorf("host %s: this server has no secret key to open its BMC password: %w", h.Name, ErrNoBMC)
+	}
+	if b.Password, err = s.Open(sealed, []byte(id)); err != nil {
+		return rackcloud.BMC{}, fmt.Errorf("host %s: BMC password: %w: %w", h.Name, err, ErrNoBMC)
+	}
+	return b, nil
 }

@@ -144,9 +144,12 @@ func TestHostsByMACAndStaleUpdates(t *testing.T) {
 	_, err = store.CreateHost(ctx, pool, rackcloud.Host{Meta: rackcloud.Meta{Name: "h2"}, MACs: []string{"52:54:00:aa:00:01"}})
 	require.ErrorIs(t, err, rackcloud.ErrConflict, "a MAC has one host")
 	h.State = rackcloud.HostAvailable
+	h.Position = 7
 	upd, err := store.UpdateHost(ctx, pool, h)
 	require.NoError(t, err)
 	require.Equal(t, int64(2), upd.Version)
+	require.Equal(t, 7, upd.Position)
+	require.Equal(t, rackcloud.HostDiscovered, upd.State, "only TransitionHost moves a host")
 	_, err = store.UpdateHost(ctx, pool, h) // still version 1
 	require.ErrorIs(t, err, store.ErrStaleVersion)
 	require.NoError(t, store.SetHostBMCSecret(ctx, pool, h.ID, "rcs0:x"))

@@ -13,6 +13,7 @@ import (
 	"github.com/peterbourgon/ff/v3/ffyaml"
 
 	"github.com/rackcloud/rackcloud/bmc"
+	"github.com/rackcloud/rackcloud/provisioner"
 	"github.com/rackcloud/rackcloud/server"
 	"github.com/rackcloud/rackcloud/store"
 	"github.com/rackcloud/rackcloud/tasks"
@@ -78,6 +79,7 @@ func runServer(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.TaskWorkers, "task-workers", 0, "tasks this server runs at once; 0 for the engine's default, negative for none (API only) (env RACKCLOUD_TASK_WORKERS)")
 	fs.DurationVar(&cfg.BMCPollInterval, "bmc-poll-interval", bmc.DefaultPollInterval, "how often each host's BMC is polled for power state and health (jittered, backing off from failing BMCs); negative turns polling off (env RACKCLOUD_BMC_POLL_INTERVAL)")
 	fs.StringVar(&cfg.BMCCAFile, "bmc-ca-file", "", "PEM file of the CA(s) that sign Redfish BMCs' certificates; empty uses the system's roots (env RACKCLOUD_BMC_CA_FILE)")
+	fs.DurationVar(&cfg.InspectTimeout, "inspect-timeout", provisioner.DefaultInspectTimeout, "how long a host being inspected may take to report its inventory once powered on, before it fails with agent_timeout (env RACKCLOUD_INSPECT_TIMEOUT)")
 	fs.DurationVar(&cfg.TaskRetention, "task-retention", tasks.DefaultRetention, "how long ended tasks, their steps and events are kept before they are pruned; negative keeps them forever (env RACKCLOUD_TASK_RETENTION)")
 	if err := parse(fs, args); err != nil {
 		return err

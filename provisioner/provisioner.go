@@ -1,0 +1,381 @@
+package provisioner
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/store"
+	"github.com/rackcloud/rackcloud/tasks"
+)
+
+// Defaults of Config.
+const (
+	// DefaultInspectTimeout bounds the wait for the agent's inventory once
+	// the host was powered on into PXE (a UEFI server under emulation takes
+	// a minute or two to get there).
+	DefaultInspectTimeout = 10 * time.Minute
+	// DefaultRecheck is how often a waiting step looks again without a
+	// wake-up (the API wakes it when the awaited event arrives).
+	DefaultRecheck = 30 * time.Second
+)
+
+// BMC is what the provisioner needs of a host's BMC. Errors wrap the bmc
+// package's kinds (bmc.ErrAuth, bmc.ErrUnreachable...), which Classify
+// turns into failure reasons.
+type BMC interface {
+	// PXEBoot sets the next boot to PXE and powers the host on (or
+	// cycles it when it is on).
+	PXEBoot(ctx context.Context, hostID string) error
+	// PowerOff cuts the host's power.
+	PowerOff(ctx context.Context, hostID string) error
+}
+
+// BMCFuncs adapts functions to BMC (tests).
+type BMCFuncs struct {
+	PXEBootFunc, PowerOffFunc func(ctx context.Context, hostID string) error
+}
+
+// PXEBoot calls PXEBootFunc.
+func (f BMCFuncs) PXEBoot(ctx context.Context, id string) error { return f.PXEBootFunc(ctx, id) }
+
+// PowerOff calls PowerOffFunc.
+func (f BMCFuncs) PowerOff(ctx context.Context, id string) error { return f.PowerOffFunc(ctx, id) }
+
+var _ BMC = BMCFuncs{}
+
+// Config configures a Provisioner.
+type Config struct {
+	Pool *pgxpool.Pool
+	// BMC drives hosts' BMCs; nil fails every step that needs one with
+	// bmc_unreachable.
+	BMC BMC
+	// InspectTimeout bounds the wait for the inventory (0: default).
+	InspectTimeout time.Duration
+	// Recheck is how often waiting steps look again without a wake-up.
+	Recheck    time.Duration
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Provisioner moves hosts through their lifecycle with tasks.
+type Provisioner struct {
+	cfg    Config
+	log    *slog.Logger
+	engine *tasks.Engine
+	m      metrics
+}
+
+type metrics struct {
+	phase    *prometheus.HistogramVec
+	failures *prometheus.CounterVec
+}
+
+// New builds a provisioner; Register adds its task kinds to an engine.
+func New(cfg Config) *Provisioner {
+	cfg.InspectTimeout = cmp.Or(cfg.InspectTimeout, DefaultInspectTimeout)
+	cfg.Recheck = cmp.Or(cfg.Recheck, DefaultRecheck)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	f := promauto.With(cfg.Registerer)
+	return &Provisioner{cfg: cfg, log: cfg.Logger, m: metrics{
+		phase: f.NewHistogramVec(prometheus.HistogramOpts{Name: "rackcloud_provision_phase_duration_seconds",
+			Help:    "How long each phase of moving a host through its lifecycle took, by phase and result.",
+			Buckets: []float64{1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200}}, []string{"phase", "result"}),
+		failures: f.NewCounterVec(prometheus.CounterOpts{Name: "rackcloud_provision_failures_total",
+			Help: "Hosts that failed, by reason."}, []string{"reason"}),
+	}}
+}
+
+// Register adds the provisioner's task kinds to e. Every replica registers
+// them, also one that runs no workers, so that Submit knows every kind.
+func (p *Provisioner) Register(e *tasks.Engine) error {
+	p.engine = e
+	for _, k := range p.Kinds() {
+		if err := e.Register(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Kinds are the task kinds the provisioner runs.
+func (p *Provisioner) Kinds() []tasks.Kind {
+	return []tasks.Kind{p.enrollKind()}
+}
+
+// Step names of host.enroll.
+const (
+	StepInspecting     = "inspecting"
+	StepPXEPowerOn     = "pxe-power-on"
+	StepAwaitInventory = "await-inventory"
+	StepAvailable      = "available"
+)
+
+// EnrollParams are host.enroll's parameters.
+type EnrollParams struct {
+	rackcloud.HostTaskParams
+	// Booted says the host is already running the inspection image (its
+	// boot discovered it): nothing is done through its BMC.
+	Booted bool `json:"booted,omitempty"`
+}
+
+// enrollKind inspects a host: discovered (or available, or failed while
+// inspecting) -> inspecting; PXE and power on through the BMC unless it
+// booted by itself; wait for the agent's inventory; -> available with
+// its resources.
+func (p *Provisioner) enrollKind() tasks.Kind {
+	return tasks.Kind{
+		Name: rackcloud.KindHostEnroll,
+		Validate: func(raw json.RawMessage) error {
+			var ep EnrollParams
+			if err := json.Unmarshal(raw, &ep); err != nil || !store.ValidID(ep.HostID) {
+				return errors.New("want {\"host_id\": <uuid>}")
+			}
+			return nil
+		},
+		Steps: []tasks.Step{
+			{Name: StepInspecting, Run: p.toInspecting, Undo: p.failHost},
+			{Name: StepPXEPowerOn, Run: p.pxePowerOn},
+			{Name: StepAwaitInventory, Run: p.awaitInventory, WaitTimeout: p.cfg.InspectTimeout, MaxAttempts: 5},
+			{Name: StepAvailable, Run: p.toAvailable},
+		},
+	}
+}
+
+// started is the output of a host task's first step: when the task began
+// moving the host, so that later steps only take events from then on.
+type started struct {
+	At   time.Time           `json:"at"`
+	From rackcloud.HostState `json:"from"`
+}
+
+func (p *Provisioner) toInspecting(ctx context.Context, sc *tasks.StepContext) (any, error) {
+	var ep EnrollParams
+	if err := sc.Params(&ep); err != nil {
+		return nil, err
+	}
+	h, err := store.GetHost(ctx, p.cfg.Pool, ep.HostID)
+	if err != nil {
+		return nil, tasks.Permanent(err)
+	}
+	if h.State == rackcloud.HostInspecting {
+		// This step ran before and the host moved; the step is done.
+		return started{At: time.Now().Add(-time.Minute), From: h.State}, nil
+	}
+	life := rackcloud.HostLife{State: h.State}
+	ev := rackcloud.HostEvInspect
+	if h.State == rackcloud.HostFailed && h.Failure != nil {
+		life.FailedIn, ev = h.Failure.In, rackcloud.HostEvRetry
+	}
+	tr, err := rackcloud.NextHost(life, ev)
+	if err == nil && tr.To != rackcloud.HostInspecting {
+		err = fmt.Errorf("%w: host %s failed while %s, not inspecting", rackcloud.ErrConflict, h.Name, life.FailedIn)
+	}
+	if err != nil {
+		return nil, tasks.Permanent(err)
+	}
+	// The boot service's clock and ours may differ a little: take events
+	// from a minute before.
+	at := time.Now().Add(-time.Minute)
+	if _, err := store.TransitionHost(ctx, p.cfg.Pool, h.ID, store.Transition{From: h.State, To: tr.To,
+		Reason: "inspecting (task " + sc.TaskID + ")"}); err != nil {
+		if store.IsStaleState(err) {
+			return nil, tasks.Permanent(err)
+		}
+		return nil, err
+	}
+	p.log.Info("host inspecting", "host", h.Name, "task", sc.TaskID)
+	return started{At: at, From: h.State}, nil
+}
+
+func (p *Provisioner) pxePowerOn(ctx context.Context, sc *tasks.StepContext) (any, error) {
+	var ep EnrollParams
+	if err := sc.Params(&ep); err != nil {
+		return nil, err
+	}
+	if ep.Booted {
+		return map[string]string{"skipped": "the host booted the inspection image by itself"}, nil
+	}
+	if p.cfg.BMC == nil {
+		return nil, tasks.Permanent(reasoned(rackcloud.FailBMCUnreachable, errors.New("this server has no BMC access")))
+	}
+	start := time.Now()
+	err := p.cfg.BMC.PXEBoot(ctx, ep.HostID)
+	p.observe("pxe_power_on", start, err)
+	if err != nil {
+		reason := Classify(err)
+		if reason == rackcloud.FailBMCRefused || errors.Is(err, rackcloud.ErrNotFound) {
+			return nil, tasks.Permanent(reasoned(reason, err))
+		}
+		return nil, reasoned(reason, err)
+	}
+	return map[string]string{"boot": "pxe", "power": "on"}, nil
+}
+
+func (p *Provisioner) awaitInventory(ctx context.Context, sc *tasks.StepContext) (any, error) {
+	var ep EnrollParams
+	if err := sc.Params(&ep); err != nil {
+		return nil, err
+	}
+	var st started
+	if err := sc.Output(StepInspecting, &st); err != nil {
+		return nil, err
+	}
+	ev, err := store.LatestBootEvent(ctx, p.cfg.Pool, ep.HostID, inventoryEvent, st.At)
+	if errors.Is(err, rackcloud.ErrNotFound) {
+		return nil, tasks.Snooze(p.cfg.Recheck, "inventory from the host's agent")
+	}
+	if err != nil {
+		return nil, err
+	}
+	inv, err := ParseInventory(ev.Data)
+	if err != nil {
+		// A report that is not one: keep waiting for a good one (the
+		// wait's timeout says agent_timeout with this in the log).
+		p.log.Warn("agent's inventory refused", "host", ep.HostID, "err", err)
+		return nil, tasks.Snooze(p.cfg.Recheck, "a valid inventory (the last report: "+err.Error()+")")
+	}
+	if since, ok := sc.WaitingSince(); ok {
+		p.m.phase.WithLabelValues("inspect", "ok").Observe(time.Since(since).Seconds())
+	}
+	return inv, nil
+}
+
+func (p *Provisioner) toAvailable(ctx context.Context, sc *tasks.StepContext) (any, error) {
+	var ep EnrollParams
+	if err := sc.Params(&ep); err != nil {
+		return nil, err
+	}
+	var inv rackcloud.Inventory
+	if err := sc.Output(StepAwaitInventory, &inv); err != nil {
+		return nil, err
+	}
+	h, err := store.GetHost(ctx, p.cfg.Pool, ep.HostID)
+	if err != nil {
+		return nil, tasks.Permanent(err)
+	}
+	if h.State == rackcloud.HostAvailable {
+		return map[string]any{"resources": h.Resources}, nil // this step ran before
+	}
+	res := Resources(inv)
+	if _, err := store.SetHostInventory(ctx, p.cfg.Pool, h.ID, inv, res); err != nil {
+		return nil, err
+	}
+	if _, err := store.TransitionHost(ctx, p.cfg.Pool, h.ID, store.Transition{From: rackcloud.HostInspecting,
+		To: rackcloud.HostAvailable}); err != nil {
+		if store.IsStaleState(err) {
+			return nil, tasks.Permanent(err)
+		}
+		return nil, err
+	}
+	// An available host waits powered off until it is provisioned.
+	if h.BMC != nil && !ep.Booted && p.cfg.BMC != nil {
+		if err := p.cfg.BMC.PowerOff(ctx, h.ID); err != nil {
+			p.log.Warn("available host not powered off", "host", h.Name, "err", err)
+		}
+	}
+	p.log.Info("host available", "host", h.Name, "cpus", res.CPUCores, "memory_mib", res.MemoryMiB, "disk_gib", res.DiskGiB)
+	return map[string]any{"resources": res}, nil
+}
+
+// failHost is the compensation of a host task's first step: the task
+// failed, so the host goes to failed with the typed reason of the step
+// that failed. A host some other change moved meanwhile is left alone.
+func (p *Provisioner) failHost(ctx context.Context, sc *tasks.StepContext) (any, error) {
+	var ep EnrollParams
+	if err := sc.Params(&ep); err != nil {
+		return nil, err
+	}
+	info, err := p.engine.Get(ctx, sc.TaskID)
+	if err != nil {
+		return nil, err
+	}
+	if info.CancelRequested && info.FailedStep == "" {
+		// Canceled: back where the task found the host.
+		var st started
+		if err := sc.Output(StepInspecting, &st); err == nil && st.From != "" && st.From != rackcloud.HostInspecting {
+			_, err := store.TransitionHost(ctx, p.cfg.Pool, ep.HostID, store.Transition{From: rackcloud.HostInspecting, To: st.From,
+				Reason: "inspection canceled"})
+			if err != nil && !store.IsStaleState(err) {
+				return nil, err
+			}
+		}
+		return nil, nil
+	}
+	reason := FailureFor(info.FailedStep, info.Error)
+	detail := oneLine(info.Error)
+	h, err := store.TransitionHost(ctx, p.cfg.Pool, ep.HostID, store.Transition{From: rackcloud.HostInspecting, To: rackcloud.HostFailed,
+		Failure: &rackcloud.HostFailure{Reason: reason, Step: info.FailedStep, Detail: detail, TaskID: sc.TaskID}})
+	if store.IsStaleState(err) || errors.Is(err, rackcloud.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	p.m.failures.WithLabelValues(string(reason)).Inc()
+	p.log.Warn("host failed", "host", h.Name, "reason", reason, "step", info.FailedStep, "err", detail)
+	return map[string]string{"reason": string(reason)}, nil
+}
+
+func (p *Provisioner) observe(phase string, start time.Time, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	p.m.phase.WithLabelValues(phase, result).Observe(time.Since(start).Seconds())
+}
+
+// reasonedError carries a failure reason in its text, "reason: error", so
+// that the task's recorded error still says it after the engine wrapped
+// it.
+type reasonedError struct {
+	reason rackcloud.FailureReason
+	err    error
+}
+
+func (e *reasonedError) Error() string { return string(e.reason) + ": " + e.err.Error() }
+func (e *reasonedError) Unwrap() error { return e.err }
+
+func reasoned(r rackcloud.FailureReason, err error) error { return &reasonedError{reason: r, err: err} }
+
+// FailureFor is the typed reason of a host task that failed in step with
+// the recorded error text: the reason a step put in its error, else the
+// step's own (a wait that timed out), else internal.
+func FailureFor(step, errText string) rackcloud.FailureReason {
+	for _, r := range rackcloud.FailureReasons() {
+		if strings.Contains(errText, string(r)+": ") {
+			return r
+		}
+	}
+	if strings.Contains(errText, tasks.ErrWaitTimeout.Error()) {
+		switch step {
+		case StepAwaitInventory:
+			return rackcloud.FailAgentTimeout
+		}
+	}
+	return rackcloud.FailInternal
+}
+
+// oneLine keeps the first line of s, bounded.
+func oneLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	if len(s) > 500 {
+		s = s[:500] + "…"
+	}
+	return s
+}
