@@ -12,7 +12,6 @@ const (
 	KindHostDeprovision = "host.deprovision"
 	KindHostDrain       = "host.drain"
 	KindHostActivate    = "host.activate"
-	KindHostRetry       = "host.retry"
 	KindHostAdopt       = "host.adopt"
 )
 

@@ -168,7 +168,8 @@ var hostTable = func() []HostTransition {
 		{From: HostDraining, Event: HostEvDrained, To: HostMaintenance},
 		{From: HostMaintenance, Event: HostEvActivate, To: HostReady, Task: KindHostActivate},
 
-		{From: HostFailed, Event: HostEvRetry, Task: KindHostRetry},
+		// Task: the kind of the state it failed in (RetryKind).
+		{From: HostFailed, Event: HostEvRetry},
 		{From: HostFailed, Event: HostEvReset, To: HostDeprovisioning, Task: KindHostDeprovision,
 			Actions: []HostAction{ActNetbootInstaller, ActPXEPowerCycle, ActWipe}},
 		{From: HostDeprovisioning, Event: HostEvDeprovisioned, To: HostAvailable, Actions: []HostAction{ActNetbootInspection}},
@@ -182,6 +183,23 @@ var hostTable = func() []HostTransition {
 	}
 	return t
 }()
+
+// RetryKind is the task kind that resumes a host failed in state: the
+// kind that moves hosts through that state, whose steps are idempotent,
+// so it goes on from where the failed task stopped.
+func RetryKind(failedIn HostState) string {
+	switch failedIn {
+	case HostInspecting:
+		return KindHostEnroll
+	case HostProvisioning:
+		return KindHostProvision
+	case HostDeprovisioning:
+		return KindHostDeprovision
+	case HostDraining:
+		return KindHostDrain
+	}
+	return ""
+}
 
 // HostTransitions returns a copy of the lifecycle table.
 func HostTransitions() []HostTransition {
@@ -207,7 +225,7 @@ func NextHost(h HostLife, ev HostEvent) (HostTransition, error) {
 			if !slices.Contains(working, h.FailedIn) {
 				return HostTransition{}, fmt.Errorf("%w: host failed outside a step (in %q): reset it instead of retrying", ErrConflict, h.FailedIn)
 			}
-			t.To = h.FailedIn
+			t.To, t.Task = h.FailedIn, RetryKind(h.FailedIn)
 		}
 		return t, nil
 	}

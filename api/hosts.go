@@ -31,7 +31,11 @@ const (
 // the kind of the task that carries it out, or a 409 that says what the
 // host can do instead.
 func lifecycle(h *rackcloud.Host, ev rackcloud.HostEvent) (string, error) {
-	tr, err := rackcloud.NextHost(rackcloud.HostLife{State: h.State}, ev)
+	life := rackcloud.HostLife{State: h.State}
+	if h.Failure != nil {
+		life.FailedIn = h.Failure.In
+	}
+	tr, err := rackcloud.NextHost(life, ev)
 	if err != nil {
 		return "", huma.Error409Conflict("host " + h.Name + ": " + strings.TrimPrefix(err.Error(), rackcloud.ErrConflict.Error()+": "))
 	}
@@ -207,6 +211,29 @@ func registerHosts(a *API) {
 			return "", nil, huma.Error409Conflict("host " + h.Name + " still runs guests: drain it first")
 		}
 		return kind, rackcloud.HostTaskParams{HostID: h.ID}, nil
+	})
+
+	hostTask(a, c, huma.Operation{
+		OperationID: "retryHost", Method: http.MethodPost, Path: "/v1/hosts/{id}/retry", Summary: "Retry a failed host",
+		Description: "Resumes a failed host at the step that failed: the task that moves hosts through the state it failed in " +
+			"(host.enroll for inspecting, host.provision for provisioning...) runs again; its steps are idempotent, so what was done is not done twice.",
+	}, func(ctx context.Context, tx pgx.Tx, h *rackcloud.Host, _ *struct{}) (string, any, error) {
+		kind, err := lifecycle(h, rackcloud.HostEvRetry)
+		if err != nil {
+			return "", nil, err
+		}
+		if kind == KindHostProvision {
+			return kind, rackcloud.HostProvisionParams{HostID: h.ID, Role: h.Role, ImageID: h.ImageID}, nil
+		}
+		return kind, rackcloud.HostTaskParams{HostID: h.ID}, nil
+	})
+
+	hostTask(a, c, huma.Operation{
+		OperationID: "resetHost", Method: http.MethodPost, Path: "/v1/hosts/{id}/reset", Summary: "Reset a failed host",
+		Description: "Starts a host.deprovision task that wipes a failed host (partition tables and the ends of its disks) and returns it to available.",
+	}, func(ctx context.Context, tx pgx.Tx, h *rackcloud.Host, _ *struct{}) (string, any, error) {
+		kind, err := lifecycle(h, rackcloud.HostEvReset)
+		return kind, rackcloud.HostTaskParams{HostID: h.ID}, err
 	})
 
 	hostTask(a, c, huma.Operation{

@@ -1,11 +1,14 @@
 package api_test
 
 import (
+	"context"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/api"
+	"github.com/rackcloud/rackcloud/store"
 )
 
 // The enums the API documents are the domain's lists, so that a reason or
@@ -34,4 +37,30 @@ func TestEnumsFollowTheDomain(t *testing.T) {
 	}
 	require.ElementsMatch(t, reasons, enum("HostFailure", "reason"))
 	require.ElementsMatch(t, states, enum("Host", "state"))
+}
+
+// retry resumes a failed host with the kind of the state it failed in;
+// the lifecycle refuses what a state does not allow, saying what it does.
+func TestRetryAndReset(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	f := e.fixture("retry")
+	r := e.do("POST", "/v1/hosts/"+f.host+"/retry", e.admin, nil)
+	e.problem(r, 409, api.ProblemConflict)
+	require.Contains(t, r.json(t)["detail"], "a host that is discovered cannot retry (it can: inspect, adopt)")
+
+	ctx := context.Background()
+	_, err := store.TransitionHost(ctx, e.pool, f.host, store.Transition{From: rackcloud.HostDiscovered, To: rackcloud.HostInspecting})
+	require.NoError(t, err)
+	_, err = store.TransitionHost(ctx, e.pool, f.host, store.Transition{From: rackcloud.HostInspecting, To: rackcloud.HostFailed,
+		Failure: &rackcloud.HostFailure{Reason: rackcloud.FailAgentTimeout, Step: "await-inventory"}})
+	require.NoError(t, err)
+	h := e.must(200, "GET", "/v1/hosts/"+f.host, e.admin, nil)
+	require.Equal(t, map[string]any{"reason": "agent_timeout", "step": "await-inventory", "in": "inspecting"}, h["failure"])
+	task := e.must(202, "POST", "/v1/hosts/"+f.host+"/retry", e.admin, nil)
+	require.Equal(t, api.KindHostEnroll, task["kind"])
+	e.waitTask(e.admin, task["id"].(string))
+
+	r = e.do("POST", "/v1/hosts/"+f.host+"/reset", e.admin, nil)
+	e.problem(r, 501, api.ProblemNotImplemented) // host.deprovision has no worker yet
 }

@@ -25,6 +25,9 @@ const (
 	// the host was powered on into PXE (a UEFI server under emulation takes
 	// a minute or two to get there).
 	DefaultInspectTimeout = 10 * time.Minute
+	// DefaultOverheadMemoryMiB is the memory a host keeps for its own
+	// system (kernel, agent, libvirtd or dockerd) by default.
+	DefaultOverheadMemoryMiB = 512
 	// DefaultRecheck is how often a waiting step looks again without a
 	// wake-up (the API wakes it when the awaited event arrives).
 	DefaultRecheck = 30 * time.Second
@@ -63,7 +66,10 @@ type Config struct {
 	// InspectTimeout bounds the wait for the inventory (0: default).
 	InspectTimeout time.Duration
 	// Recheck is how often waiting steps look again without a wake-up.
-	Recheck    time.Duration
+	Recheck time.Duration
+	// Overhead is reserved for the host itself, never sold, on a host
+	// inspected with no overhead set (operators set it per host after).
+	Overhead   rackcloud.Resources
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -273,7 +279,11 @@ func (p *Provisioner) toAvailable(ctx context.Context, sc *tasks.StepContext) (a
 		return map[string]any{"resources": h.Resources}, nil // this step ran before
 	}
 	res := Resources(inv)
-	if _, err := store.SetHostInventory(ctx, p.cfg.Pool, h.ID, inv, res); err != nil {
+	overhead := h.Overhead
+	if overhead == (rackcloud.Resources{}) {
+		overhead = p.cfg.Overhead
+	}
+	if _, err := store.SetHostInventory(ctx, p.cfg.Pool, h.ID, inv, res, overhead); err != nil {
 		return nil, err
 	}
 	if _, err := store.TransitionHost(ctx, p.cfg.Pool, h.ID, store.Transition{From: rackcloud.HostInspecting,

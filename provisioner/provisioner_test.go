@@ -63,7 +63,8 @@ func newEnv(t *testing.T, inspectTimeout time.Duration) *env {
 		RetryMax: 50 * time.Millisecond, Registerer: prometheus.NewRegistry()})
 	require.NoError(t, err)
 	f := &fakeBMC{}
-	p := provisioner.New(provisioner.Config{Pool: pool, BMC: f.bmc(), InspectTimeout: inspectTimeout, Recheck: time.Hour})
+	p := provisioner.New(provisioner.Config{Pool: pool, BMC: f.bmc(), InspectTimeout: inspectTimeout, Recheck: time.Hour,
+		Overhead: rackcloud.Resources{CPUCores: 1, MemoryMiB: 512}})
 	require.NoError(t, p.Register(engine))
 	ctx, cancel := context.WithCancel(context.Background())
 	require.NoError(t, engine.Start(ctx))
@@ -162,6 +163,7 @@ func TestEnrollByBMC(t *testing.T) {
 	require.Nil(t, got.Failure)
 	require.Equal(t, rackcloud.Resources{CPUCores: 4, MemoryMiB: 8192, DiskGiB: 30, NetworkMbs: 1000}, got.Resources)
 	require.Equal(t, &inventory, got.Inventory)
+	require.Equal(t, rackcloud.Resources{CPUCores: 1, MemoryMiB: 512}, got.Overhead, "the default overhead of a host without its own")
 	require.Equal(t, []string{"pxe " + h.ID, "off " + h.ID}, e.bmc.Calls())
 }
 

@@ -87,6 +87,9 @@ type Config struct {
 	// InspectTimeout bounds the wait for a host's inventory once it was
 	// powered on into the inspection image (0: the provisioner's default).
 	InspectTimeout time.Duration
+	// HostOverhead is what an inspected host keeps for itself, never sold
+	// (CPU cores, memory, disk), unless the host has its own.
+	HostOverhead rackcloud.Resources
 }
 
 // Server is one rackcloud server process.
@@ -190,7 +193,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	// Every replica registers every kind, also one without workers, so
 	// that Submit never refuses a real kind.
-	s.prov = provisioner.New(provisioner.Config{Pool: pool, BMC: bmcs, InspectTimeout: cfg.InspectTimeout,
+	s.prov = provisioner.New(provisioner.Config{Pool: pool, BMC: bmcs, InspectTimeout: cfg.InspectTimeout, Overhead: cfg.HostOverhead,
 		Logger: log.With("component", "provisioner"), Registerer: reg})
 	if err := s.prov.Register(s.tasks); err != nil {
 		pool.Close()

@@ -66,13 +66,15 @@ func TransitionHost(ctx context.Context, q Querier, id string, t Transition) (ra
 // IsStaleState reports whether err is TransitionHost's lost race.
 func IsStaleState(err error) bool { return errors.Is(err, ErrStaleState) }
 
-// SetHostInventory records what the host's agent reported and the host's
-// resources derived from it (its overhead is kept as it is). It bumps the
-// version: placement reads the resources.
-func SetHostInventory(ctx context.Context, q Querier, id string, inv rackcloud.Inventory, res rackcloud.Resources) (rackcloud.Host, error) {
+// SetHostInventory records what the host's agent reported, the host's
+// resources derived from it and its overhead (what it keeps for itself).
+// It bumps the version: placement reads the resources.
+func SetHostInventory(ctx context.Context, q Querier, id string, inv rackcloud.Inventory, res, overhead rackcloud.Resources) (rackcloud.Host, error) {
 	tag, err := q.Exec(ctx, `UPDATE hosts SET inventory = $2, cpu_cores = $3, memory_mib = $4, disk_gib = $5,
-			network_mbps = $6, version = version + 1, updated_at = now()
-		WHERE id = $1::uuid`, uuidArg(id), inv, res.CPUCores, res.MemoryMiB, res.DiskGiB, res.NetworkMbs)
+			network_mbps = $6, overhead_cpu_cores = $7, overhead_memory_mib = $8, overhead_disk_gib = $9,
+			version = version + 1, updated_at = now()
+		WHERE id = $1::uuid`, uuidArg(id), inv, res.CPUCores, res.MemoryMiB, res.DiskGiB, res.NetworkMbs,
+		overhead.CPUCores, overhead.MemoryMiB, overhead.DiskGiB)
 	if err != nil {
 		return rackcloud.Host{}, MapError(err)
 	}

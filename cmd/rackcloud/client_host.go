@@ -22,6 +22,8 @@ func init() {
 		{"provision", "ID --role kvm|docker|bm --image I [--wait]", "install a host", hostProvision},
 		{"maintenance", "ID on|off [--reason R] [--wait]", "drain a host into maintenance, or return it", hostMaintenance},
 		{"deprovision", "ID [--wait]", "wipe a host back to available", hostAction("deprovision", nil)},
+		{"retry", "ID [--wait]", "resume a failed host at the step that failed", hostAction("retry", nil)},
+		{"reset", "ID [--wait]", "wipe a failed host back to available", hostAction("reset", nil)},
 		{"boot-events", "ID | --mac M [--last N]", "a host's network boot timeline (DHCP, TFTP, HTTP, callback)", hostBootEvents},
 		{"delete", "ID", "forget a host", deleteVerb("host", "hosts")},
 	})})

@@ -80,6 +80,9 @@ func runServer(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.BMCPollInterval, "bmc-poll-interval", bmc.DefaultPollInterval, "how often each host's BMC is polled for power state and health (jittered, backing off from failing BMCs); negative turns polling off (env RACKCLOUD_BMC_POLL_INTERVAL)")
 	fs.StringVar(&cfg.BMCCAFile, "bmc-ca-file", "", "PEM file of the CA(s) that sign Redfish BMCs' certificates; empty uses the system's roots (env RACKCLOUD_BMC_CA_FILE)")
 	fs.DurationVar(&cfg.InspectTimeout, "inspect-timeout", provisioner.DefaultInspectTimeout, "how long a host being inspected may take to report its inventory once powered on, before it fails with agent_timeout (env RACKCLOUD_INSPECT_TIMEOUT)")
+	fs.IntVar(&cfg.HostOverhead.CPUCores, "host-overhead-cpus", 0, "CPU cores an inspected host keeps for itself, never sold (env RACKCLOUD_HOST_OVERHEAD_CPUS)")
+	fs.Int64Var(&cfg.HostOverhead.MemoryMiB, "host-overhead-memory-mib", provisioner.DefaultOverheadMemoryMiB, "memory (MiB) an inspected host keeps for itself (env RACKCLOUD_HOST_OVERHEAD_MEMORY_MIB)")
+	fs.Int64Var(&cfg.HostOverhead.DiskGiB, "host-overhead-disk-gib", 0, "disk (GiB) an inspected host keeps for itself (env RACKCLOUD_HOST_OVERHEAD_DISK_GIB)")
 	fs.DurationVar(&cfg.TaskRetention, "task-retention", tasks.DefaultRetention, "how long ended tasks, their steps and events are kept before they are pruned; negative keeps them forever (env RACKCLOUD_TASK_RETENTION)")
 	if err := parse(fs, args); err != nil {
 		return err
