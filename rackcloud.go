@@ -160,6 +160,16 @@ type BMC struct {
 	Error   string `json:"error,omitempty"`
 }
 
+// HostTask is the task at work on a host, as a host shows it.
+type HostTask struct {
+	ID   string `json:"id"`
+	Kind string `json:"kind"`
+	// Step names the step in progress; WaitingFor what it waits for from
+	// the machine, if it waits.
+	Step       string `json:"step"`
+	WaitingFor string `json:"waiting_for,omitempty"`
+}
+
 // Host is a physical server.
 type Host struct {
 	Meta
@@ -173,9 +183,11 @@ type Host struct {
 	// StateReason explains a failed state (the step and the error).
 	StateReason string `json:"state_reason,omitempty"`
 	// Failure says why a failed host failed, typed; nil unless failed.
-	Failure   *HostFailure `json:"failure,omitempty"`
-	Power     PowerState   `json:"power"`
-	Inventory *Inventory   `json:"inventory,omitempty"`
+	Failure *HostFailure `json:"failure,omitempty"`
+	// Task is the host's active task, if any: what is being done to it.
+	Task      *HostTask  `json:"task,omitempty"`
+	Power     PowerState `json:"power"`
+	Inventory *Inventory `json:"inventory,omitempty"`
 	// Resources are the host's total resources; Overhead is reserved for the
 	// host itself and never sold.
 	Resources Resources `json:"resources"`

@@ -21,10 +21,10 @@ import (
 type principal struct {
 	TokenID   string
 	TokenName string
-	UserID   string
-	User     string
-	Role     rackcloud.Role
-	Projects []string
+	UserID    string
+	User      string
+	Role      rackcloud.Role
+	Projects  []string
 }
 
 // staff reports whether p sees and changes the whole fleet.
@@ -83,7 +83,7 @@ var (
 	// bootService may read boot profiles and record boot events: the
 	// boot role's only two operations.
 	bootService = access{rackcloud.RoleAdmin, rackcloud.RoleOperator, rackcloud.RoleBoot}
-	adminOnly = access{rackcloud.RoleAdmin}
+	adminOnly   = access{rackcloud.RoleAdmin}
 )
 
 func (ac access) String() string {

@@ -114,12 +114,21 @@ type Host struct {
 	State            string               `json:"state" enum:"discovered,inspecting,available,provisioning,ready,draining,maintenance,deprovisioning,failed" doc:"Lifecycle state."`
 	StateReason      string               `json:"state_reason,omitempty" doc:"Why the host failed: the step and the error."`
 	Failure          *HostFailure         `json:"failure,omitempty" doc:"Why a failed host failed, typed; absent unless failed."`
+	Task             *HostTask            `json:"task,omitempty" doc:"The task at work on the host, if any."`
 	Power            string               `json:"power" enum:"on,off,unknown" doc:"Power as the BMC reports it."`
 	Inventory        *rackcloud.Inventory `json:"inventory,omitempty" doc:"What inspection found."`
 	Resources        Resources            `json:"resources" doc:"Total resources."`
 	Overhead         Overhead             `json:"overhead" doc:"Resources reserved for the host itself, never sold."`
 	Maintenance      bool                 `json:"maintenance" doc:"True keeps new guests off the host."`
 	ProvisioningIPv4 string               `json:"provisioning_ipv4,omitempty" format:"ipv4" doc:"The address the boot service's DHCP reserves for the host on the provisioning network."`
+}
+
+// HostTask is the task at work on a host.
+type HostTask struct {
+	ID         string `json:"id" format:"uuid" doc:"The task."`
+	Kind       string `json:"kind" doc:"What it does." example:"host.enroll"`
+	Step       string `json:"step" doc:"The step in progress." example:"await-inventory"`
+	WaitingFor string `json:"waiting_for,omitempty" doc:"What the step waits for from the machine." example:"inventory from the host's agent"`
 }
 
 // HostFailure is why a failed host failed.
@@ -136,6 +145,9 @@ func hostOut(h rackcloud.Host) Host {
 		ImageID: h.ImageID, State: string(h.State), StateReason: h.StateReason, Power: string(h.Power),
 		Inventory: h.Inventory, Resources: resourcesOut(h.Resources), Overhead: overheadOut(h.Overhead),
 		Maintenance: h.Maintenance, ProvisioningIPv4: h.ProvisioningIPv4}
+	if t := h.Task; t != nil {
+		out.Task = &HostTask{ID: t.ID, Kind: t.Kind, Step: t.Step, WaitingFor: t.WaitingFor}
+	}
 	if f := h.Failure; f != nil {
 		out.Failure = &HostFailure{Reason: string(f.Reason), Step: f.Step, In: string(f.In), Detail: f.Detail, TaskID: f.TaskID}
 	}

@@ -328,7 +328,7 @@ func (p *Provisioner) failHost(ctx context.Context, sc *tasks.StepContext) (any,
 		return nil, nil
 	}
 	reason := FailureFor(info.FailedStep, info.Error)
-	detail := oneLine(info.Error)
+	detail := FailureDetail(reason, info.Error)
 	h, err := store.TransitionHost(ctx, p.cfg.Pool, ep.HostID, store.Transition{From: rackcloud.HostInspecting, To: rackcloud.HostFailed,
 		Failure: &rackcloud.HostFailure{Reason: reason, Step: info.FailedStep, Detail: detail, TaskID: sc.TaskID}})
 	if store.IsStaleState(err) || errors.Is(err, rackcloud.ErrNotFound) {
@@ -379,6 +379,19 @@ func FailureFor(step, errText string) rackcloud.FailureReason {
 		}
 	}
 	return rackcloud.FailInternal
+}
+
+// FailureDetail is the part of a failed task's error a person needs next
+// to the reason: without the engine's "step X failed after N attempt(s):"
+// and the reason's own prefix.
+func FailureDetail(reason rackcloud.FailureReason, errText string) string {
+	if _, rest, ok := strings.Cut(errText, string(reason)+": "); ok {
+		return oneLine(rest)
+	}
+	if i := strings.Index(errText, "): "); i >= 0 && strings.HasPrefix(errText, "step ") {
+		return oneLine(errText[i+3:])
+	}
+	return oneLine(errText)
 }
 
 // oneLine keeps the first line of s, bounded.

@@ -150,6 +150,8 @@ func TestEnrollByBMC(t *testing.T) {
 	id := e.enroll(h, false)
 	e.waitFor(id, "inventory")
 	require.Equal(t, rackcloud.HostInspecting, e.get(h.ID).State)
+	require.Equal(t, &rackcloud.HostTask{ID: id, Kind: rackcloud.KindHostEnroll, Step: provisioner.StepAwaitInventory,
+		WaitingFor: "inventory from the host's agent"}, e.get(h.ID).Task, "the host shows what is being done to it")
 	require.Equal(t, []string{"pxe " + h.ID}, e.bmc.Calls())
 
 	// A report older than the task does not count; a bad one is not taken.
@@ -161,6 +163,7 @@ func TestEnrollByBMC(t *testing.T) {
 	got := e.get(h.ID)
 	require.Equal(t, rackcloud.HostAvailable, got.State)
 	require.Nil(t, got.Failure)
+	require.Nil(t, got.Task, "no task at work any more")
 	require.Equal(t, rackcloud.Resources{CPUCores: 4, MemoryMiB: 8192, DiskGiB: 30, NetworkMbs: 1000}, got.Resources)
 	require.Equal(t, &inventory, got.Inventory)
 	require.Equal(t, rackcloud.Resources{CPUCores: 1, MemoryMiB: 512}, got.Overhead, "the default overhead of a host without its own")
@@ -242,4 +245,10 @@ func TestFailureFor(t *testing.T) {
 	} {
 		require.Equal(t, c.want, provisioner.FailureFor(c.step, c.err), c.err)
 	}
+	require.Equal(t, "wrong user or password", provisioner.FailureDetail(rackcloud.FailBMCRefused,
+		"step pxe-power-on failed (permanent): bmc_refused: wrong user or password"))
+	require.Equal(t, "wait timed out: waited 10m0s for inventory", provisioner.FailureDetail(rackcloud.FailAgentTimeout,
+		"step await-inventory failed (permanent): wait timed out: waited 10m0s for inventory"))
+	require.Equal(t, "connection refused", provisioner.FailureDetail(rackcloud.FailInternal,
+		"step available failed after 3 attempt(s): connection refused"))
 }

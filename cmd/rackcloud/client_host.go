@@ -29,8 +29,38 @@ func init() {
 	})})
 }
 
-var hostColumns = []column{{"ID", "id"}, {"NAME", "name"}, {"STATE", "state"}, {"POWER", "power"}, {"ROLE", "role"},
-	{"MACS", "macs"}, {"BMC_ADDR", "bmc.address"}, {"BMC", "bmc_status"}, {"MAINT", "maintenance"}, {"LABELS", "labels"}}
+var hostColumns = []column{{"ID", "id"}, {"NAME", "name"}, {"STATE", "state"}, {"DOING", "doing"}, {"POWER", "power"}, {"ROLE", "role"},
+	{"CPUS", "resources.cpu_cores"}, {"MEM_MIB", "resources.memory_mib"}, {"MACS", "macs"}, {"BMC_ADDR", "bmc.address"},
+	{"BMC", "bmc_status"}, {"MAINT", "maintenance"}, {"LABELS", "labels"}}
+
+// doingWidth is the most of a host's task or failure the table shows.
+const doingWidth = 48
+
+// doing is the DOING column of the host table: the step its task is in
+// (and what it waits for), or why it failed, or "-".
+func doing(h map[string]any) string {
+	if t, ok := h["task"].(map[string]any); ok && t != nil {
+		kind, _ := t["kind"].(string)
+		step, _ := t["step"].(string)
+		s := strings.TrimPrefix(kind, "host.") + ": " + step
+		if w, _ := t["waiting_for"].(string); w != "" {
+			s += " (waits for " + w + ")"
+		}
+		return shorten(s, doingWidth)
+	}
+	if f, ok := h["failure"].(map[string]any); ok && f != nil {
+		reason, _ := f["reason"].(string)
+		s := reason
+		if step, _ := f["step"].(string); step != "" {
+			s += " in " + step
+		}
+		if d, _ := f["detail"].(string); d != "" {
+			s += ": " + d
+		}
+		return shorten(s, doingWidth)
+	}
+	return "-"
+}
 
 // bmcStatusWidth is the most of a BMC's error the host table shows; host
 // get shows all of it.
@@ -93,6 +123,7 @@ func hostList(ctx context.Context, args []string) error {
 	if c.out != "json" {
 		for _, it := range items {
 			it["bmc_status"] = bmcStatus(it)
+			it["doing"] = doing(it)
 		}
 	}
 	return c.printItems(items, hostColumns)

@@ -28,3 +28,22 @@ func TestBMCStatus(t *testing.T) {
 		require.LessOrEqual(t, len([]rune(got)), bmcStatusWidth, name)
 	}
 }
+
+func TestDoing(t *testing.T) {
+	for name, tc := range map[string]struct {
+		host map[string]any
+		want string
+	}{
+		"idle": {map[string]any{"name": "h"}, "-"},
+		"waiting": {map[string]any{"task": map[string]any{"kind": "host.enroll", "step": "await-inventory", "waiting_for": "inventory"}},
+			"enroll: await-inventory (waits for inventory)"},
+		"running": {map[string]any{"task": map[string]any{"kind": "host.enroll", "step": "pxe-power-on"}}, "enroll: pxe-power-on"},
+		"failed": {map[string]any{"failure": map[string]any{"reason": "bmc_refused", "step": "pxe-power-on",
+			"detail": "wrong user or password (IPMI, cipher suite 3)"}},
+			"bmc_refused in pxe-power-on: wrong user or..."},
+	} {
+		if got := doing(tc.host); got != tc.want {
+			t.Errorf("%s: doing = %q, want %q", name, got, tc.want)
+		}
+	}
+}
