@@ -101,6 +101,10 @@ func TestPXEBootThroughBMC(t *testing.T) {
 		require.NotNil(t, m, "%s: a QEMU process appears", c.name)
 		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", m.PID()))
 		require.NoError(t, err)
+		if len(cmdline) == 0 { // a zombie: QEMU is gone; say why
+			<-m.Done()
+			t.Fatalf("%s: QEMU exited right after power on: %v\nconsole:\n%s", c.name, m.ExitErr(), m.Console())
+		}
 		require.Contains(t, string(cmdline), "order=nc", "%s: network first", c.name)
 	}
 	for _, c := range cases {
