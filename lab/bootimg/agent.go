@@ -25,6 +25,10 @@ const (
 	InventoryMarker = "RACKCLOUD-INVENTORY-OK"
 )
 
+// EnvAgent names a prebuilt agent binary to put into the inspection image
+// instead of building one (a machine without the source tree or Go).
+const EnvAgent = "RACKCLOUD_AGENT_BINARY"
+
 // modulePath is the module whose cmd/rackcloud-agent is built.
 const modulePath = "github.com/rackcloud/rackcloud"
 
@@ -45,7 +49,8 @@ var agentBuild struct {
 
 // Agent builds the static agent binary (CGO_ENABLED=0 go build -trimpath
 // -ldflags="-s -w" ./cmd/rackcloud-agent, in this source tree's module
-// root) once per process and returns it. Builds are reproducible, so the
+// root) once per process and returns it; $RACKCLOUD_AGENT_BINARY (EnvAgent)
+// names a prebuilt one instead. Builds are reproducible, so the
 // Go build cache makes a build in a new process cheap and the binary's
 // bytes (hashed into the initramfs cache key) change only with its source.
 func Agent(ctx context.Context) ([]byte, error) {
@@ -53,6 +58,14 @@ func Agent(ctx context.Context) ([]byte, error) {
 	defer agentBuild.mu.Unlock()
 	if agentBuild.bin != nil {
 		return agentBuild.bin, nil
+	}
+	if p := os.Getenv(EnvAgent); p != "" {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("agent ($%s): %w", EnvAgent, err)
+		}
+		agentBuild.bin = b
+		return b, nil
 	}
 	root, err := moduleRoot(ctx)
 	if err != nil {
