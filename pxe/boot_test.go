@@ -3,6 +3,7 @@ package pxe
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -39,6 +40,57 @@ func TestBootBIOS(t *testing.T) {
 	}
 }
 
+// TestBootInventory: a server with 2 CPUs, 768 MiB, a blank virtio disk
+// and DMI data boots the inspection image over the network (SeaBIOS);
+// after the callback its agent reports the inventory with the boot's
+// token, and the inventory event carries the VM's real facts.
+func TestBootInventory(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 79)
+	s := l.start(l.config(), Deps{})
+	mac := "52:54:00:79:00:01"
+	hw, err := net.ParseMAC(mac)
+	require.NoError(t, err)
+	m, _ := l.bootSpec(qemu.Spec{Name: "inventory", MAC: hw, CPUs: 2, MemoryMiB: 768, Serial: "SN-79",
+		Disks: []qemu.Disk{{Path: filepath.Join(l.dir, "blank.img"), SizeMiB: 64}}})
+	ev := waitEvent(t, s, mac, EventInventory, 4*time.Minute, m)
+	ctx, cancel := contextWithTimeout(30 * time.Second)
+	defer cancel()
+	require.NoError(t, m.WaitConsole(ctx, bootimg.InventoryMarker+" mac="+mac))
+	logInitLines(t, m)
+	t.Logf("inventory: %s", ev.Data)
+	inv := requireInventory(t, ev, mac, "bios")
+	require.Equal(t, 2, inv.CPUs, "QEMU -smp 2")
+	require.Equal(t, []rackcloud.InventoryDisk{{Name: "vda", SizeBytes: 64 << 20, Rotational: true}}, inv.Disks,
+		"the blank virtio disk (virtio-blk says rotational)")
+	require.Equal(t, "rackcloud-lab", inv.Vendor)
+	require.Equal(t, "sim-2c", inv.Product)
+	require.Equal(t, "SN-79", inv.Serial)
+	for _, r := range []string{tokenMissing, tokenWrong, tokenReplayed} {
+		require.Zero(t, counterValue(s.m.callbacksRefused.WithLabelValues(r)), r)
+	}
+}
+
+// requireInventory checks what every inspection boot of a 512-768 MiB
+// lab server reports: memory (QEMU -m minus what the kernel keeps), its
+// NIC, its firmware.
+func requireInventory(t *testing.T, ev Event, mac, firmware string) rackcloud.Inventory {
+	t.Helper()
+	var inv rackcloud.Inventory
+	require.NoError(t, json.Unmarshal(ev.Data, &inv), string(ev.Data))
+	require.Equal(t, firmware, inv.Firmware)
+	require.GreaterOrEqual(t, inv.CPUs, 1)
+	require.NotEmpty(t, inv.CPUModel)
+	require.Greater(t, inv.MemoryMiB, int64(300), "QEMU -m less the kernel's reservations")
+	require.LessOrEqual(t, inv.MemoryMiB, int64(768))
+	var macs []string
+	for _, n := range inv.NICs {
+		macs = append(macs, n.MAC)
+	}
+	require.Contains(t, macs, mac, "the NIC it booted from")
+	return inv
+}
+
 // TestBootUEFI: OVMF's own PXE loads snponly.efi over TFTP, which chains
 // to the script over HTTP.
 func TestBootUEFI(t *testing.T) {
@@ -63,6 +115,8 @@ func TestBootUEFI(t *testing.T) {
 		}
 	}
 	require.True(t, aborted, "OVMF aborted its tsize probe")
+	inv := requireInventory(t, waitEvent(t, s, mac, EventInventory, time.Minute, m), mac, "uefi")
+	require.LessOrEqual(t, inv.MemoryMiB, int64(512))
 }
 
 // TestBootUEFIHTTP: OVMF with its PXE (TFTP) boot options turned off

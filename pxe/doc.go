@@ -40,8 +40,30 @@
 //	     nothing is recorded, rackcloud_boot_callbacks_refused_total{reason}
 //	     counts it and a warning is logged (at most 10 lines a minute)
 //
-// The current boot's token may call back more than once (the image
-// retries). Only SHA-256 hashes are kept: per MAC the current one and the
+// The inspection agent (package agent, /bin/rackcloud-agent in the
+// inspection image) reports the machine's inventory the same way, with
+// the same token, to the URL it derives from rackcloud.callback:
+//
+//	POST /boot/{mac}/inventory
+//	Authorization: Bearer TOKEN
+//	Content-Type: application/json
+//	{"cpu_model": "…", "cpus": 2, "memory_mib": 459,
+//	 "disks": [{"name": "vda", "size_bytes": 67108864, "rotational": true}],
+//	 "nics": [{"name": "eth0", "mac": "52:54:00:aa:01:01"}],
+//	 "vendor": "QEMU", "product": "…", "firmware": "bios"}
+//
+//	202: recorded as an inventory event, Data the body (a
+//	     rackcloud.Inventory, its strings cleaned), and queued to the
+//	     control plane like every event
+//	400: the body is not one JSON object
+//	403: as for the callback (same token check, same counter and log)
+//	413: the body is over 256 KiB
+//
+// The agent sends it again after a transport error or a 5xx, for a
+// bounded time; it gives up at once on a 4xx.
+//
+// The current boot's token may call back (and report) more than once
+// (the image retries). Only SHA-256 hashes are kept: per MAC the current one and the
 // previous four (to tell a replay from a forgery), for up to 4096 MACs, in
 // Config.StateDir/boot-tokens.json (replaced atomically before the script
 // is served, so that a restarted service accepts the callback of a boot it

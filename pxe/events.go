@@ -8,32 +8,36 @@ import (
 	"github.com/rackcloud/rackcloud"
 )
 
-// EventKind names one step of a network boot.
-type EventKind string
+// EventKind names one step of a network boot; the kinds are listed once,
+// in package rackcloud, for the boot service and the API.
+type EventKind = rackcloud.BootEventKind
 
-// Boot events, in the order a boot produces them.
+// Boot events, in the order a boot produces them (rackcloud.BootEventKinds).
 const (
-	EventDHCPDiscover EventKind = "dhcp.discover"
-	EventDHCPOffer    EventKind = "dhcp.offer"
-	EventDHCPRequest  EventKind = "dhcp.request"
-	EventDHCPAck      EventKind = "dhcp.ack"
-	EventDHCPNak      EventKind = "dhcp.nak"
-	EventDHCPInform   EventKind = "dhcp.inform"
-	EventDHCPDecline  EventKind = "dhcp.decline"
-	EventDHCPRelease  EventKind = "dhcp.release"
-	EventTFTPStart    EventKind = "tftp.start"
-	EventTFTPDone     EventKind = "tftp.done"
+	EventDHCPDiscover = rackcloud.BootEventDHCPDiscover
+	EventDHCPOffer    = rackcloud.BootEventDHCPOffer
+	EventDHCPRequest  = rackcloud.BootEventDHCPRequest
+	EventDHCPAck      = rackcloud.BootEventDHCPAck
+	EventDHCPNak      = rackcloud.BootEventDHCPNak
+	EventDHCPInform   = rackcloud.BootEventDHCPInform
+	EventDHCPDecline  = rackcloud.BootEventDHCPDecline
+	EventDHCPRelease  = rackcloud.BootEventDHCPRelease
+	EventTFTPStart    = rackcloud.BootEventTFTPStart
+	EventTFTPDone     = rackcloud.BootEventTFTPDone
 	// EventTFTPError is a transfer that did not complete; Detail says
 	// whether the client aborted it on purpose (UEFI firmware asks for the
 	// size first, then aborts with TFTP error 8).
-	EventTFTPError  EventKind = "tftp.error"
-	EventHTTPScript EventKind = "http.script"
-	EventHTTPKernel EventKind = "http.kernel"
-	EventHTTPInitrd EventKind = "http.initrd"
-	EventHTTPFile   EventKind = "http.file"
+	EventTFTPError  = rackcloud.BootEventTFTPError
+	EventHTTPScript = rackcloud.BootEventHTTPScript
+	EventHTTPKernel = rackcloud.BootEventHTTPKernel
+	EventHTTPInitrd = rackcloud.BootEventHTTPInitrd
+	EventHTTPFile   = rackcloud.BootEventHTTPFile
 	// EventCallback is the booted image calling back (POST
 	// /boot/{mac}/callback); Data holds its JSON body.
-	EventCallback EventKind = "callback"
+	EventCallback = rackcloud.BootEventCallback
+	// EventInventory is the inspection agent's report (POST
+	// /boot/{mac}/inventory); Data holds its rackcloud.Inventory JSON.
+	EventInventory = rackcloud.BootEventInventory
 )
 
 // Event is one recorded boot step of one MAC.

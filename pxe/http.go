@@ -1,6 +1,7 @@
 package pxe
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -24,13 +25,18 @@ import (
 	"github.com/rackcloud/rackcloud"
 )
 
-// maxCallbackBody bounds the JSON a booted image may post back.
-const maxCallbackBody = 64 << 10
+// Bounds of the JSON a booted image may post back: its callback, and the
+// agent's inventory (a large server's disks and NICs fit many times).
+const (
+	maxCallbackBody  = 64 << 10
+	maxInventoryBody = 256 << 10
+)
 
 // Handler returns the boot service's HTTP handler:
 //
 //	GET  /boot/{mac}.ipxe       the host's iPXE script for its state
 //	POST /boot/{mac}/callback   the booted image reports in (JSON body)
+//	POST /boot/{mac}/inventory  the inspection agent's inventory (JSON object)
 //	GET  /boot/{mac}/events     the host's boot timeline (JSON)
 //	GET  /files/{path}          kernels, initrds and images (Range, checksums)
 //	GET  /ipxe/{path}           the iPXE binaries (UEFI HTTP boot)
@@ -39,6 +45,7 @@ func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /boot/{name}", s.instrument("script", http.HandlerFunc(s.handleScript)))
 	mux.Handle("POST /boot/{mac}/callback", s.instrument("callback", http.HandlerFunc(s.handleCallback)))
+	mux.Handle("POST /boot/{mac}/inventory", s.instrument("inventory", http.HandlerFunc(s.handleInventory)))
 	mux.Handle("GET /boot/{mac}/events", s.instrument("events", http.HandlerFunc(s.handleEvents)))
 	mux.Handle("GET /files/{path...}", s.instrument("files", s.fileHandler(s.filesRoot, "/files/")))
 	mux.Handle("GET /ipxe/{path...}", s.instrument("ipxe", s.fileHandler(s.tftpRoot, "/ipxe/")))
@@ -172,11 +179,26 @@ func (s *Service) handleScript(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(script)
 }
 
-// handleCallback records POST /boot/{mac}/callback. The caller must
-// present the token of mac's current boot ("Authorization: Bearer"); a
-// missing, wrong or earlier boot's token is refused with 403, counted and
-// logged (at most refusedLogBurst lines a minute), and leaves no event.
+// handleCallback records POST /boot/{mac}/callback (any JSON, or no
+// body) as a callback event.
 func (s *Service) handleCallback(w http.ResponseWriter, r *http.Request) {
+	s.handleReport(w, r, EventCallback, maxCallbackBody, false, http.StatusNoContent)
+}
+
+// handleInventory records POST /boot/{mac}/inventory, the agent's
+// rackcloud.Inventory (a JSON object), as an inventory event.
+func (s *Service) handleInventory(w http.ResponseWriter, r *http.Request) {
+	s.handleReport(w, r, EventInventory, maxInventoryBody, true, http.StatusAccepted)
+}
+
+// handleReport records what a booted image posts about itself as an event
+// of kind, its body (at most max bytes of JSON; an object when object is
+// set, else also empty) as the event's Data, and answers code. The caller
+// must present the token of mac's current boot ("Authorization: Bearer");
+// a missing, wrong or earlier boot's token is refused with 403, counted
+// and logged (at most refusedLogBurst lines a minute), and leaves no
+// event.
+func (s *Service) handleReport(w http.ResponseWriter, r *http.Request, kind EventKind, max int64, object bool, code int) {
 	mac, err := rackcloud.NormalizeMAC(r.PathValue("mac"))
 	if err != nil {
 		httpError(w, http.StatusBadRequest, "%v", err)
@@ -185,27 +207,37 @@ func (s *Service) handleCallback(w http.ResponseWriter, r *http.Request) {
 	if reason := s.tokens.check(mac, bearer(r.Header.Get("Authorization"))); reason != "" {
 		s.m.callbacksRefused.WithLabelValues(reason).Inc()
 		if s.refusedLog.Allow() {
-			s.log.Warn("callback refused", "mac", mac, "peer", remoteIP(r), "token", reason)
+			s.log.Warn(string(kind)+" refused", "mac", mac, "peer", remoteIP(r), "token", reason)
 		}
-		httpError(w, http.StatusForbidden, "callback refused: %s boot token", reason)
+		httpError(w, http.StatusForbidden, "%s refused: %s boot token", kind, reason)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxCallbackBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
 	if err != nil {
-		httpError(w, http.StatusRequestEntityTooLarge, "callback body: %v", err)
+		httpError(w, http.StatusRequestEntityTooLarge, "%s body: %v", kind, err)
 		return
 	}
-	if len(body) > 0 && !json.Valid(body) {
-		httpError(w, http.StatusBadRequest, "callback body is not JSON")
+	switch {
+	case object && !isJSONObject(body):
+		httpError(w, http.StatusBadRequest, "%s body is not a JSON object", kind)
+		return
+	case len(body) > 0 && !json.Valid(body):
+		httpError(w, http.StatusBadRequest, "%s body is not JSON", kind)
 		return
 	}
-	ev := Event{MAC: mac, Kind: EventCallback, IP: remoteIP(r).String()}
+	ev := Event{MAC: mac, Kind: kind, IP: remoteIP(r).String()}
 	if len(body) > 0 {
 		// The image's own text: strings cleaned, its boot token redacted.
 		ev.Data = cleanJSON(body)
 	}
 	s.record(ev)
-	w.WriteHeader(http.StatusNoContent)
+	w.WriteHeader(code)
+}
+
+// isJSONObject reports whether b is one valid JSON object.
+func isJSONObject(b []byte) bool {
+	b = bytes.TrimLeft(b, " \t\r\n")
+	return len(b) > 0 && b[0] == '{' && json.Valid(b)
 }
 
 // handleEvents serves GET /boot/{mac}/events.

@@ -104,23 +104,28 @@ var vmSeq atomic.Int32
 // boot starts a QEMU server on a new tap of the lab's bridge.
 func (l *testLab) boot(name, mac string, fw qemu.Firmware, extra ...string) (*qemu.Machine, time.Time) {
 	l.t.Helper()
+	hw, err := net.ParseMAC(mac)
+	require.NoError(l.t, err)
+	return l.bootSpec(qemu.Spec{Name: name, MAC: hw, Firmware: fw, MemoryMiB: 512, ExtraArgs: extra})
+}
+
+// bootSpec starts the QEMU server spec network-booting on a new tap of
+// the lab's bridge, its files under the lab's directory.
+func (l *testLab) bootSpec(spec qemu.Spec) (*qemu.Machine, time.Time) {
+	l.t.Helper()
 	requireBinaries(l.t, "qemu-system-x86_64")
 	tap := fmt.Sprintf("tap%d", vmSeq.Add(1))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	require.NoError(l.t, l.net.AddTap(ctx, tap))
-	hw, err := net.ParseMAC(mac)
-	require.NoError(l.t, err)
+	spec.BootNetwork, spec.Netns, spec.Tap, spec.Dir = true, l.net.Name, tap, filepath.Join(l.dir, spec.Name)
 	start := time.Now()
-	m, err := qemu.Start(context.Background(), qemu.Spec{
-		Name: name, MAC: hw, Firmware: fw, BootNetwork: true, MemoryMiB: 512,
-		Netns: l.net.Name, Tap: tap, Dir: filepath.Join(l.dir, name), ExtraArgs: extra,
-	})
+	m, err := qemu.Start(context.Background(), spec)
 	require.NoError(l.t, err)
 	l.t.Cleanup(func() {
 		_ = m.Stop()
 		if l.t.Failed() {
-			l.t.Logf("console of %s:\n%s", name, tail(m.Console(), 3000))
+			l.t.Logf("console of %s:\n%s", spec.Name, tail(m.Console(), 3000))
 		}
 	})
 	return m, start

@@ -77,7 +77,7 @@ func newMetrics(reg prometheus.Registerer, activeLeases func() float64, reachabl
 		}),
 		callbacksRefused: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackcloud_boot_callbacks_refused_total",
-			Help: "Callbacks refused for their boot token, by reason (missing, wrong, replayed: an earlier boot's).",
+			Help: "Callbacks and inventory reports refused for their boot token, by reason (missing, wrong, replayed: an earlier boot's).",
 		}, []string{"reason"}),
 	}
 	for _, r := range []string{tokenMissing, tokenWrong, tokenReplayed} {

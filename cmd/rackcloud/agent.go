@@ -2,31 +2,19 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
 
 	"github.com/rackcloud/rackcloud/agent"
 )
 
 func init() {
-	register(command{name: "agent", summary: "inspection agent: print this machine's hardware inventory as JSON", run: runAgent})
+	register(command{name: "agent", summary: "inspection agent: report this machine's hardware inventory, or print it as JSON", run: runAgent})
 }
 
+// runAgent is agent.Main, as in the boot images' rackcloud-agent.
 func runAgent(ctx context.Context, args []string) error {
-	fs := newFlagSet("rackcloud agent", "", "Reports this machine's hardware inventory as JSON.")
-	root := fs.String("root", "/", "root of the file system to inspect (where proc and sys are)")
-	if err := fs.Parse(args); err != nil {
-		return err
+	if code := agent.Main(ctx, "rackcloud agent", args, stdout, stderr); code != 0 {
+		return fmt.Errorf("exit status %d", code)
 	}
-	inv, err := agent.Collect(os.DirFS(*root))
-	if err != nil {
-		return err
-	}
-	b, err := json.MarshalIndent(inv, "", "  ")
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Println(string(b))
-	return err
+	return nil
 }

@@ -198,3 +198,24 @@ func TestImageBootsAndCallsBack(t *testing.T) {
 	}
 	require.NotContains(t, m.Console(), "failed")
 }
+
+// TestAgentBuilt: the agent is built once per process, static, and the
+// inspection files carry it and the hook that runs it after the callback.
+func TestAgentBuilt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	files, err := AgentFiles(ctx)
+	require.NoError(t, err)
+	require.Len(t, files, 2)
+	bin := files[0].Data
+	require.Equal(t, AgentPath, files[0].Path)
+	require.Equal(t, []byte("\x7fELF"), bin[:4])
+	require.Less(t, len(bin), 16<<20, "a small agent")
+	t.Logf("agent binary: %d bytes", len(bin))
+	require.NotContains(t, string(bin), "/lib64/ld-linux", "static: no dynamic loader")
+	require.Equal(t, InventoryHook, files[1].Path)
+	require.Contains(t, string(files[1].Data), "/"+AgentPath+" --from-cmdline")
+	again, err := Agent(ctx)
+	require.NoError(t, err)
+	require.Equal(t, bin, again)
+}

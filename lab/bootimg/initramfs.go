@@ -348,14 +348,20 @@ func Prepare(dir string, spec Spec) (*Image, error) {
 	return img, nil
 }
 
-// Inspection fetches the kernel into CacheDir() and writes the default
-// image (DefaultInit, DefaultModules) into dir, reusing a cached build.
+// Inspection fetches the kernel into CacheDir(), builds the agent (see
+// Agent) and writes the inspection image (DefaultInit, DefaultModules,
+// AgentFiles: the agent reports the inventory after the callback) into
+// dir, reusing a cached build.
 func Inspection(ctx context.Context, dir string) (*Image, error) {
 	k, err := FetchKernel(ctx, CacheDir())
 	if err != nil {
 		return nil, err
 	}
-	return Prepare(dir, Spec{Kernel: k, CacheDir: CacheDir()})
+	files, err := AgentFiles(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return Prepare(dir, Spec{Kernel: k, Files: files, CacheDir: CacheDir()})
 }
 
 func writeAtomic(name string, fill func(io.Writer) error) error {

@@ -1,0 +1,84 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// Main is the agent's command line, shared by the small rackcloud-agent
+// binary of the boot images and `rackcloud agent`: name is the command's
+// name for its usage line, args its arguments. It returns the exit
+// status: 0, 1 when collecting or reporting failed, 2 for a usage error.
+//
+//	--root DIR        the file system to inspect (default /)
+//	--report URL      POST the inventory there (else print it)
+//	--token T         this boot's token (Authorization: Bearer)
+//	--from-cmdline    take the URL and token from /proc/cmdline
+//	                  (rackcloud.mac, rackcloud.callback, rackcloud.token)
+//	--retry-for D     how long to keep trying (default 2m)
+func Main(ctx context.Context, name string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "-help" || a == "--help" {
+			fs.SetOutput(stdout) // help asked for is not an error
+		}
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: %s [flags]\n\n"+
+			"Collects this machine's hardware inventory (CPU, memory, disks, NICs, DMI, firmware) and\n"+
+			"reports it to the boot service with this boot's token, or prints it as JSON.\n\nflags:\n", name)
+		fs.PrintDefaults()
+	}
+	root := fs.String("root", "/", "root of the file system to inspect (where proc and sys are)")
+	report := fs.String("report", "", "POST the inventory to this URL (the boot service's /boot/{mac}/inventory) instead of printing it")
+	token := fs.String("token", "", "this boot's token, sent as \"Authorization: Bearer\"")
+	fromCmdline := fs.Bool("from-cmdline", false, "take the report URL and token from the kernel command line ("+
+		ParamMAC+", "+ParamCallback+", "+ParamToken+")")
+	retryFor := fs.Duration("retry-for", DefaultRetryFor, "keep trying this long after transport errors and 5xx answers")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected arguments %q\n", name, fs.Args())
+		return 2
+	}
+	cfg := Config{Root: os.DirFS(*root), ReportURL: *report, Token: *token, RetryFor: *retryFor, Log: stderr}
+	if *fromCmdline {
+		b, err := readCmdline(*root)
+		if err == nil {
+			cfg.ReportURL, err = b.ReportURL()
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", name, err)
+			return 1
+		}
+		if cfg.Token == "" {
+			cfg.Token = b.Token
+		}
+	}
+	if err := Run(ctx, cfg, stdout); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return 1
+	}
+	return 0
+}
+
+func readCmdline(root string) (Boot, error) {
+	b, err := os.ReadFile(strings.TrimSuffix(root, "/") + "/proc/cmdline")
+	if err != nil {
+		return Boot{}, err
+	}
+	return ParseCmdline(string(b)), nil
+}
