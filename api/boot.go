@@ -36,10 +36,16 @@ const MaxBootEventsBatch = 1000
 // DefaultMaxBodyBytes.
 const MaxBootEventsBodyBytes = 8 << 20
 
-// BootEventKinds are the event kinds the boot service emits (pxe.EventKind).
-var BootEventKinds = []string{"dhcp.discover", "dhcp.offer", "dhcp.request", "dhcp.ack", "dhcp.nak", "dhcp.inform",
-	"dhcp.decline", "dhcp.release", "tftp.start", "tftp.done", "tftp.error", "http.script", "http.kernel",
-	"http.initrd", "http.file", "callback", "inventory"}
+// BootEventKinds are the event kinds the boot service emits
+// (rackcloud.BootEventKinds; the kind enum of BootEventIn lists them too,
+// and a test holds the two together).
+var BootEventKinds = func() []string {
+	var out []string
+	for _, k := range rackcloud.BootEventKinds() {
+		out = append(out, string(k))
+	}
+	return out
+}()
 
 // plainDHCPClient is the client kind of a DHCP client that is not network
 // booting (pxe.ClientDHCP): its MAC is not discovered as a host.
@@ -362,7 +368,7 @@ func (a *API) afterBootEvents(ctx context.Context, tx pgx.Tx, in []BootEventIn, 
 		if e.HostID == "" {
 			continue
 		}
-		if sum := in[i].BootTokenSHA256; e.Kind == "http.script" && sum != "" {
+		if sum := in[i].BootTokenSHA256; e.Kind == string(rackcloud.BootEventHTTPScript) && sum != "" {
 			b, err := hex.DecodeString(sum)
 			if err != nil {
 				return huma.Error422UnprocessableEntity("bad boot token hash",
@@ -375,7 +381,7 @@ func (a *API) afterBootEvents(ctx context.Context, tx pgx.Tx, in []BootEventIn, 
 		if a.deps.Tasks == nil {
 			continue
 		}
-		if (e.Kind == "callback" || e.Kind == "inventory") && !woken[e.HostID] {
+		if (e.Kind == string(rackcloud.BootEventCallback) || e.Kind == string(rackcloud.BootEventInventory)) && !woken[e.HostID] {
 			woken[e.HostID] = true
 			n, err := a.deps.Tasks.Wake(ctx, tx, "host/"+e.HostID)
 			if err != nil {
@@ -385,7 +391,7 @@ func (a *API) afterBootEvents(ctx context.Context, tx pgx.Tx, in []BootEventIn, 
 				inspected[e.HostID] = true // its task takes the report
 			}
 		}
-		if e.Kind == "inventory" && !inspected[e.HostID] {
+		if e.Kind == string(rackcloud.BootEventInventory) && !inspected[e.HostID] {
 			inspected[e.HostID] = true
 			if err := a.inspectDiscovered(ctx, tx, e.HostID); err != nil {
 				return err

@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -101,8 +100,9 @@ func TestUpEndToEnd(t *testing.T) {
 
 	// Rack and power on (DESIGN.md journey 1): node 1 (BIOS) is powered on
 	// into PXE through its BMC, boots from the lab's boot service into the
-	// inspection image, calls back, and shows up in the API as a
-	// discovered host, with no hand work.
+	// inspection image, calls back, shows up in the API as a discovered
+	// host, and its agent's inventory makes it available, with its real
+	// resources, with no hand work.
 	node := l.Rack.Nodes[0]
 	c, err := m.Open(ctx, bmc.Endpoint{Protocol: rackcloud.BMCIPMI, Address: node.IPMI.String(), Username: node.User, Password: bmc.NewSecret(node.Password)})
 	require.NoError(t, err)
@@ -110,20 +110,40 @@ func TestUpEndToEnd(t *testing.T) {
 	require.NoError(t, c.SetPower(ctx, bmc.PowerOn))
 	t.Cleanup(func() { _ = c.SetPower(context.Background(), bmc.PowerOff) })
 	mac := node.MAC.String()
-	labtest.Eventually(t, 3*time.Minute, 500*time.Millisecond, "node "+mac+" to become a discovered host", func() (bool, string) {
-		kinds := map[string]bool{}
-		for _, e := range l.Boot.Timeline(mac) {
-			kinds[string(e.Kind)] = true
-		}
-		resp := do(http.MethodGet, "/v1/hosts?mac="+mac, "")
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if kinds["callback"] && resp.StatusCode == 200 && strings.Contains(string(b), `"state":"discovered"`) {
-			require.Contains(t, string(b), mac)
-			return true, ""
-		}
-		return false, fmt.Sprintf("timeline %v, hosts %d %s, console:\n%s", kinds, resp.StatusCode, b, console(node))
-	})
+	waitAvailable := func(n *rack.Node) {
+		t.Helper()
+		mac := n.MAC.String()
+		labtest.Eventually(t, 4*time.Minute, 500*time.Millisecond, "node "+mac+" to be discovered, inspected and available", func() (bool, string) {
+			kinds := map[string]bool{}
+			for _, e := range l.Boot.Timeline(mac) {
+				kinds[string(e.Kind)] = true
+			}
+			resp := do(http.MethodGet, "/v1/hosts?mac="+mac, "")
+			var page struct {
+				Items []struct {
+					Name      string               `json:"name"`
+					State     string               `json:"state"`
+					Inventory *rackcloud.Inventory `json:"inventory"`
+					Resources struct {
+						CPUs   int   `json:"cpu_cores"`
+						Memory int64 `json:"memory_mib"`
+					} `json:"resources"`
+				} `json:"items"`
+			}
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&page))
+			resp.Body.Close()
+			if kinds["callback"] && kinds["inventory"] && len(page.Items) == 1 && page.Items[0].State == "available" {
+				h := page.Items[0]
+				require.NotNil(t, h.Inventory)
+				require.Equal(t, n.Size.CPUs, h.Resources.CPUs, "the VM's CPUs")
+				require.Greater(t, h.Resources.Memory, int64(0))
+				require.Equal(t, string(n.Firmware), h.Inventory.Firmware)
+				return true, ""
+			}
+			return false, fmt.Sprintf("timeline %v, hosts %+v, console:\n%s", kinds, page.Items, console(n))
+		})
+	}
+	waitAvailable(node)
 
 	// The operator gives the host a fixed provisioning address: its next
 	// boot leases that address from the boot service's DHCP, from the
@@ -214,7 +234,7 @@ func TestUpEndToEnd(t *testing.T) {
 	require.NoError(t, rc.SetBootDevice(ctx, bmc.BootPXE, bmc.BootOptions{}))
 	require.NoError(t, rc.SetPower(ctx, bmc.PowerOn))
 	t.Cleanup(func() { _ = rc.SetPower(context.Background(), bmc.PowerOff) })
-	want := []string{"dhcp.discover", "dhcp.ack", "tftp.error", "tftp.done", "http.script", "http.kernel", "http.initrd", "callback"}
+	want := []string{"dhcp.discover", "dhcp.ack", "tftp.error", "tftp.done", "http.script", "http.kernel", "http.initrd", "callback", "inventory"}
 	labtest.Eventually(t, 4*time.Minute, time.Second, "UEFI node "+n2.MAC.String()+" to call back, its timeline in the API", func() (bool, string) {
 		resp := do(http.MethodGet, "/v1/boot/events?limit=1000&mac="+n2.MAC.String(), "")
 		b, _ := io.ReadAll(resp.Body)
@@ -239,14 +259,8 @@ func TestUpEndToEnd(t *testing.T) {
 		}
 		return len(missing) == 0, fmt.Sprintf("missing %v of %d events, console:\n%s", missing, len(evs.Items), console(n2))
 	})
-	if apiTakesBootEventKind(t, do, string(rackcloud.BootEventInventory)) {
-		require.Zero(t, rejectedBootEvents(t, l), "the API refused none of the boot service's events")
-	} else {
-		// An API that does not know the inventory kind yet refuses each
-		// inspection boot's report (422), and only those.
-		require.LessOrEqual(t, rejectedBootEvents(t, l), float64(l.Nodes),
-			"the API refused none of the boot service's events but the inventory reports")
-	}
+	require.Zero(t, rejectedBootEvents(t, l), "the API refused none of the boot service's events")
+	waitAvailable(n2)
 	// The boot service posted them as itself.
 	resp = do(http.MethodGet, "/v1/audit-events?action=discoverHost&limit=100", "")
 	b, _ = io.ReadAll(resp.Body)
@@ -266,28 +280,6 @@ func TestUpEndToEnd(t *testing.T) {
 	require.Error(t, err, "server still answers after Down")
 	_, err = os.Stat(l.Net.Path())
 	require.True(t, os.IsNotExist(err), "provisioning namespace left behind")
-}
-
-// apiTakesBootEventKind says whether the API's OpenAPI document lists
-// kind among the boot event kinds it takes.
-func apiTakesBootEventKind(t *testing.T, do func(method, path, body string) *http.Response, kind string) bool {
-	t.Helper()
-	resp := do(http.MethodGet, "/openapi.json", "")
-	defer resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	var doc struct {
-		Components struct {
-			Schemas map[string]struct {
-				Properties map[string]struct {
-					Enum []string `json:"enum"`
-				} `json:"properties"`
-			} `json:"schemas"`
-		} `json:"components"`
-	}
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&doc))
-	in, ok := doc.Components.Schemas["BootEventIn"]
-	require.True(t, ok, "the API documents BootEventIn")
-	return slices.Contains(in.Properties["kind"].Enum, kind)
 }
 
 // rejectedBootEvents sums rackcloud_boot_events_rejected_total over its

@@ -10,7 +10,7 @@ import (
 
 // inventoryEvent is the boot event kind of the agent's report (the boot
 // service records POST /boot/{mac}/inventory as one).
-const inventoryEvent = "inventory"
+const inventoryEvent = string(rackcloud.BootEventInventory)
 
 // ParseInventory reads the agent's report as the boot service recorded it
 // (the event's data): a rackcloud.Inventory with at least CPUs and memory.
