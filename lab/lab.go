@@ -21,6 +21,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/bmc"
 	"github.com/rackcloud/rackcloud/lab/bootimg"
 	"github.com/rackcloud/rackcloud/lab/monlab"
 	"github.com/rackcloud/rackcloud/lab/netns"
@@ -71,6 +73,11 @@ type Config struct {
 	// CLI is how the banner names the rackcloud binary ("./bin/rackcloud"
 	// under make run); empty means "rackcloud".
 	CLI string
+	// Onboard powers every server of the rack on into PXE through its IPMI
+	// BMC once the boot service runs, as an operator racking them would:
+	// each is discovered, inspected by its agent and becomes available
+	// with no command typed.
+	Onboard bool
 }
 
 // Lab is a running lab.
@@ -84,6 +91,8 @@ type Lab struct {
 	Boot     *pxe.Service
 	APIURL   string
 	stops    []func()
+	// onboarded says the rack was powered on at start (Config.Onboard).
+	onboarded bool
 }
 
 // Up starts everything and returns when all of it is ready.
@@ -165,8 +174,39 @@ func Up(ctx context.Context, c Config, log *slog.Logger) (l *Lab, err error) {
 		if err := l.startBoot(ctx, log); err != nil {
 			return l, err
 		}
+		if c.Onboard {
+			if err := l.onboard(ctx, log); err != nil {
+				return l, err
+			}
+		}
 	}
 	return l, l.waitReady(ctx)
+}
+
+// onboard sets every node's next boot to PXE and powers it on through its
+// IPMI BMC (ipmi_sim, over the network, with bmclib as rackcloud does).
+func (l *Lab) onboard(ctx context.Context, log *slog.Logger) error {
+	m, err := bmc.New(bmc.Config{Logger: log.With("component", "lab-bmc")})
+	if err != nil {
+		return err
+	}
+	defer m.Close(context.WithoutCancel(ctx))
+	for _, n := range l.Rack.Nodes {
+		c, err := m.Open(ctx, bmc.Endpoint{Protocol: rackcloud.BMCIPMI, Address: n.IPMI.String(), Username: n.User,
+			Password: bmc.NewSecret(n.Password)})
+		if err == nil {
+			err = c.SetBootDevice(ctx, bmc.BootPXE, bmc.BootOptions{})
+		}
+		if err == nil {
+			err = c.SetPower(ctx, bmc.PowerOn)
+		}
+		if err != nil {
+			return fmt.Errorf("onboard %s: %w", n.Name, err)
+		}
+		log.Info("lab: powered on into PXE through its BMC", "node", n.Name, "mac", n.MAC.String(), "firmware", n.Firmware)
+	}
+	l.onboarded = true
+	return nil
 }
 
 // startRack creates the provisioning network and the simulated rack on it.
@@ -336,7 +376,12 @@ rackcloud lab is up (state in %s)
 	if l.Rack != nil {
 		fmt.Fprintln(w)
 		l.Rack.Print(w)
-		fmt.Fprintf(w, "\nPower a server on into PXE and watch it appear as a discovered host:\n"+
+		if l.onboarded {
+			fmt.Fprintf(w, "\nThe servers were powered on into PXE through their BMCs: each is discovered, inspected by\n"+
+				"its agent and becomes available (a BIOS node in about a minute, a UEFI node in two). Watch:\n"+
+				"  %s host list\n", l.cli())
+		}
+		fmt.Fprintf(w, "\nPower a server on into PXE through its BMC yourself; it is discovered, inspected and made available:\n"+
 			"  ipmitool -I lanplus -C 3 -H 127.0.0.1 -p %d -U %s -P %s chassis bootdev pxe\n"+
 			"  ipmitool -I lanplus -C 3 -H 127.0.0.1 -p %d -U %s -P %s chassis power on\n"+
 			"  %s host list\n",
