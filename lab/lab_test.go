@@ -268,6 +268,51 @@ func TestUpEndToEnd(t *testing.T) {
 	require.Contains(t, string(b), `"actor":"boot:lab-boot-`)
 	require.NotContains(t, string(b), `"actor":"user:admin"`)
 
+	// Enroll by BMC (DESIGN.md journey 2): node 3, registered with its MAC
+	// and its IPMI BMC, is enrolled through the API: the provisioner sets
+	// PXE and powers it on through the real ipmi_sim, its agent reports,
+	// and it is available with its inventory, then powered off.
+	n3 := l.Rack.Nodes[2]
+	body = fmt.Sprintf(`{"name":"node3","macs":[%q],"bmc":{"address":%q,"protocol":"ipmi","username":%q,"password":%q}}`,
+		n3.MAC.String(), n3.IPMI.String(), n3.User, n3.Password)
+	resp = do(http.MethodPost, "/v1/hosts", body)
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&created))
+	resp.Body.Close()
+	require.Equal(t, http.StatusCreated, resp.StatusCode)
+	resp = do(http.MethodPost, "/v1/hosts/"+created.ID+"/enroll", "")
+	var task struct {
+		ID string `json:"id"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&task))
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	labtest.Eventually(t, 4*time.Minute, time.Second, "node 3 enrolled through its BMC", func() (bool, string) {
+		resp := do(http.MethodGet, "/v1/tasks/"+task.ID, "")
+		var ts struct {
+			State string `json:"state"`
+			Error string `json:"error"`
+		}
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&ts))
+		resp.Body.Close()
+		require.NotEqual(t, "failed", ts.State, ts.Error)
+		return ts.State == "succeeded", fmt.Sprintf("task %+v, console:\n%s", ts, console(n3))
+	})
+	labtest.Eventually(t, time.Minute, 500*time.Millisecond, "node 3 available, powered off", func() (bool, string) {
+		resp := do(http.MethodGet, "/v1/hosts/"+created.ID, "")
+		var h struct {
+			State     string `json:"state"`
+			Power     string `json:"power"`
+			Resources struct {
+				CPUs int `json:"cpu_cores"`
+			} `json:"resources"`
+		}
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&h))
+		resp.Body.Close()
+		require.Equal(t, "available", h.State)
+		require.Equal(t, n3.Size.CPUs, h.Resources.CPUs)
+		return h.Power == "off" && n3.Machine() == nil, fmt.Sprintf("%+v", h)
+	})
+
 	qctx, cancel := context.WithTimeout(ctx, 45*time.Second)
 	defer cancel()
 	_, err = monlab.WaitQuery(qctx, l.Monitor.PrometheusURL, `up{job="rackcloud"}`, func(r []monlab.Sample) bool {

@@ -164,10 +164,18 @@ func (p *Provisioner) enrollKind() tasks.Kind {
 }
 
 // started is the output of a host task's first step: when the task began
-// moving the host, so that later steps only take events from then on.
+// moving the host (the database's clock), and from where.
 type started struct {
 	At   time.Time           `json:"at"`
 	From rackcloud.HostState `json:"from"`
+}
+
+// powered is the output of the PXE power-on step: when the host was
+// powered on into PXE (the database's clock), so that only reports of the
+// boot it caused count; zero when the host booted by itself.
+type powered struct {
+	At      time.Time `json:"at,omitzero"`
+	Skipped string    `json:"skipped,omitempty"`
 }
 
 func (p *Provisioner) toInspecting(ctx context.Context, sc *tasks.StepContext) (any, error) {
@@ -179,9 +187,13 @@ func (p *Provisioner) toInspecting(ctx context.Context, sc *tasks.StepContext) (
 	if err != nil {
 		return nil, tasks.Permanent(err)
 	}
+	now, err := store.Now(ctx, p.cfg.Pool)
+	if err != nil {
+		return nil, err
+	}
 	if h.State == rackcloud.HostInspecting {
 		// This step ran before and the host moved; the step is done.
-		return started{At: time.Now().Add(-time.Minute), From: h.State}, nil
+		return started{At: now, From: h.State}, nil
 	}
 	life := rackcloud.HostLife{State: h.State}
 	ev := rackcloud.HostEvInspect
@@ -195,9 +207,6 @@ func (p *Provisioner) toInspecting(ctx context.Context, sc *tasks.StepContext) (
 	if err != nil {
 		return nil, tasks.Permanent(err)
 	}
-	// The boot service's clock and ours may differ a little: take events
-	// from a minute before.
-	at := time.Now().Add(-time.Minute)
 	if _, err := store.TransitionHost(ctx, p.cfg.Pool, h.ID, store.Transition{From: h.State, To: tr.To,
 		Reason: "inspecting (task " + sc.TaskID + ")"}); err != nil {
 		if store.IsStaleState(err) {
@@ -206,7 +215,7 @@ func (p *Provisioner) toInspecting(ctx context.Context, sc *tasks.StepContext) (
 		return nil, err
 	}
 	p.log.Info("host inspecting", "host", h.Name, "task", sc.TaskID)
-	return started{At: at, From: h.State}, nil
+	return started{At: now, From: h.State}, nil
 }
 
 func (p *Provisioner) pxePowerOn(ctx context.Context, sc *tasks.StepContext) (any, error) {
@@ -215,13 +224,18 @@ func (p *Provisioner) pxePowerOn(ctx context.Context, sc *tasks.StepContext) (an
 		return nil, err
 	}
 	if ep.Booted {
-		return map[string]string{"skipped": "the host booted the inspection image by itself"}, nil
+		return powered{Skipped: "the host booted the inspection image by itself"}, nil
 	}
 	if p.cfg.BMC == nil {
 		return nil, tasks.Permanent(reasoned(rackcloud.FailBMCUnreachable, errors.New("this server has no BMC access")))
 	}
+	// Reports of earlier boots stored before this moment do not count.
+	at, err := store.Now(ctx, p.cfg.Pool)
+	if err != nil {
+		return nil, err
+	}
 	start := time.Now()
-	err := p.cfg.BMC.PXEBoot(ctx, ep.HostID)
+	err = p.cfg.BMC.PXEBoot(ctx, ep.HostID)
 	p.observe("pxe_power_on", start, err)
 	if err != nil {
 		reason := Classify(err)
@@ -230,7 +244,7 @@ func (p *Provisioner) pxePowerOn(ctx context.Context, sc *tasks.StepContext) (an
 		}
 		return nil, reasoned(reason, err)
 	}
-	return map[string]string{"boot": "pxe", "power": "on"}, nil
+	return powered{At: at}, nil
 }
 
 func (p *Provisioner) awaitInventory(ctx context.Context, sc *tasks.StepContext) (any, error) {
@@ -242,7 +256,17 @@ func (p *Provisioner) awaitInventory(ctx context.Context, sc *tasks.StepContext)
 	if err := sc.Output(StepInspecting, &st); err != nil {
 		return nil, err
 	}
-	ev, err := store.LatestBootEvent(ctx, p.cfg.Pool, ep.HostID, inventoryEvent, st.At)
+	var pw powered
+	if err := sc.Output(StepPXEPowerOn, &pw); err != nil {
+		return nil, err
+	}
+	// The report of the boot this task caused; a host that booted by
+	// itself reported just before its task began (the report started it).
+	since := pw.At
+	if since.IsZero() {
+		since = st.At.Add(-time.Minute)
+	}
+	ev, err := store.LatestBootEvent(ctx, p.cfg.Pool, ep.HostID, inventoryEvent, since)
 	if errors.Is(err, rackcloud.ErrNotFound) {
 		return nil, tasks.Snooze(p.cfg.Recheck, "inventory from the host's agent")
 	}
@@ -256,8 +280,8 @@ func (p *Provisioner) awaitInventory(ctx context.Context, sc *tasks.StepContext)
 		p.log.Warn("agent's inventory refused", "host", ep.HostID, "err", err)
 		return nil, tasks.Snooze(p.cfg.Recheck, "a valid inventory (the last report: "+err.Error()+")")
 	}
-	if since, ok := sc.WaitingSince(); ok {
-		p.m.phase.WithLabelValues("inspect", "ok").Observe(time.Since(since).Seconds())
+	if now, err := store.Now(ctx, p.cfg.Pool); err == nil {
+		p.m.phase.WithLabelValues("inspect", "ok").Observe(now.Sub(st.At).Seconds())
 	}
 	return inv, nil
 }

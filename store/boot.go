@@ -46,10 +46,11 @@ type BootEvent struct {
 type BootEventFilter struct {
 	HostID string
 	MAC    string
-	// Kind keeps only events of this kind; Since those the boot service
-	// saw at or after it.
-	Kind  string
-	Since time.Time
+	// Kind keeps only events of this kind; ReceivedSince those the API
+	// stored at or after it (the database's clock, not the boot
+	// service's).
+	Kind          string
+	ReceivedSince time.Time
 	After int64
 	Limit int
 	// Newest lists newest first (After is then ignored).
@@ -148,8 +149,8 @@ func ListBootEvents(ctx context.Context, q Querier, f BootEventFilter) ([]BootEv
 	if f.Kind != "" {
 		w.add("kind = $?", f.Kind)
 	}
-	if !f.Since.IsZero() {
-		w.add("at >= $?", f.Since)
+	if !f.ReceivedSince.IsZero() {
+		w.add("received_at >= $?", f.ReceivedSince)
 	}
 	if f.HostID != "" {
 		if !ValidID(f.HostID) {
@@ -294,13 +295,14 @@ func CheckBootToken(ctx context.Context, q Querier, hostID, token string) (bool,
 	return subtle.ConstantTimeCompare(got[:], want) == 1, nil
 }
 
-// LatestBootEvent returns the newest event of kind for host hostID seen
-// at or after since (the boot service's time), or rackcloud.ErrNotFound.
+// LatestBootEvent returns the newest event of kind for host hostID that
+// the API stored at or after since (on the database's clock: see Now), or
+// rackcloud.ErrNotFound.
 func LatestBootEvent(ctx context.Context, q Querier, hostID, kind string, since time.Time) (BootEvent, error) {
 	if !ValidID(hostID) {
 		return BootEvent{}, rackcloud.ErrNotFound
 	}
-	rows, err := ListBootEvents(ctx, q, BootEventFilter{HostID: hostID, Kind: kind, Since: since, Newest: true, Limit: 1})
+	rows, err := ListBootEvents(ctx, q, BootEventFilter{HostID: hostID, Kind: kind, ReceivedSince: since, Newest: true, Limit: 1})
 	if err != nil {
 		return BootEvent{}, err
 	}
@@ -308,4 +310,12 @@ func LatestBootEvent(ctx context.Context, q Querier, hostID, kind string, since 
 		return BootEvent{}, fmt.Errorf("%s event of host %s since %s: %w", kind, hostID, since.Format(time.RFC3339), rackcloud.ErrNotFound)
 	}
 	return rows[0], nil
+}
+
+// Now is the database's clock: compare it with the times the database
+// stamps (received_at), not the caller's.
+func Now(ctx context.Context, q Querier) (time.Time, error) {
+	var t time.Time
+	err := q.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&t)
+	return t, MapError(err)
 }
