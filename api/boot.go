@@ -60,7 +60,9 @@ type NetbootProfile struct {
 	State       string      `json:"state" enum:"discovered,inspecting,available,provisioning,ready,draining,maintenance,deprovisioning,failed" doc:"Lifecycle state; it selects what the host boots."`
 	StateReason string      `json:"state_reason,omitempty" doc:"Why the host failed, shown on its console."`
 	IPv4        string      `json:"ipv4,omitempty" format:"ipv4" doc:"The host's fixed provisioning address: full DHCP reserves it for the host's MACs." example:"10.77.0.21"`
-	Boot        BootProfile `json:"boot" doc:"The boot profile of the host's image; empty when the host has no image (the boot service then boots its discovery image where the state allows)."`
+	Action      string      `json:"action" enum:"netboot,local" doc:"What the boot script does: netboot a kernel, or leave for the local disk (BootFor decides; the boot service renders it)."`
+	Purpose     string      `json:"purpose" enum:"inspection,install,local" doc:"Why: the inspection image, the image's installer, or the disk."`
+	Boot        BootProfile `json:"boot" doc:"The installer's boot profile (purpose install only); empty otherwise: the boot service boots its inspection image."`
 	Version     int64       `json:"version" doc:"The host's version; a cache keeps the newest it has seen." example:"3"`
 }
 
@@ -172,15 +174,17 @@ func registerBoot(a *API) {
 			}
 			return nil, a.problem(err)
 		}
-		p := NetbootProfile{MAC: mac, HostID: h.ID, Hostname: h.Name, State: string(h.State), StateReason: h.StateReason,
-			IPv4: h.ProvisioningIPv4, Version: h.Version}
+		var im *rackcloud.Image
 		if h.ImageID != "" {
-			im, err := store.GetImage(ctx, a.deps.Pool, h.ImageID)
+			got, err := store.GetImage(ctx, a.deps.Pool, h.ImageID)
 			if err != nil {
 				return nil, a.problem(fmt.Errorf("host %s image %s: %w", h.ID, h.ImageID, err))
 			}
-			p.Boot = BootProfile(im.Boot)
+			im = &got
 		}
+		d := BootFor(h, im)
+		p := NetbootProfile{MAC: mac, HostID: h.ID, Hostname: h.Name, State: string(h.State), StateReason: h.StateReason,
+			IPv4: h.ProvisioningIPv4, Version: h.Version, Action: d.Action, Purpose: d.Purpose, Boot: BootProfile(d.Boot)}
 		return &struct{ Body NetbootProfile }{Body: p}, nil
 	})
 

@@ -53,10 +53,11 @@ func TestBootProfile(t *testing.T) {
 	// Without an image: the state and an empty boot profile.
 	r := e.do("GET", "/v1/boot/profiles/52:54:00:aa:01:02", op, nil)
 	require.Equal(t, 200, r.Code, r.String())
-	require.Equal(t, pxe.Profile{MAC: "52:54:00:aa:01:02", HostID: id, Hostname: "node1", State: rackcloud.HostDiscovered, Version: 1},
-		strictProfile(t, r.Body))
+	require.Equal(t, pxe.Profile{MAC: "52:54:00:aa:01:02", HostID: id, Hostname: "node1", State: rackcloud.HostDiscovered, Version: 1,
+		Action: pxe.ActionNetboot, Purpose: api.BootInspection}, strictProfile(t, r.Body))
 
-	// With an image: its boot profile; any MAC spelling finds the host.
+	// With an image: what the host boots follows its state (BootFor): a
+	// failed host boots its disk; any MAC spelling finds the host.
 	im := e.must(201, "POST", "/v1/images", e.admin, map[string]any{"name": "installer", "url": "http://127.0.0.1/x.raw",
 		"checksum": checksum, "format": "raw", "boot": map[string]string{"kernel": "install/vmlinuz", "initrd": "install/initrd.img",
 			"cmdline": "console=ttyS0", "script": "#!ipxe\nboot"}})
@@ -74,9 +75,17 @@ func TestBootProfile(t *testing.T) {
 	r = e.do("GET", "/v1/boot/profiles/52-54-00-AA-01-01", e.admin, nil)
 	require.Equal(t, 200, r.Code, r.String())
 	require.Equal(t, pxe.Profile{MAC: "52:54:00:aa:01:01", HostID: id, Hostname: "node1", State: rackcloud.HostFailed,
-		StateReason: "install: disk not found", Version: host.Version,
-		Boot: rackcloud.BootProfile{Kernel: "install/vmlinuz", Initrd: "install/initrd.img", Cmdline: "console=ttyS0", Script: "#!ipxe\nboot"}},
+		StateReason: "install: disk not found", Version: host.Version, Action: pxe.ActionLocal, Purpose: api.BootLocal},
 		strictProfile(t, r.Body))
+	// Provisioning: the image's installer.
+	_, err = store.TransitionHost(ctx, e.pool, id, store.Transition{From: rackcloud.HostFailed, To: rackcloud.HostProvisioning})
+	require.NoError(t, err)
+	r = e.do("GET", "/v1/boot/profiles/52:54:00:aa:01:01", e.admin, nil)
+	require.Equal(t, 200, r.Code, r.String())
+	got := strictProfile(t, r.Body)
+	require.Equal(t, pxe.ActionNetboot, got.Action)
+	require.Equal(t, api.BootInstall, got.Purpose)
+	require.Equal(t, rackcloud.BootProfile{Kernel: "install/vmlinuz", Initrd: "install/initrd.img", Cmdline: "console=ttyS0", Script: "#!ipxe\nboot"}, got.Boot)
 
 	// A fixed provisioning address reaches the boot service as the
 	// profile's ipv4 (full DHCP reserves it); it is unique, checked, and

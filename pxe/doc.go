@@ -96,6 +96,7 @@
 //	200 application/json: a Profile
 //	  {"mac": "52:54:00:aa:01:01", "host_id": "…", "hostname": "node1",
 //	   "state": "provisioning", "state_reason": "",
+//	   "action": "netboot", "purpose": "install",
 //	   "boot": {"kernel": "install/vmlinuz", "initrd": "install/initrd.img",
 //	            "cmdline": "console=ttyS0", "script": ""},
 //	   "ipv4": "10.88.0.21", "version": 7}

@@ -24,6 +24,12 @@ type Profile struct {
 	State rackcloud.HostState `json:"state"`
 	// StateReason is shown on the console of a failed host.
 	StateReason string `json:"state_reason,omitempty"`
+	// Action is what the control plane decided the host boots (api
+	// BootFor); empty (a cache written by an older boot service) means
+	// ActionFor(State).
+	Action BootAction `json:"action,omitempty"`
+	// Purpose says why: inspection, install or local.
+	Purpose string `json:"purpose,omitempty"`
 	// Boot is the kernel, initrd and command line for the state (the
 	// installer while provisioning); empty fields fall back to the
 	// discovery image for discovered, inspecting and available hosts.

@@ -138,6 +138,9 @@ func (s *Service) scriptData(mac string, p Profile, known bool) ScriptData {
 		}
 	}
 	d.Action = ActionFor(d.State)
+	if known && p.Action != "" {
+		d.Action = p.Action
+	}
 	d.KernelURL = s.fileURL(boot.Kernel, mac, "kernel")
 	d.InitrdURL = s.fileURL(boot.Initrd, mac, "initrd")
 	args := []string{"initrd=" + d.InitrdName}

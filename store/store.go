@@ -22,6 +22,10 @@ import (
 // DefaultMaxConns is the pool size when the URL does not set pool_max_conns.
 const DefaultMaxConns = 20
 
+// DefaultConnectTimeout bounds a new connection when the URL does not set
+// connect_timeout.
+const DefaultConnectTimeout = 5 * time.Second
+
 // Store is the database handle shared by the server's packages.
 type Store struct {
 	Pool *pgxpool.Pool
@@ -43,7 +47,9 @@ func NewPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	if !strings.Contains(url, "pool_max_conns") {
 		cfg.MaxConns = DefaultMaxConns
 	}
-	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	if !strings.Contains(url, "connect_timeout") {
+		cfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
+	}
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
 

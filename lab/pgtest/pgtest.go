@@ -115,6 +115,12 @@ func withDB(u, db string) string {
 		return u
 	}
 	p.Path = "/" + db
+	// Test packages run side by side on two cores with -race: a new
+	// connection may wait longer than a production server's 5 s.
+	if q := p.Query(); q.Get("connect_timeout") == "" {
+		q.Set("connect_timeout", "30")
+		p.RawQuery = q.Encode()
+	}
 	return p.String()
 }
 
