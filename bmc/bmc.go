@@ -1,7 +1,8 @@
 // Package bmc drives servers' baseboard management controllers: power
 // status, on, off, cycle and reset, the next boot device (PXE or disk, once
-// or persistent), sensor readings (temperature, fans, power draw) and the
-// BMC's identity, over IPMI (bmclib's ipmitool provider, always cipher
+// or persistent), sensor readings (temperature, fans, power draw), the
+// server's NICs and their MAC addresses (Redfish only) and the BMC's
+// identity, over IPMI (bmclib's ipmitool provider, always cipher
 // suite 3 unless configured otherwise) or Redfish (bmclib's gofish
 // provider).
 //
@@ -257,6 +258,17 @@ type Sensor struct {
 	Value float64    `json:"value"`
 	// Unit is "C", "RPM" or "W".
 	Unit string `json:"unit"`
+}
+
+// NIC is one of the server's network interfaces as its BMC reports it
+// (the host's NICs, not the BMC's own port).
+type NIC struct {
+	Name string `json:"name"`
+	// MAC is in lower-case colon form (rackcloud.NormalizeMAC).
+	MAC string `json:"mac"`
+	// SpeedMbps is the link speed, 0 when the BMC does not say.
+	SpeedMbps int  `json:"speed_mbps,omitempty"`
+	Enabled   bool `json:"enabled"`
 }
 
 // Identity describes a BMC.

@@ -67,7 +67,9 @@ func redfishEndpoint(n *rack.Node) bmc.Endpoint {
 
 // TestPXEBootThroughBMC powers two simulated servers on with boot device
 // PXE, one through IPMI (ipmi_sim + ipmitool) and one through Redfish, and
-// sees each QEMU ask for an address over DHCP; then powers them off.
+// sees each QEMU ask for an address over DHCP; then powers them off. The
+// Redfish one is looked for by the MAC its BMC reports (NICs), which must
+// be the one its PXE boot sends.
 func TestPXEBootThroughBMC(t *testing.T) {
 	labtest.Need(t, "qemu-system-x86_64")
 	pnet := labtest.Net(t, "bmct", "10.78.0.1/24")
@@ -86,6 +88,7 @@ func TestPXEBootThroughBMC(t *testing.T) {
 		{"redfish", r.Nodes[1], redfishEndpoint(r.Nodes[1])},
 	}
 	clients := map[string]*bmc.Client{}
+	macs := map[string]string{"ipmi": r.Nodes[0].MAC.String()}
 	for _, c := range cases {
 		cl, err := e.m.Open(ctx, c.ep)
 		require.NoError(t, err, c.name)
@@ -93,6 +96,12 @@ func TestPXEBootThroughBMC(t *testing.T) {
 		st, err := cl.PowerState(ctx)
 		require.NoError(t, err, c.name)
 		require.Equal(t, rackcloud.PowerOff, st, "%s: racked servers wait powered off", c.name)
+		if c.ep.Protocol == rackcloud.BMCRedfish {
+			nics, err := cl.NICs(ctx)
+			require.NoError(t, err, c.name)
+			require.Len(t, nics, 1, c.name)
+			macs[c.name] = nics[0].MAC
+		}
 
 		require.NoError(t, cl.SetBootDevice(ctx, bmc.BootPXE, bmc.BootOptions{}), c.name)
 		require.Equal(t, rack.BootPXE, c.node.BootOverride().Device, c.name)
@@ -102,23 +111,31 @@ func TestPXEBootThroughBMC(t *testing.T) {
 		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", m.PID()))
 		require.NoError(t, err)
 		if len(cmdline) == 0 { // a zombie: QEMU is gone; say why
-			<-m.Done()
-			t.Fatalf("%s: QEMU exited right after power on: %v\nconsole:\n%s", c.name, m.ExitErr(), m.Console())
+			select {
+			case <-m.Done():
+				t.Fatalf("%s: QEMU exited right after power on: %v\nconsole:\n%s", c.name, m.ExitErr(), m.Console())
+			case <-ctx.Done():
+				t.Fatalf("%s: QEMU %d has an empty command line but has not exited: %v", c.name, m.PID(), context.Cause(ctx))
+			}
 		}
 		require.Contains(t, string(cmdline), "order=nc", "%s: network first", c.name)
 	}
 	for _, c := range cases {
-		re := regexp.MustCompile(`DHCPDISCOVER\(` + pnet.Bridge + `\) ` + regexp.QuoteMeta(c.node.MAC.String()))
+		re := regexp.MustCompile(`DHCPDISCOVER\(` + pnet.Bridge + `\) ` + regexp.QuoteMeta(macs[c.name]))
 		require.Eventually(t, func() bool {
 			b, _ := os.ReadFile(logf)
 			return re.Match(b)
-		}, 100*time.Second, 250*time.Millisecond, "%s: DHCPDISCOVER from %s", c.name, c.node.MAC)
+		}, 100*time.Second, 250*time.Millisecond, "%s: DHCPDISCOVER from %s", c.name, macs[c.name])
 	}
 	for _, c := range cases {
 		m := c.node.Machine()
 		require.NoError(t, clients[c.name].EnsurePower(ctx, rackcloud.PowerOff), c.name)
 		require.Nil(t, c.node.Machine(), c.name)
-		<-m.Done() // reaped
+		select { // reaped
+		case <-m.Done():
+		case <-ctx.Done():
+			t.Fatalf("%s: QEMU %d not reaped after power off: %v", c.name, m.PID(), context.Cause(ctx))
+		}
 	}
 
 	// Every call was measured and logged with the provider that answered.

@@ -299,6 +299,9 @@ func (c *Client) classify(ctx context.Context, ep Endpoint, err error) error {
 	if errors.Is(err, ErrBadResponse) {
 		return ErrBadResponse
 	}
+	if errors.Is(err, ErrUnsupported) {
+		return ErrUnsupported
+	}
 	if ep.Protocol == rackcloud.BMCRedfish {
 		return classifyRedfish(err)
 	}

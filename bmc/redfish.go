@@ -1,20 +1,26 @@
 package bmc
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/stmcginnis/gofish"
+	"github.com/stmcginnis/gofish/common"
 	"github.com/stmcginnis/gofish/redfish"
 
 	"github.com/rackcloud/rackcloud"
 )
 
-// bmclib's gofish provider exposes no sensors and little identity, so these
-// use gofish directly: one short connection per call, bound to the call's
-// context, logged out at the end.
+// bmclib's gofish provider exposes no sensors, little identity and no NICs
+// of their own (its Inventory reads MACs only through NetworkAdapters and
+// NetworkPorts, and needs the UpdateService and known resource IDs), so
+// these use gofish directly: one short connection per call, bound to the
+// call's context, logged out at the end.
 
 func (c *Client) gofish(ctx context.Context, cl *call) (*gofish.APIClient, error) {
 	c.mu.Lock()
@@ -104,4 +110,41 @@ func (c *Client) redfishIdentity(ctx context.Context, cl *call) (Identity, error
 		GUID:            m.UUID,
 		ProtocolVersion: api.Service.RedfishVersion,
 	}, nil
+}
+
+func (c *Client) redfishNICs(ctx context.Context, cl *call) ([]NIC, error) {
+	api, err := c.gofish(ctx, cl)
+	if err != nil {
+		return nil, err
+	}
+	defer api.Logout()
+	systems, err := api.Service.Systems()
+	if err != nil {
+		return nil, err
+	}
+	var nics []NIC
+	seen := map[string]bool{}
+	for _, sys := range systems {
+		eths, err := sys.EthernetInterfaces()
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range eths {
+			nic, ok, err := nicOf(redfishNIC{
+				ID: e.ID, Name: e.Name, MACAddress: e.MACAddress, PermanentMACAddress: e.PermanentMACAddress,
+				SpeedMbps: e.SpeedMbps, InterfaceEnabled: e.InterfaceEnabled, StatusEnabled: e.Status.State == common.EnabledState,
+			})
+			if err != nil {
+				return nil, err
+			}
+			if ok && !seen[nic.MAC] {
+				seen[nic.MAC] = true
+				nics = append(nics, nic)
+			}
+		}
+	}
+	// gofish fetches a collection's members concurrently: give them an
+	// order that does not depend on which answered first.
+	slices.SortFunc(nics, func(a, b NIC) int { return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.MAC, b.MAC)) })
+	return nics, nil
 }

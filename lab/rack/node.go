@@ -56,6 +56,9 @@ type Fault struct {
 	// RedfishPowerState, when not empty, is the literal PowerState the
 	// Redfish BMC reports (e.g. "Banana": a BMC that talks nonsense).
 	RedfishPowerState string
+	// RedfishMAC, when not empty, is the literal MAC address the Redfish
+	// BMC reports for the node's NIC (e.g. "zz": nonsense).
+	RedfishMAC string
 	// Hold, when not nil, holds every IPMI chassis request (so the whole
 	// ipmi_sim) until it is closed: a call in flight for as long as a
 	// test needs, seen with Held.

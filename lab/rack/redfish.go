@@ -31,6 +31,7 @@ import (
 //	DELETE /redfish/v1/SessionService/Sessions/{id} logout
 //	GET  /redfish/v1/Systems[/1]  PATCH /redfish/v1/Systems/1 (Boot)
 //	POST /redfish/v1/Systems/1/Actions/ComputerSystem.Reset
+//	GET  /redfish/v1/Systems/1/EthernetInterfaces[/1]  the node's NIC
 //	GET  /redfish/v1/Chassis[/1[/Thermal|/Power]]
 //	GET  /redfish/v1/Managers[/1]
 //
@@ -44,6 +45,8 @@ const (
 	rfChassis   = rfRoot + "/Chassis/1"
 	rfManager   = rfRoot + "/Managers/1"
 	rfResetPath = rfSystem + "/Actions/ComputerSystem.Reset"
+	rfEthernet  = rfSystem + "/EthernetInterfaces"
+	rfNIC       = rfEthernet + "/1"
 	maxSessions = 64
 )
 
@@ -191,6 +194,10 @@ func (s *redfishServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
+	case path == rfEthernet && r.Method == http.MethodGet:
+		body = collection(path, "#EthernetInterfaceCollection.EthernetInterfaceCollection", "Ethernet Interface Collection", rfNIC)
+	case path == rfNIC && r.Method == http.MethodGet:
+		body = s.nic()
 	case path == rfRoot+"/Chassis" && r.Method == http.MethodGet:
 		body = collection(path, "#ChassisCollection.ChassisCollection", "Chassis Collection", rfChassis)
 	case path == rfChassis && r.Method == http.MethodGet:
@@ -219,7 +226,7 @@ func (s *redfishServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func known(path string) bool {
 	switch path {
-	case "/redfish", rfRoot, rfRoot + "/SessionService", rfSessions, rfRoot + "/Systems", rfSystem, rfResetPath,
+	case "/redfish", rfRoot, rfRoot + "/SessionService", rfSessions, rfRoot + "/Systems", rfSystem, rfResetPath, rfEthernet, rfNIC,
 		rfRoot + "/Chassis", rfChassis, rfChassis + "/Thermal", rfChassis + "/Power", rfRoot + "/Managers", rfManager:
 		return true
 	}
@@ -370,6 +377,7 @@ func (s *redfishServer) system() map[string]any {
 			"BootSourceOverrideEnabled@Redfish.AllowableValues": []string{"Disabled", "Once", "Continuous"},
 			"BootSourceOverrideMode@Redfish.AllowableValues":    []string{"Legacy", "UEFI"},
 		},
+		"EthernetInterfaces": link(rfEthernet),
 		"Actions": map[string]any{
 			"#ComputerSystem.Reset": map[string]any{
 				"target":                            rfResetPath,
@@ -484,6 +492,30 @@ func (s *redfishServer) reset(r *http.Request) *rfError {
 		return &rfError{http.StatusInternalServerError, "Base.1.0.InternalError", err.Error()}
 	}
 	return nil
+}
+
+// nic is the node's one NIC, the one QEMU gives the machine, with its MAC
+// in upper case as many BMCs write it; its link is up while the machine
+// runs.
+func (s *redfishServer) nic() map[string]any {
+	n := s.n
+	mac := strings.ToUpper(n.MAC.String())
+	if f := n.currentFault(); f.RedfishMAC != "" {
+		mac = f.RedfishMAC
+	}
+	status := "LinkDown"
+	if n.reportedPower() {
+		status = "LinkUp"
+	}
+	return map[string]any{
+		"@odata.id": rfNIC, "@odata.type": "#EthernetInterface.v1_6_0.EthernetInterface",
+		"Id": "1", "Name": "NIC 1", "Description": "virtio-net-pci on the provisioning network",
+		"MACAddress": mac, "PermanentMACAddress": mac,
+		"SpeedMbps": 1000, "FullDuplex": true, "AutoNeg": true, "MTUSize": 1500,
+		"InterfaceEnabled": true, "LinkStatus": status,
+		"Status": map[string]any{"State": "Enabled", "Health": "OK"},
+		"Links":  map[string]any{"Chassis": link(rfChassis)},
+	}
 }
 
 func (s *redfishServer) chassis() map[string]any {

@@ -68,6 +68,25 @@ func TestRedfishTool(t *testing.T) {
 	require.Equal(t, n.Sensors().TemperatureC, th.Temperatures[0].ReadingCelsius)
 	require.Equal(t, n.Sensors().FanRPM, th.Fans[0].Reading)
 
+	// The node's NIC, with the MAC QEMU gives it: the collection lists it
+	// and the member has it (BMCs often write MACs in upper case).
+	out, err = redfishtool(ctx, n, n.Password, "-I", "1", "Systems", "EthernetInterfaces", "list")
+	require.NoError(t, err, out)
+	require.Contains(t, out, "/redfish/v1/Systems/1/EthernetInterfaces/1")
+	out, err = redfishtool(ctx, n, n.Password, "-I", "1", "Systems", "EthernetInterfaces", "-i", "1")
+	require.NoError(t, err, out)
+	var nic struct {
+		MACAddress, PermanentMACAddress, LinkStatus string
+		InterfaceEnabled                            bool
+		SpeedMbps                                   int
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &nic), out)
+	require.True(t, strings.EqualFold(n.MAC.String(), nic.MACAddress), "MACAddress %s, QEMU's %s", nic.MACAddress, n.MAC)
+	require.True(t, strings.EqualFold(n.MAC.String(), nic.PermanentMACAddress), "PermanentMACAddress %s, QEMU's %s", nic.PermanentMACAddress, n.MAC)
+	require.Equal(t, "LinkUp", nic.LinkStatus, "the node is on")
+	require.True(t, nic.InterfaceEnabled)
+	require.Equal(t, 1000, nic.SpeedMbps)
+
 	out, err = redfishtool(ctx, n, n.Password, "-I", "1", "Managers", "get")
 	require.NoError(t, err, out)
 	require.Contains(t, out, `"ManagerType": "BMC"`)
@@ -112,6 +131,7 @@ func TestRedfishSushy(t *testing.T) {
 	got := sushy("read")
 	require.Equal(t, "PowerState.OFF", got["power_state"])
 	require.Equal(t, n.Serial, got["serial"])
+	require.Equal(t, map[string]any{strings.ToUpper(n.MAC.String()): "State.ENABLED"}, got["nics"], "sushy sees QEMU's MAC")
 	require.EqualValues(t, n.Sensors().TemperatureC, got["temperature_c"])
 	require.EqualValues(t, 0, got["fan_rpm"])
 	require.Equal(t, "1.0.0", got["manager_firmware"])

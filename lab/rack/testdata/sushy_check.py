@@ -1,7 +1,7 @@
 """Drives a rackcloud lab Redfish BMC with OpenStack's sushy (Debian's
 python3-sushy) and prints what it saw as JSON. Usage:
 sushy_check.py URL USER PASSWORD CAFILE STEP
-STEP is "read" (power state, boot, sensors, manager), "pxe-on" (boot
+STEP is "read" (power state, boot, sensors, manager, NIC MACs), "pxe-on" (boot
 override Pxe once, then reset On) or "off" (reset ForceOff)."""
 import json
 import sys
@@ -22,6 +22,8 @@ elif step == "off":
 system.refresh()
 out["power_state"] = str(system.power_state)
 out["serial"] = system.serial_number
+# What Ironic's redfish inspection reads: {MAC: state} of healthy NICs.
+out["nics"] = {mac: str(state) for mac, state in system.ethernet_interfaces.summary.items()}
 chassis = root.get_chassis("/redfish/v1/Chassis/1")
 thermal = chassis.thermal
 out["temperature_c"] = thermal.temperatures[0].reading_celsius
