@@ -170,10 +170,13 @@ func registerHosts(a *API) {
 
 	hostTask(a, c, huma.Operation{
 		OperationID: "enrollHost", Method: http.MethodPost, Path: "/v1/hosts/{id}/enroll", Summary: "Enroll a host through its BMC",
-		Description: "Starts a host.enroll task: set the next boot to PXE through the BMC and power the machine on; inspection follows. The host needs a BMC.",
+		Description: "Starts a host.enroll task: the host is made inspecting, learns its NICs' MACs from a Redfish BMC when it has none, is set to boot from PXE and powered on through the BMC; its agent's inventory then makes it available. The host needs a BMC, and a MAC when its BMC speaks IPMI.",
 	}, func(ctx context.Context, tx pgx.Tx, h *rackcloud.Host, _ *struct{}) (string, any, error) {
 		if h.BMC == nil {
 			return "", nil, huma.Error409Conflict("host " + h.Name + " has no BMC: register one first")
+		}
+		if len(h.MACs) == 0 && h.BMC.Protocol == rackcloud.BMCIPMI {
+			return "", nil, huma.Error409Conflict("host " + h.Name + " has no MAC, and an IPMI BMC cannot report them: register its boot NIC's MAC first (a Redfish BMC reports them)")
 		}
 		kind, err := lifecycle(h, rackcloud.HostEvInspect)
 		return kind, rackcloud.HostTaskParams{HostID: h.ID}, err

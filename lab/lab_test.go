@@ -222,18 +222,20 @@ func TestUpEndToEnd(t *testing.T) {
 			fmt.Sprintf("IPMI host %+v, Redfish host %+v", h1, h2)
 	})
 
-	// The UEFI server (node 2) is powered on into PXE through its Redfish
-	// BMC. OVMF's own PXE asks for iPXE's size over TFTP and aborts (TFTP
-	// error 8, its message NUL-terminated), then loads iPXE, the
-	// inspection image, and calls back: its whole timeline reaches the API
-	// with clean text, and nothing the boot service sent was refused.
+	// The UEFI server (node 2), registered by its Redfish BMC alone, is
+	// enrolled (journey 2): the provisioner learns its MAC from the BMC and
+	// powers it on into PXE through Redfish. OVMF's own PXE asks for iPXE's
+	// size over TFTP and aborts (TFTP error 8, its message NUL-terminated),
+	// then loads iPXE, the inspection image, and calls back: its whole
+	// timeline reaches the API with clean text, nothing the boot service
+	// sent was refused, and the host (the registered one, not a second,
+	// discovered one) becomes available.
 	require.Equal(t, qemu.UEFI, n2.Firmware)
-	rc, err := m.Open(ctx, bmc.Endpoint{Protocol: rackcloud.BMCRedfish, Address: strings.TrimPrefix(n2.RedfishURL, "https://"),
-		Username: n2.User, Password: bmc.NewSecret(n2.Password)})
-	require.NoError(t, err)
-	require.NoError(t, rc.SetBootDevice(ctx, bmc.BootPXE, bmc.BootOptions{}))
-	require.NoError(t, rc.SetPower(ctx, bmc.PowerOn))
-	t.Cleanup(func() { _ = rc.SetPower(context.Background(), bmc.PowerOff) })
+	resp = do(http.MethodPost, "/v1/hosts/"+created.ID+"/enroll", "")
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, string(b))
+	t.Cleanup(n2.PowerOff)
 	want := []string{"dhcp.discover", "dhcp.ack", "tftp.error", "tftp.done", "http.script", "http.kernel", "http.initrd", "callback", "inventory"}
 	labtest.Eventually(t, 4*time.Minute, time.Second, "UEFI node "+n2.MAC.String()+" to call back, its timeline in the API", func() (bool, string) {
 		resp := do(http.MethodGet, "/v1/boot/events?limit=1000&mac="+n2.MAC.String(), "")
@@ -261,6 +263,10 @@ func TestUpEndToEnd(t *testing.T) {
 	})
 	require.Zero(t, rejectedBootEvents(t, l), "the API refused none of the boot service's events")
 	waitAvailable(n2)
+	resp = do(http.MethodGet, "/v1/hosts?mac="+n2.MAC.String(), "")
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Contains(t, string(b), `"name":"node2-by-redfish"`, "the boot is the registered host's, its MAC learnt from Redfish")
 	// The boot service posted them as itself.
 	resp = do(http.MethodGet, "/v1/audit-events?action=discoverHost&limit=100", "")
 	b, _ = io.ReadAll(resp.Body)

@@ -51,6 +51,25 @@ func (m *ManagedBMC) PowerOff(ctx context.Context, hostID string) error {
 	return c.SetPower(ctx, bmc.PowerOff)
 }
 
+// MACs returns the MACs of the host's NICs its BMC reports (Redfish).
+func (m *ManagedBMC) MACs(ctx context.Context, hostID string) ([]string, error) {
+	c, err := m.client(ctx, hostID)
+	if err != nil {
+		return nil, err
+	}
+	nics, err := c.NICs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var macs []string
+	for _, n := range nics {
+		if n.MAC != "" {
+			macs = append(macs, n.MAC)
+		}
+	}
+	return macs, nil
+}
+
 // Classify is the failure reason of a BMC error: the BMC refused the
 // credentials (or has none usable here), or it could not be reached.
 func Classify(err error) rackcloud.FailureReason {

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/bmc"
 	"github.com/rackcloud/rackcloud/store"
 	"github.com/rackcloud/rackcloud/tasks"
 )
@@ -42,12 +43,19 @@ type BMC interface {
 	PXEBoot(ctx context.Context, hostID string) error
 	// PowerOff cuts the host's power.
 	PowerOff(ctx context.Context, hostID string) error
+	// MACs returns the MAC addresses of the host's NICs as its BMC knows
+	// them (Redfish; an error wrapping bmc.ErrUnsupported for IPMI).
+	MACs(ctx context.Context, hostID string) ([]string, error)
 }
 
 // BMCFuncs adapts functions to BMC (tests).
 type BMCFuncs struct {
 	PXEBootFunc, PowerOffFunc func(ctx context.Context, hostID string) error
+	MACsFunc                  func(ctx context.Context, hostID string) ([]string, error)
 }
+
+// MACs calls MACsFunc.
+func (f BMCFuncs) MACs(ctx context.Context, id string) ([]string, error) { return f.MACsFunc(ctx, id) }
 
 // PXEBoot calls PXEBootFunc.
 func (f BMCFuncs) PXEBoot(ctx context.Context, id string) error { return f.PXEBootFunc(ctx, id) }
@@ -127,6 +135,7 @@ func (p *Provisioner) Kinds() []tasks.Kind {
 // Step names of host.enroll.
 const (
 	StepInspecting     = "inspecting"
+	StepLearnMACs      = "learn-macs"
 	StepPXEPowerOn     = "pxe-power-on"
 	StepAwaitInventory = "await-inventory"
 	StepAvailable      = "available"
@@ -156,6 +165,7 @@ func (p *Provisioner) enrollKind() tasks.Kind {
 		},
 		Steps: []tasks.Step{
 			{Name: StepInspecting, Run: p.toInspecting, Undo: p.failHost},
+			{Name: StepLearnMACs, Run: p.learnMACs},
 			{Name: StepPXEPowerOn, Run: p.pxePowerOn},
 			{Name: StepAwaitInventory, Run: p.awaitInventory, WaitTimeout: p.cfg.InspectTimeout, MaxAttempts: 5},
 			{Name: StepAvailable, Run: p.toAvailable},
@@ -178,14 +188,23 @@ type powered struct {
 	Skipped string    `json:"skipped,omitempty"`
 }
 
-func (p *Provisioner) toInspecting(ctx context.Context, sc *tasks.StepContext) (any, error) {
+// enrollee reads a host.enroll task's params and its host.
+func (p *Provisioner) enrollee(ctx context.Context, sc *tasks.StepContext) (EnrollParams, rackcloud.Host, error) {
 	var ep EnrollParams
 	if err := sc.Params(&ep); err != nil {
-		return nil, err
+		return ep, rackcloud.Host{}, err
 	}
 	h, err := store.GetHost(ctx, p.cfg.Pool, ep.HostID)
 	if err != nil {
-		return nil, tasks.Permanent(err)
+		return ep, h, tasks.Permanent(err)
+	}
+	return ep, h, nil
+}
+
+func (p *Provisioner) toInspecting(ctx context.Context, sc *tasks.StepContext) (any, error) {
+	_, h, err := p.enrollee(ctx, sc)
+	if err != nil {
+		return nil, err
 	}
 	now, err := store.Now(ctx, p.cfg.Pool)
 	if err != nil {
@@ -216,6 +235,44 @@ func (p *Provisioner) toInspecting(ctx context.Context, sc *tasks.StepContext) (
 	}
 	p.log.Info("host inspecting", "host", h.Name, "task", sc.TaskID)
 	return started{At: now, From: h.State}, nil
+}
+
+// learnMACs asks the BMC of a host registered without MACs for its NICs'
+// MACs, so that the boot it is about to power on is recognised as this
+// host (and not discovered as another).
+func (p *Provisioner) learnMACs(ctx context.Context, sc *tasks.StepContext) (any, error) {
+	ep, h, err := p.enrollee(ctx, sc)
+	if err != nil {
+		return nil, err
+	}
+	if ep.Booted || len(h.MACs) > 0 {
+		return map[string]any{"macs": h.MACs}, nil
+	}
+	if p.cfg.BMC == nil {
+		return nil, tasks.Permanent(reasoned(rackcloud.FailBMCUnreachable, errors.New("this server has no BMC access")))
+	}
+	macs, err := p.cfg.BMC.MACs(ctx, h.ID)
+	switch {
+	case errors.Is(err, bmc.ErrUnsupported):
+		return nil, tasks.Permanent(reasoned(rackcloud.FailNoDHCP,
+			fmt.Errorf("host %s has no MAC and its BMC cannot report them: register its boot NIC's MAC: %w", h.Name, err)))
+	case err != nil:
+		reason := Classify(err)
+		if reason == rackcloud.FailBMCRefused {
+			return nil, tasks.Permanent(reasoned(reason, err))
+		}
+		return nil, reasoned(reason, err)
+	case len(macs) == 0:
+		return nil, tasks.Permanent(reasoned(rackcloud.FailNoDHCP, fmt.Errorf("host %s: its BMC reports no NIC", h.Name)))
+	}
+	if h, err = store.AddHostMACs(ctx, p.cfg.Pool, h.ID, macs); err != nil {
+		if errors.Is(err, rackcloud.ErrConflict) {
+			return nil, tasks.Permanent(reasoned(rackcloud.FailNoDHCP, err))
+		}
+		return nil, err
+	}
+	p.log.Info("host MACs learnt from its BMC", "host", h.Name, "macs", h.MACs)
+	return map[string]any{"macs": h.MACs}, nil
 }
 
 func (p *Provisioner) pxePowerOn(ctx context.Context, sc *tasks.StepContext) (any, error) {

@@ -29,6 +29,7 @@ type fakeBMC struct {
 	mu    sync.Mutex
 	calls []string
 	err   error
+	macs  []string // what MACs answers; nil: unsupported (IPMI)
 }
 
 func (f *fakeBMC) bmc() provisioner.BMC {
@@ -40,7 +41,18 @@ func (f *fakeBMC) bmc() provisioner.BMC {
 			return f.err
 		}
 	}
-	return provisioner.BMCFuncs{PXEBootFunc: rec("pxe"), PowerOffFunc: rec("off")}
+	return provisioner.BMCFuncs{PXEBootFunc: rec("pxe"), PowerOffFunc: rec("off"),
+		MACsFunc: func(ctx context.Context, id string) ([]string, error) {
+			if err := rec("macs")(ctx, id); err != nil {
+				return nil, err
+			}
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if f.macs == nil {
+				return nil, &bmc.Error{BMC: "ipmi://x", Op: "nics", Kind: bmc.ErrUnsupported, Err: errors.New("IPMI has no way")}
+			}
+			return f.macs, nil
+		}}
 }
 
 func (f *fakeBMC) Calls() []string {
@@ -254,4 +266,57 @@ func TestFailureFor(t *testing.T) {
 		"step await-inventory failed (permanent): wait timed out: waited 10m0s for inventory"))
 	require.Equal(t, "connection refused", provisioner.FailureDetail(rackcloud.FailInternal,
 		"step available failed after 3 attempt(s): connection refused"))
+}
+
+// A host registered by its BMC alone learns its MACs from the BMC before
+// it is powered on, so that its boot is recognised as this host; an IPMI
+// BMC cannot tell them (no_dhcp, saying what to do), and a MAC another host
+// already has is a conflict named in the failure.
+func TestEnrollLearnsMACsFromTheBMC(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const learnt = "52:54:00:be:00:09"
+	for name, c := range map[string]struct {
+		macs   []string
+		other  bool // another host has the MAC already
+		reason rackcloud.FailureReason
+		detail string
+	}{
+		"redfish":       {macs: []string{"52:54:00:BE:00:09"}},
+		"ipmi":          {reason: rackcloud.FailNoDHCP, detail: "register its boot NIC's MAC"},
+		"booted before": {macs: []string{learnt}, other: true, reason: rackcloud.FailNoDHCP, detail: "belongs to host discovered-early"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, time.Hour)
+			e.bmc.macs = c.macs
+			h, err := store.CreateHost(ctx, e.pool, rackcloud.Host{Meta: rackcloud.Meta{Name: "by-bmc"},
+				BMC: &rackcloud.BMC{Address: "127.0.0.1:16399", Protocol: rackcloud.BMCRedfish, Username: "admin"}})
+			require.NoError(t, err)
+			if c.other {
+				_, err := store.CreateHost(ctx, e.pool, rackcloud.Host{Meta: rackcloud.Meta{Name: "discovered-early"}, MACs: []string{learnt}})
+				require.NoError(t, err)
+			}
+			id := e.enroll(h, false)
+			if c.reason != "" {
+				require.Equal(t, rackcloud.TaskFailed, e.waitTask(id).State)
+				got := e.get(h.ID)
+				require.Equal(t, c.reason, got.Failure.Reason)
+				require.Equal(t, provisioner.StepLearnMACs, got.Failure.Step)
+				require.Contains(t, got.Failure.Detail, c.detail)
+				require.Equal(t, []string{"macs " + h.ID}, e.bmc.Calls(), "never powered on")
+				return
+			}
+			e.waitFor(id, "inventory")
+			require.Equal(t, []string{learnt}, e.get(h.ID).MACs, "normalised, stored before the power-on")
+			require.Equal(t, []string{"macs " + h.ID, "pxe " + h.ID}, e.bmc.Calls())
+			_, err = store.InsertBootEvents(ctx, e.pool, []store.BootEvent{{MAC: learnt, HostID: h.ID, Kind: "inventory",
+				Data: []byte(`{"cpus":2,"memory_mib":1024}`), At: time.Now()}})
+			require.NoError(t, err)
+			_, err = e.engine.Wake(ctx, e.pool, "host/"+h.ID)
+			require.NoError(t, err)
+			require.Equal(t, rackcloud.TaskSucceeded, e.waitTask(id).State)
+			require.Equal(t, rackcloud.HostAvailable, e.get(h.ID).State)
+		})
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/rackcloud/rackcloud"
 )
@@ -115,4 +116,34 @@ func OpenHostBMC(ctx context.Context, q Querier, s *Sealer, id string) (rackclou
 		return rackcloud.BMC{}, fmt.Errorf("host %s: BMC password: %w: %w", h.Name, err, ErrNoBMC)
 	}
 	return b, nil
+}
+
+// AddHostMACs gives host id the MACs it does not have yet (a BMC reported
+// them). A MAC another host has is rackcloud.ErrConflict naming that host:
+// the machine booted before it was enrolled and was discovered as a host of
+// its own, which the operator removes (it holds nothing yet).
+func AddHostMACs(ctx context.Context, q Querier, id string, macs []string) (rackcloud.Host, error) {
+	h, err := GetHost(ctx, q, id)
+	if err != nil {
+		return h, err
+	}
+	next := len(h.MACs)
+	for _, m := range macs {
+		mac, err := rackcloud.NormalizeMAC(m)
+		if err != nil {
+			return h, fmt.Errorf("MAC %q: %w", m, rackcloud.ErrInvalid)
+		}
+		if slices.Contains(h.MACs, mac) {
+			continue
+		}
+		if other, err := GetHostByMAC(ctx, q, mac); err == nil && other.ID != id {
+			return h, fmt.Errorf("%w: MAC %s belongs to host %s (%s): the machine booted before it was enrolled; delete that host to enroll this one",
+				rackcloud.ErrConflict, mac, other.Name, other.State)
+		}
+		if _, err := q.Exec(ctx, `INSERT INTO host_macs (mac, host_id, idx) VALUES ($1, $2::uuid, $3)`, mac, id, next); err != nil {
+			return h, MapError(err)
+		}
+		next++
+	}
+	return GetHost(ctx, q, id)
 }
