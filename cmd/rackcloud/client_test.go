@@ -109,8 +109,12 @@ func TestClientVerbsEndToEnd(t *testing.T) {
 	for _, mac := range []string{"52:54:00:aa:01:01", "52:54:00:aa:01:02"} {
 		mustRun(t, "host", "register", "--mac", mac, "--rack", "r1", "--label", "ssd=true")
 	}
-	// Register by BMC and enroll in one go, following the task.
-	out, progress, err := run(t, "host", "register", "--bmc", "127.0.0.1:9623", "--bmc-user", "admin", "--bmc-password", "hunter2", "--enroll", "--wait")
+	// An IPMI BMC cannot tell the host's MACs: enrolling it without one is
+	// refused, saying what to do.
+	out, progress, err := run(t, "host", "register", "--name", "ipmi-only", "--bmc", "127.0.0.1:9629", "--bmc-user", "admin", "--bmc-password", "hunter2", "--enroll")
+	require.ErrorContains(t, err, "register its boot NIC's MAC first", out+progress)
+	// Register by (Redfish) BMC and enroll in one go, following the task.
+	out, progress, err = run(t, "host", "register", "--bmc", "127.0.0.1:9623", "--bmc-protocol", "redfish", "--bmc-user", "admin", "--bmc-password", "hunter2", "--enroll", "--wait")
 	require.NoError(t, err, progress)
 	require.Contains(t, out, "host.enroll")
 	require.Contains(t, progress, "✓ step 2 power-on")
@@ -118,7 +122,7 @@ func TestClientVerbsEndToEnd(t *testing.T) {
 	out = mustRun(t, "host", "list", "--label", "ssd=true")
 	require.Contains(t, out, "host-525400aa0101")
 	require.Contains(t, out, "discovered")
-	require.Equal(t, 3, strings.Count(out, "\n"), out) // header and two hosts
+	require.Equal(t, 3, strings.Count(out, "\n"), out) // header and two hosts (the BMC-only ones have no label)
 	out = mustRun(t, "host", "list", "--mac", "52-54-00-AA-01-02")
 	require.Contains(t, out, "host-525400aa0102")
 	require.Equal(t, 2, strings.Count(out, "\n"), out)
