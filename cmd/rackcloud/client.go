@@ -513,6 +513,9 @@ type follower struct {
 	seq   int64  // last event seen
 	last  string // the terminal event's type, once seen
 	err   string // the task's error
+	// started counts the task's starts: after the first, a worker picked
+	// it up again (woken after a wait, or a retry).
+	started int
 }
 
 // follow reads the event stream once, from after f.seq.
@@ -563,7 +566,9 @@ func (c *client) follow(ctx context.Context, f *follower) error {
 		case "created":
 			fmt.Fprintf(stderr, "task %s: queued\n", f.id)
 		case "started":
-			fmt.Fprintf(stderr, "  %6s  started\n", el)
+			if f.started++; f.started == 1 {
+				fmt.Fprintf(stderr, "  %6s  started\n", el)
+			}
 		case "step_succeeded":
 			fmt.Fprintf(stderr, "  %6s  ✓ step %d %s\n", el, ev.Step+1, ev.StepName)
 		case "step_retrying":

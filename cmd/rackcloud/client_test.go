@@ -151,6 +151,15 @@ func TestClientVerbsEndToEnd(t *testing.T) {
 	require.Contains(t, out, "dhcp.discover")
 	_, _, err = run(t, "host", "boot-events")
 	require.ErrorContains(t, err, "usage")
+	// The timeline joins the boot events with the tasks' steps.
+	out = mustRun(t, "host", "timeline", "host-525400aa0101")
+	require.Regexp(t, `03:04:05.000\s+\+0.00s\s+boot\s+dhcp.ack \(bios\)\s+10.77.0.20 undionly.kpxe`, out)
+	require.Regexp(t, `\+2.31s\s+boot\s+tftp.done`, out)
+	out = mustRun(t, "host", "timeline", "bmc-127-0-0-1-9623")
+	require.Regexp(t, `task\s+host.enroll submitted`, out)
+	require.Regexp(t, `task\s+host.enroll: power-on succeeded`, out)
+	require.Regexp(t, `task\s+host.enroll succeeded`, out)
+	require.Less(t, strings.Index(out, "submitted"), strings.Index(out, "host.enroll succeeded"), "in time order")
 
 	// A host found by its MAC gets its BMC and a fixed address afterwards.
 	t.Setenv("RACKCLOUD_BMC_PASSWORD", "pw-from-env")
