@@ -122,6 +122,10 @@ type Inventory struct {
 	NICs       []InventoryNIC  `json:"nics,omitempty"`
 	BMCAddress string          `json:"bmc_address,omitempty"`
 	Firmware   string          `json:"firmware,omitempty"` // bios|uefi
+	// Wiped lists the disks the agent wiped before this report (a
+	// deprovisioning boot): nil when it wiped nothing, empty when the
+	// host has no disk.
+	Wiped []string `json:"wiped,omitempty"`
 }
 
 // InventoryDisk is one block device seen by the agent.

@@ -19,7 +19,9 @@ import (
 //	--report URL      POST the inventory there (else print it)
 //	--token T         this boot's token (Authorization: Bearer)
 //	--from-cmdline    take the URL and token from /proc/cmdline
-//	                  (rackcloud.mac, rackcloud.callback, rackcloud.token)
+//	                  (rackcloud.mac, rackcloud.callback, rackcloud.token);
+//	                  with rackcloud.state=deprovisioning, wipe every disk
+//	                  (Wipe) before reporting
 //	--retry-for D     how long to keep trying (default 2m)
 func Main(ctx context.Context, name string, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
@@ -66,6 +68,9 @@ func Main(ctx context.Context, name string, args []string, stdout, stderr io.Wri
 		}
 		if cfg.Token == "" {
 			cfg.Token = b.Token
+		}
+		if b.State == StateDeprovisioning {
+			cfg.WipeDir = strings.TrimSuffix(*root, "/") + "/dev"
 		}
 	}
 	if err := Run(ctx, cfg, stdout); err != nil {

@@ -56,6 +56,10 @@ type Config struct {
 	Client *http.Client
 	// Log gets a line per failed try and the outcome; nil discards them.
 	Log io.Writer
+	// WipeDir, when set, is where the disks' block devices are (/dev):
+	// they are wiped (Wipe) before the report, which lists them in
+	// Inventory.Wiped. A deprovisioning boot sets it.
+	WipeDir string
 }
 
 // Run collects the inventory of cfg.Root and reports it to cfg.ReportURL,
@@ -68,6 +72,16 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 	inv, err := Collect(root)
 	if err != nil {
 		return err
+	}
+	if cfg.WipeDir != "" {
+		wiped, err := Wipe(cfg.WipeDir, inv.Disks)
+		if err != nil {
+			return err
+		}
+		inv.Wiped = append([]string{}, wiped...)
+		if cfg.Log != nil {
+			fmt.Fprintf(cfg.Log, "wiped %v (the first and last %d bytes of each)\n", wiped, WipeSpan)
+		}
 	}
 	if cfg.ReportURL == "" {
 		b, err := json.MarshalIndent(inv, "", "  ")
@@ -182,6 +196,8 @@ type Boot struct {
 	MAC      string
 	Callback string
 	Token    string
+	// State is the lifecycle state the boot was rendered for.
+	State string
 }
 
 // ParseCmdline reads the rackcloud.* parameters of a kernel command line
@@ -197,6 +213,8 @@ func ParseCmdline(cmdline string) Boot {
 			b.Callback = v
 		case ParamToken:
 			b.Token = v
+		case ParamState:
+			b.State = v
 		}
 	}
 	return b

@@ -1,6 +1,7 @@
 package lab_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -292,17 +293,22 @@ func TestUpEndToEnd(t *testing.T) {
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&task))
 	resp.Body.Close()
 	require.Equal(t, http.StatusAccepted, resp.StatusCode)
-	labtest.Eventually(t, 4*time.Minute, time.Second, "node 3 enrolled through its BMC", func() (bool, string) {
-		resp := do(http.MethodGet, "/v1/tasks/"+task.ID, "")
-		var ts struct {
-			State string `json:"state"`
-			Error string `json:"error"`
-		}
-		require.NoError(t, json.NewDecoder(resp.Body).Decode(&ts))
-		resp.Body.Close()
-		require.NotEqual(t, "failed", ts.State, ts.Error)
-		return ts.State == "succeeded", fmt.Sprintf("task %+v, console:\n%s", ts, console(n3))
-	})
+	// taskSucceeds waits for a task to succeed (failing at once if it fails).
+	taskSucceeds := func(id, what string, n *rack.Node) {
+		t.Helper()
+		labtest.Eventually(t, 4*time.Minute, time.Second, what, func() (bool, string) {
+			resp := do(http.MethodGet, "/v1/tasks/"+id, "")
+			var ts struct {
+				State string `json:"state"`
+				Error string `json:"error"`
+			}
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&ts))
+			resp.Body.Close()
+			require.NotEqual(t, "failed", ts.State, ts.Error)
+			return ts.State == "succeeded", fmt.Sprintf("task %+v, console:\n%s", ts, console(n))
+		})
+	}
+	taskSucceeds(task.ID, "node 3 enrolled through its BMC", n3)
 	labtest.Eventually(t, time.Minute, 500*time.Millisecond, "node 3 available, powered off", func() (bool, string) {
 		resp := do(http.MethodGet, "/v1/hosts/"+created.ID, "")
 		var h struct {
@@ -318,6 +324,36 @@ func TestUpEndToEnd(t *testing.T) {
 		require.Equal(t, n3.Size.CPUs, h.Resources.CPUs)
 		return h.Power == "off" && n3.Machine() == nil, fmt.Sprintf("%+v", h)
 	})
+
+	// Deprovision (the lifecycle's way back): node 3's disk gets an "old
+	// OS" at both ends; deprovisioning boots it for the agent to wipe, and
+	// the host is available again with the ends of its disk zeroed.
+	disk := filepath.Join(n3.Dir, "disk0.img")
+	marker := bytes.Repeat([]byte("OLD-OS!!"), 128) // 1 KiB
+	st, err := os.Stat(disk)
+	require.NoError(t, err)
+	f, err := os.OpenFile(disk, os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt(marker, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt(marker, st.Size()-int64(len(marker)))
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	resp = do(http.MethodPost, "/v1/hosts/"+created.ID+"/deprovision", "")
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&task))
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	taskSucceeds(task.ID, "node 3 deprovisioned", n3)
+	f, err = os.Open(disk)
+	require.NoError(t, err)
+	head, tail := make([]byte, 1<<20), make([]byte, 1<<20)
+	_, err = f.ReadAt(head, 0)
+	require.NoError(t, err)
+	_, err = f.ReadAt(tail, st.Size()-int64(len(tail)))
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	require.Equal(t, make([]byte, 1<<20), head, "the start of the disk is wiped")
+	require.Equal(t, make([]byte, 1<<20), tail, "the end of the disk (a GPT backup) is wiped")
 
 	qctx, cancel := context.WithTimeout(ctx, 45*time.Second)
 	defer cancel()

@@ -129,7 +129,7 @@ func (p *Provisioner) Register(e *tasks.Engine) error {
 
 // Kinds are the task kinds the provisioner runs.
 func (p *Provisioner) Kinds() []tasks.Kind {
-	return []tasks.Kind{p.enrollKind()}
+	return []tasks.Kind{p.enrollKind(), p.deprovisionKind()}
 }
 
 // Step names of host.enroll.
@@ -164,7 +164,8 @@ func (p *Provisioner) enrollKind() tasks.Kind {
 			return nil
 		},
 		Steps: []tasks.Step{
-			{Name: StepInspecting, Run: p.toInspecting, Undo: p.failHost},
+			{Name: StepInspecting, Run: p.toWorking(rackcloud.HostInspecting, rackcloud.HostEvInspect),
+				Undo: p.failHost(rackcloud.HostInspecting, StepInspecting)},
 			{Name: StepLearnMACs, Run: p.learnMACs},
 			{Name: StepPXEPowerOn, Run: p.pxePowerOn},
 			{Name: StepAwaitInventory, Run: p.awaitInventory, WaitTimeout: p.cfg.InspectTimeout, MaxAttempts: 5},
@@ -201,40 +202,49 @@ func (p *Provisioner) enrollee(ctx context.Context, sc *tasks.StepContext) (Enro
 	return ep, h, nil
 }
 
-func (p *Provisioner) toInspecting(ctx context.Context, sc *tasks.StepContext) (any, error) {
-	_, h, err := p.enrollee(ctx, sc)
-	if err != nil {
-		return nil, err
-	}
-	now, err := store.Now(ctx, p.cfg.Pool)
-	if err != nil {
-		return nil, err
-	}
-	if h.State == rackcloud.HostInspecting {
-		// This step ran before and the host moved; the step is done.
-		return started{At: now, From: h.State}, nil
-	}
-	life := rackcloud.HostLife{State: h.State}
-	ev := rackcloud.HostEvInspect
-	if h.State == rackcloud.HostFailed && h.Failure != nil {
-		life.FailedIn, ev = h.Failure.In, rackcloud.HostEvRetry
-	}
-	tr, err := rackcloud.NextHost(life, ev)
-	if err == nil && tr.To != rackcloud.HostInspecting {
-		err = fmt.Errorf("%w: host %s failed while %s, not inspecting", rackcloud.ErrConflict, h.Name, life.FailedIn)
-	}
-	if err != nil {
-		return nil, tasks.Permanent(err)
-	}
-	if _, err := store.TransitionHost(ctx, p.cfg.Pool, h.ID, store.Transition{From: h.State, To: tr.To,
-		Reason: "inspecting (task " + sc.TaskID + ")"}); err != nil {
-		if store.IsStaleState(err) {
+// toWorking is the first step of a host task: it moves the host into
+// working (inspecting, deprovisioning) by the first of evs its state
+// allows, or by a retry when it failed in working. Its output (started)
+// says when and from where.
+func (p *Provisioner) toWorking(working rackcloud.HostState, evs ...rackcloud.HostEvent) tasks.StepFunc {
+	return func(ctx context.Context, sc *tasks.StepContext) (any, error) {
+		_, h, err := p.enrollee(ctx, sc)
+		if err != nil {
+			return nil, err
+		}
+		now, err := store.Now(ctx, p.cfg.Pool)
+		if err != nil {
+			return nil, err
+		}
+		if h.State == working {
+			// This step ran before and the host moved; the step is done.
+			return started{At: now, From: h.State}, nil
+		}
+		life := rackcloud.HostLife{State: h.State}
+		if h.Failure != nil {
+			life.FailedIn = h.Failure.In
+		}
+		var tr rackcloud.HostTransition
+		err = fmt.Errorf("%w: host %s is %s: it cannot become %s", rackcloud.ErrConflict, h.Name, h.State, working)
+		for _, ev := range append([]rackcloud.HostEvent{rackcloud.HostEvRetry}, evs...) {
+			if t, terr := rackcloud.NextHost(life, ev); terr == nil && t.To == working {
+				tr, err = t, nil
+				break
+			}
+		}
+		if err != nil {
 			return nil, tasks.Permanent(err)
 		}
-		return nil, err
+		if _, err := store.TransitionHost(ctx, p.cfg.Pool, h.ID, store.Transition{From: h.State, To: tr.To,
+			Reason: string(working) + " (task " + sc.TaskID + ")"}); err != nil {
+			if store.IsStaleState(err) {
+				return nil, tasks.Permanent(err)
+			}
+			return nil, err
+		}
+		p.log.Info("host "+string(working), "host", h.Name, "task", sc.TaskID)
+		return started{At: now, From: h.State}, nil
 	}
-	p.log.Info("host inspecting", "host", h.Name, "task", sc.TaskID)
-	return started{At: now, From: h.State}, nil
 }
 
 // learnMACs asks the BMC of a host registered without MACs for its NICs'
@@ -384,43 +394,45 @@ func (p *Provisioner) toAvailable(ctx context.Context, sc *tasks.StepContext) (a
 	return map[string]any{"resources": res}, nil
 }
 
-// failHost is the compensation of a host task's first step: the task
-// failed, so the host goes to failed with the typed reason of the step
-// that failed. A host some other change moved meanwhile is left alone.
-func (p *Provisioner) failHost(ctx context.Context, sc *tasks.StepContext) (any, error) {
-	var ep EnrollParams
-	if err := sc.Params(&ep); err != nil {
-		return nil, err
-	}
-	info, err := p.engine.Get(ctx, sc.TaskID)
-	if err != nil {
-		return nil, err
-	}
-	if info.CancelRequested && info.FailedStep == "" {
-		// Canceled: back where the task found the host.
-		var st started
-		if err := sc.Output(StepInspecting, &st); err == nil && st.From != "" && st.From != rackcloud.HostInspecting {
-			_, err := store.TransitionHost(ctx, p.cfg.Pool, ep.HostID, store.Transition{From: rackcloud.HostInspecting, To: st.From,
-				Reason: "inspection canceled"})
-			if err != nil && !store.IsStaleState(err) {
-				return nil, err
-			}
+// failHost is the compensation of a host task's first step (named step):
+// the task failed, so the host goes from working to failed with the typed
+// reason of the step that failed; canceled, it goes back where the task
+// found it. A host some other change moved meanwhile is left alone.
+func (p *Provisioner) failHost(working rackcloud.HostState, step string) tasks.StepFunc {
+	return func(ctx context.Context, sc *tasks.StepContext) (any, error) {
+		var ep rackcloud.HostTaskParams
+		if err := sc.Params(&ep); err != nil {
+			return nil, err
 		}
-		return nil, nil
+		info, err := p.engine.Get(ctx, sc.TaskID)
+		if err != nil {
+			return nil, err
+		}
+		if info.CancelRequested && info.FailedStep == "" {
+			var st started
+			if err := sc.Output(step, &st); err == nil && st.From != "" && st.From != working {
+				_, err := store.TransitionHost(ctx, p.cfg.Pool, ep.HostID, store.Transition{From: working, To: st.From,
+					Reason: string(working) + " canceled"})
+				if err != nil && !store.IsStaleState(err) {
+					return nil, err
+				}
+			}
+			return nil, nil
+		}
+		reason := FailureFor(info.FailedStep, info.Error)
+		detail := FailureDetail(reason, info.Error)
+		h, err := store.TransitionHost(ctx, p.cfg.Pool, ep.HostID, store.Transition{From: working, To: rackcloud.HostFailed,
+			Failure: &rackcloud.HostFailure{Reason: reason, Step: info.FailedStep, Detail: detail, TaskID: sc.TaskID}})
+		if store.IsStaleState(err) || errors.Is(err, rackcloud.ErrNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		p.m.failures.WithLabelValues(string(reason)).Inc()
+		p.log.Warn("host failed", "host", h.Name, "reason", reason, "step", info.FailedStep, "err", detail)
+		return map[string]string{"reason": string(reason)}, nil
 	}
-	reason := FailureFor(info.FailedStep, info.Error)
-	detail := FailureDetail(reason, info.Error)
-	h, err := store.TransitionHost(ctx, p.cfg.Pool, ep.HostID, store.Transition{From: rackcloud.HostInspecting, To: rackcloud.HostFailed,
-		Failure: &rackcloud.HostFailure{Reason: reason, Step: info.FailedStep, Detail: detail, TaskID: sc.TaskID}})
-	if store.IsStaleState(err) || errors.Is(err, rackcloud.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	p.m.failures.WithLabelValues(string(reason)).Inc()
-	p.log.Warn("host failed", "host", h.Name, "reason", reason, "step", info.FailedStep, "err", detail)
-	return map[string]string{"reason": string(reason)}, nil
 }
 
 func (p *Provisioner) observe(phase string, start time.Time, err error) {
@@ -455,7 +467,7 @@ func FailureFor(step, errText string) rackcloud.FailureReason {
 	}
 	if strings.Contains(errText, tasks.ErrWaitTimeout.Error()) {
 		switch step {
-		case StepAwaitInventory:
+		case StepAwaitInventory, StepAwaitWipe:
 			return rackcloud.FailAgentTimeout
 		}
 	}

@@ -320,3 +320,50 @@ func TestEnrollLearnsMACsFromTheBMC(t *testing.T) {
 		})
 	}
 }
+
+// Deprovision wipes a host back to available: it boots for deprovisioning,
+// only a report that says the disks were wiped counts, and it ends
+// available and powered off. A failed host is reset the same way.
+func TestDeprovisionAndReset(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, time.Hour)
+	h := e.host("wipe-me", true)
+	id := e.enroll(h, false)
+	e.waitFor(id, "inventory")
+	e.report(h, inventory)
+	require.Equal(t, rackcloud.TaskSucceeded, e.waitTask(id).State)
+
+	deprovision := func() string {
+		info, err := e.engine.Submit(ctx, e.pool, tasks.Submission{Kind: rackcloud.KindHostDeprovision, Target: "host/" + h.ID,
+			Params: rackcloud.HostTaskParams{HostID: h.ID}})
+		require.NoError(t, err)
+		return info.ID
+	}
+	id = deprovision()
+	e.waitFor(id, "wipe")
+	require.Equal(t, rackcloud.HostDeprovisioning, e.get(h.ID).State)
+	e.report(h, inventory) // an agent that did not wipe
+	e.waitFor(id, "its last report did not")
+	wiped := inventory
+	wiped.Wiped = []string{"vda", "vdb"}
+	e.report(h, wiped)
+	info := e.waitTask(id)
+	require.Equal(t, rackcloud.TaskSucceeded, info.State, info.Error)
+	require.Equal(t, rackcloud.HostAvailable, e.get(h.ID).State)
+	require.Equal(t, []string{"pxe " + h.ID, "off " + h.ID, "pxe " + h.ID, "off " + h.ID}, e.bmc.Calls())
+
+	// Failed while deprovisioning (the agent never wiped): reset resumes.
+	_, err := store.TransitionHost(ctx, e.pool, h.ID, store.Transition{From: rackcloud.HostAvailable, To: rackcloud.HostInspecting})
+	require.NoError(t, err)
+	_, err = store.TransitionHost(ctx, e.pool, h.ID, store.Transition{From: rackcloud.HostInspecting, To: rackcloud.HostFailed,
+		Failure: &rackcloud.HostFailure{Reason: rackcloud.FailAgentTimeout}})
+	require.NoError(t, err)
+	id = deprovision()
+	e.waitFor(id, "wipe")
+	e.report(h, wiped)
+	require.Equal(t, rackcloud.TaskSucceeded, e.waitTask(id).State)
+	got := e.get(h.ID)
+	require.Equal(t, rackcloud.HostAvailable, got.State)
+	require.Nil(t, got.Failure)
+}

@@ -51,8 +51,8 @@ type BootEventFilter struct {
 	// service's).
 	Kind          string
 	ReceivedSince time.Time
-	After int64
-	Limit int
+	After         int64
+	Limit         int
 	// Newest lists newest first (After is then ignored).
 	Newest bool
 }
