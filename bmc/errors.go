@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -362,6 +363,10 @@ func classifyIPMIText(out string) ipmiClass {
 	return ipmiOther
 }
 
+// status401 finds an HTTP 401 in flattened error text, not the digits
+// of a port or an address.
+var status401 = regexp.MustCompile(`(^|[^0-9.:])401([^0-9]|$)`)
+
 // classifyRedfish sorts a Redfish (gofish/net/http) failure.
 func classifyRedfish(err error) error {
 	var ce *common.Error
@@ -397,15 +402,17 @@ func classifyRedfish(err error) error {
 	if errors.As(err, &de) {
 		return ErrUnreachable
 	}
-	// bmclib flattens some errors to text.
+	// bmclib flattens some errors to text. A deadline is a timeout
+	// whatever else the text says, and 401 counts only as a number of
+	// its own: the URL in the text has a port (127.0.0.1:40155).
 	s := strings.ToLower(err.Error())
 	switch {
-	case strings.Contains(s, "401") || strings.Contains(s, "unauthorized") || strings.Contains(s, "not authenticated"):
+	case strings.Contains(s, "timeout") || strings.Contains(s, "deadline exceeded"):
+		return ErrTimeout
+	case status401.MatchString(s) || strings.Contains(s, "unauthorized") || strings.Contains(s, "not authenticated"):
 		return ErrAuth
 	case strings.Contains(s, "x509:") || strings.Contains(s, "certificate"):
 		return ErrTLS
-	case strings.Contains(s, "timeout") || strings.Contains(s, "deadline exceeded"):
-		return ErrTimeout
 	case strings.Contains(s, "connection refused") || strings.Contains(s, "no route to host"):
 		return ErrUnreachable
 	case strings.Contains(s, "invalid character") || strings.Contains(s, "unexpected end of json") || strings.Contains(s, "cannot unmarshal"):

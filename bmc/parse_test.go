@@ -86,10 +86,15 @@ func TestClassifyRedfish(t *testing.T) {
 		"401":     {&common.Error{HTTPReturnedStatusCode: 401}, ErrAuth},
 		"404":     {&common.Error{HTTPReturnedStatusCode: 404}, ErrUnsupported},
 		"text401": {errors.New("failed to set power state: 401: Unauthorized"), ErrAuth},
-		"refused": {errors.New("dial tcp 127.0.0.1:1: connect: connection refused"), ErrUnreachable},
-		"x509":    {errors.New("tls: failed to verify certificate: x509: certificate signed by unknown authority"), ErrTLS},
-		"json":    {errors.New("invalid character 'x' looking for beginning of value"), ErrBadResponse},
-		"other":   {errors.New("something else"), nil},
+		// Seen in a full run: a slow BMC on port 40155 read as a refused
+		// password because the URL's port holds "401".
+		"timeout on port 40155":   {errors.New(`provider: gofish: failed to retrieve some items: [{"link":"/redfish/v1/Systems","error":"Get \"https://127.0.0.1:40155/redfish/v1/Systems\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"}]` + "\n\t* failed to get power state"), ErrTimeout},
+		"port 40155 is not a 401": {errors.New(`Get "https://127.0.0.1:40155/redfish/v1/Systems": EOF`), nil},
+		"status 401 in text":      {errors.New(`GET https://10.0.0.1:443/redfish/v1/Systems returned 401`), ErrAuth},
+		"refused":                 {errors.New("dial tcp 127.0.0.1:1: connect: connection refused"), ErrUnreachable},
+		"x509":                    {errors.New("tls: failed to verify certificate: x509: certificate signed by unknown authority"), ErrTLS},
+		"json":                    {errors.New("invalid character 'x' looking for beginning of value"), ErrBadResponse},
+		"other":                   {errors.New("something else"), nil},
 	} {
 		require.Equal(t, tc.want, classifyRedfish(tc.err), name)
 	}
