@@ -36,17 +36,6 @@ const MaxBootEventsBatch = 1000
 // DefaultMaxBodyBytes.
 const MaxBootEventsBodyBytes = 8 << 20
 
-// BootEventKinds are the event kinds the boot service emits
-// (rackcloud.BootEventKinds; the kind enum of BootEventIn lists them too,
-// and a test holds the two together).
-var BootEventKinds = func() []string {
-	var out []string
-	for _, k := range rackcloud.BootEventKinds() {
-		out = append(out, string(k))
-	}
-	return out
-}()
-
 // plainDHCPClient is the client kind of a DHCP client that is not network
 // booting (pxe.ClientDHCP): its MAC is not discovered as a host.
 const plainDHCPClient = "dhcp"
@@ -293,7 +282,7 @@ func (a *API) recordBootEvents(ctx context.Context, in *bootEventsInput) (*bootE
 			return nil, huma.Error422UnprocessableEntity("bad event time",
 				&huma.ErrorDetail{Location: loc + ".time", Message: "want when the boot service saw the step (RFC 3339)", Value: e.Time})
 		}
-		if e.State != "" && !slices.Contains(hostStates, e.State) {
+		if e.State != "" && !slices.Contains(rackcloud.HostStates(), rackcloud.HostState(e.State)) {
 			return nil, huma.Error422UnprocessableEntity("bad host state",
 				&huma.ErrorDetail{Location: loc + ".state", Message: "want a host lifecycle state", Value: e.State})
 		}
@@ -428,9 +417,6 @@ func (a *API) inspectDiscovered(ctx context.Context, tx pgx.Tx, hostID string) e
 	return store.WriteAudit(ctx, tx, ch.record(ctx, store.OutcomeSuccess,
 		"host "+h.Name+" reported its inventory from the inspection image: task "+info.ID+" inspects it"))
 }
-
-var hostStates = []string{"discovered", "inspecting", "available", "provisioning", "ready", "draining", "maintenance",
-	"deprovisioning", "failed"}
 
 // retrySerialization runs fn again (up to 3 times) when Postgres aborted
 // it for a deadlock or a serialization failure: batches that share

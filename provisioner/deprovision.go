@@ -57,14 +57,13 @@ func (p *Provisioner) awaitWipe(ctx context.Context, sc *tasks.StepContext) (any
 	if err := sc.Output(StepPXEPowerOn, &pw); err != nil {
 		return nil, err
 	}
-	ev, err := store.LatestBootEvent(ctx, p.cfg.Pool, h.ID, inventoryEvent, pw.At)
-	if errors.Is(err, rackcloud.ErrNotFound) {
+	inv, err := p.latestReport(ctx, h.ID, pw.At)
+	switch {
+	case errors.Is(err, rackcloud.ErrNotFound):
 		return nil, tasks.Snooze(p.cfg.Recheck, "the agent to wipe the disks")
-	}
-	if err != nil {
+	case err != nil && !errors.Is(err, errBadReport):
 		return nil, err
 	}
-	inv, err := ParseInventory(ev.Data)
 	if err != nil || (inv.Wiped == nil && len(inv.Disks) > 0) {
 		p.log.Warn("deprovisioning host reported without wiping", "host", h.Name, "err", err)
 		return nil, tasks.Snooze(p.cfg.Recheck, "the agent to wipe the disks (its last report did not)")

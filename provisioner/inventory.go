@@ -1,16 +1,34 @@
 package provisioner
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/store"
 )
 
-// inventoryEvent is the boot event kind of the agent's report (the boot
-// service records POST /boot/{mac}/inventory as one).
-const inventoryEvent = string(rackcloud.BootEventInventory)
+// errBadReport marks an agent report that is not an inventory.
+var errBadReport = errors.New("not an inventory report")
+
+// latestReport is the newest agent report of host hostID that the API
+// stored at or after since (the boot service records POST
+// /boot/{mac}/inventory as an inventory event): rackcloud.ErrNotFound
+// while none came, errBadReport for one that does not parse.
+func (p *Provisioner) latestReport(ctx context.Context, hostID string, since time.Time) (rackcloud.Inventory, error) {
+	ev, err := store.LatestBootEvent(ctx, p.cfg.Pool, hostID, string(rackcloud.BootEventInventory), since)
+	if err != nil {
+		return rackcloud.Inventory{}, err
+	}
+	inv, err := ParseInventory(ev.Data)
+	if err != nil {
+		return inv, fmt.Errorf("%w: %w", errBadReport, err)
+	}
+	return inv, nil
+}
 
 // ParseInventory reads the agent's report as the boot service recorded it
 // (the event's data): a rackcloud.Inventory with at least CPUs and memory.

@@ -333,19 +333,17 @@ func (p *Provisioner) awaitInventory(ctx context.Context, sc *tasks.StepContext)
 	if since.IsZero() {
 		since = st.At.Add(-time.Minute)
 	}
-	ev, err := store.LatestBootEvent(ctx, p.cfg.Pool, ep.HostID, inventoryEvent, since)
-	if errors.Is(err, rackcloud.ErrNotFound) {
+	inv, err := p.latestReport(ctx, ep.HostID, since)
+	switch {
+	case errors.Is(err, rackcloud.ErrNotFound):
 		return nil, tasks.Snooze(p.cfg.Recheck, "inventory from the host's agent")
-	}
-	if err != nil {
-		return nil, err
-	}
-	inv, err := ParseInventory(ev.Data)
-	if err != nil {
-		// A report that is not one: keep waiting for a good one (the
-		// wait's timeout says agent_timeout with this in the log).
+	case errors.Is(err, errBadReport):
+		// Keep waiting for a good one (the wait's timeout says
+		// agent_timeout with this in the log).
 		p.log.Warn("agent's inventory refused", "host", ep.HostID, "err", err)
 		return nil, tasks.Snooze(p.cfg.Recheck, "a valid inventory (the last report: "+err.Error()+")")
+	case err != nil:
+		return nil, err
 	}
 	if now, err := store.Now(ctx, p.cfg.Pool); err == nil {
 		p.m.phase.WithLabelValues("inspect", "ok").Observe(now.Sub(st.At).Seconds())
@@ -354,17 +352,13 @@ func (p *Provisioner) awaitInventory(ctx context.Context, sc *tasks.StepContext)
 }
 
 func (p *Provisioner) toAvailable(ctx context.Context, sc *tasks.StepContext) (any, error) {
-	var ep EnrollParams
-	if err := sc.Params(&ep); err != nil {
+	ep, h, err := p.enrollee(ctx, sc)
+	if err != nil {
 		return nil, err
 	}
 	var inv rackcloud.Inventory
 	if err := sc.Output(StepAwaitInventory, &inv); err != nil {
 		return nil, err
-	}
-	h, err := store.GetHost(ctx, p.cfg.Pool, ep.HostID)
-	if err != nil {
-		return nil, tasks.Permanent(err)
 	}
 	if h.State == rackcloud.HostAvailable {
 		return map[string]any{"resources": h.Resources}, nil // this step ran before

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/rackcloud/rackcloud/lab/labtest"
 )
 
 // scriptedAPI answers POST /v1/boot/events with what answer says about
@@ -93,7 +95,7 @@ func (a *scriptedAPI) takenDetails() []string {
 
 // deliveryClient queues events with Detail "e0".."e<n-1>" (with marker
 // appended to those at the given positions) and runs the client.
-func deliveryClient(t *testing.T, a *scriptedAPI, logs *syncBuffer, n int, marked map[int]string) (*APIClient, []string) {
+func deliveryClient(t *testing.T, a *scriptedAPI, logs *labtest.LogBuffer, n int, marked map[int]string) (*APIClient, []string) {
 	t.Helper()
 	log := testLogger(t)
 	if logs != nil {
@@ -151,7 +153,7 @@ func rejected(c *APIClient) map[string]float64 {
 // each, and every other event is delivered in order.
 func TestDeliveryIsolatesRefusedEvents(t *testing.T) {
 	a := startScriptedAPI(t, refuseMarked)
-	var logs syncBuffer
+	var logs labtest.LogBuffer
 	marked := map[int]string{0: "POISON-422", 7: "POISON-413", 8: "POISON-422", 30: "POISON-409", 599: "POISON-422"}
 	c, good := deliveryClient(t, a, &logs, 600, marked) // two batches
 	pollUntil(t, 30*time.Second, "the queue delivered", func() bool { return c.Pending() == 0 })
@@ -189,7 +191,7 @@ func TestDeliveryKeepsEventsOnAuthAndThrottling(t *testing.T) {
 		}
 		return http.StatusAccepted
 	})
-	var logs syncBuffer
+	var logs labtest.LogBuffer
 	c, good := deliveryClient(t, a, &logs, 5, nil)
 	pollUntil(t, 30*time.Second, "the queue delivered", func() bool { return c.Pending() == 0 })
 	require.Equal(t, good, a.takenDetails())

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/lab/labtest"
 )
 
 // TestInventoryReport: POST /boot/{mac}/inventory takes the current
@@ -28,7 +29,7 @@ func TestInventoryReport(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- client.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	var logs syncBuffer
+	var logs labtest.LogBuffer
 	s, err := New(unitConfig(t), Deps{Profiles: &StaticProfiles{}, Events: client, Registerer: prometheus.NewRegistry(),
 		Logger: slogTo(&logs)})
 	require.NoError(t, err)

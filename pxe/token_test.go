@@ -1,7 +1,6 @@
 package pxe
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,6 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
+
+	"github.com/rackcloud/rackcloud/lab/labtest"
 )
 
 var tokenRe = regexp.MustCompile(`\b` + regexp.QuoteMeta(ParamToken) + `=(\S+)`)
@@ -58,24 +59,6 @@ func postCallback(t *testing.T, url, token, body string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// syncBuffer is a log destination tests can read while services write.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *syncBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *syncBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
-
 // TestCallbackToken: only the current boot's token may call back; no
 // token, a forged one and an earlier boot's are refused with 403 and
 // counted by reason, and leave no event. A restarted boot service (a new
@@ -85,7 +68,7 @@ func TestCallbackToken(t *testing.T) {
 	const mac = "52:54:00:aa:07:01"
 	cfg := unitConfig(t)
 	cfg.FilesDir = t.TempDir()
-	var logs syncBuffer
+	var logs labtest.LogBuffer
 	start := func() (*Service, *httptest.Server, *prometheus.Registry) {
 		reg := prometheus.NewRegistry()
 		s, err := New(cfg, Deps{Profiles: &StaticProfiles{}, Registerer: reg,

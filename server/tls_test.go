@@ -11,34 +11,16 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rackcloud/rackcloud/lab/labtest"
 	"github.com/rackcloud/rackcloud/lab/pgtest"
 	"github.com/rackcloud/rackcloud/lab/pki"
 	"github.com/rackcloud/rackcloud/server"
 )
-
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func runServer(t *testing.T, cfg server.Config, log *slog.Logger) *server.Server {
 	t.Helper()
@@ -58,7 +40,7 @@ func runServer(t *testing.T, cfg server.Config, log *slog.Logger) *server.Server
 func TestServesHTTPS(t *testing.T) {
 	p, err := pki.New(t.TempDir(), "rackcloud test API")
 	require.NoError(t, err)
-	var logs syncBuffer
+	var logs labtest.LogBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	s := runServer(t, server.Config{Listen: "127.0.0.1:0", DatabaseURL: pgtest.URL(t), TLSCertFile: p.CertFile, TLSKeyFile: p.KeyFile}, log)
 	require.True(t, s.TLS())
@@ -104,7 +86,7 @@ func TestPlainHTTPOffLoopbackWarns(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, loop, server.IsLoopback(a), addr)
 	}
-	var logs syncBuffer
+	var logs labtest.LogBuffer
 	runServer(t, server.Config{Listen: "127.0.0.1:0", DatabaseURL: pgtest.URL(t)}, slog.New(slog.NewTextHandler(&logs, nil)))
 	require.NotContains(t, logs.String(), "without TLS", "loopback is fine")
 }
@@ -120,7 +102,7 @@ func TestNoSecretKeyRefusesBMCPasswords(t *testing.T) {
 
 func noKey(t *testing.T, throwaway bool) {
 	dir := t.TempDir()
-	var logs syncBuffer
+	var logs labtest.LogBuffer
 	s := runServer(t, server.Config{Listen: "127.0.0.1:0", DatabaseURL: pgtest.URL(t), InsecureThrowawayKey: throwaway,
 		BootstrapTokenFile: filepath.Join(dir, "token")}, slog.New(slog.NewTextHandler(&logs, nil)))
 	base := "http://" + s.Addr()
