@@ -9,6 +9,7 @@ require (
 	github.com/google/go-cmp v0.7.0
 	github.com/insomniacslk/dhcp v0.0.0-20260901064844-234b97448fae
 	github.com/jackc/pgx/v5 v5.12.0
+	github.com/klauspost/compress v1.20.1
 	github.com/moby/moby/client v0.6.2
 	github.com/peterbourgon/ff/v3 v3.4.0
 	github.com/pin/tftp/v3 v3.1.0
