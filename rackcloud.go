@@ -201,6 +201,11 @@ type Host struct {
 	// ProvisioningIPv4, when set, is the address the boot service's DHCP
 	// reserves for the host on the provisioning network.
 	ProvisioningIPv4 string `json:"provisioning_ipv4,omitempty"`
+	// Endpoint is where a ready host's role daemon answers (mutual TLS):
+	// tcp://ADDR:2376 for dockerd, qemu+tls://ADDR/system for libvirtd.
+	Endpoint string `json:"endpoint,omitempty"`
+	// LastHeartbeat is when the installed host's agent last called in.
+	LastHeartbeat *time.Time `json:"last_heartbeat,omitempty"`
 }
 
 // ImageFormat is an OS image's disk format.
@@ -208,8 +213,10 @@ type ImageFormat string
 
 // Image formats.
 const (
-	FormatRaw   ImageFormat = "raw"
-	FormatQCOW2 ImageFormat = "qcow2"
+	FormatRaw ImageFormat = "raw"
+	// FormatRawZstd is a raw disk as independent zstd frames (imagefmt).
+	FormatRawZstd ImageFormat = "raw+zstd"
+	FormatQCOW2   ImageFormat = "qcow2"
 )
 
 // BootProfile is how to boot an image over the network.
@@ -227,8 +234,11 @@ type Image struct {
 	URL      string      `json:"url"`
 	Checksum string      `json:"checksum"` // sha256:<hex>
 	Format   ImageFormat `json:"format"`
-	Roles    []HostRole  `json:"roles,omitempty"`
-	Boot     BootProfile `json:"boot"`
+	// Size is the disk's size in bytes (raw, whatever the format): what
+	// the installer writes and reads back to check Checksum.
+	Size  int64       `json:"size,omitempty"`
+	Roles []HostRole  `json:"roles,omitempty"`
+	Boot  BootProfile `json:"boot"`
 }
 
 // GuestKind is what a guest is.

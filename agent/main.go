@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/rackcloud/rackcloud"
 )
 
 // Main is the agent's command line, shared by the small rackcloud-agent
@@ -21,7 +23,9 @@ import (
 //	--from-cmdline    take the URL and token from /proc/cmdline
 //	                  (rackcloud.mac, rackcloud.callback, rackcloud.token);
 //	                  with rackcloud.state=deprovisioning, wipe every disk
-//	                  (Wipe) before reporting
+//	                  (Wipe) before reporting; with
+//	                  rackcloud.state=provisioning, install the host's
+//	                  image instead (Install)
 //	--retry-for D     how long to keep trying (default 2m)
 func Main(ctx context.Context, name string, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
@@ -72,6 +76,9 @@ func Main(ctx context.Context, name string, args []string, stdout, stderr io.Wri
 		if b.State == StateDeprovisioning {
 			cfg.WipeDir = strings.TrimSuffix(*root, "/") + "/dev"
 		}
+		if b.State == StateProvisioning {
+			return runInstall(ctx, name, cfg, b, strings.TrimSuffix(*root, "/")+"/dev", stderr)
+		}
 	}
 	if err := Run(ctx, cfg, stdout); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
@@ -86,4 +93,25 @@ func readCmdline(root string) (Boot, error) {
 		return Boot{}, err
 	}
 	return ParseCmdline(string(b)), nil
+}
+
+// runInstall installs the host's image (the boot of a provisioning host).
+func runInstall(ctx context.Context, name string, cfg Config, b Boot, devDir string, stderr io.Writer) int {
+	inv, err := Collect(cfg.Root)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return 1
+	}
+	base, err := b.BaseURL()
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return 1
+	}
+	mac, _ := rackcloud.NormalizeMAC(b.MAC)
+	in := &Install{Base: base, MAC: mac, Token: cfg.Token, DevDir: devDir, Disks: inv.Disks, Report: cfg}
+	if err := in.Run(ctx); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return 1
+	}
+	return 0
 }

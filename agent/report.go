@@ -97,6 +97,8 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 // RefusedError is a report the server refused (4xx): trying again would
 // not help.
 type RefusedError struct {
+	// What was refused (inventory, install report).
+	What   string
 	URL    string
 	Status int
 	// Detail is the start of the server's answer.
@@ -104,7 +106,11 @@ type RefusedError struct {
 }
 
 func (e *RefusedError) Error() string {
-	return fmt.Sprintf("inventory refused by %s: %d %s: %s", e.URL, e.Status, http.StatusText(e.Status), e.Detail)
+	what := e.What
+	if what == "" {
+		what = "inventory"
+	}
+	return fmt.Sprintf("%s refused by %s: %d %s: %s", what, e.URL, e.Status, http.StatusText(e.Status), e.Detail)
 }
 
 // Report POSTs inv as JSON to cfg.ReportURL with cfg.Token. It tries
@@ -118,6 +124,13 @@ func Report(ctx context.Context, cfg Config, inv rackcloud.Inventory) error {
 	if err != nil {
 		return err
 	}
+	return deliver(ctx, cfg, cfg.ReportURL, "inventory", body)
+}
+
+// deliver POSTs body to u with cfg.Token, trying again after transport
+// errors and 5xx answers until cfg.RetryFor has passed; a 4xx answer is a
+// *RefusedError at once.
+func deliver(ctx context.Context, cfg Config, u, what string, body []byte) error {
 	retryFor := orDefault(cfg.RetryFor, DefaultRetryFor)
 	wait, maxWait := orDefault(cfg.RetryMin, DefaultRetryMin), orDefault(cfg.RetryMax, DefaultRetryMax)
 	client := cfg.Client
@@ -129,17 +142,18 @@ func Report(ctx context.Context, cfg Config, inv rackcloud.Inventory) error {
 		logw = io.Discard
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, retryFor,
-		fmt.Errorf("inventory not reported to %s within %v", cfg.ReportURL, retryFor))
+		fmt.Errorf("%s not reported to %s within %v", what, u, retryFor))
 	defer cancel()
 	var last error
 	for try := 1; ; try++ {
-		err := post(ctx, client, cfg.ReportURL, cfg.Token, body)
+		err := post(ctx, client, u, cfg.Token, body)
 		var refused *RefusedError
 		switch {
 		case err == nil:
-			fmt.Fprintf(logw, "rackcloud-agent: inventory reported to %s\n", cfg.ReportURL)
+			fmt.Fprintf(logw, "rackcloud-agent: %s reported to %s\n", what, u)
 			return nil
 		case errors.As(err, &refused):
+			refused.What = what
 			return err
 		case ctx.Err() != nil && last != nil: // the try was cut short: the one before says why
 			return fmt.Errorf("%w (last: %v)", context.Cause(ctx), last)
@@ -218,6 +232,15 @@ func ParseCmdline(cmdline string) Boot {
 		}
 	}
 	return b
+}
+
+// BaseURL is the boot service's URL (the callback's scheme and host).
+func (b Boot) BaseURL() (string, error) {
+	u, err := url.Parse(b.Callback)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return "", fmt.Errorf("%s %q is not an http(s) URL", ParamCallback, b.Callback)
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host}).String(), nil
 }
 
 // ReportURL is the boot service's inventory URL for this boot: the

@@ -153,6 +153,7 @@ func New(d Deps) *API {
 	registerAudit(a)
 	registerTasks(a)
 	registerBoot(a)
+	registerInstalls(a)
 	documentProblems(a.huma.OpenAPI())
 	return a
 }

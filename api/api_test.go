@@ -35,7 +35,7 @@ func (e *env) fixture(name string) fixture {
 	f.host = e.must(201, "POST", "/v1/hosts", e.admin, map[string]any{"name": name + "-h1", "macs": []string{macFor(name, 1)},
 		"rack_id": f.rack, "bmc": map[string]any{"address": fmt.Sprintf("127.0.0.1:%d", 9000+int(nameHash(name))), "protocol": "ipmi", "username": "admin", "password": "hunter2"}})["id"].(string)
 	f.image = e.must(201, "POST", "/v1/images", e.admin, map[string]any{"name": name + "-img", "url": "http://127.0.0.1/x.qcow2",
-		"checksum": checksum, "format": "qcow2", "roles": []string{"kvm"}})["id"].(string)
+		"checksum": checksum, "format": "raw", "size": 1 << 30, "roles": []string{"kvm"}})["id"].(string)
 	f.project = e.must(201, "POST", "/v1/projects", e.admin, map[string]any{"name": name})["id"].(string)
 	e.must(200, "PUT", "/v1/projects/"+f.project+"/quota", e.admin, map[string]any{"reserved": map[string]any{"vcpu": 8, "memory_mib": 8192, "disk_gib": 100, "hosts": 0}})
 	f.member, f.memberTokenID = e.token(name+"-member", rackcloud.RoleMember, f.project)

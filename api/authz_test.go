@@ -162,7 +162,7 @@ func TestBootRoleMayOnlyBoot(t *testing.T) {
 	e := newEnv(t)
 	w := newWalk(t, e)
 	boot := e.must(201, "POST", "/v1/tokens", e.admin, map[string]any{"name": "rack1", "role": "boot"})["secret"].(string)
-	mayBoot := map[string]bool{"getBootProfile": true, "recordBootEvents": true}
+	mayBoot := map[string]bool{"getBootProfile": true, "recordBootEvents": true, "getInstallPlan": true}
 	before := e.snapshot()
 	passed := map[string]bool{}
 	for _, o := range w.ops {
@@ -184,7 +184,7 @@ func TestBootRoleMayOnlyBoot(t *testing.T) {
 		require.Contains(t, []int{200, 202, 404}, r.Code, "boot token %s: %s", o.id, r)
 		passed[o.id] = true
 	}
-	require.Len(t, passed, 2, "both boot operations are in the document")
+	require.Len(t, passed, len(mayBoot), "every boot operation is in the document")
 	r := e.do("GET", "/v1/boot/profiles/52:54:00:ee:ee:02", boot, nil)
 	require.Equal(t, 200, r.Code, "the boot service reads the profile of the host its events discovered: %s", r)
 	ev := e.must(200, "GET", "/v1/audit-events?action=discoverHost", e.admin, nil)["items"].([]any)

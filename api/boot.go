@@ -53,6 +53,9 @@ type NetbootProfile struct {
 	Purpose     string      `json:"purpose" enum:"inspection,install,local" doc:"Why: the inspection image, the image's installer, or the disk."`
 	Boot        BootProfile `json:"boot" doc:"The installer's boot profile (purpose install only); empty otherwise: the boot service boots its inspection image."`
 	Version     int64       `json:"version" doc:"The host's version; a cache keeps the newest it has seen." example:"3"`
+	// HostTokenSHA256 lets the boot service check installed hosts'
+	// heartbeats without holding their tokens.
+	HostTokenSHA256 string `json:"host_token_sha256,omitempty" pattern:"^[0-9a-f]{64}$" doc:"Hex SHA-256 of the installed host's token: its heartbeats must carry the token."`
 }
 
 // BootEventIn is one step of a network boot as the boot service reports
@@ -62,7 +65,7 @@ type BootEventIn struct {
 	_        struct{}  `json:"-" additionalProperties:"true"`
 	Time     time.Time `json:"time" doc:"When the boot service saw the step." example:"2026-01-02T03:04:05.678Z"`
 	MAC      string    `json:"mac" maxLength:"32" doc:"The client's MAC; empty when the boot service could not tell it (a TFTP read from an address it never leased)." example:"52:54:00:aa:01:01"`
-	Kind     string    `json:"kind" enum:"dhcp.discover,dhcp.offer,dhcp.request,dhcp.ack,dhcp.nak,dhcp.inform,dhcp.decline,dhcp.release,tftp.start,tftp.done,tftp.error,http.script,http.kernel,http.initrd,http.file,callback,inventory" doc:"The step (inventory: the booted image's agent reported the hardware)."`
+	Kind     string    `json:"kind" enum:"dhcp.discover,dhcp.offer,dhcp.request,dhcp.ack,dhcp.nak,dhcp.inform,dhcp.decline,dhcp.release,tftp.start,tftp.done,tftp.error,http.script,http.kernel,http.initrd,http.file,callback,inventory,install,heartbeat" doc:"The step (inventory: the booted image's agent reported the hardware; install: the installer's progress; heartbeat: an installed host called in)."`
 	Client   string    `json:"client,omitempty" maxLength:"32" doc:"The boot client as classified from DHCP: bios, uefi, uefi-http, ipxe, dhcp (not network booting) or unsupported." example:"ipxe"`
 	IP       string    `json:"ip,omitempty" maxLength:"64" doc:"The client's address." example:"10.88.0.21"`
 	File     string    `json:"file,omitempty" maxLength:"4096" doc:"The boot file, TFTP path or URL involved." example:"undionly.kpxe"`
@@ -152,16 +155,9 @@ func registerBoot(a *API) {
 		Description: "Tells the boot service how to boot the host that owns the MAC: its state and its image's boot profile. 404 means no host has the MAC (the boot service then boots the discovery image).",
 		Tags:        []string{"Boot"}, Errors: []int{http.StatusNotFound, http.StatusUnprocessableEntity},
 	}, bootService, func(ctx context.Context, in *bootProfileInput) (*struct{ Body NetbootProfile }, error) {
-		mac, err := bootMAC("path.mac", in.MAC)
+		mac, h, err := a.hostByMAC(ctx, in.MAC)
 		if err != nil {
 			return nil, err
-		}
-		h, err := store.GetHostByMAC(ctx, a.deps.Pool, mac)
-		if err != nil {
-			if isNotFound(err) {
-				return nil, huma.Error404NotFound(fmt.Sprintf("host with MAC %q not found", mac))
-			}
-			return nil, a.problem(err)
 		}
 		var im *rackcloud.Image
 		if h.ImageID != "" {
@@ -174,6 +170,11 @@ func registerBoot(a *API) {
 		d := BootFor(h, im)
 		p := NetbootProfile{MAC: mac, HostID: h.ID, Hostname: h.Name, State: string(h.State), StateReason: h.StateReason,
 			IPv4: h.ProvisioningIPv4, Version: h.Version, Action: d.Action, Purpose: d.Purpose, Boot: BootProfile(d.Boot)}
+		sum, err := store.HostTokenSHA256(ctx, a.deps.Pool, h.ID)
+		if err != nil {
+			return nil, a.problem(err)
+		}
+		p.HostTokenSHA256 = hex.EncodeToString(sum)
 		return &struct{ Body NetbootProfile }{Body: p}, nil
 	})
 
@@ -374,7 +375,12 @@ func (a *API) afterBootEvents(ctx context.Context, tx pgx.Tx, in []BootEventIn, 
 		if a.deps.Tasks == nil {
 			continue
 		}
-		if (e.Kind == string(rackcloud.BootEventCallback) || e.Kind == string(rackcloud.BootEventInventory)) && !woken[e.HostID] {
+		if e.Kind == string(rackcloud.BootEventHeartbeat) {
+			if err := store.RecordHeartbeat(ctx, tx, e.HostID, e.At); err != nil {
+				return err
+			}
+		}
+		if wakes(e.Kind) && !woken[e.HostID] {
 			woken[e.HostID] = true
 			n, err := a.deps.Tasks.Wake(ctx, tx, "host/"+e.HostID)
 			if err != nil {
@@ -392,6 +398,33 @@ func (a *API) afterBootEvents(ctx context.Context, tx pgx.Tx, in []BootEventIn, 
 		}
 	}
 	return nil
+}
+
+// hostByMAC reads the MAC of a boot path (path.mac) and its host: 422 for
+// a bad MAC, 404 for one no host has.
+func (a *API) hostByMAC(ctx context.Context, raw string) (string, rackcloud.Host, error) {
+	mac, err := bootMAC("path.mac", raw)
+	if err != nil {
+		return "", rackcloud.Host{}, err
+	}
+	h, err := store.GetHostByMAC(ctx, a.deps.Pool, mac)
+	if err != nil {
+		if isNotFound(err) {
+			return mac, h, huma.Error404NotFound(fmt.Sprintf("host with MAC %q not found", mac))
+		}
+		return mac, h, a.problem(err)
+	}
+	return mac, h, nil
+}
+
+// wakes reports whether a boot event of kind wakes the host's task: what
+// the machine says of itself (callback, agent reports, heartbeats).
+func wakes(kind string) bool {
+	switch rackcloud.BootEventKind(kind) {
+	case rackcloud.BootEventCallback, rackcloud.BootEventInventory, rackcloud.BootEventInstall, rackcloud.BootEventHeartbeat:
+		return true
+	}
+	return false
 }
 
 // inspectDiscovered starts host.enroll for a discovered host that booted

@@ -17,7 +17,8 @@ type ImageBody struct {
 	Name     string            `json:"name" pattern:"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" maxLength:"63" doc:"Unique name." example:"debian-12"`
 	URL      string            `json:"url" minLength:"1" maxLength:"2048" format:"uri" doc:"Where the image is." example:"http://images.example/debian-12.qcow2"`
 	Checksum string            `json:"checksum" pattern:"^sha256:[0-9a-f]{64}$" doc:"sha256:<hex> of the image." example:"sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"`
-	Format   string            `json:"format" enum:"raw,qcow2" doc:"Disk format."`
+	Format   string            `json:"format" enum:"raw,raw+zstd,qcow2" doc:"Disk format: raw, raw+zstd (a raw disk as zstd frames; independent frames of 4 MiB let an installer resume a dropped download), qcow2 (guest images)."`
+	Size     int64             `json:"size,omitempty" minimum:"0" doc:"Bytes of the disk the image holds (raw, whatever the format): the installer checks it fits, writes it and reads it back against checksum. Required for host images (with roles)." example:"33554432"`
 	Roles    []string          `json:"roles,omitempty" maxItems:"3" uniqueItems:"true" doc:"Host roles the image serves; empty for guest images." example:"[\"kvm\"]"`
 	Boot     *BootProfile      `json:"boot,omitempty" doc:"Network boot profile."`
 	Labels   map[string]string `json:"labels,omitempty" doc:"Labels for selection and grouping."`
@@ -27,6 +28,7 @@ type ImageBody struct {
 type ImageUpdateBody struct {
 	URL      *string           `json:"url,omitempty" minLength:"1" maxLength:"2048" format:"uri" doc:"Where the image is."`
 	Checksum *string           `json:"checksum,omitempty" pattern:"^sha256:[0-9a-f]{64}$" doc:"sha256:<hex> of the image."`
+	Size     *int64            `json:"size,omitempty" minimum:"1" doc:"Bytes of the disk the image holds."`
 	Boot     *BootProfile      `json:"boot,omitempty" doc:"Network boot profile."`
 	Labels   map[string]string `json:"labels,omitempty" doc:"Replaces all labels when present."`
 }
@@ -62,8 +64,16 @@ func registerImages(a *API) {
 		if err != nil {
 			return nil, err
 		}
+		if len(roles) > 0 && in.Body.Size == 0 {
+			return nil, huma.Error422UnprocessableEntity("a host image needs its size", &huma.ErrorDetail{Location: "body.size",
+				Message: "the bytes of disk the image holds: the installer checks the disk is large enough and reads that much back"})
+		}
+		if len(roles) > 0 && in.Body.Format == string(rackcloud.FormatQCOW2) {
+			return nil, huma.Error422UnprocessableEntity("host images are raw or raw+zstd", &huma.ErrorDetail{Location: "body.format",
+				Message: "the installer writes raw disks", Value: in.Body.Format})
+		}
 		im := rackcloud.Image{Meta: rackcloud.Meta{Name: in.Body.Name, Labels: in.Body.Labels}, URL: in.Body.URL,
-			Checksum: in.Body.Checksum, Format: rackcloud.ImageFormat(in.Body.Format), Roles: roles}
+			Checksum: in.Body.Checksum, Format: rackcloud.ImageFormat(in.Body.Format), Roles: roles, Size: in.Body.Size}
 		if in.Body.Boot != nil {
 			im.Boot = rackcloud.BootProfile(*in.Body.Boot)
 		}
@@ -89,6 +99,9 @@ func registerImages(a *API) {
 			}
 			if in.Body.Checksum != nil {
 				im.Checksum = *in.Body.Checksum
+			}
+			if in.Body.Size != nil {
+				im.Size = *in.Body.Size
 			}
 			if in.Body.Boot != nil {
 				im.Boot = rackcloud.BootProfile(*in.Body.Boot)

@@ -121,6 +121,8 @@ type Host struct {
 	Overhead         Overhead             `json:"overhead" doc:"Resources reserved for the host itself, never sold."`
 	Maintenance      bool                 `json:"maintenance" doc:"True keeps new guests off the host."`
 	ProvisioningIPv4 string               `json:"provisioning_ipv4,omitempty" format:"ipv4" doc:"The address the boot service's DHCP reserves for the host on the provisioning network."`
+	Endpoint         string               `json:"endpoint,omitempty" doc:"Where a ready kvm or docker host's daemon answers, over mutual TLS with rackcloud's host CA." example:"tcp://10.77.0.21:2376"`
+	LastHeartbeat    *time.Time           `json:"last_heartbeat,omitempty" doc:"When the installed host's agent last called in."`
 }
 
 // HostTask is the task at work on a host.
@@ -144,7 +146,7 @@ func hostOut(h rackcloud.Host) Host {
 	out := Host{Meta: meta(h.Meta), RackID: h.RackID, Position: h.Position, MACs: h.MACs, Role: string(h.Role),
 		ImageID: h.ImageID, State: string(h.State), StateReason: h.StateReason, Power: string(h.Power),
 		Inventory: h.Inventory, Resources: resourcesOut(h.Resources), Overhead: overheadOut(h.Overhead),
-		Maintenance: h.Maintenance, ProvisioningIPv4: h.ProvisioningIPv4}
+		Maintenance: h.Maintenance, ProvisioningIPv4: h.ProvisioningIPv4, Endpoint: h.Endpoint, LastHeartbeat: h.LastHeartbeat}
 	if t := h.Task; t != nil {
 		out.Task = &HostTask{ID: t.ID, Kind: t.Kind, Step: t.Step, WaitingFor: t.WaitingFor}
 	}
@@ -174,7 +176,8 @@ type Image struct {
 	Meta
 	URL      string      `json:"url" doc:"Where the image is." example:"http://images.example/debian-12.qcow2"`
 	Checksum string      `json:"checksum" doc:"sha256:<hex> of the image." example:"sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"`
-	Format   string      `json:"format" enum:"raw,qcow2" doc:"Disk format."`
+	Format   string      `json:"format" enum:"raw,raw+zstd,qcow2" doc:"Disk format."`
+	Size     int64       `json:"size" doc:"Bytes of the disk the image holds (0: not given, guest images)."`
 	Roles    []string    `json:"roles" doc:"Host roles the image can serve (bm, kvm, docker)." example:"[\"kvm\"]"`
 	Boot     BootProfile `json:"boot" doc:"Network boot profile."`
 }
@@ -184,7 +187,7 @@ func imageOut(im rackcloud.Image) Image {
 	for _, r := range im.Roles {
 		roles = append(roles, string(r))
 	}
-	return Image{Meta: meta(im.Meta), URL: im.URL, Checksum: im.Checksum, Format: string(im.Format), Roles: roles,
+	return Image{Meta: meta(im.Meta), URL: im.URL, Checksum: im.Checksum, Format: string(im.Format), Size: im.Size, Roles: roles,
 		Boot: BootProfile(im.Boot)}
 }
 

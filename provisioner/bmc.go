@@ -42,6 +42,19 @@ func (m *ManagedBMC) PXEBoot(ctx context.Context, hostID string) error {
 	return c.SetPower(ctx, bmc.PowerCycle)
 }
 
+// DiskBoot sets the next boot to the disk, then cycles the power (or
+// powers the host on).
+func (m *ManagedBMC) DiskBoot(ctx context.Context, hostID string) error {
+	c, err := m.client(ctx, hostID)
+	if err != nil {
+		return err
+	}
+	if err := c.SetBootDevice(ctx, bmc.BootDisk, bmc.BootOptions{}); err != nil {
+		return err
+	}
+	return c.SetPower(ctx, bmc.PowerCycle)
+}
+
 // PowerOff cuts the host's power.
 func (m *ManagedBMC) PowerOff(ctx context.Context, hostID string) error {
 	c, err := m.client(ctx, hostID)

@@ -43,6 +43,9 @@ type BMC interface {
 	PXEBoot(ctx context.Context, hostID string) error
 	// PowerOff cuts the host's power.
 	PowerOff(ctx context.Context, hostID string) error
+	// DiskBoot sets the next boot to the disk and cycles the power (the
+	// installed OS boots).
+	DiskBoot(ctx context.Context, hostID string) error
 	// MACs returns the MAC addresses of the host's NICs as its BMC knows
 	// them (Redfish; an error wrapping bmc.ErrUnsupported for IPMI).
 	MACs(ctx context.Context, hostID string) ([]string, error)
@@ -50,8 +53,8 @@ type BMC interface {
 
 // BMCFuncs adapts functions to BMC (tests).
 type BMCFuncs struct {
-	PXEBootFunc, PowerOffFunc func(ctx context.Context, hostID string) error
-	MACsFunc                  func(ctx context.Context, hostID string) ([]string, error)
+	PXEBootFunc, PowerOffFunc, DiskBootFunc func(ctx context.Context, hostID string) error
+	MACsFunc                                func(ctx context.Context, hostID string) ([]string, error)
 }
 
 // MACs calls MACsFunc.
@@ -59,6 +62,9 @@ func (f BMCFuncs) MACs(ctx context.Context, id string) ([]string, error) { retur
 
 // PXEBoot calls PXEBootFunc.
 func (f BMCFuncs) PXEBoot(ctx context.Context, id string) error { return f.PXEBootFunc(ctx, id) }
+
+// DiskBoot calls DiskBootFunc.
+func (f BMCFuncs) DiskBoot(ctx context.Context, id string) error { return f.DiskBootFunc(ctx, id) }
 
 // PowerOff calls PowerOffFunc.
 func (f BMCFuncs) PowerOff(ctx context.Context, id string) error { return f.PowerOffFunc(ctx, id) }
@@ -73,6 +79,22 @@ type Config struct {
 	BMC BMC
 	// InspectTimeout bounds the wait for the inventory (0: default).
 	InspectTimeout time.Duration
+	// InstallTimeout bounds the wait for the installer, FirstBootTimeout
+	// the wait for the installed OS's first heartbeat (0: defaults).
+	InstallTimeout, FirstBootTimeout time.Duration
+	// Sealer seals the hosts' install secrets (tokens, TLS keys) and the
+	// host CA; nil fails provisioning.
+	Sealer *store.Sealer
+	// BootURL is the boot service's URL as installed hosts reach it
+	// (their heartbeats go to BootURL/boot/{mac}/heartbeat).
+	BootURL string
+	// Heartbeat is how often installed hosts call in (0: default).
+	Heartbeat time.Duration
+	// Roles reaches the role daemons of installed hosts (nil: TLSRoles
+	// dialing with Dial).
+	Roles RoleChecker
+	// Dial opens connections to installed hosts (nil: net.Dialer).
+	Dial DialFunc
 	// Recheck is how often waiting steps look again without a wake-up.
 	Recheck time.Duration
 	// Overhead is reserved for the host itself, never sold, on a host
@@ -99,6 +121,9 @@ type metrics struct {
 func New(cfg Config) *Provisioner {
 	cfg.InspectTimeout = cmp.Or(cfg.InspectTimeout, DefaultInspectTimeout)
 	cfg.Recheck = cmp.Or(cfg.Recheck, DefaultRecheck)
+	cfg.InstallTimeout = cmp.Or(cfg.InstallTimeout, DefaultInstallTimeout)
+	cfg.FirstBootTimeout = cmp.Or(cfg.FirstBootTimeout, DefaultFirstBootTimeout)
+	cfg.Heartbeat = cmp.Or(cfg.Heartbeat, DefaultHeartbeat)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -129,7 +154,14 @@ func (p *Provisioner) Register(e *tasks.Engine) error {
 
 // Kinds are the task kinds the provisioner runs.
 func (p *Provisioner) Kinds() []tasks.Kind {
-	return []tasks.Kind{p.enrollKind(), p.deprovisionKind()}
+	return []tasks.Kind{p.enrollKind(), p.deprovisionKind(), p.provisionKind()}
+}
+
+func (p *Provisioner) roles() RoleChecker {
+	if p.cfg.Roles != nil {
+		return p.cfg.Roles
+	}
+	return &TLSRoles{Pool: p.cfg.Pool, Sealer: p.cfg.Sealer, Dial: p.cfg.Dial}
 }
 
 // Step names of host.enroll.
@@ -293,17 +325,24 @@ func (p *Provisioner) pxePowerOn(ctx context.Context, sc *tasks.StepContext) (an
 	if ep.Booted {
 		return powered{Skipped: "the host booted the inspection image by itself"}, nil
 	}
+	return p.power(ctx, "pxe_power_on", ep.HostID, p.cfg.BMC.PXEBoot)
+}
+
+// power makes the host boot through its BMC (do: PXEBoot, DiskBoot) and
+// says when, on the database's clock: reports of earlier boots, stored
+// before that moment, do not count. A BMC that refused the credentials
+// fails the step at once; one that did not answer is tried again.
+func (p *Provisioner) power(ctx context.Context, phase, hostID string, do func(context.Context, string) error) (any, error) {
 	if p.cfg.BMC == nil {
 		return nil, tasks.Permanent(reasoned(rackcloud.FailBMCUnreachable, errors.New("this server has no BMC access")))
 	}
-	// Reports of earlier boots stored before this moment do not count.
 	at, err := store.Now(ctx, p.cfg.Pool)
 	if err != nil {
 		return nil, err
 	}
 	start := time.Now()
-	err = p.cfg.BMC.PXEBoot(ctx, ep.HostID)
-	p.observe("pxe_power_on", start, err)
+	err = do(ctx, hostID)
+	p.observe(phase, start, err)
 	if err != nil {
 		reason := Classify(err)
 		if reason == rackcloud.FailBMCRefused || errors.Is(err, rackcloud.ErrNotFound) {
@@ -461,8 +500,10 @@ func FailureFor(step, errText string) rackcloud.FailureReason {
 	}
 	if strings.Contains(errText, tasks.ErrWaitTimeout.Error()) {
 		switch step {
-		case StepAwaitInventory, StepAwaitWipe:
+		case StepAwaitInventory, StepAwaitWipe, StepAwaitInstall:
 			return rackcloud.FailAgentTimeout
+		case StepAwaitFirstBoot:
+			return rackcloud.FailFirstBootTimeout
 		}
 	}
 	return rackcloud.FailInternal

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,7 +42,7 @@ func (f *fakeBMC) bmc() provisioner.BMC {
 			return f.err
 		}
 	}
-	return provisioner.BMCFuncs{PXEBootFunc: rec("pxe"), PowerOffFunc: rec("off"),
+	return provisioner.BMCFuncs{PXEBootFunc: rec("pxe"), PowerOffFunc: rec("off"), DiskBootFunc: rec("disk"),
 		MACsFunc: func(ctx context.Context, id string) ([]string, error) {
 			if err := rec("macs")(ctx, id); err != nil {
 				return nil, err
@@ -70,13 +71,20 @@ type env struct {
 
 func newEnv(t *testing.T, inspectTimeout time.Duration) *env {
 	t.Helper()
+	return newEnvWith(t, func(c *provisioner.Config) { c.InspectTimeout = inspectTimeout })
+}
+
+func newEnvWith(t *testing.T, configure func(*provisioner.Config)) *env {
+	t.Helper()
 	pool := pgtest.DB(t)
 	engine, err := tasks.New(pool, tasks.Config{Workers: 4, PollInterval: 50 * time.Millisecond, RetryBase: 10 * time.Millisecond,
 		RetryMax: 50 * time.Millisecond, Registerer: prometheus.NewRegistry()})
 	require.NoError(t, err)
 	f := &fakeBMC{}
-	p := provisioner.New(provisioner.Config{Pool: pool, BMC: f.bmc(), InspectTimeout: inspectTimeout, Recheck: time.Hour,
-		Overhead: rackcloud.Resources{CPUCores: 1, MemoryMiB: 512}})
+	cfg := provisioner.Config{Pool: pool, BMC: f.bmc(), Recheck: time.Hour,
+		Overhead: rackcloud.Resources{CPUCores: 1, MemoryMiB: 512}}
+	configure(&cfg)
+	p := provisioner.New(cfg)
 	require.NoError(t, p.Register(engine))
 	ctx, cancel := context.WithCancel(context.Background())
 	require.NoError(t, engine.Start(ctx))
@@ -138,7 +146,7 @@ func (e *env) waitFor(id, what string) {
 	labtest.Eventually(e.t, 30*time.Second, 20*time.Millisecond, "task "+id+" to wait for "+what, func() (bool, string) {
 		info, err := e.engine.Get(context.Background(), id)
 		require.NoError(e.t, err)
-		return info.WaitingFor != "", fmt.Sprintf("%+v", info.Task)
+		return strings.Contains(info.WaitingFor, what), fmt.Sprintf("%+v", info.Task)
 	})
 }
 

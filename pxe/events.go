@@ -38,6 +38,13 @@ const (
 	// EventInventory is the inspection agent's report (POST
 	// /boot/{mac}/inventory); Data holds its rackcloud.Inventory JSON.
 	EventInventory = rackcloud.BootEventInventory
+	// EventInstall is the installer's report (POST /boot/{mac}/install);
+	// Data holds its rackcloud.InstallReport JSON.
+	EventInstall = rackcloud.BootEventInstall
+	// EventHeartbeat is an installed host calling in (POST
+	// /boot/{mac}/heartbeat, with the host's token); Data holds its
+	// rackcloud.Heartbeat JSON.
+	EventHeartbeat = rackcloud.BootEventHeartbeat
 )
 
 // Event is one recorded boot step of one MAC.

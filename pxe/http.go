@@ -37,6 +37,9 @@ const (
 //	GET  /boot/{mac}.ipxe       the host's iPXE script for its state
 //	POST /boot/{mac}/callback   the booted image reports in (JSON body)
 //	POST /boot/{mac}/inventory  the inspection agent's inventory (JSON object)
+//	GET  /boot/{mac}/install    the installer's plan (image, host config)
+//	POST /boot/{mac}/install    the installer's progress (JSON object)
+//	POST /boot/{mac}/heartbeat  an installed host calling in (host token)
 //	GET  /boot/{mac}/events     the host's boot timeline (JSON)
 //	GET  /files/{path}          kernels, initrds and images (Range, checksums)
 //	GET  /ipxe/{path}           the iPXE binaries (UEFI HTTP boot)
@@ -46,6 +49,9 @@ func (s *Service) Handler() http.Handler {
 	mux.Handle("GET /boot/{name}", s.instrument("script", http.HandlerFunc(s.handleScript)))
 	mux.Handle("POST /boot/{mac}/callback", s.instrument("callback", http.HandlerFunc(s.handleCallback)))
 	mux.Handle("POST /boot/{mac}/inventory", s.instrument("inventory", http.HandlerFunc(s.handleInventory)))
+	mux.Handle("GET /boot/{mac}/install", s.instrument("install_plan", http.HandlerFunc(s.handleInstallPlan)))
+	mux.Handle("POST /boot/{mac}/install", s.instrument("install", http.HandlerFunc(s.handleInstallReport)))
+	mux.Handle("POST /boot/{mac}/heartbeat", s.instrument("heartbeat", http.HandlerFunc(s.handleHeartbeat)))
 	mux.Handle("GET /boot/{mac}/events", s.instrument("events", http.HandlerFunc(s.handleEvents)))
 	mux.Handle("GET /files/{path...}", s.instrument("files", s.fileHandler(s.filesRoot, "/files/")))
 	mux.Handle("GET /ipxe/{path...}", s.instrument("ipxe", s.fileHandler(s.tftpRoot, "/ipxe/")))
@@ -205,10 +211,7 @@ func (s *Service) handleReport(w http.ResponseWriter, r *http.Request, kind Even
 		return
 	}
 	if reason := s.tokens.check(mac, bearer(r.Header.Get("Authorization"))); reason != "" {
-		s.m.callbacksRefused.WithLabelValues(reason).Inc()
-		if s.refusedLog.Allow() {
-			s.log.Warn(string(kind)+" refused", "mac", mac, "peer", remoteIP(r), "token", reason)
-		}
+		s.refused(r, mac, string(kind), reason)
 		httpError(w, http.StatusForbidden, "%s refused: %s boot token", kind, reason)
 		return
 	}

@@ -77,10 +77,10 @@ func newMetrics(reg prometheus.Registerer, activeLeases func() float64, reachabl
 		}),
 		callbacksRefused: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackcloud_boot_callbacks_refused_total",
-			Help: "Callbacks and inventory reports refused for their boot token, by reason (missing, wrong, replayed: an earlier boot's).",
+			Help: "Callbacks, agent reports and heartbeats refused for their boot or host token, by reason (missing, wrong, replayed: an earlier boot's, no_host_token: the host has none).",
 		}, []string{"reason"}),
 	}
-	for _, r := range []string{tokenMissing, tokenWrong, tokenReplayed} {
+	for _, r := range []string{tokenMissing, tokenWrong, tokenReplayed, tokenNoHost} {
 		m.callbacksRefused.WithLabelValues(r)
 	}
 	return m

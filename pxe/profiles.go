@@ -36,6 +36,9 @@ type Profile struct {
 	// Kernel and Initrd are paths under the boot service's /files/ or
 	// absolute http(s) URLs; Script replaces the default iPXE template.
 	Boot rackcloud.BootProfile `json:"boot"`
+	// HostTokenSHA256 is the hex SHA-256 of an installed host's token,
+	// which its heartbeats must carry.
+	HostTokenSHA256 string `json:"host_token_sha256,omitempty"`
 	// IPv4 reserves an address for the host in full DHCP mode.
 	IPv4 netip.Addr `json:"ipv4,omitzero"`
 	// Version is the host's version in the control plane; a cache keeps

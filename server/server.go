@@ -31,6 +31,7 @@ import (
 	"github.com/rackcloud/rackcloud/api"
 	"github.com/rackcloud/rackcloud/bmc"
 	"github.com/rackcloud/rackcloud/bmcwatch"
+	"github.com/rackcloud/rackcloud/nsnet"
 	"github.com/rackcloud/rackcloud/provisioner"
 	"github.com/rackcloud/rackcloud/store"
 	"github.com/rackcloud/rackcloud/tasks"
@@ -90,6 +91,16 @@ type Config struct {
 	// HostOverhead is what an inspected host keeps for itself, never sold
 	// (CPU cores, memory, disk), unless the host has its own.
 	HostOverhead rackcloud.Resources
+	// InstallTimeout and FirstBootTimeout bound the waits of
+	// host.provision (0: the provisioner's defaults).
+	InstallTimeout, FirstBootTimeout time.Duration
+	// HostBootURL is the boot service's URL as installed hosts reach it;
+	// empty fails host.provision.
+	HostBootURL string
+	// HostNetns, when set, is the network namespace (a path like
+	// /run/netns/prov) in which connections to installed hosts' daemons
+	// are opened.
+	HostNetns string
 }
 
 // Server is one rackcloud server process.
@@ -194,6 +205,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	// Every replica registers every kind, also one without workers, so
 	// that Submit never refuses a real kind.
 	s.prov = provisioner.New(provisioner.Config{Pool: pool, BMC: bmcs, InspectTimeout: cfg.InspectTimeout, Overhead: cfg.HostOverhead,
+		InstallTimeout: cfg.InstallTimeout, FirstBootTimeout: cfg.FirstBootTimeout, Sealer: s.sealer, BootURL: cfg.HostBootURL,
+		Dial:   nsnet.Dialer(cfg.HostNetns, &net.Dialer{Timeout: 10 * time.Second}),
 		Logger: log.With("component", "provisioner"), Registerer: reg})
 	if err := s.prov.Register(s.tasks); err != nil {
 		pool.Close()

@@ -14,7 +14,7 @@ const hostCols = `h.id::text, h.name, COALESCE(h.rack_id::text, ''), h.position,
 	h.inventory, h.cpu_cores, h.memory_mib, h.disk_gib, h.disk_iops, h.network_mbps,
 	h.overhead_cpu_cores, h.overhead_memory_mib, h.overhead_disk_gib, h.maintenance,
 	h.macs, h.labels, h.version, h.created_at, h.updated_at, COALESCE(host(h.provisioning_ipv4), ''),
-	h.failure_reason, h.failure_step, COALESCE(h.failure_task::text, ''), h.failed_in,
+	h.failure_reason, h.failure_step, COALESCE(h.failure_task::text, ''), h.failed_in, h.endpoint, h.last_heartbeat,
 	(SELECT json_build_object('id', t.id, 'kind', t.kind, 'step', t.step_name, 'waiting_for', t.waiting_for)
 		FROM tasks t WHERE t.target = 'host/' || h.id::text AND t.state IN ('pending', 'running', 'canceling'))`
 
@@ -27,7 +27,7 @@ func scanHost(row pgx.Row) (rackcloud.Host, error) {
 		&h.State, &h.StateReason, &h.Power, &bmcAddr, &bmcProto, &bmcUser, &bmcHealthy, &bmcErr,
 		&h.Inventory, &h.Resources.CPUCores, &h.Resources.MemoryMiB, &h.Resources.DiskGiB, &h.Resources.DiskIOPS,
 		&h.Resources.NetworkMbs, &h.Overhead.CPUCores, &h.Overhead.MemoryMiB, &h.Overhead.DiskGiB, &h.Maintenance, &h.MACs, &h.Labels, &h.Version, &h.CreatedAt, &h.UpdatedAt, &h.ProvisioningIPv4,
-		&fail.Reason, &fail.Step, &fail.TaskID, &fail.In, &h.Task)
+		&fail.Reason, &fail.Step, &fail.TaskID, &fail.In, &h.Endpoint, &h.LastHeartbeat, &h.Task)
 	if err != nil {
 		return h, MapError(err)
 	}

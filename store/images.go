@@ -8,12 +8,12 @@ import (
 	"github.com/rackcloud/rackcloud"
 )
 
-const imageCols = `id::text, name, url, checksum, format, roles, boot, labels, version, created_at, updated_at`
+const imageCols = `id::text, name, url, checksum, format, size, roles, boot, labels, version, created_at, updated_at`
 
 func scanImage(row pgx.Row) (rackcloud.Image, error) {
 	var im rackcloud.Image
 	var roles []string
-	err := row.Scan(&im.ID, &im.Name, &im.URL, &im.Checksum, &im.Format, &roles, &im.Boot, &im.Labels, &im.Version,
+	err := row.Scan(&im.ID, &im.Name, &im.URL, &im.Checksum, &im.Format, &im.Size, &roles, &im.Boot, &im.Labels, &im.Version,
 		&im.CreatedAt, &im.UpdatedAt)
 	for _, r := range roles {
 		im.Roles = append(im.Roles, rackcloud.HostRole(r))
@@ -31,9 +31,9 @@ func roleStrings(rs []rackcloud.HostRole) []string {
 
 // CreateImage inserts im.
 func CreateImage(ctx context.Context, q Querier, im rackcloud.Image) (rackcloud.Image, error) {
-	return scanImage(q.QueryRow(ctx, `INSERT INTO images (name, url, checksum, format, roles, boot, labels)
-		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING `+imageCols,
-		im.Name, im.URL, im.Checksum, string(im.Format), roleStrings(im.Roles), im.Boot, labelsOrEmpty(im.Labels)))
+	return scanImage(q.QueryRow(ctx, `INSERT INTO images (name, url, checksum, format, roles, boot, labels, size)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING `+imageCols,
+		im.Name, im.URL, im.Checksum, string(im.Format), roleStrings(im.Roles), im.Boot, labelsOrEmpty(im.Labels), im.Size))
 }
 
 // GetImage returns the image with id, or rackcloud.ErrNotFound.
@@ -53,8 +53,9 @@ func ListImages(ctx context.Context, q Querier, f Filter) ([]rackcloud.Image, er
 // labels if its version is still im.Version.
 func UpdateImage(ctx context.Context, q Querier, im rackcloud.Image) (rackcloud.Image, error) {
 	out, err := scanImage(q.QueryRow(ctx, `UPDATE images SET url = $3, checksum = $4, format = $5, roles = $6, boot = $7,
-		labels = $8, version = version + 1, updated_at = now() WHERE id = $1::uuid AND version = $2 RETURNING `+imageCols,
-		uuidArg(im.ID), im.Version, im.URL, im.Checksum, string(im.Format), roleStrings(im.Roles), im.Boot, labelsOrEmpty(im.Labels)))
+		labels = $8, size = $9, version = version + 1, updated_at = now() WHERE id = $1::uuid AND version = $2 RETURNING `+imageCols,
+		uuidArg(im.ID), im.Version, im.URL, im.Checksum, string(im.Format), roleStrings(im.Roles), im.Boot, labelsOrEmpty(im.Labels),
+		im.Size))
 	if err != nil {
 		return out, versionError(ctx, q, "images", im.ID, err)
 	}

@@ -359,38 +359,12 @@ func RotateSecretKey(ctx context.Context, pool *pgxpool.Pool, path string, prune
 		if _, err := tx.Exec(ctx, `SET LOCAL rackcloud.reseal = 'on'`); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, `SELECT id::text, bmc_password_sealed FROM hosts
-			WHERE bmc_password_sealed <> '' ORDER BY id FOR UPDATE`)
-		if err != nil {
-			return err
-		}
-		type row struct{ id, sealed string }
-		var all []row
-		for rows.Next() {
-			var r row
-			if err := rows.Scan(&r.id, &r.sealed); err != nil {
-				rows.Close()
-				return err
-			}
-			all = append(all, r)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		for _, r := range all {
-			pw, err := s.Open(r.sealed, []byte(r.id))
-			if err != nil {
-				return fmt.Errorf("host %s: BMC password: %w: nothing was resealed", r.id, err)
-			}
-			resealed, err := s.Seal(pw, []byte(r.id))
+		for _, c := range sealedColumns {
+			n, err := resealColumn(ctx, tx, s, c)
+			rot.Resealed += n
 			if err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, `UPDATE hosts SET bmc_password_sealed = $2 WHERE id = $1::uuid`, r.id, resealed); err != nil {
-				return err
-			}
-			rot.Resealed++
 		}
 		return nil
 	})
@@ -408,4 +382,66 @@ func RotateSecretKey(ctx context.Context, pool *pgxpool.Pool, path string, prune
 		}
 	}
 	return rot, nil
+}
+
+// sealedColumn is a column of sealed secrets: its table, the row's key
+// (as text), and the additional data each secret is sealed with (aad
+// prefix + key).
+type sealedColumn struct {
+	table, key, col, aadPrefix, what string
+}
+
+// sealedColumns are every sealed secret the store keeps.
+var sealedColumns = []sealedColumn{
+	{"hosts", "id::text", "bmc_password_sealed", "", "BMC password"},
+	{"host_installs", "host_id::text", "config_sealed", aadHostInstall, "host config"},
+	{"host_ca", "id::text", "key_sealed", aadHostCAKey, "host CA key"},
+	{"host_ca", "id::text", "client_key_sealed", aadHostCAClient, "rackcloud's client key"},
+}
+
+// Additional data of the host install and host CA secrets.
+const (
+	aadHostInstall  = "host_install/"
+	aadHostCAKey    = "host_ca/key/"
+	aadHostCAClient = "host_ca/client/"
+)
+
+// resealColumn seals every secret of c again under s's primary key.
+func resealColumn(ctx context.Context, tx pgx.Tx, s *Sealer, c sealedColumn) (int, error) {
+	rows, err := tx.Query(ctx, `SELECT `+c.key+`, `+c.col+` FROM `+c.table+`
+		WHERE `+c.col+` <> '' ORDER BY 1 FOR UPDATE`)
+	if err != nil {
+		return 0, err
+	}
+	type row struct{ id, sealed string }
+	var all []row
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.id, &r.sealed); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		all = append(all, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, r := range all {
+		aad := []byte(c.aadPrefix + r.id)
+		plain, err := s.Open(r.sealed, aad)
+		if err != nil {
+			return n, fmt.Errorf("%s %s: %s: %w: nothing was resealed", c.table, r.id, c.what, err)
+		}
+		resealed, err := s.Seal(plain, aad)
+		if err != nil {
+			return n, err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE `+c.table+` SET `+c.col+` = $2 WHERE `+c.key+` = $1`, r.id, resealed); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }

@@ -45,16 +45,20 @@ func init() {
 		{"delete", "ID", "delete a rack", deleteVerb("rack", "racks")},
 	})})
 	register(command{name: "image", summary: "list and create images", run: dispatch("image", []verb{
-		{"list", "", "list images", listVerb("image", "images", append(meta[:2:2], column{"FORMAT", "format"}, column{"ROLES", "roles"}, column{"URL", "url"}))},
+		{"list", "", "list images", listVerb("image", "images", append(meta[:2:2], column{"FORMAT", "format"}, column{"SIZE", "size"}, column{"ROLES", "roles"}, column{"URL", "url"}))},
 		{"get", "ID", "show an image", getVerb("image", "images")},
-		{"create", "NAME --url U --checksum sha256:H [--format raw|qcow2] [--role kvm]...", "create an image", createVerb("image", "images", func(fs *flag.FlagSet) func(*client, context.Context, []string) (map[string]any, error) {
+		{"create", "NAME --url U --checksum sha256:H [--format raw|raw+zstd|qcow2] [--size BYTES] [--role kvm]...", "create an image", createVerb("image", "images", func(fs *flag.FlagSet) func(*client, context.Context, []string) (map[string]any, error) {
 			u := fs.String("url", "", "where the image is")
-			sum := fs.String("checksum", "", "sha256:<hex>")
-			format := fs.String("format", "qcow2", "raw or qcow2")
+			sum := fs.String("checksum", "", "sha256:<hex> of the disk it holds")
+			format := fs.String("format", "qcow2", "raw, raw+zstd (host images) or qcow2 (guest images)")
+			size := fs.Int64("size", 0, "bytes of disk the image holds (required with --role)")
 			var roles listFlag
 			fs.Var(&roles, "role", "host role the image serves (repeatable)")
 			return func(_ *client, _ context.Context, pos []string) (map[string]any, error) {
 				b := map[string]any{"name": pos[0], "url": *u, "checksum": *sum, "format": *format}
+				if *size > 0 {
+					b["size"] = *size
+				}
 				if len(roles) > 0 {
 					b["roles"] = roles
 				}

@@ -179,7 +179,7 @@ func TestClientVerbsEndToEnd(t *testing.T) {
 	var hosts []map[string]any
 	require.NoError(t, json.Unmarshal([]byte(mustRun(t, "host", "list", "-o", "json", "--limit", "1")), &hosts))
 	require.Len(t, hosts, 1)
-	mustRun(t, "image", "create", "debian", "--url", "http://127.0.0.1/d.qcow2", "--checksum", "sha256:"+strings.Repeat("ab", 32), "--role", "kvm")
+	mustRun(t, "image", "create", "debian", "--url", "http://127.0.0.1/d.img.zst", "--checksum", "sha256:"+strings.Repeat("ab", 32), "--format", "raw+zstd", "--size", "2147483648", "--role", "kvm")
 	mustRun(t, "project", "create", "web")
 	mustRun(t, "project", "quota", "web", "--vcpu", "4", "--memory", "4096", "--disk", "40")
 	member := strings.TrimSpace(mustRun(t, "token", "create", "dev", "--role", "member", "--project", "web"))

@@ -1,0 +1,337 @@
+package provisioner
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/hostconfig"
+	"github.com/rackcloud/rackcloud/store"
+	"github.com/rackcloud/rackcloud/tasks"
+)
+
+// Defaults of the provisioning waits.
+const (
+	// DefaultInstallTimeout bounds the wait for the installer, from
+	// power-on: boot, download, write and read back (a 300 MB image
+	// under emulation takes a few minutes).
+	DefaultInstallTimeout = 30 * time.Minute
+	// DefaultFirstBootTimeout bounds the wait for the installed OS's
+	// first heartbeat after the host was told to boot its disk.
+	DefaultFirstBootTimeout = 15 * time.Minute
+	// DefaultHeartbeat is how often installed hosts call in.
+	DefaultHeartbeat = 10 * time.Second
+)
+
+// Step names of host.provision.
+const (
+	StepProvisioning   = "provisioning"
+	StepPrepare        = "prepare"
+	StepAwaitInstall   = "await-install"
+	StepBootDisk       = "boot-disk"
+	StepAwaitFirstBoot = "await-first-boot"
+	StepCheckRole      = "check-role"
+	StepReady          = "ready"
+)
+
+// provisionKind installs an image and a role on an available host:
+// available -> provisioning; the host's identity (token, TLS certificate
+// from the host CA) and install plan are made; PXE and power on into the
+// installer; wait for it to write and read back the image; boot the disk;
+// wait for the installed OS's heartbeat; reach the role's daemon over
+// mutual TLS; -> ready with its endpoint.
+func (p *Provisioner) provisionKind() tasks.Kind {
+	return tasks.Kind{
+		Name: rackcloud.KindHostProvision,
+		Validate: func(raw json.RawMessage) error {
+			var pp rackcloud.HostProvisionParams
+			if err := json.Unmarshal(raw, &pp); err != nil || !store.ValidID(pp.HostID) || !store.ValidID(pp.ImageID) {
+				return errors.New(`want {"host_id": <uuid>, "role": "bm"|"kvm"|"docker", "image_id": <uuid>}`)
+			}
+			switch pp.Role {
+			case rackcloud.RoleBareMetal, rackcloud.RoleKVM, rackcloud.RoleDocker:
+				return nil
+			}
+			return fmt.Errorf("role %q: want bm, kvm or docker", pp.Role)
+		},
+		Steps: []tasks.Step{
+			{Name: StepProvisioning, Run: p.toWorking(rackcloud.HostProvisioning, rackcloud.HostEvProvision),
+				Undo: p.failHost(rackcloud.HostProvisioning, StepProvisioning)},
+			{Name: StepPrepare, Run: p.prepare},
+			{Name: StepPXEPowerOn, Run: p.pxePowerOn},
+			{Name: StepAwaitInstall, Run: p.awaitInstall, WaitTimeout: p.cfg.InstallTimeout, MaxAttempts: 5},
+			{Name: StepBootDisk, Run: p.bootDisk},
+			{Name: StepAwaitFirstBoot, Run: p.awaitFirstBoot, WaitTimeout: p.cfg.FirstBootTimeout, MaxAttempts: 5},
+			{Name: StepCheckRole, Run: p.checkRole, MaxAttempts: 8},
+			{Name: StepReady, Run: p.toReady},
+		},
+	}
+}
+
+func (p *Provisioner) provisionee(ctx context.Context, sc *tasks.StepContext) (rackcloud.HostProvisionParams, rackcloud.Host, error) {
+	var pp rackcloud.HostProvisionParams
+	if err := sc.Params(&pp); err != nil {
+		return pp, rackcloud.Host{}, err
+	}
+	h, err := store.GetHost(ctx, p.cfg.Pool, pp.HostID)
+	if err != nil {
+		return pp, h, tasks.Permanent(err)
+	}
+	return pp, h, nil
+}
+
+// prepared is the output of the prepare step.
+type prepared struct {
+	Image string `json:"image"`
+	Size  int64  `json:"size"`
+}
+
+// prepare records the host's role and image and makes its install plan:
+// a new host token and a server certificate from the host CA (kvm and
+// docker), sealed in the host's install record. A retry makes new ones:
+// whatever an earlier attempt handed out is no longer valid.
+func (p *Provisioner) prepare(ctx context.Context, sc *tasks.StepContext) (any, error) {
+	pp, h, err := p.provisionee(ctx, sc)
+	if err != nil {
+		return nil, err
+	}
+	im, err := store.GetImage(ctx, p.cfg.Pool, pp.ImageID)
+	if err != nil {
+		return nil, tasks.Permanent(err)
+	}
+	if im.Size <= 0 {
+		return nil, tasks.Permanent(fmt.Errorf("%w: image %s has no size: the installer cannot check it", rackcloud.ErrInvalid, im.Name))
+	}
+	if h.Inventory != nil && len(h.Inventory.Disks) > 0 {
+		largest := int64(0)
+		for _, d := range h.Inventory.Disks {
+			largest = max(largest, d.SizeBytes)
+		}
+		if largest < im.Size {
+			return nil, tasks.Permanent(reasoned(rackcloud.FailDiskTooSmall,
+				fmt.Errorf("image %s needs %d bytes; host %s's largest disk has %d", im.Name, im.Size, h.Name, largest)))
+		}
+	}
+	if p.cfg.BootURL == "" {
+		return nil, tasks.Permanent(errors.New("this server has no --host-boot-url: installed hosts would not know where to call in"))
+	}
+	if err := store.SetHostRole(ctx, p.cfg.Pool, h.ID, pp.Role, im.ID); err != nil {
+		return nil, err
+	}
+	mac := ""
+	if len(h.MACs) > 0 {
+		mac = h.MACs[0]
+	}
+	cfg := hostconfig.Config{Version: 1, HostID: h.ID, Hostname: h.Name, Role: pp.Role, MAC: mac, BootURL: p.cfg.BootURL,
+		Token: newToken(), HeartbeatSeconds: int(p.cfg.Heartbeat / time.Second)}
+	if pp.Role == rackcloud.RoleKVM || pp.Role == rackcloud.RoleDocker {
+		ca, _, err := store.HostCA(ctx, p.cfg.Pool, p.cfg.Sealer)
+		if err != nil {
+			return nil, tasks.Permanent(fmt.Errorf("host CA: %w", err))
+		}
+		pair, err := ca.Host(h.ID, h.Name, nil, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		cfg.CA, cfg.Cert, cfg.Key = ca.Cert, pair.Cert, pair.Key
+	}
+	if err := store.SaveHostInstall(ctx, p.cfg.Pool, p.cfg.Sealer, h.ID, store.HostInstall{TaskID: sc.TaskID, ImageID: im.ID,
+		Config: cfg}); err != nil {
+		if errors.Is(err, store.ErrNoSealer) {
+			return nil, tasks.Permanent(err)
+		}
+		return nil, err
+	}
+	return prepared{Image: im.Name, Size: im.Size}, nil
+}
+
+func newToken() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return "rch_" + base64.RawURLEncoding.EncodeToString(b)
+}
+
+// awaitInstall waits for the installer of the boot the task caused to
+// write the image and read it back; its progress shows in what the step
+// waits for.
+func (p *Provisioner) awaitInstall(ctx context.Context, sc *tasks.StepContext) (any, error) {
+	pp, h, err := p.provisionee(ctx, sc)
+	if err != nil {
+		return nil, err
+	}
+	var pw powered
+	if err := sc.Output(StepPXEPowerOn, &pw); err != nil {
+		return nil, err
+	}
+	ev, err := store.LatestBootEvent(ctx, p.cfg.Pool, h.ID, string(rackcloud.BootEventInstall), pw.At)
+	switch {
+	case errors.Is(err, rackcloud.ErrNotFound):
+		return nil, tasks.Snooze(p.cfg.Recheck, "the installer to start")
+	case err != nil:
+		return nil, err
+	}
+	var rep rackcloud.InstallReport
+	if err := json.Unmarshal(ev.Data, &rep); err != nil {
+		return nil, tasks.Snooze(p.cfg.Recheck, "a valid install report (the last one: "+err.Error()+")")
+	}
+	switch rep.Phase {
+	case rackcloud.InstallWritten:
+		if now, err := store.Now(ctx, p.cfg.Pool); err == nil {
+			p.m.phase.WithLabelValues("install", "ok").Observe(now.Sub(pw.At).Seconds())
+		}
+		p.log.Info("image written", "host", h.Name, "disk", rep.Disk, "sha256", rep.SHA256, "mbps", rep.MBps, "resumes", rep.Resumes)
+		return rep, nil
+	case rackcloud.InstallFailed:
+		reason := rep.Reason
+		if !validReason(reason) {
+			reason = rackcloud.FailDiskWrite
+		}
+		p.m.phase.WithLabelValues("install", "error").Observe(time.Since(pw.At).Seconds())
+		return nil, tasks.Permanent(reasoned(reason, fmt.Errorf("installer on %s: %s", orUnknown(rep.Disk), rep.Error)))
+	case rackcloud.InstallProgress:
+		pct := 0.0
+		if rep.Total > 0 {
+			pct = 100 * float64(rep.Bytes) / float64(rep.Total)
+		}
+		return nil, tasks.Snooze(p.cfg.Recheck, fmt.Sprintf("the installer: %s %.0f%% of %d MB at %.1f MB/s",
+			orUnknown(rep.Disk), pct, rep.Total>>20, rep.MBps))
+	}
+	_ = pp
+	return nil, tasks.Snooze(p.cfg.Recheck, "the installer to write "+orUnknown(rep.Disk))
+}
+
+func validReason(r rackcloud.FailureReason) bool {
+	for _, x := range rackcloud.FailureReasons() {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "the disk"
+	}
+	return s
+}
+
+// bootDisk sets the next boot to the disk through the BMC and cycles the
+// power: the installed OS boots.
+func (p *Provisioner) bootDisk(ctx context.Context, sc *tasks.StepContext) (any, error) {
+	pp, h, err := p.provisionee(ctx, sc)
+	if err != nil {
+		return nil, err
+	}
+	if p.cfg.BMC == nil {
+		return nil, tasks.Permanent(reasoned(rackcloud.FailBMCUnreachable, errors.New("this server has no BMC access")))
+	}
+	p.log.Info("host to boot its disk", "host", h.Name)
+	return p.power(ctx, "boot_disk", pp.HostID, p.cfg.BMC.DiskBoot)
+}
+
+// booted is the output of the first-boot wait: the host's address and
+// boot as its agent reported them.
+type booted struct {
+	Addr   string `json:"addr"`
+	BootID string `json:"boot_id,omitempty"`
+	Kernel string `json:"kernel,omitempty"`
+}
+
+// awaitFirstBoot waits for the installed OS's first heartbeat.
+func (p *Provisioner) awaitFirstBoot(ctx context.Context, sc *tasks.StepContext) (any, error) {
+	_, h, err := p.provisionee(ctx, sc)
+	if err != nil {
+		return nil, err
+	}
+	var pw powered
+	if err := sc.Output(StepBootDisk, &pw); err != nil {
+		return nil, err
+	}
+	ev, err := store.LatestBootEvent(ctx, p.cfg.Pool, h.ID, string(rackcloud.BootEventHeartbeat), pw.At)
+	switch {
+	case errors.Is(err, rackcloud.ErrNotFound):
+		return nil, tasks.Snooze(p.cfg.Recheck, "the installed OS's first heartbeat")
+	case err != nil:
+		return nil, err
+	}
+	var hb rackcloud.Heartbeat
+	_ = json.Unmarshal(ev.Data, &hb)
+	if now, err := store.Now(ctx, p.cfg.Pool); err == nil {
+		p.m.phase.WithLabelValues("first_boot", "ok").Observe(now.Sub(pw.At).Seconds())
+	}
+	p.log.Info("installed host called in", "host", h.Name, "addr", ev.IP, "kernel", hb.Kernel)
+	return booted{Addr: ev.IP, BootID: hb.BootID, Kernel: hb.Kernel}, nil
+}
+
+// endpointed is the output of the role check.
+type endpointed struct {
+	Endpoint string `json:"endpoint,omitempty"`
+	Answer   string `json:"answer,omitempty"`
+}
+
+// checkRole reaches the role's daemon over mutual TLS (kvm: libvirtd,
+// docker: dockerd); a bare-metal host's heartbeat is enough.
+func (p *Provisioner) checkRole(ctx context.Context, sc *tasks.StepContext) (any, error) {
+	pp, h, err := p.provisionee(ctx, sc)
+	if err != nil {
+		return nil, err
+	}
+	var b booted
+	if err := sc.Output(StepAwaitFirstBoot, &b); err != nil {
+		return nil, err
+	}
+	if pp.Role == rackcloud.RoleBareMetal {
+		return endpointed{}, nil
+	}
+	if net.ParseIP(b.Addr) == nil {
+		return nil, tasks.Permanent(reasoned(rackcloud.FailRoleUnreachable, fmt.Errorf("the host's heartbeat came from no address (%q)", b.Addr)))
+	}
+	start := time.Now()
+	ep, answer, err := p.roles().Check(ctx, h, pp.Role, b.Addr)
+	p.observe("role_check", start, err)
+	if err != nil {
+		return nil, reasoned(rackcloud.FailRoleUnreachable, err)
+	}
+	p.log.Info("host's role answers", "host", h.Name, "role", pp.Role, "endpoint", ep, "answer", answer)
+	return endpointed{Endpoint: ep, Answer: answer}, nil
+}
+
+func (p *Provisioner) toReady(ctx context.Context, sc *tasks.StepContext) (any, error) {
+	_, h, err := p.provisionee(ctx, sc)
+	if err != nil {
+		return nil, err
+	}
+	var e endpointed
+	if err := sc.Output(StepCheckRole, &e); err != nil {
+		return nil, err
+	}
+	if h.State == rackcloud.HostReady {
+		return nil, nil
+	}
+	if err := store.SetHostEndpoint(ctx, p.cfg.Pool, h.ID, e.Endpoint); err != nil {
+		return nil, err
+	}
+	if _, err := store.TransitionHost(ctx, p.cfg.Pool, h.ID, store.Transition{From: rackcloud.HostProvisioning,
+		To: rackcloud.HostReady}); err != nil {
+		if store.IsStaleState(err) {
+			return nil, tasks.Permanent(err)
+		}
+		return nil, err
+	}
+	var st started
+	if err := sc.Output(StepProvisioning, &st); err == nil {
+		if now, err := store.Now(ctx, p.cfg.Pool); err == nil {
+			p.m.phase.WithLabelValues("provision", "ok").Observe(now.Sub(st.At).Seconds())
+		}
+	}
+	p.log.Info("host ready", "host", h.Name, "role", h.Role, "endpoint", strings.TrimSpace(e.Endpoint))
+	return nil, nil
+}
