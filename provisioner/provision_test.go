@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/rackcloud/rackcloud"
@@ -200,4 +201,40 @@ func TestProvisionFailures(t *testing.T) {
 		require.Equal(t, rackcloud.TaskFailed, e.waitTask(id).State)
 		require.Equal(t, rackcloud.FailRoleUnreachable, e.get(h.ID).Failure.Reason)
 	})
+}
+
+// rackcloud_hosts counts hosts by state and role, zeros included.
+func TestHostsMetric(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	e := newEnvWith(t, func(c *provisioner.Config) { c.Registerer = reg })
+	_, err := store.CreateHost(context.Background(), e.pool, rackcloud.Host{Meta: rackcloud.Meta{Name: "metric-a"}, MACs: []string{"52:54:00:be:00:99"}})
+	require.NoError(t, err)
+	h, _ := e.available("metric-b")
+	require.NoError(t, store.SetHostRole(context.Background(), e.pool, h.ID, rackcloud.RoleKVM, ""))
+	want := map[string]float64{"discovered/none": 1, "available/kvm": 1, "ready/docker": 0, "failed/none": 0}
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "rackcloud_hosts" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var state, role string
+			for _, l := range m.GetLabel() {
+				switch l.GetName() {
+				case "state":
+					state = l.GetValue()
+				case "role":
+					role = l.GetValue()
+				}
+			}
+			got[state+"/"+role] = m.GetGauge().GetValue()
+		}
+	}
+	require.Len(t, got, len(rackcloud.HostStates())*4)
+	for k, v := range want {
+		require.Equal(t, v, got[k], k)
+	}
 }

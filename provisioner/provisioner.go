@@ -131,6 +131,9 @@ func New(cfg Config) *Provisioner {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
 	f := promauto.With(cfg.Registerer)
+	if cfg.Pool != nil {
+		cfg.Registerer.MustRegister(newHostsCollector(cfg.Pool))
+	}
 	return &Provisioner{cfg: cfg, log: cfg.Logger, m: metrics{
 		phase: f.NewHistogramVec(prometheus.HistogramOpts{Name: "rackcloud_provision_phase_duration_seconds",
 			Help:    "How long each phase of moving a host through its lifecycle took, by phase and result.",
