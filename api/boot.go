@@ -335,12 +335,16 @@ func (a *API) recordBootEvents(ctx context.Context, in *bootEventsInput) (*bootE
 			for i := range evs {
 				evs[i].HostID = hostOf[evs[i].MAC]
 			}
-			n, err := store.InsertBootEvents(ctx, tx, evs)
-			out.Accepted, out.Duplicates = n, len(evs)-n
+			body, kept, thinned, err := a.thinHeartbeats(ctx, tx, in.Body, evs)
 			if err != nil {
 				return err
 			}
-			return a.afterBootEvents(ctx, tx, in.Body, evs)
+			n, err := store.InsertBootEvents(ctx, tx, kept)
+			out.Accepted, out.Duplicates = n+thinned, len(kept)-n
+			if err != nil {
+				return err
+			}
+			return a.afterBootEvents(ctx, tx, body, kept)
 		})
 	})
 	if err != nil {
@@ -375,11 +379,6 @@ func (a *API) afterBootEvents(ctx context.Context, tx pgx.Tx, in []BootEventIn, 
 		if a.deps.Tasks == nil {
 			continue
 		}
-		if e.Kind == string(rackcloud.BootEventHeartbeat) {
-			if err := store.RecordHeartbeat(ctx, tx, e.HostID, e.At); err != nil {
-				return err
-			}
-		}
 		if wakes(e.Kind) && !woken[e.HostID] {
 			woken[e.HostID] = true
 			n, err := a.deps.Tasks.Wake(ctx, tx, "host/"+e.HostID)
@@ -398,6 +397,54 @@ func (a *API) afterBootEvents(ctx context.Context, tx pgx.Tx, in []BootEventIn, 
 		}
 	}
 	return nil
+}
+
+// heartbeatKeep is how often an installed host's heartbeats are kept on
+// its timeline while it stays up: the first of each boot is always kept,
+// the others only this far apart (every one still updates the host's
+// last_heartbeat).
+const heartbeatKeep = 10 * time.Minute
+
+// thinHeartbeats records every heartbeat on its host and leaves out of the
+// stored events those that say nothing new: same boot as the host's last
+// stored heartbeat, less than heartbeatKeep after it. It returns the kept
+// events with their inputs, and how many it left out.
+func (a *API) thinHeartbeats(ctx context.Context, tx pgx.Tx, in []BootEventIn, evs []store.BootEvent) ([]BootEventIn, []store.BootEvent, int, error) {
+	keptIn, kept := in[:0:0], evs[:0:0]
+	last := map[string]store.BootEvent{}
+	for i, e := range evs {
+		if e.Kind != string(rackcloud.BootEventHeartbeat) || e.HostID == "" {
+			keptIn, kept = append(keptIn, in[i]), append(kept, e)
+			continue
+		}
+		if err := store.RecordHeartbeat(ctx, tx, e.HostID, e.At); err != nil {
+			return nil, nil, 0, err
+		}
+		prev, ok := last[e.HostID]
+		if !ok {
+			var err error
+			prev, err = store.LatestBootEvent(ctx, tx, e.HostID, e.Kind, e.At.Add(-heartbeatKeep))
+			if err != nil && !isNotFound(err) {
+				return nil, nil, 0, err
+			}
+			ok = err == nil
+		}
+		if ok && sameBoot(prev.Data, e.Data) && e.At.Sub(prev.At) < heartbeatKeep && e.At.After(prev.At) {
+			continue
+		}
+		last[e.HostID] = e
+		keptIn, kept = append(keptIn, in[i]), append(kept, e)
+	}
+	return keptIn, kept, len(evs) - len(kept), nil
+}
+
+// sameBoot reports whether two heartbeats' data name the same boot.
+func sameBoot(a, b json.RawMessage) bool {
+	var x, y rackcloud.Heartbeat
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	return x.BootID != "" && x.BootID == y.BootID
 }
 
 // hostByMAC reads the MAC of a boot path (path.mac) and its host: 422 for

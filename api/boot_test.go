@@ -415,3 +415,27 @@ func TestInventoryOfADiscoveredHostStartsItsInspection(t *testing.T) {
 	})
 	require.Len(t, tasksOf(), 1)
 }
+
+// Heartbeats all update the host's last_heartbeat, but only the first of
+// each boot (and one every heartbeatKeep) is kept on the timeline.
+func TestHeartbeatsThinned(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	op := e.must(201, "POST", "/v1/tokens", e.admin, map[string]any{"name": "boot-hb", "role": "boot"})["secret"].(string)
+	h := e.must(201, "POST", "/v1/hosts", e.admin, map[string]any{"name": "hb", "macs": []string{"52:54:00:cc:0b:01"}})
+	t0 := time.Now().Add(-time.Minute).UTC().Truncate(time.Millisecond)
+	hb := func(at time.Time, boot string) pxe.Event {
+		return pxe.Event{Time: at, MAC: "52:54:00:cc:0b:01", Kind: pxe.EventHeartbeat, IP: "10.88.0.30",
+			Data: json.RawMessage(`{"host_id":"` + h["id"].(string) + `","boot_id":"` + boot + `"}`)}
+	}
+	m := e.must(202, "POST", "/v1/boot/events", op, []pxe.Event{hb(t0, "b1"), hb(t0.Add(10*time.Second), "b1")})
+	require.EqualValues(t, 2.0, m["accepted"], "thinned heartbeats are taken, not refused")
+	e.must(202, "POST", "/v1/boot/events", op, []pxe.Event{hb(t0.Add(20*time.Second), "b1")})
+	require.Equal(t, 1, e.count(`SELECT count(*) FROM boot_events WHERE host_id = $1 AND kind = 'heartbeat'`, h["id"]))
+	e.must(202, "POST", "/v1/boot/events", op, []pxe.Event{hb(t0.Add(30*time.Second), "b2")})
+	require.Equal(t, 2, e.count(`SELECT count(*) FROM boot_events WHERE host_id = $1 AND kind = 'heartbeat'`, h["id"]), "a new boot is kept")
+	got := e.must(200, "GET", "/v1/hosts/"+h["id"].(string), e.admin, nil)
+	at, err := time.Parse(time.RFC3339Nano, got["last_heartbeat"].(string))
+	require.NoError(t, err)
+	require.True(t, at.Equal(t0.Add(30*time.Second)), "last_heartbeat %v", at)
+}

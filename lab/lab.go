@@ -125,12 +125,12 @@ func Up(ctx context.Context, c Config, log *slog.Logger) (l *Lab, err error) {
 
 	// The rack comes before the server, whose BMC polling must trust the
 	// rack's Redfish CA (made anew at each start).
-	caFile := ""
+	caFile, bootURL, hostNetns := "", "", ""
 	if c.Nodes > 0 {
 		if err := l.startRack(ctx, log); err != nil {
 			return l, err
 		}
-		caFile = l.Rack.CAFile()
+		caFile, bootURL, hostNetns = l.Rack.CAFile(), l.BootURL(), l.Net.Path()
 	}
 
 	log.Info("lab: starting the rackcloud server", "port", c.APIPort)
@@ -140,7 +140,10 @@ func Up(ctx context.Context, c Config, log *slog.Logger) (l *Lab, err error) {
 		SecretKeyFile: filepath.Join(dir, "secret.key"),
 		// The lab's BMCs are local simulators: poll them often, so that
 		// power changes show in the API within seconds.
-		BMCPollInterval: LabBMCPollInterval, BMCCAFile: caFile}, log)
+		BMCPollInterval: LabBMCPollInterval, BMCCAFile: caFile,
+		// Installed hosts call in to the boot service; their daemons
+		// answer inside the provisioning network's namespace.
+		HostBootURL: bootURL, HostNetns: hostNetns}, log)
 	if err != nil {
 		stopSrv()
 		return l, err
