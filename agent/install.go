@@ -53,7 +53,7 @@ type Install struct {
 	Disks []rackcloud.InventoryDisk
 	// Client downloads (no overall timeout: an image takes minutes).
 	Client *http.Client
-	// ProgressEvery is how often progress is reported (default 2 s).
+	// ProgressEvery is how often progress is reported (default 5 s).
 	ProgressEvery time.Duration
 	// MaxResumes bounds resumed downloads (default 30).
 	MaxResumes int
@@ -220,7 +220,7 @@ func (in *Install) install(ctx context.Context, plan InstallPlan, rep *rackcloud
 		return err
 	}
 	start := time.Now()
-	w := &progressWriter{in: in, f: f, rep: rep, start: start, every: orDefault(in.ProgressEvery, 2*time.Second), ctx: ctx}
+	w := &progressWriter{in: in, f: f, rep: rep, start: start, every: orDefault(in.ProgressEvery, 5*time.Second), ctx: ctx}
 	if err := in.download(ctx, plan, w); err != nil {
 		return err
 	}

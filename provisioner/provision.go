@@ -200,11 +200,17 @@ func (p *Provisioner) awaitInstall(ctx context.Context, sc *tasks.StepContext) (
 		if rep.Total > 0 {
 			pct = 100 * float64(rep.Bytes) / float64(rep.Total)
 		}
-		return nil, tasks.Snooze(p.cfg.Recheck, fmt.Sprintf("the installer: %s %.0f%% of %d MB at %.1f MB/s",
-			orUnknown(rep.Disk), pct, rep.Total>>20, rep.MBps))
+		return nil, tasks.Snooze(p.cfg.Recheck, fmt.Sprintf("the installer: %s %s %.0f%% of %d MB at %.1f MB/s",
+			orUnknown(rep.Disk), bar(pct), pct, rep.Total>>20, rep.MBps))
 	}
 	_ = pp
 	return nil, tasks.Snooze(p.cfg.Recheck, "the installer to write "+orUnknown(rep.Disk))
+}
+
+// bar draws pct (0-100) as a 20-cell progress bar.
+func bar(pct float64) string {
+	n := int(min(max(pct, 0), 100) / 5)
+	return "[" + strings.Repeat("#", n) + strings.Repeat(".", 20-n) + "]"
 }
 
 func validReason(r rackcloud.FailureReason) bool {

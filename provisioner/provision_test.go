@@ -107,7 +107,7 @@ func TestProvision(t *testing.T) {
 
 	e.event(h, rackcloud.BootEventInstall, "10.88.0.50", rackcloud.InstallReport{Phase: rackcloud.InstallProgress, Disk: "/dev/vda",
 		Bytes: 1 << 30, Total: 2 << 30, MBps: 40})
-	e.waitFor(id, "/dev/vda 50% of 2048 MB at 40.0 MB/s")
+	e.waitFor(id, "/dev/vda [##########..........] 50% of 2048 MB at 40.0 MB/s")
 	e.event(h, rackcloud.BootEventInstall, "10.88.0.50", rackcloud.InstallReport{Phase: rackcloud.InstallWritten, Disk: "/dev/vda",
 		SHA256: im.Checksum})
 	e.waitFor(id, "first heartbeat")
