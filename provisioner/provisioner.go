@@ -157,7 +157,7 @@ func (p *Provisioner) Register(e *tasks.Engine) error {
 
 // Kinds are the task kinds the provisioner runs.
 func (p *Provisioner) Kinds() []tasks.Kind {
-	return []tasks.Kind{p.enrollKind(), p.deprovisionKind(), p.provisionKind()}
+	return []tasks.Kind{p.enrollKind(), p.deprovisionKind(), p.provisionKind(), p.drainKind(), p.activateKind()}
 }
 
 func (p *Provisioner) roles() RoleChecker {

@@ -174,3 +174,19 @@ func SetHostRole(ctx context.Context, q Querier, hostID string, role rackcloud.H
 	}
 	return MapError(err)
 }
+
+// SetHostMaintenance sets whether new guests are kept off a host.
+func SetHostMaintenance(ctx context.Context, q Querier, hostID string, on bool) error {
+	_, err := q.Exec(ctx, `UPDATE hosts SET maintenance = $2, version = version + 1, updated_at = now()
+		WHERE id = $1 AND maintenance IS DISTINCT FROM $2`, hostID, on)
+	return MapError(err)
+}
+
+// ActiveGuestsOn counts the guests placed on a host that are not stopped,
+// failed or gone: what a drain waits for.
+func ActiveGuestsOn(ctx context.Context, q Querier, hostID string) (int, error) {
+	var n int
+	err := q.QueryRow(ctx, `SELECT count(*) FROM guests WHERE host_id = $1 AND state IN ('pending', 'creating', 'running', 'deleting')`,
+		hostID).Scan(&n)
+	return n, MapError(err)
+}
