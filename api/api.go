@@ -150,6 +150,7 @@ func New(d Deps) *API {
 	registerUsers(a)
 	registerTokens(a)
 	registerAlertRules(a)
+	registerEnrollRules(a)
 	registerAudit(a)
 	registerTasks(a)
 	registerBoot(a)

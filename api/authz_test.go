@@ -86,12 +86,14 @@ func newWalk(t *testing.T, e *env) walk {
 	ruleA := e.must(201, "POST", "/v1/alert-rules", e.admin, map[string]any{"name": "secret-rule", "expr": "up", "op": "<", "threshold": 1,
 		"severity": "warning", "scope": "project", "scope_id": a.project})["id"].(string)
 	userA := e.must(200, "GET", "/v1/tokens/"+a.memberTokenID, e.admin, nil)["user_id"].(string)
+	enrollRule := e.must(201, "POST", "/v1/enroll-rules", e.admin, map[string]any{"name": "walk-rule", "priority": 1,
+		"match": map[string]any{"rack_id": a.rack}, "set": map[string]any{"role": "kvm", "image_id": a.image}})["id"].(string)
 	secretsOfA := map[string]string{"project": a.project, "guest": guestA, "task": taskA, "placement group": pgA,
 		"alert rule": ruleA, "token": a.memberTokenID, "user": userA, "guest name": "secret-guest", "group name": "secret-pg"}
 
 	ids := map[string]string{"regions": a.region, "zones": a.zone, "racks": a.rack, "hosts": a.host, "images": a.image,
 		"guests": guestA, "placement-groups": pgA, "projects": a.project, "users": userA, "tokens": a.memberTokenID,
-		"alert-rules": ruleA, "tasks": taskA}
+		"alert-rules": ruleA, "tasks": taskA, "enroll-rules": enrollRule}
 	const someMAC = "52:54:00:ee:ee:01"
 	bodies := map[string]any{
 		"createRegion":         map[string]any{"name": "walk"},
@@ -118,6 +120,8 @@ func newWalk(t *testing.T, e *env) walk {
 		"createToken":          map[string]any{"name": "walk", "role": "member", "user_id": userA, "project_ids": []string{a.project}},
 		"createAlertRule":      map[string]any{"name": "walk", "expr": "up", "op": "<", "threshold": 1, "severity": "warning", "scope": "project", "scope_id": a.project},
 		"updateAlertRule":      map[string]any{"labels": map[string]string{"x": "y"}},
+		"createEnrollRule":     map[string]any{"name": "walk", "priority": 2, "match": map[string]any{"mac_prefix": "52:54"}},
+		"updateEnrollRule":     map[string]any{"priority": 3},
 		"recordBootEvents":     []any{map[string]any{"time": "2026-01-02T03:04:05Z", "mac": "52:54:00:ee:ee:02", "kind": "dhcp.discover", "client": "bios"}},
 	}
 

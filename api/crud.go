@@ -33,20 +33,23 @@ type IDParam struct {
 // operations; creates and updates are registered per resource, on created
 // and patch.
 type crud[R, T any] struct {
-	a        *API
-	tag      string // OpenAPI tag ("Hosts")
-	path     string // collection path ("/v1/hosts")
-	kind     string // singular, for IDs and audit targets ("host")
-	opName   string // operation ID stem ("Host" -> getHost, listHosts, deleteHost)
-	plural   string // "Hosts"
-	read     access
-	write    access
-	get      func(context.Context, store.Querier, string) (R, error)
-	list     func(context.Context, store.Querier, store.Filter) ([]R, error)
-	del      func(context.Context, store.Querier, string, int64) error
-	meta     func(R) rackcloud.Meta
-	out      func(R) T
-	project  func(R) string // owning project, nil for fleet resources
+	a       *API
+	tag     string // OpenAPI tag ("Hosts")
+	path    string // collection path ("/v1/hosts")
+	kind    string // singular, for IDs and audit targets ("host")
+	opName  string // operation ID stem ("Host" -> getHost, listHosts, deleteHost)
+	plural  string // "Hosts"
+	read    access
+	write   access
+	get     func(context.Context, store.Querier, string) (R, error)
+	list    func(context.Context, store.Querier, store.Filter) ([]R, error)
+	del     func(context.Context, store.Querier, string, int64) error
+	meta    func(R) rackcloud.Meta
+	out     func(R) T
+	project func(R) string // owning project, nil for fleet resources
+	// cursor is a row's position in list, for lists not in name order;
+	// nil means (name, id).
+	cursor   func(R) store.Cursor
 	delDoc   string
 	noDelete bool
 }
@@ -111,10 +114,14 @@ func registerList[I any, R, T any](c *crud[R, T], doc string, params func(*I) (L
 		if err != nil {
 			return nil, c.a.problem(err)
 		}
-		return page(c.path, lp, extra, rows, func(r R) store.Cursor {
-			m := c.meta(r)
-			return store.Cursor{Name: m.Name, ID: m.ID}
-		}, c.out), nil
+		key := c.cursor
+		if key == nil {
+			key = func(r R) store.Cursor {
+				m := c.meta(r)
+				return store.Cursor{Name: m.Name, ID: m.ID}
+			}
+		}
+		return page(c.path, lp, extra, rows, key, c.out), nil
 	})
 }
 

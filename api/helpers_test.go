@@ -275,7 +275,7 @@ func (e *env) snapshot() string {
 	e.t.Helper()
 	var b strings.Builder
 	for _, tbl := range []string{"regions", "zones", "racks", "hosts", "host_macs", "images", "projects", "quotas",
-		"placement_groups", "guests", "users", "tokens", "token_projects", "alert_rules", "tasks", "task_owners"} {
+		"placement_groups", "guests", "users", "tokens", "token_projects", "alert_rules", "enroll_rules", "tasks", "task_owners"} {
 		var s *string
 		// watched_until is the task engine's note that someone follows
 		// the task's events, not a change of the task.

@@ -42,6 +42,12 @@ func TestEnumsFollowTheDomain(t *testing.T) {
 		kinds = append(kinds, string(k))
 	}
 	require.Equal(t, kinds, enum("BootEventIn", "kind"), "the boot event kinds, in order")
+	var roles []string
+	for _, r := range rackcloud.HostRoles() {
+		roles = append(roles, string(r))
+	}
+	require.ElementsMatch(t, roles, enum("EnrollSet", "role"))
+	require.ElementsMatch(t, rackcloud.Firmwares(), enum("EnrollMatch", "firmware"))
 }
 
 // retry resumes a failed host with the kind of the state it failed in;

@@ -117,6 +117,9 @@ type listSpec struct {
 	parentCol    string
 	projectCol   string
 	extraFilters func(*where)
+	// keyCol orders the list instead of name (a unique column, with id as
+	// the tie-break); keyCast casts the cursor's Name to its type.
+	keyCol, keyCast string
 }
 
 func listRows[T any](ctx context.Context, q Querier, s listSpec, f Filter, scan func(pgx.Row) (T, error)) ([]T, error) {
@@ -125,8 +128,12 @@ func listRows[T any](ctx context.Context, q Querier, s listSpec, f Filter, scan 
 	if s.alias != "" {
 		p = s.alias + "."
 	}
+	key, cast := "name", ""
+	if s.keyCol != "" {
+		key, cast = s.keyCol, "::"+s.keyCast
+	}
 	if !f.After.IsZero() {
-		w.add("("+p+"name, "+p+"id) > ($?, $?::uuid)", f.After.Name, f.After.ID)
+		w.add("("+p+key+", "+p+"id) > ($?"+cast+", $?::uuid)", f.After.Name, f.After.ID)
 	}
 	if len(f.Labels) > 0 {
 		w.add(p+"labels @> $?", rackcloud.Labels(f.Labels))
@@ -156,7 +163,7 @@ func listRows[T any](ctx context.Context, q Querier, s listSpec, f Filter, scan 
 	}
 	w.args = append(w.args, limit)
 	sql := `SELECT ` + s.cols + ` FROM ` + from + w.sql() +
-		fmt.Sprintf(` ORDER BY %sname, %sid LIMIT $%d`, p, p, len(w.args))
+		fmt.Sprintf(` ORDER BY %s%s, %sid LIMIT $%d`, p, key, p, len(w.args))
 	rows, err := q.Query(ctx, sql, w.args...)
 	if err != nil {
 		return nil, MapError(err)

@@ -25,6 +25,7 @@ func init() {
 		{"retry", "ID [--wait]", "resume a failed host at the step that failed", hostAction("retry", nil)},
 		{"reset", "ID [--wait]", "wipe a failed host back to available", hostAction("reset", nil)},
 		{"boot-events", "ID | --mac M [--last N]", "a host's network boot timeline (DHCP, TFTP, HTTP, callback)", hostBootEvents},
+		{"match", "ID", "which auto-enroll rule matches the host, and why the ones before it do not", hostMatch},
 		{"timeline", "ID [--since 10m]", "a host's boot events and its tasks' steps, in time order with +T", hostTimeline},
 		{"delete", "ID", "forget a host", deleteVerb("host", "hosts")},
 	})})
