@@ -67,6 +67,7 @@ type env struct {
 	pool   *pgxpool.Pool
 	engine *tasks.Engine
 	bmc    *fakeBMC
+	prov   *provisioner.Provisioner
 }
 
 func newEnv(t *testing.T, inspectTimeout time.Duration) *env {
@@ -92,7 +93,7 @@ func newEnvWith(t *testing.T, configure func(*provisioner.Config)) *env {
 		cancel()
 		require.NoError(t, engine.Stop(context.Background()))
 	})
-	return &env{t: t, pool: pool, engine: engine, bmc: f}
+	return &env{t: t, pool: pool, engine: engine, bmc: f, prov: p}
 }
 
 const mac = "52:54:00:be:00:01"

@@ -412,6 +412,15 @@ func (s *Server) connect(ctx context.Context) {
 					_ = s.watch.Run(s.bgCtx)
 				}()
 			}
+			if s.cfg.TaskWorkers >= 0 {
+				// Racked and inspected, a host is given its role by the
+				// enroll rules, and provisioned, with no hand work.
+				s.bg.Add(1)
+				go func() {
+					defer s.bg.Done()
+					_ = s.prov.RunAutoEnroll(s.bgCtx, 0)
+				}()
+			}
 			return
 		}
 		if ctx.Err() != nil {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
@@ -131,4 +132,36 @@ func HostEnrollMatch(ctx context.Context, q Querier, hostID string) (ruleID stri
 	err = q.QueryRow(ctx, `SELECT COALESCE(enrolled_by_rule::text, ''), enroll_verdicts FROM hosts WHERE id = $1`, hostID).
 		Scan(&ruleID, &verdicts)
 	return ruleID, verdicts, MapError(err)
+}
+
+// HostsToEnroll lists available hosts (at most limit, by name) that no
+// task has and whose enroll rules are to be applied: never evaluated, or
+// matched by no rule while a rule changed since.
+func HostsToEnroll(ctx context.Context, q Querier, limit int) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT h.id::text FROM hosts h WHERE h.state = 'available'
+		AND (h.enroll_verdicts IS NULL OR (h.enrolled_by_rule IS NULL
+			AND h.enroll_evaluated_at < (SELECT max(updated_at) FROM enroll_rules)))
+		AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.target = 'host/' || h.id::text AND t.state IN ('pending', 'running', 'canceling'))
+		ORDER BY h.name LIMIT $1`, limit)
+	if err != nil {
+		return nil, MapError(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	return ids, MapError(err)
+}
+
+// LockHostToEnroll locks an available host's row for the rest of the
+// transaction, telling whether it still is one to enroll (false: another
+// replica has it, or it moved on).
+func LockHostToEnroll(ctx context.Context, tx pgx.Tx, hostID string) (bool, error) {
+	var id string
+	err := tx.QueryRow(ctx, `SELECT id::text FROM hosts WHERE id = $1 AND state = 'available' FOR UPDATE SKIP LOCKED`, hostID).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, MapError(err)
+	}
+	_, err = tx.Exec(ctx, `UPDATE hosts SET enroll_evaluated_at = now() WHERE id = $1`, hostID)
+	return true, MapError(err)
 }
