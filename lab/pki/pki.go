@@ -124,7 +124,8 @@ func issue(tmpl, ca *x509.Certificate, caKey *ecdsa.PrivateKey) ([]byte, *ecdsa.
 	}
 	now := time.Now()
 	tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(7*24*time.Hour)
-	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	// Key encipherment too: libvirt (GnuTLS) requires it on both ends.
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
 		return nil, nil, nil, err
