@@ -66,6 +66,7 @@ func init() {
 			}
 		})},
 		{"delete", "ID", "delete an image", deleteVerb("image", "images")},
+		imageBuildVerb,
 	})})
 	register(command{name: "project", summary: "list and create projects, set quotas", run: dispatch("project", []verb{
 		{"list", "", "list projects", listVerb("project", "projects", meta)},

@@ -112,6 +112,18 @@ func (s Spec) key() (string, error) {
 	return hex.EncodeToString(h.Sum(nil))[:24], nil
 }
 
+// InitPrologue starts an /init script (DefaultInit, or one of Spec.Init):
+// busybox's applets installed, /proc, /sys and /dev mounted, output to
+// the console.
+const InitPrologue = `#!/bin/sh
+/bin/busybox mkdir -p /proc /sys /dev /run /tmp /sbin /usr/bin /usr/sbin
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+exec </dev/console >/dev/console 2>&1
+`
+
 // DefaultInit is the /init script: it loads the NIC modules, brings up the
 // NIC whose MAC is rackcloud.mac with udhcpc, POSTs a JSON report
 // ({"mac","ip","kernel","uptime","cmdline"}, the command line with
@@ -119,14 +131,7 @@ func (s Spec) key() (string, error) {
 // wget, presenting rackcloud.token as "Authorization: Bearer", prints
 // CallbackMarker on the console, then runs the programs in HooksDir and
 // idles.
-const DefaultInit = `#!/bin/sh
-/bin/busybox mkdir -p /proc /sys /dev /run /tmp /sbin /usr/bin /usr/sbin
-/bin/busybox --install -s
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-exec </dev/console >/dev/console 2>&1
-say() { echo "rackcloud-init: $*"; }
+const DefaultInit = InitPrologue + `say() { echo "rackcloud-init: $*"; }
 param() {
 	for w in $(cat /proc/cmdline); do
 		case "$w" in "$1"=*) echo "${w#*=}"; return;; esac

@@ -177,6 +177,11 @@ func runIn(ctx context.Context, dir, name string, args ...string) (string, error
 	return strings.TrimSpace(b.String()), err
 }
 
+// LockDir takes an exclusive lock on dir (its file .lock), waiting for
+// it, so that processes sharing a cache build each thing once; call the
+// returned function to release it.
+func LockDir(dir string) (func(), error) { return lockDir(dir) }
+
 func lockDir(dir string) (func(), error) {
 	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {

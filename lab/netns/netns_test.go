@@ -3,10 +3,13 @@ package netns
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -133,5 +136,55 @@ func TestSweepStale(t *testing.T) {
 	}
 	if _, err := os.Stat(ownerFile(live.Name)); !os.IsNotExist(err) {
 		t.Fatalf("owner record left after Close: %v", err)
+	}
+}
+
+// TestListenDial: a listener on the gateway inside the namespace is
+// reachable with DialContext, not from this process's own namespace, and
+// a child started before Do keeps running (the thread went back).
+func TestListenDial(t *testing.T) {
+	ctx := context.Background()
+	n, err := New(ctx, fmt.Sprintf("rctest-ld-%d", os.Getpid()), netip.MustParsePrefix("10.92.0.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	child := exec.Command("sleep", "60")
+	child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
+	l, err := n.Listen("tcp", "10.92.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			_, _ = c.Write([]byte("hi"))
+			c.Close()
+		}
+	}()
+	c, err := n.DialContext(ctx, "tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 2)
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != "hi" {
+		t.Fatalf("read %q: %v", b, err)
+	}
+	c.Close()
+	if c, err := net.DialTimeout("tcp", l.Addr().String(), time.Second); err == nil {
+		c.Close()
+		t.Fatal("the namespace's listener is reachable from outside it")
+	}
+	for i := 0; i < 20; i++ { // threads that ran Do are reused, not ended
+		if err := n.Do(func() error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := child.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("the child died with a thread: %v", err)
 	}
 }
