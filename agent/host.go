@@ -133,7 +133,7 @@ func hostSetupMain(ctx context.Context, name string, args []string, stdout, stde
 				if on == "" {
 					on = "any disk (none found)"
 				}
-				fmt.Fprintf(stderr, "%s: no host configuration on %s: %s\n", name, on, oneLine(err))
+				fmt.Fprintf(stderr, "%s: no host configuration on %s: %s\n", name, on, joinLines(err))
 				return 1
 			}
 			break
@@ -159,8 +159,8 @@ func hostSetupMain(ctx context.Context, name string, args []string, stdout, stde
 	return 0
 }
 
-// oneLine joins a multi-line error's lines.
-func oneLine(err error) string {
+// joinLines joins a multi-line error's lines.
+func joinLines(err error) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
 }
 
