@@ -78,6 +78,21 @@ type Config struct {
 	// each is discovered, inspected by its agent and becomes available
 	// with no command typed.
 	Onboard bool
+	// Roles, when set, are the roles the rack's servers are installed
+	// with, in turn (make run: kvm, docker, bm): the lab builds those host
+	// images (cached), serves them, and writes an enroll rule per server
+	// that provisions it once inspected. The servers are sized for their
+	// roles (LabSizes).
+	Roles []rackcloud.HostRole
+}
+
+// RoleSizes are the servers' hardware by role when Config.Roles is set:
+// a KVM or Docker host under emulation wants 2 GiB and a few GiB of disk
+// (../shared/LAB.md, "Real host images"), bare metal the least.
+var RoleSizes = map[rackcloud.HostRole]rack.Size{
+	rackcloud.RoleKVM:       {CPUs: 2, MemoryMiB: 2048, DisksMiB: []int{6144}},
+	rackcloud.RoleDocker:    {CPUs: 2, MemoryMiB: 1536, DisksMiB: []int{4096, 1024}},
+	rackcloud.RoleBareMetal: {CPUs: 1, MemoryMiB: 512, DisksMiB: []int{2048}},
 }
 
 // Lab is a running lab.
@@ -177,6 +192,11 @@ func Up(ctx context.Context, c Config, log *slog.Logger) (l *Lab, err error) {
 		if err := l.startBoot(ctx, log); err != nil {
 			return l, err
 		}
+		if len(c.Roles) > 0 {
+			if err := l.installRules(ctx, log); err != nil {
+				return l, err
+			}
+		}
 		if c.Onboard {
 			if err := l.onboard(ctx, log); err != nil {
 				return l, err
@@ -238,7 +258,11 @@ func (l *Lab) startRack(ctx context.Context, log *slog.Logger) error {
 		}
 	})
 	log.Info("lab: starting the simulated rack", "servers", l.Nodes)
-	r, err := rack.Start(ctx, rack.Config{Name: "rack1", Nodes: l.Nodes, Dir: filepath.Join(l.Dir, "rack"),
+	var sizes []rack.Size
+	for _, role := range l.Roles {
+		sizes = append(sizes, RoleSizes[role])
+	}
+	r, err := rack.Start(ctx, rack.Config{Name: "rack1", Nodes: l.Nodes, Dir: filepath.Join(l.Dir, "rack"), Sizes: sizes,
 		Net: n, Redfish: true, Firmware: []qemu.Firmware{qemu.BIOS, qemu.UEFI}, Logger: log,
 		IPMIPort: l.IPMIPort, RedfishPort: l.RedfishPort})
 	if err != nil {

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
+	"strings"
 
+	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/lab"
 )
 
@@ -28,6 +31,7 @@ func runLab(ctx context.Context, args []string) error {
 	fs.IntVar(&c.RedfishPort, "redfish-port", lab.DefaultRedfishPort, "node 1's Redfish BMC port on 127.0.0.1 (HTTPS); node i uses port+i-1; 0 picks free ports")
 	fs.IntVar(&c.Nodes, "nodes", lab.DefaultNodes, "simulated servers in the rack (QEMU with IPMI and Redfish BMCs); 0 for none")
 	fs.BoolVar(&c.Onboard, "onboard", true, "power the rack's servers on into PXE through their BMCs at start, so that they are discovered, inspected and made available by themselves")
+	roles := fs.String("roles", "kvm,docker,bm", "roles the rack's servers are installed with, in turn, by enroll rules the lab writes (the host images are built once and cached); empty installs nothing")
 	fs.StringVar(&c.Netns, "netns", lab.DefaultNetns, "network namespace of the provisioning network")
 	gw := fs.String("gateway", lab.DefaultGateway, "bridge address of the provisioning network")
 	var err error
@@ -36,6 +40,13 @@ func runLab(ctx context.Context, args []string) error {
 	}
 	if c.Gateway, err = netip.ParsePrefix(*gw); err != nil {
 		return fmt.Errorf("--gateway: %w", err)
+	}
+	for _, r := range strings.FieldsFunc(*roles, func(r rune) bool { return r == ',' || r == ' ' }) {
+		role := rackcloud.HostRole(r)
+		if !slices.Contains(rackcloud.HostRoles(), role) {
+			return fmt.Errorf("--roles: %q: want bm, kvm or docker", r)
+		}
+		c.Roles = append(c.Roles, role)
 	}
 	log, err := common.logger()
 	if err != nil {
@@ -47,6 +58,9 @@ func runLab(ctx context.Context, args []string) error {
 	}
 	defer l.Down()
 	l.Print(os.Stdout)
+	if c.Onboard && len(c.Roles) > 0 {
+		go l.Follow(ctx, os.Stdout)
+	}
 	<-ctx.Done()
 	log.Info("lab: stopping")
 	return nil

@@ -1,0 +1,219 @@
+package lab_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/lab"
+	"github.com/rackcloud/rackcloud/lab/labtest"
+	"github.com/rackcloud/rackcloud/lab/proc"
+	"github.com/rackcloud/rackcloud/lab/rack"
+)
+
+// apiClient is a test's handle on the lab's API.
+type apiClient struct {
+	t     *testing.T
+	base  string
+	token string
+}
+
+func (a apiClient) call(method, path string, body any, out any) int {
+	a.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		require.NoError(a.t, err)
+		rd = strings.NewReader(string(b))
+	}
+	req, err := http.NewRequest(method, a.base+path, rd)
+	require.NoError(a.t, err)
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(a.t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode/100 == 2 {
+		require.NoError(a.t, json.Unmarshal(b, out), string(b))
+	}
+	return resp.StatusCode
+}
+
+type labHost struct {
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	State    string `json:"state"`
+	Role     string `json:"role"`
+	Version  int64  `json:"version"`
+	Endpoint string `json:"endpoint"`
+	Failure  *struct {
+		Reason string `json:"reason"`
+		Step   string `json:"step"`
+		Detail string `json:"detail"`
+		TaskID string `json:"task_id"`
+	} `json:"failure"`
+	Inventory     *rackcloud.Inventory `json:"inventory"`
+	LastHeartbeat *time.Time           `json:"last_heartbeat"`
+}
+
+func (a apiClient) host(mac string) (labHost, bool) {
+	var page struct {
+		Items []labHost `json:"items"`
+	}
+	a.call(http.MethodGet, "/v1/hosts?mac="+mac, nil, &page)
+	if len(page.Items) == 0 {
+		return labHost{}, false
+	}
+	return page.Items[0], true
+}
+
+// waitState waits for the host of node n to reach state (failing at once
+// if it fails when that is not the state waited for; a failure of a task
+// in ignore is an earlier one, still shown until the retry starts).
+func (a apiClient) waitState(n *rack.Node, state string, within time.Duration, ignore ...string) labHost {
+	a.t.Helper()
+	var h labHost
+	labtest.Eventually(a.t, within, time.Second, n.Name+" "+state, func() (bool, string) {
+		var ok bool
+		h, ok = a.host(n.MAC.String())
+		if ok && state != "failed" && h.Failure != nil && !slices.Contains(ignore, h.Failure.TaskID) {
+			a.t.Fatalf("%s failed: %+v\nconsole:\n%s", n.Name, *h.Failure, console(n))
+		}
+		return ok && h.State == state, fmt.Sprintf("%+v\nconsole:\n%s", h, console(n))
+	})
+	return h
+}
+
+// Rack to ready for bare metal (make run's path, on a BIOS and a UEFI
+// server): the lab builds the bm image, serves it and writes an enroll
+// rule per server; powered on, each is discovered, inspected, matched by
+// its rule, installed (the installer streams the image, reads it back and
+// writes the host config), boots its disk and calls in with its host
+// token: ready. Then the faults: an image whose checksum is wrong fails
+// the install with checksum_mismatch; the image fixed, retry is ready.
+func TestRackToReadyBareMetal(t *testing.T) {
+	ports := make([]int, 5)
+	for i := range ports {
+		p, err := proc.FreePort()
+		require.NoError(t, err)
+		ports[i] = p
+	}
+	dir := t.TempDir()
+	require.NoError(t, os.Chmod(filepath.Dir(dir), 0o755))
+	l, err := lab.Up(context.Background(), lab.Config{Dir: dir, APIPort: ports[0], PostgresPort: ports[1],
+		PrometheusPort: ports[2], AlertmanagerPort: ports[3], NodeExporterPort: ports[4],
+		Netns: fmt.Sprintf("rctest-prov-%d", os.Getpid()), Gateway: netip.MustParsePrefix("10.79.0.1/24"), Nodes: 2,
+		Roles: []rackcloud.HostRole{rackcloud.RoleBareMetal, rackcloud.RoleBareMetal}, Onboard: true},
+		slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	t.Cleanup(l.Down)
+	token, err := l.Token()
+	require.NoError(t, err)
+	a := apiClient{t: t, base: l.APIURL, token: token}
+	start := time.Now()
+	for _, n := range l.Rack.Nodes {
+		h := a.waitState(n, "ready", 6*time.Minute)
+		t.Logf("%s (%s) ready after %s", n.Name, n.Firmware, time.Since(start).Round(time.Second))
+		require.Equal(t, "bm", h.Role)
+		require.NotNil(t, h.Inventory)
+		require.NotNil(t, h.LastHeartbeat, "its agent called in")
+		var match struct {
+			EnrolledBy string `json:"enrolled_by_rule"`
+		}
+		require.Equal(t, 200, a.call(http.MethodGet, "/v1/hosts/"+h.ID+"/enroll-match", nil, &match))
+		require.NotEmpty(t, match.EnrolledBy, "its rule matched")
+	}
+
+	// Faults on node 1: deprovision (available again, not re-installed by
+	// its rule), a wrong checksum, then the fixed image and retry.
+	n := l.Rack.Nodes[0]
+	h, _ := a.host(n.MAC.String())
+	require.Equal(t, 202, a.call(http.MethodPost, "/v1/hosts/"+h.ID+"/deprovision", nil, nil))
+	a.waitState(n, "available", 4*time.Minute)
+	var images struct {
+		Items []struct {
+			ID       string `json:"id"`
+			Name     string `json:"name"`
+			Checksum string `json:"checksum"`
+			Version  int64  `json:"version"`
+		} `json:"items"`
+	}
+	a.call(http.MethodGet, "/v1/images", nil, &images)
+	var imageID, good string
+	var version int64
+	for _, im := range images.Items {
+		if im.Name == lab.ImageName(rackcloud.RoleBareMetal) {
+			imageID, good, version = im.ID, im.Checksum, im.Version
+		}
+	}
+	require.NotEmpty(t, imageID)
+	bad := "sha256:" + strings.Repeat("0", 64)
+	patch := func(sum string) {
+		req, err := http.NewRequest(http.MethodPatch, l.APIURL+"/v1/images/"+imageID, strings.NewReader(`{"checksum":"`+sum+`"}`))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("If-Match", fmt.Sprintf(`"%d"`, version))
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, 200, resp.StatusCode)
+		version++
+	}
+	patch(bad)
+	require.Equal(t, 202, a.call(http.MethodPost, "/v1/hosts/"+h.ID+"/provision", map[string]any{"role": "bm", "image_id": imageID}, nil))
+	h = a.waitState(n, "failed", 4*time.Minute)
+	require.Equal(t, "checksum_mismatch", h.Failure.Reason, "%+v", h.Failure)
+	require.Equal(t, "await-install", h.Failure.Step)
+	require.Contains(t, h.Failure.Detail, good, "the checksum read back is the real image's")
+	patch(good)
+	require.Equal(t, 202, a.call(http.MethodPost, "/v1/hosts/"+h.ID+"/retry", nil, nil))
+	a.waitState(n, "ready", 4*time.Minute, h.Failure.TaskID)
+}
+
+// Rack to ready for real KVM and Docker hosts (make run's first two
+// servers): Debian images built by mmdebstrap (cached by recipe), installed
+// by the agent, booted from disk; ready means rackcloud reached libvirtd
+// and dockerd over mutual TLS with its host CA, at the endpoints stored.
+func TestRackToReadyKVMAndDocker(t *testing.T) {
+	ports := make([]int, 5)
+	for i := range ports {
+		p, err := proc.FreePort()
+		require.NoError(t, err)
+		ports[i] = p
+	}
+	dir := t.TempDir()
+	require.NoError(t, os.Chmod(filepath.Dir(dir), 0o755))
+	l, err := lab.Up(context.Background(), lab.Config{Dir: dir, APIPort: ports[0], PostgresPort: ports[1],
+		PrometheusPort: ports[2], AlertmanagerPort: ports[3], NodeExporterPort: ports[4],
+		Netns: fmt.Sprintf("rctest-real-%d", os.Getpid()), Gateway: netip.MustParsePrefix("10.80.0.1/24"), Nodes: 2,
+		Roles: []rackcloud.HostRole{rackcloud.RoleKVM, rackcloud.RoleDocker}, Onboard: true},
+		slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	t.Cleanup(l.Down)
+	token, err := l.Token()
+	require.NoError(t, err)
+	a := apiClient{t: t, base: l.APIURL, token: token}
+	start := time.Now()
+	want := map[string]string{"kvm": "qemu+tls://", "docker": "tcp://"}
+	for i, n := range l.Rack.Nodes {
+		h := a.waitState(n, "ready", 15*time.Minute)
+		t.Logf("%s (%s, %s) ready after %s at %s", n.Name, n.Firmware, h.Role, time.Since(start).Round(time.Second), h.Endpoint)
+		require.Equal(t, string(l.Roles[i]), h.Role)
+		require.True(t, strings.HasPrefix(h.Endpoint, want[h.Role]), h.Endpoint)
+	}
+}
