@@ -126,6 +126,11 @@ type Inventory struct {
 	// deprovisioning boot): nil when it wiped nothing, empty when the
 	// host has no disk.
 	Wiped []string `json:"wiped,omitempty"`
+	// StandbySeconds, when set, says the agent stays up this long after
+	// the report, asking for an install plan: a host provisioned
+	// meanwhile installs from this boot (fast track) instead of being
+	// powered on into the installer again.
+	StandbySeconds int `json:"standby_seconds,omitempty"`
 }
 
 // InventoryDisk is one block device seen by the agent.

@@ -89,10 +89,20 @@ func (in *Install) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	return in.RunPlan(ctx, plan)
+}
+
+// RunPlan installs plan (Run, with the plan fetched).
+func (in *Install) RunPlan(ctx context.Context, plan InstallPlan) error {
+	in.Report.Token = in.Token
+	logw := in.Report.Log
+	if logw == nil {
+		logw = io.Discard
+	}
 	fmt.Fprintf(logw, "rackcloud-agent: installing %s (%s, %d bytes) for host %s\n", plan.Image.Name, plan.Image.Format,
 		plan.Image.Size, plan.HostID)
 	rep := rackcloud.InstallReport{Total: plan.Image.Size}
-	err = in.install(ctx, plan, &rep)
+	err := in.install(ctx, plan, &rep)
 	if err != nil {
 		var ie *InstallError
 		if !errors.As(err, &ie) {
@@ -135,34 +145,14 @@ func (in *Install) send(ctx context.Context, rep rackcloud.InstallReport) error 
 // plan fetches the install plan, trying again while the boot service or
 // the control plane does not answer.
 func (in *Install) plan(ctx context.Context) (InstallPlan, error) {
-	var plan InstallPlan
-	client := &http.Client{Timeout: DefaultTimeout}
 	ctx, cancel := context.WithTimeout(ctx, orDefault(in.Report.RetryFor, DefaultRetryFor))
 	defer cancel()
 	wait := orDefault(in.Report.RetryMin, DefaultRetryMin)
 	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, in.url("install"), nil)
-		if err != nil {
+		plan, err := in.fetchPlan(ctx)
+		var refused *RefusedError
+		if err == nil || errors.As(err, &refused) {
 			return plan, err
-		}
-		req.Header.Set("Authorization", "Bearer "+in.Token)
-		resp, err := client.Do(req)
-		if err == nil {
-			body, rerr := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-			resp.Body.Close()
-			switch {
-			case rerr != nil:
-				err = rerr
-			case resp.StatusCode == http.StatusOK:
-				if err := json.Unmarshal(body, &plan); err != nil {
-					return plan, fmt.Errorf("install plan: %w", err)
-				}
-				return plan, plan.check()
-			case resp.StatusCode < 500:
-				return plan, &RefusedError{What: "install plan", URL: req.URL.String(), Status: resp.StatusCode, Detail: oneLine(string(body))}
-			default:
-				err = fmt.Errorf("install plan: %s", resp.Status)
-			}
 		}
 		select {
 		case <-ctx.Done():
@@ -171,6 +161,63 @@ func (in *Install) plan(ctx context.Context) (InstallPlan, error) {
 		}
 		wait = min(2*wait, orDefault(in.Report.RetryMax, DefaultRetryMax))
 	}
+}
+
+// fetchPlan asks for the install plan once: a 4xx answer is a
+// *RefusedError (404: no plan, the host is not provisioning).
+func (in *Install) fetchPlan(ctx context.Context) (InstallPlan, error) {
+	var plan InstallPlan
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, in.url("install"), nil)
+	if err != nil {
+		return plan, err
+	}
+	req.Header.Set("Authorization", "Bearer "+in.Token)
+	resp, err := (&http.Client{Timeout: DefaultTimeout}).Do(req)
+	if err != nil {
+		return plan, err
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	switch {
+	case err != nil:
+		return plan, err
+	case resp.StatusCode == http.StatusOK:
+		if err := json.Unmarshal(body, &plan); err != nil {
+			return plan, fmt.Errorf("install plan: %w", err)
+		}
+		return plan, plan.check()
+	case resp.StatusCode < 500:
+		return plan, &RefusedError{What: "install plan", URL: req.URL.String(), Status: resp.StatusCode, Detail: oneLine(string(body))}
+	}
+	return plan, fmt.Errorf("install plan: %s", resp.Status)
+}
+
+// Standby asks for an install plan every poll until d has passed, and
+// installs when one comes (fast track: a host provisioned while its
+// inspection boot is still up installs from it). It returns nil when d
+// passed without a plan, and stops at once when the boot service refuses
+// this boot's token (the host booted again).
+func (in *Install) Standby(ctx context.Context, d, poll time.Duration) error {
+	if poll <= 0 {
+		poll = 3 * time.Second
+	}
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		plan, err := in.fetchPlan(ctx)
+		var refused *RefusedError
+		switch {
+		case err == nil:
+			return in.RunPlan(ctx, plan)
+		case errors.As(err, &refused) && refused.Status == http.StatusForbidden:
+			return fmt.Errorf("standby ends: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(poll):
+		}
+	}
+	return nil
 }
 
 func (p InstallPlan) check() error {

@@ -50,6 +50,8 @@ func Main(ctx context.Context, name string, args []string, stdout, stderr io.Wri
 	fromCmdline := fs.Bool("from-cmdline", false, "take the report URL and token from the kernel command line ("+
 		ParamMAC+", "+ParamCallback+", "+ParamToken+")")
 	retryFor := fs.Duration("retry-for", DefaultRetryFor, "keep trying this long after transport errors and 5xx answers")
+	standby := fs.Duration("standby", 0, "with --from-cmdline, after reporting stay up this long asking for an install plan, and install when one comes (fast track: no second boot into the installer)")
+	marker := fs.String("reported-marker", "", "print this line on stdout once the inventory is reported (before standing by)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -79,10 +81,36 @@ func Main(ctx context.Context, name string, args []string, stdout, stderr io.Wri
 		if b.State == StateProvisioning {
 			return runInstall(ctx, name, cfg, b, strings.TrimSuffix(*root, "/")+"/dev", stderr)
 		}
+		if b.State != StateDeprovisioning && *standby > 0 {
+			cfg.StandbySeconds = int(standby.Seconds())
+		}
 	}
 	if err := Run(ctx, cfg, stdout); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return 1
+	}
+	if *marker != "" {
+		fmt.Fprintln(stdout, *marker)
+	}
+	if cfg.StandbySeconds > 0 {
+		b, _ := readCmdline(*root)
+		base, err := b.BaseURL()
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", name, err)
+			return 1
+		}
+		inv, err := Collect(cfg.Root)
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", name, err)
+			return 1
+		}
+		mac, _ := rackcloud.NormalizeMAC(b.MAC)
+		in := &Install{Base: base, MAC: mac, Token: cfg.Token, DevDir: strings.TrimSuffix(*root, "/") + "/dev", Disks: inv.Disks, Report: cfg}
+		fmt.Fprintf(stderr, "%s: standing by %s for an install plan\n", name, *standby)
+		if err := in.Standby(ctx, *standby, 0); err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", name, err)
+			return 1
+		}
 	}
 	return 0
 }

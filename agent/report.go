@@ -60,6 +60,9 @@ type Config struct {
 	// they are wiped (Wipe) before the report, which lists them in
 	// Inventory.Wiped. A deprovisioning boot sets it.
 	WipeDir string
+	// StandbySeconds is put in the report: the agent stands by after it
+	// (Install.Standby).
+	StandbySeconds int
 }
 
 // Run collects the inventory of cfg.Root and reports it to cfg.ReportURL,
@@ -73,6 +76,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	inv.StandbySeconds = cfg.StandbySeconds
 	if cfg.WipeDir != "" {
 		wiped, err := Wipe(cfg.WipeDir, inv.Disks)
 		if err != nil {

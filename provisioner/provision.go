@@ -65,7 +65,7 @@ func (p *Provisioner) provisionKind() tasks.Kind {
 			{Name: StepProvisioning, Run: p.toWorking(rackcloud.HostProvisioning, rackcloud.HostEvProvision),
 				Undo: p.failHost(rackcloud.HostProvisioning, StepProvisioning)},
 			{Name: StepPrepare, Run: p.prepare},
-			{Name: StepPXEPowerOn, Run: p.pxePowerOn},
+			{Name: StepPXEPowerOn, Run: p.installerBoot},
 			{Name: StepAwaitInstall, Run: p.awaitInstall, WaitTimeout: p.cfg.InstallTimeout, MaxAttempts: 5},
 			{Name: StepBootDisk, Run: p.bootDisk},
 			{Name: StepAwaitFirstBoot, Run: p.awaitFirstBoot, WaitTimeout: p.cfg.FirstBootTimeout, MaxAttempts: 5},
@@ -158,6 +158,67 @@ func newToken() string {
 	return "rch_" + base64.RawURLEncoding.EncodeToString(b)
 }
 
+// DefaultFastTrackGrace is how long a fast-tracked install may take to
+// start before the host is powered on into the installer after all (the
+// agent that stood by is gone: powered off, or its standby ended).
+const DefaultFastTrackGrace = 45 * time.Second
+
+// skippedFastTrack marks a power-on step the fast track skipped.
+const skippedFastTrack = "fast track: the inspection agent stands by for the plan"
+
+// installerBoot powers the host on into the installer through its BMC,
+// unless its inspection boot is still up with the agent standing by for a
+// plan (fast track): then that boot installs, with no second boot.
+func (p *Provisioner) installerBoot(ctx context.Context, sc *tasks.StepContext) (any, error) {
+	pp, h, err := p.provisionee(ctx, sc)
+	if err != nil {
+		return nil, err
+	}
+	if ok, err := p.standingBy(ctx, h.ID); err != nil {
+		return nil, err
+	} else if ok {
+		at, err := store.Now(ctx, p.cfg.Pool)
+		if err != nil {
+			return nil, err
+		}
+		p.log.Info("fast track: the host's inspection agent installs", "host", h.Name)
+		return powered{At: at, Skipped: skippedFastTrack}, nil
+	}
+	return p.power(ctx, "pxe_power_on", pp.HostID, pxeBoot)
+}
+
+// standingBy reports whether the host's agent said it stands by (its
+// latest inventory, within its standby time less a margin) and the host
+// has not netbooted since.
+func (p *Provisioner) standingBy(ctx context.Context, hostID string) (bool, error) {
+	ev, err := store.LatestBootEvent(ctx, p.cfg.Pool, hostID, string(rackcloud.BootEventInventory), time.Time{})
+	if errors.Is(err, rackcloud.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	inv, err := ParseInventory(ev.Data)
+	if err != nil || inv.StandbySeconds <= 0 {
+		return false, nil
+	}
+	now, err := store.Now(ctx, p.cfg.Pool)
+	if err != nil {
+		return false, err
+	}
+	if now.After(ev.ReceivedAt.Add(time.Duration(inv.StandbySeconds)*time.Second - 2*p.cfg.FastTrackGrace)) {
+		return false, nil
+	}
+	script, err := store.LatestBootEvent(ctx, p.cfg.Pool, hostID, string(rackcloud.BootEventHTTPScript), time.Time{})
+	switch {
+	case errors.Is(err, rackcloud.ErrNotFound):
+		return true, nil
+	case err != nil:
+		return false, err
+	}
+	return !script.At.After(ev.At), nil
+}
+
 // awaitInstall waits for the installer of the boot the task caused to
 // write the image and read it back; its progress shows in what the step
 // waits for.
@@ -172,6 +233,8 @@ func (p *Provisioner) awaitInstall(ctx context.Context, sc *tasks.StepContext) (
 	}
 	ev, err := store.LatestBootEvent(ctx, p.cfg.Pool, h.ID, string(rackcloud.BootEventInstall), pw.At)
 	switch {
+	case errors.Is(err, rackcloud.ErrNotFound) && pw.Skipped == skippedFastTrack:
+		return p.fastTrackFallback(ctx, h, pw)
 	case errors.Is(err, rackcloud.ErrNotFound):
 		return nil, tasks.Snooze(p.cfg.Recheck, "the installer to start")
 	case err != nil:
@@ -213,6 +276,29 @@ func bar(pct float64) string {
 	return "[" + strings.Repeat("#", n) + strings.Repeat(".", 20-n) + "]"
 }
 
+// fastTrackFallback waits for a fast-tracked install to start, and past
+// Config.FastTrackGrace powers the host on into the installer through its BMC
+// (once: a netboot since shows it was done).
+func (p *Provisioner) fastTrackFallback(ctx context.Context, h rackcloud.Host, pw powered) (any, error) {
+	now, err := store.Now(ctx, p.cfg.Pool)
+	if err != nil {
+		return nil, err
+	}
+	if now.Sub(pw.At) < p.cfg.FastTrackGrace {
+		return nil, tasks.Snooze(min(p.cfg.Recheck, p.cfg.FastTrackGrace), "the installer to start (fast track, in the inspection boot)")
+	}
+	if _, err := store.LatestBootEvent(ctx, p.cfg.Pool, h.ID, string(rackcloud.BootEventHTTPScript), pw.At); err == nil {
+		return nil, tasks.Snooze(p.cfg.Recheck, "the installer to start")
+	} else if !errors.Is(err, rackcloud.ErrNotFound) {
+		return nil, err
+	}
+	p.log.Warn("fast track: no install started; powering the host on into the installer", "host", h.Name)
+	if _, err := p.power(ctx, "pxe_power_on", h.ID, pxeBoot); err != nil {
+		return nil, err
+	}
+	return nil, tasks.Snooze(p.cfg.Recheck, "the installer to start")
+}
+
 func validReason(r rackcloud.FailureReason) bool {
 	for _, x := range rackcloud.FailureReasons() {
 		if x == r {
@@ -240,7 +326,7 @@ func (p *Provisioner) bootDisk(ctx context.Context, sc *tasks.StepContext) (any,
 		return nil, tasks.Permanent(reasoned(rackcloud.FailBMCUnreachable, errors.New("this server has no BMC access")))
 	}
 	p.log.Info("host to boot its disk", "host", h.Name)
-	return p.power(ctx, "boot_disk", pp.HostID, p.cfg.BMC.DiskBoot)
+	return p.power(ctx, "boot_disk", pp.HostID, diskBoot)
 }
 
 // booted is the output of the first-boot wait: the host's address and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/lab/labtest"
 	"github.com/rackcloud/rackcloud/provisioner"
 	"github.com/rackcloud/rackcloud/store"
 	"github.com/rackcloud/rackcloud/tasks"
@@ -236,5 +238,44 @@ func TestHostsMetric(t *testing.T) {
 	require.Len(t, got, len(rackcloud.HostStates())*4)
 	for k, v := range want {
 		require.Equal(t, v, got[k], k)
+	}
+}
+
+// Fast track: a host whose inspection agent stands by installs from that
+// boot (no power-on into the installer); when no install starts within
+// the grace, the host is powered on into the installer after all, once.
+func TestProvisionFastTrack(t *testing.T) {
+	t.Parallel()
+	for _, installs := range []bool{true, false} {
+		t.Run(fmt.Sprint("installs=", installs), func(t *testing.T) {
+			t.Parallel()
+			sealer, err := store.NewSealer(store.NewSecretKey())
+			require.NoError(t, err)
+			e := newEnvWith(t, func(c *provisioner.Config) {
+				c.Sealer, c.BootURL, c.Roles = sealer, "http://10.88.0.1:8080", &fakeRoles{}
+				c.InstallTimeout, c.FirstBootTimeout, c.FastTrackGrace = time.Hour, time.Hour, 300*time.Millisecond
+				c.Recheck = 100 * time.Millisecond
+			})
+			h, im := e.available(fmt.Sprint("fast-", installs))
+			e.event(h, rackcloud.BootEventHTTPScript, "10.88.0.50", nil)
+			inv := inventory
+			inv.StandbySeconds = 900
+			e.event(h, rackcloud.BootEventInventory, "10.88.0.50", inv)
+			id := e.provision(h, im)
+			if installs {
+				e.waitFor(id, "fast track")
+				e.event(h, rackcloud.BootEventInstall, "10.88.0.50", rackcloud.InstallReport{Phase: rackcloud.InstallWritten})
+				e.waitFor(id, "first heartbeat")
+				require.Equal(t, []string{"disk " + h.ID}, e.bmc.Calls(), "no power-on into the installer")
+				return
+			}
+			labtest.Eventually(t, 20*time.Second, 20*time.Millisecond, "the fallback power-on", func() (bool, string) {
+				return len(e.bmc.Calls()) == 1, fmt.Sprint(e.bmc.Calls())
+			})
+			e.event(h, rackcloud.BootEventHTTPScript, "10.88.0.50", nil) // the installer's boot
+			e.waitFor(id, "the installer to start")
+			time.Sleep(500 * time.Millisecond) // past the grace again: no second power-on
+			require.Equal(t, []string{"pxe " + h.ID}, e.bmc.Calls())
+		})
 	}
 }

@@ -88,6 +88,9 @@ type Config struct {
 	// BootURL is the boot service's URL as installed hosts reach it
 	// (their heartbeats go to BootURL/boot/{mac}/heartbeat).
 	BootURL string
+	// FastTrackGrace bounds the wait for a fast-tracked install to start
+	// (0: DefaultFastTrackGrace).
+	FastTrackGrace time.Duration
 	// Heartbeat is how often installed hosts call in (0: default).
 	Heartbeat time.Duration
 	// Roles reaches the role daemons of installed hosts (nil: TLSRoles
@@ -124,6 +127,7 @@ func New(cfg Config) *Provisioner {
 	cfg.InstallTimeout = cmp.Or(cfg.InstallTimeout, DefaultInstallTimeout)
 	cfg.FirstBootTimeout = cmp.Or(cfg.FirstBootTimeout, DefaultFirstBootTimeout)
 	cfg.Heartbeat = cmp.Or(cfg.Heartbeat, DefaultHeartbeat)
+	cfg.FastTrackGrace = cmp.Or(cfg.FastTrackGrace, DefaultFastTrackGrace)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -328,14 +332,20 @@ func (p *Provisioner) pxePowerOn(ctx context.Context, sc *tasks.StepContext) (an
 	if ep.Booted {
 		return powered{Skipped: "the host booted the inspection image by itself"}, nil
 	}
-	return p.power(ctx, "pxe_power_on", ep.HostID, p.cfg.BMC.PXEBoot)
+	return p.power(ctx, "pxe_power_on", ep.HostID, pxeBoot)
 }
+
+// The BMC calls power makes.
+var (
+	pxeBoot  = BMC.PXEBoot
+	diskBoot = BMC.DiskBoot
+)
 
 // power makes the host boot through its BMC (do: PXEBoot, DiskBoot) and
 // says when, on the database's clock: reports of earlier boots, stored
 // before that moment, do not count. A BMC that refused the credentials
 // fails the step at once; one that did not answer is tried again.
-func (p *Provisioner) power(ctx context.Context, phase, hostID string, do func(context.Context, string) error) (any, error) {
+func (p *Provisioner) power(ctx context.Context, phase, hostID string, do func(BMC, context.Context, string) error) (any, error) {
 	if p.cfg.BMC == nil {
 		return nil, tasks.Permanent(reasoned(rackcloud.FailBMCUnreachable, errors.New("this server has no BMC access")))
 	}
@@ -344,7 +354,7 @@ func (p *Provisioner) power(ctx context.Context, phase, hostID string, do func(c
 		return nil, err
 	}
 	start := time.Now()
-	err = do(ctx, hostID)
+	err = do(p.cfg.BMC, ctx, hostID)
 	p.observe(phase, start, err)
 	if err != nil {
 		reason := Classify(err)

@@ -25,6 +25,10 @@ const (
 	InventoryMarker = "RACKCLOUD-INVENTORY-OK"
 )
 
+// StandbyFor is how long the inspection agent stands by after its report,
+// for a plan to install from the same boot (fast track).
+const StandbyFor = "15m"
+
 // EnvAgent names a prebuilt agent binary to put into the inspection image
 // instead of building one (a machine without the source tree or Go).
 const EnvAgent = "RACKCLOUD_AGENT_BINARY"
@@ -35,11 +39,8 @@ const modulePath = "github.com/rackcloud/rackcloud"
 // inventoryHook is InventoryHook's script.
 const inventoryHook = `#!/bin/sh
 mac=$(sed -n 's/.*` + ParamMAC + `=\([^ ]*\).*/\1/p' /proc/cmdline | tr A-F a-f)
-if /` + AgentPath + ` --from-cmdline; then
-	echo "` + InventoryMarker + ` mac=$mac"
-else
-	echo "rackcloud-init: inventory not reported"
-fi
+/` + AgentPath + ` --from-cmdline --standby ` + StandbyFor + ` --reported-marker "` + InventoryMarker + ` mac=$mac" ||
+	echo "rackcloud-init: inventory not reported, or standby failed"
 `
 
 var agentBuild struct {
