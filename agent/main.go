@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/rackcloud/rackcloud"
 )
@@ -107,7 +108,7 @@ func Main(ctx context.Context, name string, args []string, stdout, stderr io.Wri
 		mac, _ := rackcloud.NormalizeMAC(b.MAC)
 		in := &Install{Base: base, MAC: mac, Token: cfg.Token, DevDir: strings.TrimSuffix(*root, "/") + "/dev", Disks: inv.Disks, Report: cfg}
 		fmt.Fprintf(stderr, "%s: standing by %s for an install plan\n", name, *standby)
-		if err := in.Standby(ctx, *standby, 0); err != nil {
+		if err := in.Standby(ctx, *standby, time.Second); err != nil {
 			fmt.Fprintf(stderr, "%s: %v\n", name, err)
 			return 1
 		}

@@ -108,6 +108,8 @@ type Lab struct {
 	stops    []func()
 	// onboarded says the rack was powered on at start (Config.Onboard).
 	onboarded bool
+	// OnboardedAt is when the first server was powered on (Config.Onboard).
+	OnboardedAt time.Time
 }
 
 // Up starts everything and returns when all of it is ready.
@@ -214,6 +216,7 @@ func (l *Lab) onboard(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	defer m.Close(context.WithoutCancel(ctx))
+	l.OnboardedAt = time.Now()
 	for _, n := range l.Rack.Nodes {
 		c, err := m.Open(ctx, bmc.Endpoint{Protocol: rackcloud.BMCIPMI, Address: n.IPMI.String(), Username: n.User,
 			Password: bmc.NewSecret(n.Password)})

@@ -29,15 +29,34 @@ func (p *Provisioner) RunAutoEnroll(ctx context.Context, interval time.Duration)
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	// soon is the quick re-looks after a wake-up: the host's enroll task
+	// ends just after its last step woke this loop.
+	var soon <-chan time.Time
+	quick := 0
 	for {
 		if _, err := p.AutoEnroll(ctx); err != nil && ctx.Err() == nil {
 			p.log.Warn("auto-enroll", "err", err)
+		}
+		if quick > 0 {
+			quick--
+			soon = time.After(200 * time.Millisecond)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-soon:
+		case <-p.enrolled:
+			quick = 10
 		}
+	}
+}
+
+// wakeAutoEnroll tells the auto-enroll loop a host just became available.
+func (p *Provisioner) wakeAutoEnroll() {
+	select {
+	case p.enrolled <- struct{}{}:
+	default:
 	}
 }
 

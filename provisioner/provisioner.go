@@ -109,10 +109,12 @@ type Config struct {
 
 // Provisioner moves hosts through their lifecycle with tasks.
 type Provisioner struct {
-	cfg    Config
-	log    *slog.Logger
-	engine *tasks.Engine
-	m      metrics
+	cfg Config
+	// enrolled wakes the auto-enroll loop (a host became available).
+	enrolled chan struct{}
+	log      *slog.Logger
+	engine   *tasks.Engine
+	m        metrics
 }
 
 type metrics struct {
@@ -138,7 +140,7 @@ func New(cfg Config) *Provisioner {
 	if cfg.Pool != nil {
 		cfg.Registerer.MustRegister(newHostsCollector(cfg.Pool))
 	}
-	return &Provisioner{cfg: cfg, log: cfg.Logger, m: metrics{
+	return &Provisioner{cfg: cfg, log: cfg.Logger, enrolled: make(chan struct{}, 1), m: metrics{
 		phase: f.NewHistogramVec(prometheus.HistogramOpts{Name: "rackcloud_provision_phase_duration_seconds",
 			Help:    "How long each phase of moving a host through its lifecycle took, by phase and result.",
 			Buckets: []float64{1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200}}, []string{"phase", "result"}),
@@ -436,6 +438,7 @@ func (p *Provisioner) toAvailable(ctx context.Context, sc *tasks.StepContext) (a
 			p.log.Warn("available host not powered off", "host", h.Name, "err", err)
 		}
 	}
+	p.wakeAutoEnroll()
 	p.log.Info("host available", "host", h.Name, "cpus", res.CPUCores, "memory_mib", res.MemoryMiB, "disk_gib", res.DiskGiB)
 	return map[string]any{"resources": res}, nil
 }
