@@ -32,7 +32,7 @@ func init() {
 }
 
 var hostColumns = []column{{"ID", "id"}, {"NAME", "name"}, {"STATE", "state"}, {"DOING", "doing"}, {"POWER", "power"}, {"ROLE", "role"},
-	{"CPUS", "resources.cpu_cores"}, {"MEM_MIB", "resources.memory_mib"}, {"MACS", "macs"}, {"BMC_ADDR", "bmc.address"},
+	{"CPUS", "resources.cpu_cores"}, {"MEM_MIB", "resources.memory_mib"}, {"DISK_GIB", "resources.disk_gib"}, {"MACS", "macs"}, {"BMC_ADDR", "bmc.address"},
 	{"BMC", "bmc_status"}, {"MAINT", "maintenance"}, {"LABELS", "labels"}}
 
 // doingWidth is the most of a host's task or failure the table shows.

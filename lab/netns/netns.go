@@ -13,12 +13,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 
-	"golang.org/x/sys/unix"
+	"github.com/rackcloud/rackcloud/nsnet"
 )
 
 // DefaultBridge is the bridge every namespace gets.
@@ -249,45 +248,9 @@ func runCmd(c *exec.Cmd) error {
 	return nil
 }
 
-// Do runs f on an OS thread inside the namespace, so that the sockets f
-// opens belong to it (a socket keeps its namespace for life, whichever
-// thread uses it later). The thread goes back to this process's
-// namespace afterwards: letting it die instead would kill the children
-// started from it with Pdeathsig (QEMU, dnsmasq). Only when it cannot
-// go back is it left locked, to end with the goroutine.
-func (n *Net) Do(f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		ns, err := os.Open(n.Path())
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("netns %s: %w", n.Name, err)
-			return
-		}
-		defer ns.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("netns %s: setns: %w", n.Name, err)
-			return
-		}
-		ferr := f()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("netns %s: restore: %w", n.Name, err) // the thread stays locked and ends
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+// Do runs f with the sockets it opens inside the namespace (nsnet.Do: a
+// socket keeps its namespace for life, whichever thread uses it later).
+func (n *Net) Do(f func() error) error { return nsnet.Do(n.Path(), f) }
 
 // Listen opens a listener inside the namespace (e.g. on the gateway
 // address, for the simulated servers on the bridge).
@@ -303,11 +266,5 @@ func (n *Net) Listen(network, addr string) (net.Listener, error) {
 // DialContext connects from inside the namespace; it fits
 // http.Transport.DialContext.
 func (n *Net) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	var c net.Conn
-	err := n.Do(func() (err error) {
-		var d net.Dialer
-		c, err = d.DialContext(ctx, network, addr)
-		return err
-	})
-	return c, err
+	return nsnet.Dialer(n.Path(), nil)(ctx, network, addr)
 }
