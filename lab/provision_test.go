@@ -11,7 +11,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/lab"
+	"github.com/rackcloud/rackcloud/lab/hostimg"
 	"github.com/rackcloud/rackcloud/lab/labtest"
 	"github.com/rackcloud/rackcloud/lab/proc"
 	"github.com/rackcloud/rackcloud/lab/rack"
@@ -183,6 +186,94 @@ func TestRackToReadyBareMetal(t *testing.T) {
 	patch(good)
 	require.Equal(t, 202, a.call(http.MethodPost, "/v1/hosts/"+h.ID+"/retry", nil, nil))
 	a.waitState(n, "ready", 4*time.Minute, h.Failure.TaskID)
+
+	// A download cut in the middle: node 2 (UEFI) is installed from a
+	// server on the provisioning network that hangs up 40% into the first
+	// download; the installer resumes with Range and reads back the same
+	// sha256.
+	n2 := l.Rack.Nodes[1]
+	h2, _ := a.host(n2.MAC.String())
+	require.Equal(t, 202, a.call(http.MethodPost, "/v1/hosts/"+h2.ID+"/deprovision", nil, nil))
+	a.waitState(n2, "available", 4*time.Minute)
+	flakyURL := serveFlaky(t, l, filepath.Join(dir, "boot", "files", "images"))
+	var flaky struct {
+		ID string `json:"id"`
+	}
+	var size int64
+	for _, im := range images.Items {
+		if im.ID == imageID {
+			var full struct {
+				Size int64 `json:"size"`
+			}
+			a.call(http.MethodGet, "/v1/images/"+im.ID, nil, &full)
+			size = full.Size
+		}
+	}
+	require.Equal(t, 201, a.call(http.MethodPost, "/v1/images", map[string]any{"name": "flaky-bm", "url": flakyURL, "checksum": good,
+		"size": size, "format": "raw+zstd", "roles": []string{"bm"}}, &flaky))
+	require.Equal(t, 202, a.call(http.MethodPost, "/v1/hosts/"+h2.ID+"/provision", map[string]any{"role": "bm", "image_id": flaky.ID}, nil))
+	a.waitState(n2, "ready", 4*time.Minute)
+	var evs struct {
+		Items []struct {
+			Kind string          `json:"kind"`
+			Data json.RawMessage `json:"data"`
+		} `json:"items"`
+	}
+	a.call(http.MethodGet, "/v1/hosts/"+h2.ID+"/boot-events?limit=1000", nil, &evs)
+	var written *rackcloud.InstallReport
+	for _, e := range evs.Items {
+		var rep rackcloud.InstallReport
+		if e.Kind == "install" && json.Unmarshal(e.Data, &rep) == nil && rep.Phase == rackcloud.InstallWritten {
+			written = &rep
+		}
+	}
+	require.NotNil(t, written, "the installer said it wrote the image")
+	require.GreaterOrEqual(t, written.Resumes, 1, "the cut download was resumed")
+	require.Equal(t, good, written.SHA256, "and the disk reads back the image's sha256")
+}
+
+// serveFlaky serves the files of dir on the lab's provisioning network
+// (port 18080 of its gateway) and hangs up the first download 40% in,
+// after promising the whole file. It returns the URL of the bm image.
+func serveFlaky(t *testing.T, l *lab.Lab, dir string) string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var name string
+	for _, e := range entries {
+		if strings.Contains(e.Name(), ".img.zst") {
+			name = e.Name()
+		}
+	}
+	require.NotEmpty(t, name)
+	var cut atomic.Bool
+	cut.Store(true)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f, err := os.Open(filepath.Join(dir, filepath.Base(r.URL.Path)))
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		defer f.Close()
+		st, _ := f.Stat()
+		if r.Header.Get("Range") == "" && cut.CompareAndSwap(true, false) {
+			w.Header().Set("Content-Length", strconv.FormatInt(st.Size(), 10))
+			w.WriteHeader(http.StatusOK)
+			_, _ = io.CopyN(w, f, st.Size()*2/5)
+			w.(http.Flusher).Flush()
+			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				conn.Close()
+			}
+			return
+		}
+		http.ServeContent(w, r, name, st.ModTime(), f)
+	})
+	ln, err := l.Net.Listen("tcp", l.Gateway.Addr().String()+":18080")
+	require.NoError(t, err)
+	srv := &http.Server{Handler: h}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + l.Gateway.Addr().String() + ":18080/" + name
 }
 
 // Rack to ready for real KVM and Docker hosts (make run's first two
@@ -216,4 +307,27 @@ func TestRackToReadyKVMAndDocker(t *testing.T) {
 		require.Equal(t, string(l.Roles[i]), h.Role)
 		require.True(t, strings.HasPrefix(h.Endpoint, want[h.Role]), h.Endpoint)
 	}
+
+	// Deprovision the Docker host: the disk no longer boots (its first
+	// MiB is zero), the host is available again, and is provisioned
+	// again with another role (bare metal).
+	n := l.Rack.Nodes[1]
+	h, _ := a.host(n.MAC.String())
+	require.Equal(t, 202, a.call(http.MethodPost, "/v1/hosts/"+h.ID+"/deprovision", nil, nil))
+	a.waitState(n, "available", 5*time.Minute)
+	disk, err := os.Open(filepath.Join(n.Dir, "disk0.img"))
+	require.NoError(t, err)
+	head := make([]byte, 1<<20)
+	_, err = io.ReadFull(disk, head)
+	disk.Close()
+	require.NoError(t, err)
+	require.Equal(t, make([]byte, 1<<20), head, "the boot sector and partition table are gone")
+	bm, err := hostimg.Build(context.Background(), hostimg.Options{Role: rackcloud.RoleBareMetal})
+	require.NoError(t, err)
+	id, err := l.ServeImage(context.Background(), lab.HostImage{Role: rackcloud.RoleBareMetal, Path: bm.Path, Size: bm.RawSize, SHA256: bm.SHA256})
+	require.NoError(t, err)
+	require.Equal(t, 202, a.call(http.MethodPost, "/v1/hosts/"+h.ID+"/provision", map[string]any{"role": "bm", "image_id": id}, nil))
+	h = a.waitState(n, "ready", 5*time.Minute)
+	require.Equal(t, "bm", h.Role)
+	require.Empty(t, h.Endpoint, "a bare-metal host has no daemon endpoint")
 }

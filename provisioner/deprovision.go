@@ -80,6 +80,9 @@ func (p *Provisioner) wipedToAvailable(ctx context.Context, sc *tasks.StepContex
 		return nil, err
 	}
 	if h.State != rackcloud.HostAvailable {
+		if err := store.ClearHostInstall(ctx, p.cfg.Pool, h.ID); err != nil {
+			return nil, err
+		}
 		if _, err := store.TransitionHost(ctx, p.cfg.Pool, h.ID, store.Transition{From: rackcloud.HostDeprovisioning,
 			To: rackcloud.HostAvailable}); err != nil {
 			if store.IsStaleState(err) {

@@ -190,3 +190,14 @@ func ActiveGuestsOn(ctx context.Context, q Querier, hostID string) (int, error) 
 		hostID).Scan(&n)
 	return n, MapError(err)
 }
+
+// ClearHostInstall forgets what a wiped host was installed with: its role,
+// image, endpoint and install record (its host token no longer calls in).
+func ClearHostInstall(ctx context.Context, q Querier, hostID string) error {
+	if _, err := q.Exec(ctx, `DELETE FROM host_installs WHERE host_id = $1`, hostID); err != nil {
+		return MapError(err)
+	}
+	_, err := q.Exec(ctx, `UPDATE hosts SET role = '', image_id = NULL, endpoint = '', version = version + 1, updated_at = now()
+		WHERE id = $1 AND (role <> '' OR image_id IS NOT NULL OR endpoint <> '')`, hostID)
+	return MapError(err)
+}
