@@ -168,6 +168,7 @@ func (l *hostLab) waitHeartbeat(t *testing.T, h *host, timeout time.Duration) ti
 		return ok, "console tail:\n" + tail(h.m.Console(), 3000) + "\ndnsmasq log tail:\n" + tail(string(dl), 1500)
 	})
 	took := b.at.Sub(h.started)
+	t.Logf("%s: console milestones:\n%s", h.cfg.Hostname, milestones(h.m.Console()))
 	require.Equal(t, h.cfg.HostID, b.hb.HostID)
 	require.Equal(t, h.cfg.Role, b.hb.Role)
 	require.Equal(t, h.cfg.Hostname, b.hb.Hostname)
@@ -284,6 +285,18 @@ func grepLines(s, sub string) string {
 	for _, l := range strings.Split(s, "\n") {
 		if strings.Contains(l, sub) {
 			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// milestones picks the boot's landmarks from a console log.
+func milestones(console string) string {
+	re := regexp.MustCompile(`rackcloud|Startup finished|wait-online|FAILED|Reached target.*(Network|Multi-User)|Linux version|Run /init`)
+	var out []string
+	for _, l := range strings.Split(console, "\n") {
+		if re.MatchString(l) && !strings.Contains(l, "heartbeat to") {
+			out = append(out, strings.TrimSpace(l))
 		}
 	}
 	return strings.Join(out, "\n")
