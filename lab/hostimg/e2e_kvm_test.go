@@ -16,7 +16,6 @@ import (
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/hostconfig"
 	"github.com/rackcloud/rackcloud/lab/labtest"
-	"github.com/rackcloud/rackcloud/lab/pki"
 	"github.com/rackcloud/rackcloud/lab/qemu"
 )
 
@@ -25,17 +24,7 @@ import (
 // (the hostname and the domain list through go-libvirt), and that a
 // client without a certificate is refused.
 func TestKVMHostBoots(t *testing.T) {
-	img := buildShared(t, rackcloud.RoleKVM, 15*time.Minute)
-	l := newHostLab(t, "hkv", "10.83.0.1/24")
-	certs, err := pki.New(t.TempDir(), "kvm-uefi", "kvm-uefi.lab")
-	require.NoError(t, err)
-	const mac = "52:54:00:83:00:01"
-	h := l.bootHost(t, img, qemu.UEFI, mac, 8<<30, 2, 2048, certs)
-	took := l.waitHeartbeat(t, h, 5*time.Minute)
-	t.Logf("kvm: boot to first heartbeat %s", took.Round(100*time.Millisecond))
-
-	ip := l.leasedIP(mac)
-	require.NotEmpty(t, ip, "dnsmasq leased an address")
+	l, h, certs, ip := bootDaemonHost(t, rackcloud.RoleKVM, qemu.UEFI, "10.83.0.1/24")
 	addr := net.JoinHostPort(ip, fmt.Sprint(hostconfig.LibvirtTLSPort))
 	dial := func(cert *tls.Certificate) (*libvirt.Libvirt, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -44,7 +33,7 @@ func TestKVMHostBoots(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		cfg := &tls.Config{RootCAs: certs.Pool, ServerName: "kvm-uefi.lab"}
+		cfg := &tls.Config{RootCAs: certs.Pool, ServerName: h.cfg.Hostname + ".lab"}
 		if cert != nil {
 			cfg.Certificates = []tls.Certificate{*cert}
 		}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -222,25 +223,34 @@ func TestBMHostBoots(t *testing.T) {
 	}
 }
 
+// bootDaemonHost boots a kvm or docker host (2 vCPUs, 2 GiB, an 8 GiB
+// disk) with a TLS identity for <hostname>.lab from a CA of its own,
+// waits for its heartbeat, and returns the address dnsmasq leased it.
+func bootDaemonHost(t *testing.T, role rackcloud.HostRole, fw qemu.Firmware, gateway string) (*hostLab, *host, *pki.PKI, string) {
+	img := buildShared(t, role, 15*time.Minute)
+	l := newHostLab(t, "h"+string(role[:2]), gateway)
+	name := fmt.Sprintf("%s-%s", role, fw)
+	certs, err := pki.New(t.TempDir(), name, name+".lab")
+	require.NoError(t, err)
+	b := netip.MustParsePrefix(gateway).Addr().As4()
+	mac := fmt.Sprintf("52:54:00:%02x:00:01", b[1])
+	h := l.bootHost(t, img, fw, mac, 8<<30, 2, 2048, certs)
+	took := l.waitHeartbeat(t, h, 5*time.Minute)
+	t.Logf("%s: boot to first heartbeat %s", role, took.Round(100*time.Millisecond))
+	ip := l.leasedIP(mac)
+	require.NotEmpty(t, ip, "dnsmasq leased an address")
+	return l, h, certs, ip
+}
+
 // TestDockerHostBoots boots the docker image (BIOS) and checks the
 // heartbeat, then dockerd's API over mutual TLS on :2376 from the
 // provisioning network, and that a client without a certificate is
 // refused.
 func TestDockerHostBoots(t *testing.T) {
-	img := buildShared(t, rackcloud.RoleDocker, 15*time.Minute)
-	l := newHostLab(t, "hdk", "10.82.0.1/24")
-	certs, err := pki.New(t.TempDir(), "docker-bios", "docker-bios.lab")
-	require.NoError(t, err)
-	const mac = "52:54:00:82:00:01"
-	h := l.bootHost(t, img, qemu.BIOS, mac, 8<<30, 2, 2048, certs)
-	took := l.waitHeartbeat(t, h, 5*time.Minute)
-	t.Logf("docker: boot to first heartbeat %s", took.Round(100*time.Millisecond))
-
-	ip := l.leasedIP(mac)
-	require.NotEmpty(t, ip, "dnsmasq leased an address")
+	l, h, certs, ip := bootDaemonHost(t, rackcloud.RoleDocker, qemu.BIOS, "10.82.0.1/24")
 	addr := net.JoinHostPort(ip, fmt.Sprint(hostconfig.DockerTLSPort))
 	client := func(cert *tls.Certificate) *http.Client {
-		cfg := &tls.Config{RootCAs: certs.Pool, ServerName: "docker-bios.lab"}
+		cfg := &tls.Config{RootCAs: certs.Pool, ServerName: h.cfg.Hostname + ".lab"}
 		if cert != nil {
 			cfg.Certificates = []tls.Certificate{*cert}
 		}

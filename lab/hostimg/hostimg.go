@@ -237,7 +237,7 @@ func (r *recipe) build(ctx context.Context, dir string, p *progress) (*Image, er
 		return nil, err
 	}
 	return &Image{Role: r.role, Path: final, RawSize: n, SHA256: "sha256:" + hex.EncodeToString(sum[:]),
-		Recipe: r.hash, Kernel: r.kernel.Version}, nil
+		Recipe: r.hash, Kernel: d.kernel}, nil
 }
 
 // compressFile writes raw as raw+zstd to dst, atomically.
