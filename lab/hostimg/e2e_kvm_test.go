@@ -24,6 +24,7 @@ import (
 // (the hostname and the domain list through go-libvirt), and that a
 // client without a certificate is refused.
 func TestKVMHostBoots(t *testing.T) {
+	skipIfShort(t)
 	l, h, certs, ip := bootDaemonHost(t, rackcloud.RoleKVM, qemu.UEFI, "10.83.0.1/24")
 	addr := net.JoinHostPort(ip, fmt.Sprint(hostconfig.LibvirtTLSPort))
 	dial := func(cert *tls.Certificate) (*libvirt.Libvirt, error) {

@@ -34,6 +34,15 @@ import (
 // provisioning network of their own (a namespace with dnsmasq for DHCP
 // and a boot service stand-in recording heartbeats on the gateway).
 
+// skipIfShort marks the heavy tests: they boot real images (a minute or
+// two each, once the images are cached) and run in make test, but not
+// under go test -short.
+func skipIfShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a real host image in QEMU; run without -short")
+	}
+}
+
 // beat is one heartbeat the stand-in received.
 type beat struct {
 	mac    string
@@ -211,6 +220,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 // TestBMHostBoots boots the bm image from its disk under BIOS and UEFI
 // and waits for the host agent's heartbeat.
 func TestBMHostBoots(t *testing.T) {
+	skipIfShort(t)
 	img := buildShared(t, rackcloud.RoleBareMetal, 5*time.Minute)
 	l := newHostLab(t, "hbm", "10.81.0.1/24")
 	for i, fw := range []qemu.Firmware{qemu.BIOS, qemu.UEFI} {
@@ -247,6 +257,7 @@ func bootDaemonHost(t *testing.T, role rackcloud.HostRole, fw qemu.Firmware, gat
 // provisioning network, and that a client without a certificate is
 // refused.
 func TestDockerHostBoots(t *testing.T) {
+	skipIfShort(t)
 	l, h, certs, ip := bootDaemonHost(t, rackcloud.RoleDocker, qemu.BIOS, "10.82.0.1/24")
 	addr := net.JoinHostPort(ip, fmt.Sprint(hostconfig.DockerTLSPort))
 	client := func(cert *tls.Certificate) *http.Client {
