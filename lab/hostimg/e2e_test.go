@@ -1,6 +1,8 @@
 package hostimg
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -287,6 +289,7 @@ func TestDockerHostBoots(t *testing.T) {
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&v))
 	resp.Body.Close()
 	t.Logf("docker: dockerd %s, API %s", v.Version, v.APIVersion)
+	runContainer(t, client(&certs.Client), "https://"+addr)
 
 	_, err = client(nil).Get("https://" + addr + "/_ping")
 	require.Error(t, err, "a client without a certificate is refused")
@@ -321,4 +324,47 @@ func milestones(console string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// runContainer imports a busybox image (no registry is reachable),
+// runs a container that exits 0 and waits for it: the daemon can start
+// containers (apparmor_parser is there).
+func runContainer(t *testing.T, c *http.Client, base string) {
+	t.Helper()
+	slow := *c
+	slow.Timeout = 2 * time.Minute // a container start under TCG on a loaded machine
+	c = &slow
+	start := time.Now()
+	bb, err := os.ReadFile("/bin/busybox")
+	require.NoError(t, err)
+	var img bytes.Buffer
+	tw := tar.NewWriter(&img)
+	require.NoError(t, tw.WriteHeader(&tar.Header{Name: "bin/", Typeflag: tar.TypeDir, Mode: 0o755}))
+	require.NoError(t, tw.WriteHeader(&tar.Header{Name: "bin/busybox", Mode: 0o755, Size: int64(len(bb))}))
+	_, err = tw.Write(bb)
+	require.NoError(t, err)
+	require.NoError(t, tw.Close())
+	call := func(method, path, ctype string, body io.Reader, out any) {
+		t.Helper()
+		req, err := http.NewRequest(method, base+path, body)
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", ctype)
+		resp, err := c.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		require.Less(t, resp.StatusCode, 300, "%s %s: %s: %s", method, path, resp.Status, b)
+		if out != nil {
+			require.NoError(t, json.Unmarshal(b, out), string(b))
+		}
+	}
+	call("POST", "/images/create?fromSrc=-&repo=rc-busybox&tag=1", "application/x-tar", &img, nil)
+	var created struct{ ID string }
+	call("POST", "/containers/create", "application/json",
+		strings.NewReader(`{"Image":"rc-busybox:1","Cmd":["/bin/busybox","true"]}`), &created)
+	call("POST", "/containers/"+created.ID+"/start", "application/json", nil, nil)
+	var waited struct{ StatusCode int }
+	call("POST", "/containers/"+created.ID+"/wait", "application/json", nil, &waited)
+	require.Equal(t, 0, waited.StatusCode)
+	t.Logf("docker: image import, container create, start and wait in %s", time.Since(start).Round(100*time.Millisecond))
 }

@@ -24,9 +24,10 @@
 //	                   kvm 2m26, 2172 MiB raw, 276 MiB; bm 22 MiB raw, 13 MiB
 //	build, cached      under 1 s (the agent's go build from the build cache), 2 s under -race
 //	write onto a disk  bm 30 ms; docker and kvm 2 s (16-24 s under -race)
-//	boot to heartbeat  bm BIOS 11-13 s, UEFI 16-20 s; docker BIOS 48-69 s, its _ping over
+//	boot to heartbeat  bm BIOS 11-13 s, UEFI 16-20 s; docker BIOS 48-69 s (2m53 at load 8), its _ping over
 //	                   mutual TLS within a second after; kvm UEFI 37-63 s, libvirtd over
-//	                   TLS within a second after
+//	                   TLS within a second after; a busybox container imported, started
+//	                   and waited for over the API 21 s (loaded)
 //
 // The root file system is made with 1 GiB and 30% free and does not
 // grow to the disk: the config partition follows it.
