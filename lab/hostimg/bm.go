@@ -91,5 +91,5 @@ func (b *bmRecipe) build(_ context.Context, work string, p *progress) (*diskSpec
 	if err != nil {
 		return nil, err
 	}
-	return &diskSpec{vmlinuz: b.spec.Kernel.Vmlinuz, initrd: initrd}, nil
+	return &diskSpec{vmlinuz: b.spec.Kernel.Vmlinuz, initrd: initrd, kernel: b.spec.Kernel.Version}, nil
 }

@@ -237,6 +237,7 @@ func (d *debianRecipe) build(ctx context.Context, work string, p *progress) (*di
 	if err != nil {
 		return nil, err
 	}
+	release := strings.TrimPrefix(filepath.Base(vmlinuz), "vmlinuz-")
 	out, err := run(ctx, work, "", "du", "-s", "-B1M", rootfs)
 	if err != nil {
 		return nil, err
@@ -263,7 +264,7 @@ func (d *debianRecipe) build(ctx context.Context, work string, p *progress) (*di
 	if err := removeAll(rootfs); err != nil {
 		return nil, err
 	}
-	return &diskSpec{vmlinuz: vmlinuz, initrd: initrd, rootImage: root}, nil
+	return &diskSpec{vmlinuz: vmlinuz, initrd: initrd, rootImage: root, kernel: release}, nil
 }
 
 // mmdebstrap runs mmdebstrap, logging to logPath; on cancel it gets

@@ -42,6 +42,7 @@ type diskSpec struct {
 	vmlinuz, initrd string // files for the boot partition
 	rootImage       string // ext4 image for p2; empty for none
 	cmdline         string
+	kernel          string // the release of vmlinuz (uname -r)
 }
 
 func syslinuxCfg(cmdline string) string {

@@ -1,6 +1,8 @@
 package hostimg
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -8,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -32,6 +35,15 @@ import (
 // installer would, fill in the config partition, and boot it in QEMU on a
 // provisioning network of their own (a namespace with dnsmasq for DHCP
 // and a boot service stand-in recording heartbeats on the gateway).
+
+// skipIfShort marks the heavy tests: they boot real images (a minute or
+// two each, once the images are cached) and run in make test, but not
+// under go test -short.
+func skipIfShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a real host image in QEMU; run without -short")
+	}
+}
 
 // beat is one heartbeat the stand-in received.
 type beat struct {
@@ -168,6 +180,7 @@ func (l *hostLab) waitHeartbeat(t *testing.T, h *host, timeout time.Duration) ti
 		return ok, "console tail:\n" + tail(h.m.Console(), 3000) + "\ndnsmasq log tail:\n" + tail(string(dl), 1500)
 	})
 	took := b.at.Sub(h.started)
+	t.Logf("%s: console milestones:\n%s", h.cfg.Hostname, milestones(h.m.Console()))
 	require.Equal(t, h.cfg.HostID, b.hb.HostID)
 	require.Equal(t, h.cfg.Role, b.hb.Role)
 	require.Equal(t, h.cfg.Hostname, b.hb.Hostname)
@@ -209,6 +222,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 // TestBMHostBoots boots the bm image from its disk under BIOS and UEFI
 // and waits for the host agent's heartbeat.
 func TestBMHostBoots(t *testing.T) {
+	skipIfShort(t)
 	img := buildShared(t, rackcloud.RoleBareMetal, 5*time.Minute)
 	l := newHostLab(t, "hbm", "10.81.0.1/24")
 	for i, fw := range []qemu.Firmware{qemu.BIOS, qemu.UEFI} {
@@ -221,25 +235,35 @@ func TestBMHostBoots(t *testing.T) {
 	}
 }
 
+// bootDaemonHost boots a kvm or docker host (2 vCPUs, 2 GiB, an 8 GiB
+// disk) with a TLS identity for <hostname>.lab from a CA of its own,
+// waits for its heartbeat, and returns the address dnsmasq leased it.
+func bootDaemonHost(t *testing.T, role rackcloud.HostRole, fw qemu.Firmware, gateway string) (*hostLab, *host, *pki.PKI, string) {
+	img := buildShared(t, role, 15*time.Minute)
+	l := newHostLab(t, "h"+string(role[:2]), gateway)
+	name := fmt.Sprintf("%s-%s", role, fw)
+	certs, err := pki.New(t.TempDir(), name, name+".lab")
+	require.NoError(t, err)
+	b := netip.MustParsePrefix(gateway).Addr().As4()
+	mac := fmt.Sprintf("52:54:00:%02x:00:01", b[1])
+	h := l.bootHost(t, img, fw, mac, 8<<30, 2, 2048, certs)
+	took := l.waitHeartbeat(t, h, 5*time.Minute)
+	t.Logf("%s: boot to first heartbeat %s", role, took.Round(100*time.Millisecond))
+	ip := l.leasedIP(mac)
+	require.NotEmpty(t, ip, "dnsmasq leased an address")
+	return l, h, certs, ip
+}
+
 // TestDockerHostBoots boots the docker image (BIOS) and checks the
 // heartbeat, then dockerd's API over mutual TLS on :2376 from the
 // provisioning network, and that a client without a certificate is
 // refused.
 func TestDockerHostBoots(t *testing.T) {
-	img := buildShared(t, rackcloud.RoleDocker, 15*time.Minute)
-	l := newHostLab(t, "hdk", "10.82.0.1/24")
-	certs, err := pki.New(t.TempDir(), "docker-bios", "docker-bios.lab")
-	require.NoError(t, err)
-	const mac = "52:54:00:82:00:01"
-	h := l.bootHost(t, img, qemu.BIOS, mac, 8<<30, 2, 2048, certs)
-	took := l.waitHeartbeat(t, h, 5*time.Minute)
-	t.Logf("docker: boot to first heartbeat %s", took.Round(100*time.Millisecond))
-
-	ip := l.leasedIP(mac)
-	require.NotEmpty(t, ip, "dnsmasq leased an address")
+	skipIfShort(t)
+	l, h, certs, ip := bootDaemonHost(t, rackcloud.RoleDocker, qemu.BIOS, "10.82.0.1/24")
 	addr := net.JoinHostPort(ip, fmt.Sprint(hostconfig.DockerTLSPort))
 	client := func(cert *tls.Certificate) *http.Client {
-		cfg := &tls.Config{RootCAs: certs.Pool, ServerName: "docker-bios.lab"}
+		cfg := &tls.Config{RootCAs: certs.Pool, ServerName: h.cfg.Hostname + ".lab"}
 		if cert != nil {
 			cfg.Certificates = []tls.Certificate{*cert}
 		}
@@ -265,6 +289,7 @@ func TestDockerHostBoots(t *testing.T) {
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&v))
 	resp.Body.Close()
 	t.Logf("docker: dockerd %s, API %s", v.Version, v.APIVersion)
+	runContainer(t, client(&certs.Client), "https://"+addr)
 
 	_, err = client(nil).Get("https://" + addr + "/_ping")
 	require.Error(t, err, "a client without a certificate is refused")
@@ -287,4 +312,59 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// milestones picks the boot's landmarks from a console log.
+func milestones(console string) string {
+	re := regexp.MustCompile(`rackcloud|Startup finished|wait-online|FAILED|Reached target.*(Network|Multi-User)|Linux version|Run /init`)
+	var out []string
+	for _, l := range strings.Split(console, "\n") {
+		if re.MatchString(l) && !strings.Contains(l, "heartbeat to") {
+			out = append(out, strings.TrimSpace(l))
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// runContainer imports a busybox image (no registry is reachable),
+// runs a container that exits 0 and waits for it: the daemon can start
+// containers (apparmor_parser is there).
+func runContainer(t *testing.T, c *http.Client, base string) {
+	t.Helper()
+	slow := *c
+	slow.Timeout = 2 * time.Minute // a container start under TCG on a loaded machine
+	c = &slow
+	start := time.Now()
+	bb, err := os.ReadFile("/bin/busybox")
+	require.NoError(t, err)
+	var img bytes.Buffer
+	tw := tar.NewWriter(&img)
+	require.NoError(t, tw.WriteHeader(&tar.Header{Name: "bin/", Typeflag: tar.TypeDir, Mode: 0o755}))
+	require.NoError(t, tw.WriteHeader(&tar.Header{Name: "bin/busybox", Mode: 0o755, Size: int64(len(bb))}))
+	_, err = tw.Write(bb)
+	require.NoError(t, err)
+	require.NoError(t, tw.Close())
+	call := func(method, path, ctype string, body io.Reader, out any) {
+		t.Helper()
+		req, err := http.NewRequest(method, base+path, body)
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", ctype)
+		resp, err := c.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		require.Less(t, resp.StatusCode, 300, "%s %s: %s: %s", method, path, resp.Status, b)
+		if out != nil {
+			require.NoError(t, json.Unmarshal(b, out), string(b))
+		}
+	}
+	call("POST", "/images/create?fromSrc=-&repo=rc-busybox&tag=1", "application/x-tar", &img, nil)
+	var created struct{ ID string }
+	call("POST", "/containers/create", "application/json",
+		strings.NewReader(`{"Image":"rc-busybox:1","Cmd":["/bin/busybox","true"]}`), &created)
+	call("POST", "/containers/"+created.ID+"/start", "application/json", nil, nil)
+	var waited struct{ StatusCode int }
+	call("POST", "/containers/"+created.ID+"/wait", "application/json", nil, &waited)
+	require.Equal(t, 0, waited.StatusCode)
+	t.Logf("docker: image import, container create, start and wait in %s", time.Since(start).Round(100*time.Millisecond))
 }

@@ -15,6 +15,22 @@
 // version, BuilderVersion), so a rebuild happens only when one of those
 // changes. Builds use userspace tools only (mmdebstrap, mke2fs -d,
 // mkfs.vfat + mtools, syslinux, sfdisk, dd): no loop devices or mounts.
+//
+// Measured on the lab machine (2 cores, QEMU under TCG, other tests
+// running beside):
+//
+//	build, cold        bm 1 s (9 s under -race); docker 2m26-2m29 (mmdebstrap 2m02-2m05,
+//	                   ext4 7 s, disk 5 s, zstd 11 s), 2236 MiB raw, 311 MiB raw+zstd;
+//	                   kvm 2m26, 2172 MiB raw, 276 MiB; bm 22 MiB raw, 13 MiB
+//	build, cached      under 1 s (the agent's go build from the build cache), 2 s under -race
+//	write onto a disk  bm 30 ms; docker and kvm 2 s (16-24 s under -race)
+//	boot to heartbeat  bm BIOS 11-13 s, UEFI 16-20 s; docker BIOS 48-69 s (2m53 at load 8), its _ping over
+//	                   mutual TLS within a second after; kvm UEFI 37-63 s, libvirtd over
+//	                   TLS within a second after; a busybox container imported, started
+//	                   and waited for over the API 21 s (loaded)
+//
+// The root file system is made with 1 GiB and 30% free and does not
+// grow to the disk: the config partition follows it.
 package hostimg
 
 import (
@@ -237,7 +253,7 @@ func (r *recipe) build(ctx context.Context, dir string, p *progress) (*Image, er
 		return nil, err
 	}
 	return &Image{Role: r.role, Path: final, RawSize: n, SHA256: "sha256:" + hex.EncodeToString(sum[:]),
-		Recipe: r.hash, Kernel: r.kernel.Version}, nil
+		Recipe: r.hash, Kernel: d.kernel}, nil
 }
 
 // compressFile writes raw as raw+zstd to dst, atomically.

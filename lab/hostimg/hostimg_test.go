@@ -3,6 +3,9 @@ package hostimg
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +16,7 @@ import (
 
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/hostconfig"
+	"github.com/rackcloud/rackcloud/imagefmt"
 	"github.com/rackcloud/rackcloud/lab/labtest"
 	"github.com/stretchr/testify/require"
 )
@@ -36,6 +40,20 @@ func TestBMLayout(t *testing.T) {
 	require.True(t, strings.HasPrefix(img.SHA256, "sha256:"))
 	require.LessOrEqual(t, img.RawSize, int64(32<<20), "a tiny image")
 
+	// raw+zstd: one independent frame per imagefmt.ChunkSize of disk.
+	zf, err := os.Open(img.Path)
+	require.NoError(t, err)
+	frames := imagefmt.NewFrames(zf)
+	n := 0
+	for ; ; n++ {
+		if _, err := frames.Next(nil); err != nil {
+			require.ErrorIs(t, err, io.EOF)
+			break
+		}
+	}
+	zf.Close()
+	require.Equal(t, int((img.RawSize+imagefmt.ChunkSize-1)/imagefmt.ChunkSize), n)
+
 	disk := filepath.Join(t.TempDir(), "disk.raw")
 	require.NoError(t, WriteDisk(img.Path, disk, 0))
 	f, err := os.Open(disk)
@@ -44,6 +62,10 @@ func TestBMLayout(t *testing.T) {
 	st, err := f.Stat()
 	require.NoError(t, err)
 	require.Equal(t, img.RawSize, st.Size())
+	sum := sha256.New()
+	_, err = io.Copy(sum, f)
+	require.NoError(t, err)
+	require.Equal(t, img.SHA256, "sha256:"+hex.EncodeToString(sum.Sum(nil)), "the disk reads back as the image's checksum")
 	mbr := make([]byte, 512)
 	_, err = f.ReadAt(mbr, 0)
 	require.NoError(t, err)
