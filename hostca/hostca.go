@@ -32,6 +32,11 @@ const (
 // the certificate does not depend on the address DHCP gave.
 func ServerName(hostID string) string { return hostID + ".hosts.rackcloud" }
 
+// leafUsage is the key usage of the certificates the CA issues: libvirt
+// (GnuTLS) refuses a server or client certificate without key
+// encipherment, whatever the key type.
+const leafUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
+
 // Pair is a PEM certificate and its PEM private key.
 type Pair struct {
 	Cert string
@@ -93,7 +98,7 @@ func (c *CA) Host(hostID, name string, ips []net.IP, now time.Time) (Pair, error
 	return c.issue(&x509.Certificate{
 		Subject: pkix.Name{CommonName: ServerName(hostID)}, DNSNames: []string{ServerName(hostID), name}, IPAddresses: ips,
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(HostLifetime),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: leafUsage, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	})
 }
 
@@ -102,7 +107,7 @@ func (c *CA) Client(now time.Time) (Pair, error) {
 	return c.issue(&x509.Certificate{
 		Subject:   pkix.Name{CommonName: "rackcloud", Organization: []string{"rackcloud"}},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(ClientLifetime),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		KeyUsage: leafUsage, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
 }
 
