@@ -28,6 +28,9 @@ const (
 	DefaultFirstBootTimeout = 15 * time.Minute
 	// DefaultHeartbeat is how often installed hosts call in.
 	DefaultHeartbeat = 10 * time.Second
+	// DefaultRoleTimeout bounds the wait for an installed host's daemon
+	// to answer after its first heartbeat.
+	DefaultRoleTimeout = 10 * time.Minute
 )
 
 // Step names of host.provision.
@@ -69,7 +72,7 @@ func (p *Provisioner) provisionKind() tasks.Kind {
 			{Name: StepAwaitInstall, Run: p.awaitInstall, WaitTimeout: p.cfg.InstallTimeout, MaxAttempts: 5},
 			{Name: StepBootDisk, Run: p.bootDisk},
 			{Name: StepAwaitFirstBoot, Run: p.awaitFirstBoot, WaitTimeout: p.cfg.FirstBootTimeout, MaxAttempts: 5},
-			{Name: StepCheckRole, Run: p.checkRole, MaxAttempts: 8},
+			{Name: StepCheckRole, Run: p.checkRole, WaitTimeout: p.cfg.RoleTimeout, MaxAttempts: 5},
 			{Name: StepReady, Run: p.toReady},
 		},
 	}
@@ -363,6 +366,10 @@ func (p *Provisioner) awaitFirstBoot(ctx context.Context, sc *tasks.StepContext)
 	return booted{Addr: ev.IP, BootID: hb.BootID, Kernel: hb.Kernel}, nil
 }
 
+// roleRecheck is how often a role daemon that does not answer yet is
+// tried again.
+const roleRecheck = 3 * time.Second
+
 // endpointed is the output of the role check.
 type endpointed struct {
 	Endpoint string `json:"endpoint,omitempty"`
@@ -386,11 +393,18 @@ func (p *Provisioner) checkRole(ctx context.Context, sc *tasks.StepContext) (any
 	if net.ParseIP(b.Addr) == nil {
 		return nil, tasks.Permanent(reasoned(rackcloud.FailRoleUnreachable, fmt.Errorf("the host's heartbeat came from no address (%q)", b.Addr)))
 	}
-	start := time.Now()
 	ep, answer, err := p.roles().Check(ctx, h, pp.Role, b.Addr)
-	p.observe("role_check", start, err)
 	if err != nil {
-		return nil, reasoned(rackcloud.FailRoleUnreachable, err)
+		// The daemon may start after the host agent called in: wait
+		// (the step's timeout says role_unreachable).
+		p.log.Info("host's role does not answer yet", "host", h.Name, "role", pp.Role, "err", err)
+		return nil, tasks.Snooze(roleRecheck, fmt.Sprintf("the %s daemon at %s to answer (last: %s)", pp.Role, b.Addr, oneLine(err.Error())))
+	}
+	var bt powered
+	if err := sc.Output(StepBootDisk, &bt); err == nil {
+		if now, err := store.Now(ctx, p.cfg.Pool); err == nil {
+			p.m.phase.WithLabelValues("role_check", "ok").Observe(now.Sub(bt.At).Seconds())
+		}
 	}
 	p.log.Info("host's role answers", "host", h.Name, "role", pp.Role, "endpoint", ep, "answer", answer)
 	return endpointed{Endpoint: ep, Answer: answer}, nil

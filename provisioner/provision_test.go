@@ -42,7 +42,7 @@ func newProvisionEnv(t *testing.T, roles *fakeRoles, firstBoot time.Duration) *e
 	require.NoError(t, err)
 	return newEnvWith(t, func(c *provisioner.Config) {
 		c.Sealer, c.BootURL, c.Roles = sealer, "http://10.88.0.1:8080", roles
-		c.InspectTimeout, c.InstallTimeout, c.FirstBootTimeout = time.Hour, time.Hour, firstBoot
+		c.InspectTimeout, c.InstallTimeout, c.FirstBootTimeout, c.RoleTimeout = time.Hour, time.Hour, firstBoot, time.Second
 		c.Heartbeat = 5 * time.Second
 	})
 }

@@ -82,6 +82,9 @@ type Config struct {
 	// InstallTimeout bounds the wait for the installer, FirstBootTimeout
 	// the wait for the installed OS's first heartbeat (0: defaults).
 	InstallTimeout, FirstBootTimeout time.Duration
+	// RoleTimeout bounds the wait for the role's daemon to answer once
+	// the installed host called in (0: DefaultRoleTimeout).
+	RoleTimeout time.Duration
 	// Sealer seals the hosts' install secrets (tokens, TLS keys) and the
 	// host CA; nil fails provisioning.
 	Sealer *store.Sealer
@@ -128,6 +131,7 @@ func New(cfg Config) *Provisioner {
 	cfg.Recheck = cmp.Or(cfg.Recheck, DefaultRecheck)
 	cfg.InstallTimeout = cmp.Or(cfg.InstallTimeout, DefaultInstallTimeout)
 	cfg.FirstBootTimeout = cmp.Or(cfg.FirstBootTimeout, DefaultFirstBootTimeout)
+	cfg.RoleTimeout = cmp.Or(cfg.RoleTimeout, DefaultRoleTimeout)
 	cfg.Heartbeat = cmp.Or(cfg.Heartbeat, DefaultHeartbeat)
 	cfg.FastTrackGrace = cmp.Or(cfg.FastTrackGrace, DefaultFastTrackGrace)
 	if cfg.Logger == nil {
@@ -520,6 +524,8 @@ func FailureFor(step, errText string) rackcloud.FailureReason {
 			return rackcloud.FailAgentTimeout
 		case StepAwaitFirstBoot:
 			return rackcloud.FailFirstBootTimeout
+		case StepCheckRole:
+			return rackcloud.FailRoleUnreachable
 		}
 	}
 	return rackcloud.FailInternal
