@@ -94,6 +94,9 @@ type Config struct {
 	// InstallTimeout and FirstBootTimeout bound the waits of
 	// host.provision (0: the provisioner's defaults).
 	InstallTimeout, FirstBootTimeout time.Duration
+	// RoleTimeout bounds the wait for an installed host's daemon (0: the
+	// provisioner's default).
+	RoleTimeout time.Duration
 	// HostBootURL is the boot service's URL as installed hosts reach it;
 	// empty fails host.provision.
 	HostBootURL string
@@ -205,7 +208,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	// Every replica registers every kind, also one without workers, so
 	// that Submit never refuses a real kind.
 	s.prov = provisioner.New(provisioner.Config{Pool: pool, BMC: bmcs, InspectTimeout: cfg.InspectTimeout, Overhead: cfg.HostOverhead,
-		InstallTimeout: cfg.InstallTimeout, FirstBootTimeout: cfg.FirstBootTimeout, Sealer: s.sealer, BootURL: cfg.HostBootURL,
+		InstallTimeout: cfg.InstallTimeout, FirstBootTimeout: cfg.FirstBootTimeout, RoleTimeout: cfg.RoleTimeout, Sealer: s.sealer, BootURL: cfg.HostBootURL,
 		Dial:   nsnet.Dialer(cfg.HostNetns, &net.Dialer{Timeout: 10 * time.Second}),
 		Logger: log.With("component", "provisioner"), Registerer: reg})
 	if err := s.prov.Register(s.tasks); err != nil {
