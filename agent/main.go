@@ -2,8 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -29,22 +27,8 @@ import (
 //	                  image instead (Install)
 //	--retry-for D     how long to keep trying (default 2m)
 func Main(ctx context.Context, name string, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	for _, a := range args {
-		if a == "--" {
-			break
-		}
-		if a == "-h" || a == "-help" || a == "--help" {
-			fs.SetOutput(stdout) // help asked for is not an error
-		}
-	}
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: %s [flags]\n\n"+
-			"Collects this machine's hardware inventory (CPU, memory, disks, NICs, DMI, firmware) and\n"+
-			"reports it to the boot service with this boot's token, or prints it as JSON.\n\nflags:\n", name)
-		fs.PrintDefaults()
-	}
+	fs := newHostFlags(name, "Collects this machine's hardware inventory (CPU, memory, disks, NICs, DMI, firmware) and\n"+
+		"reports it to the boot service with this boot's token, or prints it as JSON.", args, stdout, stderr)
 	root := fs.String("root", "/", "root of the file system to inspect (where proc and sys are)")
 	report := fs.String("report", "", "POST the inventory to this URL (the boot service's /boot/{mac}/inventory) instead of printing it")
 	token := fs.String("token", "", "this boot's token, sent as \"Authorization: Bearer\"")
@@ -53,15 +37,8 @@ func Main(ctx context.Context, name string, args []string, stdout, stderr io.Wri
 	retryFor := fs.Duration("retry-for", DefaultRetryFor, "keep trying this long after transport errors and 5xx answers")
 	standby := fs.Duration("standby", 0, "with --from-cmdline, after reporting stay up this long asking for an install plan, and install when one comes (fast track: no second boot into the installer)")
 	marker := fs.String("reported-marker", "", "print this line on stdout once the inventory is reported (before standing by)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "%s: unexpected arguments %q\n", name, fs.Args())
-		return 2
+	if code, done := parseHostFlags(fs, args, stderr); done {
+		return code
 	}
 	cfg := Config{Root: os.DirFS(*root), ReportURL: *report, Token: *token, RetryFor: *retryFor, Log: stderr}
 	if *fromCmdline {
