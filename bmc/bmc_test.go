@@ -114,7 +114,7 @@ func TestPXEBootThroughBMC(t *testing.T) {
 		// network.
 		args, err := m.Spec.Args()
 		require.NoError(t, err)
-		require.Contains(t, strings.Join(args, " "), "order=nc", "%s: network first", c.name)
+		require.Regexp(t, `mac=[0-9a-f:]+,bootindex=0`, strings.Join(args, " "), "%s: network first", c.name)
 	}
 	for _, c := range cases {
 		re := regexp.MustCompile(`DHCPDISCOVER\(` + pnet.Bridge + `\) ` + regexp.QuoteMeta(macs[c.name]))

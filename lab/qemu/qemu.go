@@ -115,21 +115,38 @@ func (s Spec) Args() ([]string, error) {
 			}
 			f.Close()
 		}
-		args = append(args, "-drive", fmt.Sprintf("file=%s,format=raw,if=virtio,index=%d", d.Path, i))
+		// Boot order by bootindex, which SeaBIOS and OVMF both honour
+		// (OVMF ignores -boot order=, and its saved BootOrder would keep
+		// booting a disk that has an OS over a PXE override).
+		args = append(args, "-drive", fmt.Sprintf("file=%s,format=raw,if=none,id=disk%d", d.Path, i),
+			"-device", fmt.Sprintf("virtio-blk-pci,drive=disk%d,bootindex=%d", i, diskIndex(s, i)))
 	}
 	if s.Tap != "" {
-		nic := "virtio-net-pci,netdev=n0,mac=" + s.MAC.String()
+		nic := "virtio-net-pci,netdev=n0,mac=" + s.MAC.String() + ",bootindex=" + strconv.Itoa(nicIndex(s))
 		if s.Firmware == UEFI {
 			nic += ",romfile="
 		}
 		args = append(args, "-netdev", "tap,id=n0,ifname="+s.Tap+",script=no,downscript=no", "-device", nic)
 	}
-	if s.BootNetwork {
-		args = append(args, "-boot", "order=nc")
-	} else {
-		args = append(args, "-boot", "order=cn")
-	}
 	return append(args, s.ExtraArgs...), nil
+}
+
+// diskIndex is disk i's place in the boot order: after the NIC when the
+// machine boots from the network first.
+func diskIndex(s Spec, i int) int {
+	if s.BootNetwork {
+		return i + 1
+	}
+	return i
+}
+
+// nicIndex is the NIC's place in the boot order: first, or after the
+// disks.
+func nicIndex(s Spec) int {
+	if s.BootNetwork {
+		return 0
+	}
+	return len(s.Disks)
 }
 
 // ConsolePath is the file the guest's serial console is written to.

@@ -18,7 +18,8 @@ func TestArgs(t *testing.T) {
 		t.Fatal(err)
 	}
 	line := strings.Join(args, " ")
-	for _, want := range []string{"accel=tcg", "mac=52:54:00:aa:01:01,romfile=", "order=nc", OVMFCode, "if=virtio"} {
+	for _, want := range []string{"accel=tcg", "mac=52:54:00:aa:01:01,bootindex=0,romfile=", OVMFCode,
+		"virtio-blk-pci,drive=disk0,bootindex=1"} {
 		if !strings.Contains(line, want) {
 			t.Errorf("args lack %q: %s", want, line)
 		}

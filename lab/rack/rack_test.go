@@ -206,7 +206,7 @@ func pxePowerOn(t *testing.T, ctx context.Context, net *netns.Net, logf string, 
 		t.Fatalf("QEMU of %s exited right after power on (%v); qemu.log:\n%s\nconsole:\n%s", n.Name, m.ExitErr(), qlog, m.Console())
 	}
 	require.Contains(t, string(stat), "qemu-system-x86_64")
-	require.Contains(t, string(stat), "order=nc", "PXE first")
+	require.Regexp(t, `mac=[0-9a-f:]+,bootindex=0`, string(stat), "PXE first")
 	if n.Firmware == qemu.UEFI {
 		require.Contains(t, string(stat), "OVMF")
 	}
