@@ -139,8 +139,9 @@ const maxCanaries = 8
 // poison decides about e (at offset off), which alone got a 5xx: it is
 // sent again until it got PoisonAfter of them in a row (pausing Retry
 // between tries), then the events queued after it are sent alone, one by
-// one (up to maxCanaries), until the API takes one. If it does, e is
-// poison: its last answer is returned, to be dropped. If it takes none
+// one (up to maxCanaries), until the API takes one. If it does and still
+// fails e, e is poison: its last answer is returned, to be dropped (an API
+// that takes e too just recovered). If it takes none
 // (or none is queued), the API is failing, not poisoned: the answer is a
 // transient error and nothing is dropped. A canary taken right after e
 // is settled; one taken further on is sent again in its turn (the API
@@ -163,6 +164,12 @@ func (r *round) poison(ctx context.Context, e Event, off int) answer {
 			break
 		}
 		if r.c.post(ctx, []Event{canary}).err == nil {
+			// The API takes events again: unless it still fails e,
+			// the outage just ended during the search (e is not
+			// poison, and goes now).
+			if b := r.c.post(ctx, []Event{e}); !b.serverError() {
+				return b
+			}
 			if i == 1 {
 				r.settle(off + 2) // e goes too, as poison
 			}
