@@ -80,11 +80,6 @@ func failed(r rackcloud.FailureReason, format string, a ...any) error {
 // configuration partition and reports each phase. A failure is reported
 // with its reason before it is returned.
 func (in *Install) Run(ctx context.Context) error {
-	in.Report.Token = in.Token
-	logw := in.Report.Log
-	if logw == nil {
-		logw = io.Discard
-	}
 	plan, err := in.plan(ctx)
 	if err != nil {
 		return err

@@ -33,18 +33,25 @@ import (
 // with its admin token; it goes down when the test ends.
 func upLab(t *testing.T, netns, gw string, nodes int) (*lab.Lab, string) {
 	t.Helper()
+	return upLabWith(t, lab.Config{Netns: netns, Gateway: netip.MustParsePrefix(gw), Nodes: nodes})
+}
+
+// upLabWith brings the lab of c up on free ports in a new directory, its
+// namespace named c.Netns-<pid>, and returns it with its admin token; it
+// goes down when the test ends.
+func upLabWith(t *testing.T, c lab.Config) (*lab.Lab, string) {
+	t.Helper()
 	ports := make([]int, 5)
 	for i := range ports {
 		p, err := proc.FreePort()
 		require.NoError(t, err)
 		ports[i] = p
 	}
-	dir := t.TempDir()
-	require.NoError(t, os.Chmod(filepath.Dir(dir), 0o755)) // postgres must reach it
-	l, err := lab.Up(context.Background(), lab.Config{Dir: dir, APIPort: ports[0], PostgresPort: ports[1],
-		PrometheusPort: ports[2], AlertmanagerPort: ports[3], NodeExporterPort: ports[4],
-		Netns: fmt.Sprintf("%s-%d", netns, os.Getpid()), Gateway: netip.MustParsePrefix(gw), Nodes: nodes},
-		slog.New(slog.DiscardHandler))
+	c.Dir = t.TempDir()
+	require.NoError(t, os.Chmod(filepath.Dir(c.Dir), 0o755)) // postgres must reach it
+	c.APIPort, c.PostgresPort, c.PrometheusPort, c.AlertmanagerPort, c.NodeExporterPort = ports[0], ports[1], ports[2], ports[3], ports[4]
+	c.Netns = fmt.Sprintf("%s-%d", c.Netns, os.Getpid())
+	l, err := lab.Up(context.Background(), c, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	t.Cleanup(l.Down)
 	token, err := l.Token()

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/netip"
 	"os"
@@ -23,7 +22,6 @@ import (
 	"github.com/rackcloud/rackcloud/lab"
 	"github.com/rackcloud/rackcloud/lab/hostimg"
 	"github.com/rackcloud/rackcloud/lab/labtest"
-	"github.com/rackcloud/rackcloud/lab/proc"
 	"github.com/rackcloud/rackcloud/lab/rack"
 )
 
@@ -109,23 +107,8 @@ func (a apiClient) waitState(n *rack.Node, state string, within time.Duration, i
 // token: ready. Then the faults: an image whose checksum is wrong fails
 // the install with checksum_mismatch; the image fixed, retry is ready.
 func TestRackToReadyBareMetal(t *testing.T) {
-	ports := make([]int, 5)
-	for i := range ports {
-		p, err := proc.FreePort()
-		require.NoError(t, err)
-		ports[i] = p
-	}
-	dir := t.TempDir()
-	require.NoError(t, os.Chmod(filepath.Dir(dir), 0o755))
-	l, err := lab.Up(context.Background(), lab.Config{Dir: dir, APIPort: ports[0], PostgresPort: ports[1],
-		PrometheusPort: ports[2], AlertmanagerPort: ports[3], NodeExporterPort: ports[4],
-		Netns: fmt.Sprintf("rctest-prov-%d", os.Getpid()), Gateway: netip.MustParsePrefix("10.79.0.1/24"), Nodes: 2,
-		Roles: []rackcloud.HostRole{rackcloud.RoleBareMetal, rackcloud.RoleBareMetal}, Onboard: true},
-		slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	t.Cleanup(l.Down)
-	token, err := l.Token()
-	require.NoError(t, err)
+	l, token := upLabWith(t, lab.Config{Netns: "rctest-prov", Gateway: netip.MustParsePrefix("10.79.0.1/24"), Nodes: 2,
+		Roles: []rackcloud.HostRole{rackcloud.RoleBareMetal, rackcloud.RoleBareMetal}, Onboard: true})
 	a := apiClient{t: t, base: l.APIURL, token: token}
 	start := time.Now()
 	for _, n := range l.Rack.Nodes {
@@ -195,7 +178,7 @@ func TestRackToReadyBareMetal(t *testing.T) {
 	h2, _ := a.host(n2.MAC.String())
 	require.Equal(t, 202, a.call(http.MethodPost, "/v1/hosts/"+h2.ID+"/deprovision", nil, nil))
 	a.waitState(n2, "available", 4*time.Minute)
-	flakyURL := serveFlaky(t, l, filepath.Join(dir, "boot", "files", "images"))
+	flakyURL := serveFlaky(t, l, filepath.Join(l.Dir, "boot", "files", "images"))
 	var flaky struct {
 		ID string `json:"id"`
 	}
@@ -281,23 +264,8 @@ func serveFlaky(t *testing.T, l *lab.Lab, dir string) string {
 // by the agent, booted from disk; ready means rackcloud reached libvirtd
 // and dockerd over mutual TLS with its host CA, at the endpoints stored.
 func TestRackToReadyKVMAndDocker(t *testing.T) {
-	ports := make([]int, 5)
-	for i := range ports {
-		p, err := proc.FreePort()
-		require.NoError(t, err)
-		ports[i] = p
-	}
-	dir := t.TempDir()
-	require.NoError(t, os.Chmod(filepath.Dir(dir), 0o755))
-	l, err := lab.Up(context.Background(), lab.Config{Dir: dir, APIPort: ports[0], PostgresPort: ports[1],
-		PrometheusPort: ports[2], AlertmanagerPort: ports[3], NodeExporterPort: ports[4],
-		Netns: fmt.Sprintf("rctest-real-%d", os.Getpid()), Gateway: netip.MustParsePrefix("10.80.0.1/24"), Nodes: 2,
-		Roles: []rackcloud.HostRole{rackcloud.RoleKVM, rackcloud.RoleDocker}, Onboard: true},
-		slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	t.Cleanup(l.Down)
-	token, err := l.Token()
-	require.NoError(t, err)
+	l, token := upLabWith(t, lab.Config{Netns: "rctest-real", Gateway: netip.MustParsePrefix("10.80.0.1/24"), Nodes: 2,
+		Roles: []rackcloud.HostRole{rackcloud.RoleKVM, rackcloud.RoleDocker}, Onboard: true})
 	a := apiClient{t: t, base: l.APIURL, token: token}
 	start := time.Now()
 	want := map[string]string{"kvm": "qemu+tls://", "docker": "tcp://"}

@@ -28,7 +28,14 @@ func newHostsCollector(pool *pgxpool.Pool) *hostsCollector {
 
 func (c *hostsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc; ch <- c.up }
 
-var hostRoles = []string{"none", string(rackcloud.RoleBareMetal), string(rackcloud.RoleKVM), string(rackcloud.RoleDocker)}
+// hostRoles are the role label's values: none, then the domain's roles.
+func hostRoles() []string {
+	out := []string{"none"}
+	for _, r := range rackcloud.HostRoles() {
+		out = append(out, string(r))
+	}
+	return out
+}
 
 func (c *hostsCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -55,7 +62,7 @@ func (c *hostsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 1)
 	for _, s := range rackcloud.HostStates() {
-		for _, r := range hostRoles {
+		for _, r := range hostRoles() {
 			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, counts[[2]string{string(s), r}], string(s), r)
 			delete(counts, [2]string{string(s), r})
 		}

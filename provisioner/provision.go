@@ -226,7 +226,7 @@ func (p *Provisioner) standingBy(ctx context.Context, hostID string) (bool, erro
 // write the image and read it back; its progress shows in what the step
 // waits for.
 func (p *Provisioner) awaitInstall(ctx context.Context, sc *tasks.StepContext) (any, error) {
-	pp, h, err := p.provisionee(ctx, sc)
+	_, h, err := p.provisionee(ctx, sc)
 	if err != nil {
 		return nil, err
 	}
@@ -269,7 +269,6 @@ func (p *Provisioner) awaitInstall(ctx context.Context, sc *tasks.StepContext) (
 		return nil, tasks.Snooze(p.cfg.Recheck, fmt.Sprintf("the installer: %s %s %.0f%% of %d MB at %.1f MB/s",
 			orUnknown(rep.Disk), bar(pct), pct, rep.Total>>20, rep.MBps))
 	}
-	_ = pp
 	return nil, tasks.Snooze(p.cfg.Recheck, "the installer to write "+orUnknown(rep.Disk))
 }
 

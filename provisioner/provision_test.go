@@ -274,7 +274,22 @@ func TestProvisionFastTrack(t *testing.T) {
 			})
 			e.event(h, rackcloud.BootEventHTTPScript, "10.88.0.50", nil) // the installer's boot
 			e.waitFor(id, "the installer to start")
-			time.Sleep(500 * time.Millisecond) // past the grace again: no second power-on
+			// The step runs again (past the grace: it powered on after
+			// it) and powers on no more.
+			evs, err := e.engine.Events(context.Background(), id, 0, 1000)
+			require.NoError(t, err)
+			seen := evs[len(evs)-1].Seq
+			labtest.Eventually(t, 20*time.Second, 20*time.Millisecond, "the step to run twice more", func() (bool, string) {
+				more, err := e.engine.Events(context.Background(), id, seen, 1000)
+				require.NoError(t, err)
+				runs := 0
+				for _, ev := range more {
+					if ev.Type == "started" { // a wake-up runs the step again
+						runs++
+					}
+				}
+				return runs >= 2, fmt.Sprint(runs, " runs")
+			})
 			require.Equal(t, []string{"pxe " + h.ID}, e.bmc.Calls())
 		})
 	}

@@ -530,7 +530,7 @@ func floorRun(ctx context.Context, dir string, role rackcloud.HostRole, n int, i
 				continue
 			}
 			if role == rackcloud.RoleDocker {
-				if !pingDocker(ctx, nw, ca.Cert, client, ids[i], mac) {
+				if !pingDocker(ctx, nw, filepath.Join(dir, leaseFileName), ca.Cert, client, ids[i], mac) {
 					continue
 				}
 				hb = time.Since(f.start)
@@ -557,8 +557,8 @@ func floorRun(ctx context.Context, dir string, role rackcloud.HostRole, n int, i
 
 // pingDocker asks dockerd on the floor server with mac (its lease's
 // address) for GET /_ping over mutual TLS.
-func pingDocker(ctx context.Context, nw *netns.Net, caPEM string, client hostca.Pair, hostID, mac string) bool {
-	ip := leaseIP(nw, mac)
+func pingDocker(ctx context.Context, nw *netns.Net, leases, caPEM string, client hostca.Pair, hostID, mac string) bool {
+	ip := leaseIP(leases, mac)
 	if ip == "" {
 		return false
 	}
@@ -575,11 +575,9 @@ func pingDocker(ctx context.Context, nw *netns.Net, caPEM string, client hostca.
 	return resp.StatusCode == http.StatusOK
 }
 
-var leaseFile string
-
-// leaseIP reads dnsmasq's lease of mac.
-func leaseIP(_ *netns.Net, mac string) string {
-	b, _ := os.ReadFile(leaseFile)
+// leaseIP reads the lease of mac from dnsmasq's lease file.
+func leaseIP(leases, mac string) string {
+	b, _ := os.ReadFile(leases)
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
 		if len(f) >= 3 && strings.EqualFold(f[1], mac) {
@@ -589,11 +587,14 @@ func leaseIP(_ *netns.Net, mac string) string {
 	return ""
 }
 
+// leaseFileName is dnsmasq's lease file in the floor's directory.
+const leaseFileName = "dnsmasq.leases"
+
 func startDnsmasq(ctx context.Context, nw *netns.Net, dir string, gw netip.Prefix) (*proc.Process, error) {
 	b := gw.Addr().As4()
 	lo, hi := b, b
 	lo[3], hi[3] = 100, 199
-	leaseFile = filepath.Join(dir, "dnsmasq.leases")
+	leaseFile := filepath.Join(dir, leaseFileName)
 	ipxe := "http://" + gw.Addr().String() + ":8080/boot.ipxe?mac=${net0/mac}"
 	args := []string{"netns", "exec", nw.Name, "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
 		"--interface=" + nw.Bridge, "--bind-interfaces", "--dhcp-authoritative",
