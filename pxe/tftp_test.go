@@ -130,7 +130,9 @@ func TestTFTPWithRealClients(t *testing.T) {
 	for _, e := range s.Timeline("") { // no DHCP here: no MAC is known for 127.0.0.1
 		kinds = append(kinds, e.Kind)
 	}
-	require.Equal(t, []EventKind{EventTFTPStart, EventTFTPDone, EventTFTPStart, EventTFTPDone, EventTFTPStart, EventTFTPDone}, kinds)
+	// Three starts and three dones: a transfer's done (after its last
+	// ACK) may be recorded after the next client's start.
+	require.ElementsMatch(t, []EventKind{EventTFTPStart, EventTFTPDone, EventTFTPStart, EventTFTPDone, EventTFTPStart, EventTFTPDone}, kinds)
 	require.Equal(t, float64(3*len(content)), counterValue(s.m.tftpBytes))
 }
 
