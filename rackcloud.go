@@ -222,6 +222,10 @@ const (
 	// FormatRawZstd is a raw disk as independent zstd frames (imagefmt).
 	FormatRawZstd ImageFormat = "raw+zstd"
 	FormatQCOW2   ImageFormat = "qcow2"
+	// FormatDockerArchive is a container image as `docker save` writes
+	// it (a tar with manifest.json), loaded into dockerd without a
+	// registry.
+	FormatDockerArchive ImageFormat = "docker-archive"
 )
 
 // BootProfile is how to boot an image over the network.
