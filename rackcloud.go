@@ -211,6 +211,18 @@ type Host struct {
 	Endpoint string `json:"endpoint,omitempty"`
 	// LastHeartbeat is when the installed host's agent last called in.
 	LastHeartbeat *time.Time `json:"last_heartbeat,omitempty"`
+	// Overcommit multiplies what the host can sell of each resource (after
+	// overhead); 0 takes the zone's ratio, else 1.
+	Overcommit Overcommit `json:"overcommit"`
+	// Used is what the guests placed on the host use (read-only).
+	Used Resources `json:"used"`
+}
+
+// Overcommit holds per-resource overcommit ratios; 0 means inherited.
+type Overcommit struct {
+	CPU    float64 `json:"cpu,omitempty"`
+	Memory float64 `json:"memory,omitempty"`
+	Disk   float64 `json:"disk,omitempty"`
 }
 
 // ImageFormat is an OS image's disk format.
@@ -298,6 +310,52 @@ type Guest struct {
 	HostID           string     `json:"host_id,omitempty"`
 	// Handle is the driver's ID: a libvirt domain UUID, a container ID.
 	Handle string `json:"handle,omitempty"`
+	// RackID, when set, keeps the guest in that rack; WantHostID places
+	// it on that host only (exact placement).
+	RackID     string `json:"rack_id,omitempty"`
+	WantHostID string `json:"want_host_id,omitempty"`
+	// Constraints are label expressions over host labels ("ssd",
+	// "!spot", "tier in (a,b)"), all required.
+	Constraints []string `json:"constraints,omitempty"`
+	// Strategy packs guests onto few hosts (binpack) or spreads them.
+	Strategy PlacementStrategy `json:"strategy"`
+	// StateReason says why a failed guest failed.
+	StateReason string `json:"state_reason,omitempty"`
+	// Placement is placement's last word on the guest: where it went and
+	// why, or why nothing fits.
+	Placement string `json:"placement,omitempty"`
+	// Observed is what the guest's driver last saw (the reconciler):
+	// it never changes State, which is what was asked for.
+	Observed *GuestObserved `json:"observed,omitempty"`
+}
+
+// GuestObserved is a guest as its host last showed it.
+type GuestObserved struct {
+	State  string    `json:"state"`
+	Detail string    `json:"detail,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+// PlacementStrategy is how placement weighs hosts that fit.
+type PlacementStrategy string
+
+// Placement strategies.
+const (
+	Binpack PlacementStrategy = "binpack"
+	Spread  PlacementStrategy = "spread"
+)
+
+// HostRoleFor is the host role that runs guests of kind k.
+func HostRoleFor(k GuestKind) HostRole {
+	switch k {
+	case GuestVM:
+		return RoleKVM
+	case GuestContainer:
+		return RoleDocker
+	case GuestBareMetal:
+		return RoleBareMetal
+	}
+	return ""
 }
 
 // PlacementPolicy is affinity or anti-affinity.
@@ -328,6 +386,11 @@ type PlacementGroup struct {
 	// weigh against it.
 	Hard  bool           `json:"hard"`
 	Scope PlacementScope `json:"scope"`
+	// MaxPerScope is how many of the group's guests anti-affinity allows
+	// in one host, rack or zone (1 when 0).
+	MaxPerScope int `json:"max_per_scope"`
+	// Weight scales a soft group's pull or push against the other scores.
+	Weight float64 `json:"weight"`
 }
 
 // Project owns guests and has a quota.

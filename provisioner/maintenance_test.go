@@ -30,6 +30,9 @@ func TestDrainAndActivate(t *testing.T) {
 	g, err := store.CreateGuest(ctx, e.pool, rackcloud.Guest{Meta: rackcloud.Meta{Name: "g"}, ProjectID: p.ID, Kind: rackcloud.GuestContainer,
 		Flavor: rackcloud.Resources{CPUCores: 1, MemoryMiB: 100, DiskGiB: 1}, ImageID: im.ID, State: rackcloud.GuestRunning})
 	require.NoError(t, err)
+	// The database takes a guest only on a host of its role with room.
+	_, err = e.pool.Exec(ctx, `UPDATE hosts SET role = 'docker', cpu_cores = 4, memory_mib = 4096, disk_gib = 10 WHERE id = $1`, h.ID)
+	require.NoError(t, err)
 	_, err = e.pool.Exec(ctx, `UPDATE guests SET host_id = $1 WHERE id = $2`, h.ID, g.ID)
 	require.NoError(t, err)
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rackcloud/rackcloud"
@@ -96,30 +97,40 @@ func RecordBMCObservation(ctx context.Context, q Querier, o BMCObservation) (cha
 // with a host's ID when its BMC address or credentials change.
 const bmcChannel = "rackcloud_bmc_changed"
 
-// BMCListener receives the IDs of hosts whose BMC address or credentials
-// changed (committed changes only), on a connection of its own.
-type BMCListener struct {
+// Listener receives the payloads notified on one channel (committed
+// changes only), on a connection of its own.
+type Listener struct {
 	conn *pgxpool.Conn
 }
 
-// ListenBMCChanges starts listening: every change committed after it
-// returns is delivered by Next. Close it when done.
+// BMCListener receives the IDs of hosts whose BMC address or credentials
+// changed.
+type BMCListener = Listener
+
+// ListenBMCChanges starts listening for BMC changes: every change
+// committed after it returns is delivered by Next. Close it when done.
 func ListenBMCChanges(ctx context.Context, pool *pgxpool.Pool) (*BMCListener, error) {
+	return Listen(ctx, pool, bmcChannel)
+}
+
+// Listen starts listening on channel: every notification committed after
+// it returns is delivered by Next. Close it when done.
+func Listen(ctx context.Context, pool *pgxpool.Pool, channel string) (*Listener, error) {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := conn.Exec(ctx, `LISTEN `+bmcChannel); err != nil {
+	if _, err := conn.Exec(ctx, `LISTEN `+pgx.Identifier{channel}.Sanitize()); err != nil {
 		conn.Release()
 		return nil, err
 	}
-	return &BMCListener{conn: conn}, nil
+	return &Listener{conn: conn}, nil
 }
 
-// Next waits for the next change and returns its host's ID. It returns
-// ctx's error when ctx ends first (the listener stays usable), and any
-// other error when the connection is lost.
-func (l *BMCListener) Next(ctx context.Context) (string, error) {
+// Next waits for the next notification and returns its payload. It
+// returns ctx's error when ctx ends first (the listener stays usable), and
+// any other error when the connection is lost.
+func (l *Listener) Next(ctx context.Context) (string, error) {
 	n, err := l.conn.Conn().WaitForNotification(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -132,7 +143,7 @@ func (l *BMCListener) Next(ctx context.Context) (string, error) {
 
 // Close stops listening. The connection is closed rather than returned to
 // the pool, which must never hand out a listening connection.
-func (l *BMCListener) Close() {
+func (l *Listener) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = l.conn.Conn().Close(ctx)

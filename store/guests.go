@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -12,13 +13,24 @@ import (
 
 const guestCols = `id::text, project_id::text, name, kind, vcpu, memory_mib, disk_gib, image_id::text,
 	COALESCE(zone_id::text, ''), selector, COALESCE(placement_group_id::text, ''), ha, state,
-	COALESCE(host_id::text, ''), handle, labels, version, created_at, updated_at`
+	COALESCE(host_id::text, ''), handle, labels, version, created_at, updated_at,
+	COALESCE(rack_id::text, ''), COALESCE(want_host_id::text, ''), constraints, strategy, state_reason, placement,
+	observed_state, observed_detail, observed_at`
 
 func scanGuest(row pgx.Row) (rackcloud.Guest, error) {
 	var g rackcloud.Guest
+	var obsState, obsDetail string
+	var obsAt *time.Time
 	err := row.Scan(&g.ID, &g.ProjectID, &g.Name, &g.Kind, &g.Flavor.CPUCores, &g.Flavor.MemoryMiB, &g.Flavor.DiskGiB,
 		&g.ImageID, &g.ZoneID, &g.Selector, &g.PlacementGroupID, &g.HA, &g.State, &g.HostID, &g.Handle, &g.Labels,
-		&g.Version, &g.CreatedAt, &g.UpdatedAt)
+		&g.Version, &g.CreatedAt, &g.UpdatedAt, &g.RackID, &g.WantHostID, &g.Constraints, &g.Strategy, &g.StateReason,
+		&g.Placement, &obsState, &obsDetail, &obsAt)
+	if err == nil && obsAt != nil {
+		g.Observed = &rackcloud.GuestObserved{State: obsState, Detail: obsDetail, At: *obsAt}
+	}
+	if len(g.Constraints) == 0 {
+		g.Constraints = nil
+	}
 	return g, MapError(err)
 }
 
@@ -36,12 +48,18 @@ func CreateGuest(ctx context.Context, q Querier, g rackcloud.Guest) (rackcloud.G
 	if g.HA == "" {
 		g.HA = rackcloud.HANone
 	}
+	if g.Strategy == "" {
+		g.Strategy = rackcloud.Binpack
+	}
+	if g.Constraints == nil {
+		g.Constraints = []string{}
+	}
 	return scanGuest(q.QueryRow(ctx, `INSERT INTO guests (id, project_id, name, kind, vcpu, memory_mib, disk_gib, image_id,
-		zone_id, selector, placement_group_id, ha, state, labels)
-		VALUES ($14, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING `+guestCols,
+		zone_id, selector, placement_group_id, ha, state, labels, rack_id, want_host_id, constraints, strategy)
+		VALUES ($14, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $15, $16, $17, $18) RETURNING `+guestCols,
 		g.ProjectID, g.Name, string(g.Kind), g.Flavor.CPUCores, g.Flavor.MemoryMiB, g.Flavor.DiskGiB, g.ImageID,
 		nullable(g.ZoneID), labelsOrEmpty(g.Selector), nullable(g.PlacementGroupID), string(g.HA), string(g.State),
-		labelsOrEmpty(g.Labels), g.ID))
+		labelsOrEmpty(g.Labels), g.ID, nullable(g.RackID), nullable(g.WantHostID), g.Constraints, string(g.Strategy)))
 }
 
 // NewID returns a random (version 4) UUID, for rows whose ID is needed
@@ -88,19 +106,27 @@ func DeleteGuest(ctx context.Context, q Querier, id string, version int64) error
 	return deleteRow(ctx, q, "guests", id, version)
 }
 
-const pgCols = `id::text, project_id::text, name, policy, hard, scope, labels, version, created_at, updated_at`
+const pgCols = `id::text, project_id::text, name, policy, hard, scope, labels, version, created_at, updated_at,
+	max_per_scope, weight`
 
 func scanPlacementGroup(row pgx.Row) (rackcloud.PlacementGroup, error) {
 	var p rackcloud.PlacementGroup
-	err := row.Scan(&p.ID, &p.ProjectID, &p.Name, &p.Policy, &p.Hard, &p.Scope, &p.Labels, &p.Version, &p.CreatedAt, &p.UpdatedAt)
+	err := row.Scan(&p.ID, &p.ProjectID, &p.Name, &p.Policy, &p.Hard, &p.Scope, &p.Labels, &p.Version, &p.CreatedAt, &p.UpdatedAt,
+		&p.MaxPerScope, &p.Weight)
 	return p, MapError(err)
 }
 
 // CreatePlacementGroup inserts p.
 func CreatePlacementGroup(ctx context.Context, q Querier, p rackcloud.PlacementGroup) (rackcloud.PlacementGroup, error) {
-	return scanPlacementGroup(q.QueryRow(ctx, `INSERT INTO placement_groups (project_id, name, policy, hard, scope, labels)
-		VALUES ($1, $2, $3, $4, $5, $6) RETURNING `+pgCols,
-		p.ProjectID, p.Name, string(p.Policy), p.Hard, string(p.Scope), labelsOrEmpty(p.Labels)))
+	if p.MaxPerScope == 0 {
+		p.MaxPerScope = 1
+	}
+	if p.Weight == 0 {
+		p.Weight = 1
+	}
+	return scanPlacementGroup(q.QueryRow(ctx, `INSERT INTO placement_groups (project_id, name, policy, hard, scope, labels,
+		max_per_scope, weight) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING `+pgCols,
+		p.ProjectID, p.Name, string(p.Policy), p.Hard, string(p.Scope), labelsOrEmpty(p.Labels), p.MaxPerScope, p.Weight))
 }
 
 // GetPlacementGroup returns the group with id, or rackcloud.ErrNotFound.

@@ -16,7 +16,10 @@ const hostCols = `h.id::text, h.name, COALESCE(h.rack_id::text, ''), h.position,
 	h.macs, h.labels, h.version, h.created_at, h.updated_at, COALESCE(host(h.provisioning_ipv4), ''),
 	h.failure_reason, h.failure_step, COALESCE(h.failure_task::text, ''), h.failed_in, h.endpoint, h.last_heartbeat,
 	(SELECT json_build_object('id', t.id, 'kind', t.kind, 'step', t.step_name, 'waiting_for', t.waiting_for)
-		FROM tasks t WHERE t.target = 'host/' || h.id::text AND t.state IN ('pending', 'running', 'canceling'))`
+		FROM tasks t WHERE t.target = 'host/' || h.id::text AND t.state IN ('pending', 'running', 'canceling')),
+	COALESCE(h.overcommit_cpu, 0), COALESCE(h.overcommit_memory, 0), COALESCE(h.overcommit_disk, 0),
+	COALESCE((SELECT json_build_object('cpu_cores', u.used_vcpu, 'memory_mib', u.used_memory_mib, 'disk_gib', u.used_disk_gib)
+		FROM host_usage u WHERE u.host_id = h.id), '{}')`
 
 func scanHost(row pgx.Row) (rackcloud.Host, error) {
 	var h rackcloud.Host
@@ -27,7 +30,8 @@ func scanHost(row pgx.Row) (rackcloud.Host, error) {
 		&h.State, &h.StateReason, &h.Power, &bmcAddr, &bmcProto, &bmcUser, &bmcHealthy, &bmcErr,
 		&h.Inventory, &h.Resources.CPUCores, &h.Resources.MemoryMiB, &h.Resources.DiskGiB, &h.Resources.DiskIOPS,
 		&h.Resources.NetworkMbs, &h.Overhead.CPUCores, &h.Overhead.MemoryMiB, &h.Overhead.DiskGiB, &h.Maintenance, &h.MACs, &h.Labels, &h.Version, &h.CreatedAt, &h.UpdatedAt, &h.ProvisioningIPv4,
-		&fail.Reason, &fail.Step, &fail.TaskID, &fail.In, &h.Endpoint, &h.LastHeartbeat, &h.Task)
+		&fail.Reason, &fail.Step, &fail.TaskID, &fail.In, &h.Endpoint, &h.LastHeartbeat, &h.Task,
+		&h.Overcommit.CPU, &h.Overcommit.Memory, &h.Overcommit.Disk, &h.Used)
 	if err != nil {
 		return h, MapError(err)
 	}

@@ -397,6 +397,7 @@ var sealedColumns = []sealedColumn{
 	{"host_installs", "host_id::text", "config_sealed", aadHostInstall, "host config"},
 	{"host_ca", "id::text", "key_sealed", aadHostCAKey, "host CA key"},
 	{"host_ca", "id::text", "client_key_sealed", aadHostCAClient, "rackcloud's client key"},
+	{"host_credentials", "host_id::text", "key_sealed", aadHostCredentials, "adopted host's client key"},
 }
 
 // Additional data of the host install and host CA secrets.

@@ -101,6 +101,9 @@ func MapError(err error) error {
 		if qe := quotaError(pe); qe != nil {
 			return qe
 		}
+		if ce := claimError(pe); ce != nil {
+			return ce
+		}
 		switch pe.Code {
 		case "23505", "23P01": // unique_violation, exclusion_violation
 			return fmt.Errorf("%w: %s", rackcloud.ErrConflict, constraintMessage(pe))
