@@ -136,7 +136,9 @@ func TestPlaceFilters(t *testing.T) {
 				host("h1", kvm, "a", "r1"), host("h2", kvm, "a", "r1", "ssd", "spot"),
 				host("h3", kvm, "a", "r1", "ssd", "tier=web"), host("h4", kvm, "a", "r1", "ssd", "tier=db", "gpu=a100"),
 			},
-			req:     vm(func(r *Request) { r.Constraints = MustParseLabelExprs("ssd", "!spot", "tier in (db)", "gpu notin (a100,h100)") }),
+			req: vm(func(r *Request) {
+				r.Constraints = MustParseLabelExprs("ssd", "!spot", "tier in (db)", "gpu notin (a100,h100)")
+			}),
 			want:    "no host fits: 4 kvm hosts; 1 lacked label ssd; 1 did not match !spot; 1 did not match tier in (db); 1 did not match gpu notin (a100,h100)",
 			removed: []string{"label ssd=1", "label !spot=1", "label tier in (db)=1", "label gpu notin (a100,h100)=1"},
 		},
