@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -23,19 +24,10 @@ func host(id string, role rackcloud.HostRole, zone, rack string, labels ...strin
 		Overhead: rackcloud.Resources{CPUCores: 2, MemoryMiB: 4096, DiskGiB: 100},
 	}
 	for _, l := range labels {
-		k, v, _ := cut(l)
+		k, v, _ := strings.Cut(l, "=")
 		h.Labels[k] = v
 	}
 	return h
-}
-
-func cut(l string) (string, string, bool) {
-	for i := range l {
-		if l[i] == '=' {
-			return l[:i], l[i+1:], true
-		}
-	}
-	return l, "", false
 }
 
 func with(h *HostInfo, f func(*HostInfo)) *HostInfo { f(h); return h }
