@@ -22,6 +22,11 @@ const (
 	KindGuestStart  = "guest.start"
 	KindGuestStop   = "guest.stop"
 	KindGuestReboot = "guest.reboot"
+	// KindGuestDisk is guest.create's sub-task that puts the guest's
+	// image and disk on its host.
+	KindGuestDisk = "guest.disk"
+	// KindGuestMigrate moves a guest to another host (cold).
+	KindGuestMigrate = "guest.migrate"
 )
 
 // HostTaskParams are the parameters of the host kinds that need only the
@@ -48,4 +53,12 @@ type HostMaintenanceParams struct {
 // GuestTaskParams are the parameters of the guest kinds.
 type GuestTaskParams struct {
 	GuestID string `json:"guest_id"`
+}
+
+// GuestMigrateParams are guest.migrate's parameters.
+type GuestMigrateParams struct {
+	GuestID string `json:"guest_id"`
+	// HostID, when set, is the host to move to; else placement picks one
+	// other than the guest's.
+	HostID string `json:"host_id,omitempty"`
 }

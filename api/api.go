@@ -74,6 +74,8 @@ type Deps struct {
 	Sealer Sealer
 	// Now is the clock (token expiry); nil means time.Now.
 	Now func() time.Time
+	// Placer answers placement dry runs; nil makes them answer 503.
+	Placer Placer
 }
 
 // Sealer encrypts a secret for storage; aad (the host's ID) binds the
@@ -147,6 +149,7 @@ func New(d Deps) *API {
 	registerImages(a)
 	registerProjects(a)
 	registerGuests(a)
+	registerPlacement(a)
 	registerUsers(a)
 	registerTokens(a)
 	registerAlertRules(a)

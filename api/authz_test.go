@@ -111,6 +111,8 @@ func newWalk(t *testing.T, e *env) walk {
 		"updateImage":          map[string]any{"labels": map[string]string{"x": "y"}},
 		"createGuest":          map[string]any{"project_id": a.project, "name": "walk", "kind": "vm", "flavor": map[string]any{"vcpu": 1, "memory_mib": 512, "disk_gib": 1}, "image_id": a.image},
 		"updateGuest":          map[string]any{"labels": map[string]string{"x": "y"}},
+		"placementDryRun":      map[string]any{"project_id": a.project, "name": "walk", "kind": "vm", "flavor": map[string]any{"vcpu": 1, "memory_mib": 512, "disk_gib": 1}, "image_id": a.image},
+		"migrateGuest":         map[string]any{},
 		"createPlacementGroup": map[string]any{"project_id": a.project, "name": "walk", "policy": "affinity"},
 		"createProject":        map[string]any{"name": "walk"},
 		"updateProject":        map[string]any{"labels": map[string]string{"x": "y"}},

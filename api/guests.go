@@ -2,14 +2,18 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
 
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/store"
+	"github.com/rackcloud/rackcloud/vmctl"
 )
 
 // Task kinds the guest operations submit (rackcloud.KindGuest*); vmctl
@@ -34,6 +38,10 @@ type GuestBody struct {
 	PlacementGroupID string            `json:"placement_group_id,omitempty" format:"uuid" doc:"A placement group of the same project."`
 	HA               string            `json:"ha,omitempty" enum:"none,restart" doc:"What to do when the host dies; none when absent."`
 	Labels           map[string]string `json:"labels,omitempty" doc:"Labels for selection and grouping."`
+	RackID           string            `json:"rack_id,omitempty" format:"uuid" doc:"Run in this rack."`
+	HostID           string            `json:"host_id,omitempty" format:"uuid" doc:"Run on this host only (exact placement); placement then says why it does not fit, if it does not."`
+	Constraints      []string          `json:"constraints,omitempty" maxItems:"32" doc:"Label expressions the host's labels must all meet: key (exists), !key (absent), key=v, key!=v, key in (a,b), key notin (a,b)." example:"[\"ssd\", \"!spot\", \"tier in (gold,silver)\"]"`
+	Strategy         string            `json:"strategy,omitempty" enum:"binpack,spread" doc:"Pack guests onto few hosts (binpack, the default) or spread them out."`
 }
 
 // GuestUpdateBody changes a guest's HA policy and labels.
@@ -50,6 +58,9 @@ type PlacementGroupBody struct {
 	Hard      bool              `json:"hard,omitempty" doc:"Refuse placements that break the policy (else only weigh against them)."`
 	Scope     string            `json:"scope,omitempty" enum:"host,rack,zone" doc:"The failure domain the policy works over; host when absent."`
 	Labels    map[string]string `json:"labels,omitempty" doc:"Labels for selection and grouping."`
+	// MaxPerScope and Weight tune the policy.
+	MaxPerScope int     `json:"max_per_scope,omitempty" minimum:"0" maximum:"10000" doc:"Anti-affinity: how many of the group's guests one host, rack or zone may hold (1 when absent)."`
+	Weight      float64 `json:"weight,omitempty" minimum:"0" maximum:"100" doc:"Soft groups: how strongly the policy weighs against the other scores (1 when absent)."`
 }
 
 type guestListParams struct {
@@ -94,7 +105,8 @@ func registerGuests(a *API) {
 		if err := checkLabels("body.labels", b.Labels); err != nil {
 			return nil, err
 		}
-		if err := checkLabels("body.selector", b.Selector); err != nil {
+		g, err := guestFromBody(b)
+		if err != nil {
 			return nil, err
 		}
 		p := principalFrom(ctx)
@@ -105,32 +117,15 @@ func registerGuests(a *API) {
 			a.auditAsync(ctx, p, ch.action, ch.target, "", store.OutcomeDenied, "not a member of project "+b.ProjectID)
 			return nil, huma.Error403Forbidden("your token does not work in project " + b.ProjectID)
 		}
-		if b.HA == "" {
-			b.HA = string(rackcloud.HANone)
-		}
 		// The guest's ID is made first so that the task and the audit
 		// event can be written before the guest: its insert locks the
 		// project's quota row until commit.
 		id := store.NewID()
 		ch.target = c.target(id)
 		var acc *taskAccepted
-		err := a.run(ctx, ch, func(tx pgx.Tx) error {
-			if _, err := store.GetProject(ctx, tx, b.ProjectID); err != nil {
-				return notFoundField(err, "body.project_id", b.ProjectID)
-			}
-			if _, err := store.GetImage(ctx, tx, b.ImageID); err != nil {
-				return notFoundField(err, "body.image_id", b.ImageID)
-			}
-			if b.ZoneID != "" {
-				if _, err := store.GetZone(ctx, tx, b.ZoneID); err != nil {
-					return notFoundField(err, "body.zone_id", b.ZoneID)
-				}
-			}
-			if b.PlacementGroupID != "" {
-				pg, err := store.GetPlacementGroup(ctx, tx, b.PlacementGroupID)
-				if err != nil || pg.ProjectID != b.ProjectID {
-					return notFoundField(rackcloud.ErrNotFound, "body.placement_group_id", b.PlacementGroupID)
-				}
+		err = a.run(ctx, ch, func(tx pgx.Tx) error {
+			if err := checkGuestRefs(ctx, tx, b); err != nil {
+				return err
 			}
 			info, err := a.submit(ctx, tx, ch, KindGuestCreate, rackcloud.GuestTaskParams{GuestID: id})
 			if err != nil {
@@ -139,11 +134,8 @@ func registerGuests(a *API) {
 			if err := a.auditNow(ctx, tx, ch); err != nil {
 				return err
 			}
-			if _, err := store.CreateGuest(ctx, tx, rackcloud.Guest{
-				Meta: rackcloud.Meta{ID: id, Name: b.Name, Labels: b.Labels}, ProjectID: b.ProjectID, Kind: rackcloud.GuestKind(b.Kind),
-				Flavor:  rackcloud.Resources{CPUCores: b.Flavor.VCPU, MemoryMiB: b.Flavor.MemoryMiB, DiskGiB: b.Flavor.DiskGiB},
-				ImageID: b.ImageID, ZoneID: b.ZoneID, Selector: b.Selector, PlacementGroupID: b.PlacementGroupID,
-				HA: rackcloud.HAPolicy(b.HA)}); err != nil {
+			g.ID = id
+			if _, err := store.CreateGuest(ctx, tx, g); err != nil {
 				return err
 			}
 			acc = accepted(info)
@@ -250,7 +242,82 @@ func registerGuests(a *API) {
 				return rackcloud.PlacementGroup{}, notFoundField(err, "body.project_id", b.ProjectID)
 			}
 			return store.CreatePlacementGroup(ctx, tx, rackcloud.PlacementGroup{Meta: rackcloud.Meta{Name: b.Name, Labels: b.Labels},
-				ProjectID: b.ProjectID, Policy: rackcloud.PlacementPolicy(b.Policy), Hard: b.Hard, Scope: rackcloud.PlacementScope(b.Scope)})
+				ProjectID: b.ProjectID, Policy: rackcloud.PlacementPolicy(b.Policy), Hard: b.Hard, Scope: rackcloud.PlacementScope(b.Scope),
+				MaxPerScope: b.MaxPerScope, Weight: b.Weight})
 		})
 	})
+}
+
+// guestFromBody checks a guest request that needs no database.
+func guestFromBody(b GuestBody) (rackcloud.Guest, error) {
+	if err := checkLabels("body.labels", b.Labels); err != nil {
+		return rackcloud.Guest{}, err
+	}
+	if err := checkLabels("body.selector", b.Selector); err != nil {
+		return rackcloud.Guest{}, err
+	}
+	if b.Kind == string(rackcloud.GuestBareMetal) {
+		return rackcloud.Guest{}, huma.NewError(http.StatusNotImplemented,
+			"bm guests are not implemented yet: a whole machine is taken by provisioning it (POST /v1/hosts/{id}/provision)")
+	}
+	for i, c := range b.Constraints {
+		if _, err := vmctl.ParseLabelExpr(c); err != nil {
+			return rackcloud.Guest{}, huma.Error422UnprocessableEntity("bad label expression",
+				&huma.ErrorDetail{Location: "body.constraints[" + strconv.Itoa(i) + "]", Message: err.Error(), Value: c})
+		}
+	}
+	if b.HA == "" {
+		b.HA = string(rackcloud.HANone)
+	}
+	if b.Strategy == "" {
+		b.Strategy = string(rackcloud.Binpack)
+	}
+	return rackcloud.Guest{
+		Meta: rackcloud.Meta{Name: b.Name, Labels: b.Labels}, ProjectID: b.ProjectID, Kind: rackcloud.GuestKind(b.Kind),
+		Flavor:  rackcloud.Resources{CPUCores: b.Flavor.VCPU, MemoryMiB: b.Flavor.MemoryMiB, DiskGiB: b.Flavor.DiskGiB},
+		ImageID: b.ImageID, ZoneID: b.ZoneID, Selector: b.Selector, PlacementGroupID: b.PlacementGroupID,
+		HA: rackcloud.HAPolicy(b.HA), RackID: b.RackID, WantHostID: b.HostID, Constraints: b.Constraints,
+		Strategy: rackcloud.PlacementStrategy(b.Strategy)}, nil
+}
+
+// checkGuestRefs checks that what a guest request names exists.
+func checkGuestRefs(ctx context.Context, tx pgx.Tx, b GuestBody) error {
+	if _, err := store.GetProject(ctx, tx, b.ProjectID); err != nil {
+		return notFoundField(err, "body.project_id", b.ProjectID)
+	}
+	img, err := store.GetImage(ctx, tx, b.ImageID)
+	if err != nil {
+		return notFoundField(err, "body.image_id", b.ImageID)
+	}
+	want := map[string][]rackcloud.ImageFormat{
+		string(rackcloud.GuestVM):        {rackcloud.FormatRaw, rackcloud.FormatRawZstd, rackcloud.FormatQCOW2},
+		string(rackcloud.GuestContainer): {rackcloud.FormatDockerArchive},
+	}[b.Kind]
+	if len(want) > 0 && !slices.Contains(want, img.Format) {
+		return huma.Error422UnprocessableEntity("the image cannot run as this kind of guest", &huma.ErrorDetail{
+			Location: "body.image_id", Message: fmt.Sprintf("image %s is %s; a %s guest needs %v", img.Name, img.Format, b.Kind, want),
+			Value: b.ImageID})
+	}
+	if b.ZoneID != "" {
+		if _, err := store.GetZone(ctx, tx, b.ZoneID); err != nil {
+			return notFoundField(err, "body.zone_id", b.ZoneID)
+		}
+	}
+	if b.RackID != "" {
+		if _, err := store.GetRack(ctx, tx, b.RackID); err != nil {
+			return notFoundField(err, "body.rack_id", b.RackID)
+		}
+	}
+	if b.HostID != "" {
+		if _, err := store.GetHost(ctx, tx, b.HostID); err != nil {
+			return notFoundField(err, "body.host_id", b.HostID)
+		}
+	}
+	if b.PlacementGroupID != "" {
+		pg, err := store.GetPlacementGroup(ctx, tx, b.PlacementGroupID)
+		if err != nil || pg.ProjectID != b.ProjectID {
+			return notFoundField(rackcloud.ErrNotFound, "body.placement_group_id", b.PlacementGroupID)
+		}
+	}
+	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/rackcloud/rackcloud/lab/pgtest"
 	"github.com/rackcloud/rackcloud/store"
 	"github.com/rackcloud/rackcloud/tasks"
+	"github.com/rackcloud/rackcloud/vmctl"
 )
 
 func TestMain(m *testing.M) {
@@ -123,7 +124,11 @@ func newEnv(t *testing.T) *env {
 	require.NoError(t, engine.Start(ctx))
 	sealer, err := store.NewSealer(bytes.Repeat([]byte{7}, 32))
 	require.NoError(t, err)
-	a := api.New(api.Deps{Pool: pool, Logger: slog.New(slog.DiscardHandler), Tasks: engine, Sealer: sealer})
+	// Placement is the real one, on this database (its kinds are not
+	// registered: guest tasks stay pending here).
+	vm := vmctl.New(vmctl.Config{Pool: pool, Reconcile: -1})
+	go func() { _ = vm.Run(ctx) }()
+	a := api.New(api.Deps{Pool: pool, Logger: slog.New(slog.DiscardHandler), Tasks: engine, Sealer: sealer, Placer: vm})
 	srv := httptest.NewServer(a.Handler())
 	t.Cleanup(func() {
 		srv.Close()

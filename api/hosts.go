@@ -15,6 +15,7 @@ import (
 
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/store"
+	"github.com/rackcloud/rackcloud/vmctl"
 )
 
 // Task kinds the host operations submit (rackcloud.KindHost*); the
@@ -61,6 +62,18 @@ type HostBody struct {
 	Overhead         *Overhead         `json:"overhead,omitempty" doc:"Resources reserved for the host itself."`
 	Labels           map[string]string `json:"labels,omitempty" doc:"Labels for selection and placement." example:"{\"ssd\":\"true\"}"`
 	ProvisioningIPv4 string            `json:"provisioning_ipv4,omitempty" format:"ipv4" doc:"A fixed address for the host on the provisioning network, reserved by the boot service's DHCP: inside its subnet and best outside its dynamic range (an address in the range may be leased to another MAC already; the host then gets a pool address and the boot service logs it); unique." example:"10.77.0.21"`
+	// Adoption: a host that already runs libvirtd or dockerd.
+	Role        string           `json:"role,omitempty" enum:"kvm,docker" doc:"Adopt a running host: the role its daemon serves (with endpoint)."`
+	Endpoint    string           `json:"endpoint,omitempty" maxLength:"512" doc:"Adopt a running host: where its daemon answers. dockerd: unix:///run/docker.sock or tcp://ADDR:2376 (mutual TLS); libvirtd: qemu+unix:///system?socket=/run/libvirt/libvirt-sock or qemu+tls://ADDR:16514/system. A host.adopt task reaches it, reads its capacity and makes the host ready." example:"tcp://10.0.0.5:2376"`
+	Credentials *HostCredentials `json:"credentials,omitempty" doc:"Adopt a running host: the TLS credentials to reach its daemon (tcp and tls endpoints); the key is sealed at rest and never returned."`
+}
+
+// HostCredentials reach an adopted host's daemon over mutual TLS.
+type HostCredentials struct {
+	CAPEM      string `json:"ca_pem,omitempty" maxLength:"65536" doc:"The CA that signed the daemon's certificate (PEM)."`
+	CertPEM    string `json:"cert_pem,omitempty" maxLength:"65536" doc:"rackcloud's client certificate (PEM)."`
+	KeyPEM     string `json:"key_pem,omitempty" maxLength:"65536" doc:"Its private key (PEM); write-only."`
+	ServerName string `json:"server_name,omitempty" maxLength:"253" doc:"The name in the daemon's certificate; the endpoint's host when absent."`
 }
 
 // HostUpdateBody changes a host's place, overhead and labels; lifecycle
@@ -69,6 +82,7 @@ type HostUpdateBody struct {
 	RackID           *string           `json:"rack_id,omitempty" format:"uuid" doc:"The rack the host is in."`
 	Position         *int              `json:"position,omitempty" minimum:"0" maximum:"100" doc:"Rack unit."`
 	Overhead         *Overhead         `json:"overhead,omitempty" doc:"Resources reserved for the host itself."`
+	Overcommit       *Overcommit       `json:"overcommit,omitempty" doc:"Per-resource overcommit ratios (0 inherits the zone's, else 1); the database refuses no claim already made, but new ones are judged by the new capacity."`
 	Labels           map[string]string `json:"labels,omitempty" doc:"Replaces all labels when present."`
 	ProvisioningIPv4 *string           `json:"provisioning_ipv4,omitempty" doc:"A fixed IPv4 address on the provisioning network; an empty string removes it." example:"10.77.0.21"`
 }
@@ -115,17 +129,26 @@ func registerHosts(a *API) {
 		if err != nil {
 			return nil, err
 		}
-		return c.created(ctx, a.newChange(ctx, "registerHost", "host/"+h.Name), func(tx pgx.Tx) (rackcloud.Host, error) {
+		ch := a.newChange(ctx, "registerHost", "host/"+h.Name)
+		return c.created(ctx, ch, func(tx pgx.Tx) (rackcloud.Host, error) {
 			if h.RackID != "" {
 				if _, err := store.GetRack(ctx, tx, h.RackID); err != nil {
 					return h, notFoundField(err, "body.rack_id", h.RackID)
 				}
 			}
 			created, err := store.CreateHost(ctx, tx, h)
-			if err != nil || h.BMC == nil {
+			if err != nil {
 				return created, err
 			}
-			return created, a.setBMCPassword(ctx, tx, created.ID, h.BMC.Password)
+			if h.BMC != nil {
+				if err := a.setBMCPassword(ctx, tx, created.ID, h.BMC.Password); err != nil {
+					return created, err
+				}
+			}
+			if in.Body.Endpoint == "" {
+				return created, nil
+			}
+			return a.adopt(ctx, tx, ch, created, in.Body)
 		})
 	})
 
@@ -153,6 +176,15 @@ func registerHosts(a *API) {
 			}
 			if in.Body.Overhead != nil {
 				h.Overhead = overheadIn(*in.Body.Overhead)
+			}
+			if o := in.Body.Overcommit; o != nil {
+				for _, r := range []float64{o.CPU, o.Memory, o.Disk} {
+					if r != 0 && r < 0.1 {
+						return huma.Error422UnprocessableEntity("an overcommit ratio is 0 (inherit) or from 0.1 to 64",
+							&huma.ErrorDetail{Location: "body.overcommit", Value: *o})
+					}
+				}
+				h.Overcommit = rackcloud.Overcommit(*o)
 			}
 			if in.Body.Labels != nil {
 				h.Labels = in.Body.Labels
@@ -316,9 +348,30 @@ func (a *API) hostFromBody(b HostBody) (rackcloud.Host, error) {
 	if err := checkLabels("body.labels", b.Labels); err != nil {
 		return rackcloud.Host{}, err
 	}
-	if len(b.MACs) == 0 && b.BMC == nil {
-		return rackcloud.Host{}, huma.Error422UnprocessableEntity("a host needs MACs or a BMC",
-			&huma.ErrorDetail{Location: "body", Message: "give macs, bmc, or both"})
+	if (b.Role == "") != (b.Endpoint == "") {
+		return rackcloud.Host{}, huma.Error422UnprocessableEntity("adopting a host takes a role and an endpoint",
+			&huma.ErrorDetail{Location: "body.endpoint", Message: "give both role and endpoint, or neither"})
+	}
+	if b.Endpoint != "" {
+		if err := vmctl.CheckEndpoint(rackcloud.HostRole(b.Role), b.Endpoint); err != nil {
+			return rackcloud.Host{}, huma.Error422UnprocessableEntity("bad endpoint",
+				&huma.ErrorDetail{Location: "body.endpoint", Message: err.Error(), Value: b.Endpoint})
+		}
+		if b.Credentials != nil && vmctl.IsUnixEndpoint(b.Endpoint) {
+			return rackcloud.Host{}, huma.Error422UnprocessableEntity("a unix socket takes no credentials",
+				&huma.ErrorDetail{Location: "body.credentials", Message: "drop credentials, or use a tcp/tls endpoint"})
+		}
+		if b.Credentials != nil {
+			if _, err := vmctl.ClientTLS(store.HostCredentials{CAPEM: b.Credentials.CAPEM, CertPEM: b.Credentials.CertPEM,
+				KeyPEM: b.Credentials.KeyPEM, ServerName: b.Credentials.ServerName}, b.Endpoint); err != nil {
+				return rackcloud.Host{}, huma.Error422UnprocessableEntity("bad credentials",
+					&huma.ErrorDetail{Location: "body.credentials", Message: err.Error()})
+			}
+		}
+	}
+	if len(b.MACs) == 0 && b.BMC == nil && b.Endpoint == "" {
+		return rackcloud.Host{}, huma.Error422UnprocessableEntity("a host needs MACs, a BMC or an endpoint to adopt",
+			&huma.ErrorDetail{Location: "body", Message: "give macs, bmc, or role and endpoint"})
 	}
 	h := rackcloud.Host{Meta: rackcloud.Meta{Name: b.Name, Labels: b.Labels}, RackID: b.RackID, Position: b.Position}
 	ip, err := provisioningIPv4("body.provisioning_ipv4", b.ProvisioningIPv4)
@@ -349,6 +402,8 @@ func (a *API) hostFromBody(b HostBody) (rackcloud.Host, error) {
 		switch {
 		case len(h.MACs) > 0:
 			h.Name = "host-" + strings.ReplaceAll(h.MACs[0], ":", "")
+		case h.BMC == nil:
+			h.Name = "adopted-" + sanitizeName(b.Endpoint)
 		default:
 			h.Name = "bmc-" + sanitizeName(h.BMC.Address)
 		}
@@ -439,4 +494,29 @@ func (a *API) setBMCPassword(ctx context.Context, q store.Querier, hostID, passw
 		return err
 	}
 	return store.SetHostBMCSecret(ctx, q, hostID, sealed)
+}
+
+// adopt records an adopted host's role, endpoint and credentials and
+// starts the host.adopt task that reaches its daemon.
+func (a *API) adopt(ctx context.Context, tx pgx.Tx, ch *change, h rackcloud.Host, b HostBody) (rackcloud.Host, error) {
+	if err := store.SetHostRole(ctx, tx, h.ID, rackcloud.HostRole(b.Role), ""); err != nil {
+		return h, err
+	}
+	if err := store.SetHostEndpoint(ctx, tx, h.ID, b.Endpoint); err != nil {
+		return h, err
+	}
+	if b.Credentials != nil {
+		if a.deps.Sealer == nil {
+			return h, huma.Error503ServiceUnavailable("this server has no secret key: it cannot keep an adopted host's key")
+		}
+		if err := store.SaveHostCredentials(ctx, tx, a.deps.Sealer, h.ID, store.HostCredentials{CAPEM: b.Credentials.CAPEM,
+			CertPEM: b.Credentials.CertPEM, KeyPEM: b.Credentials.KeyPEM, ServerName: b.Credentials.ServerName}); err != nil {
+			return h, err
+		}
+	}
+	ch.target = "host/" + h.ID
+	if _, err := a.submit(ctx, tx, ch, rackcloud.KindHostAdopt, rackcloud.HostTaskParams{HostID: h.ID}); err != nil {
+		return h, err
+	}
+	return store.GetHost(ctx, tx, h.ID)
 }

@@ -17,7 +17,7 @@ type ImageBody struct {
 	Name     string            `json:"name" pattern:"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" maxLength:"63" doc:"Unique name." example:"debian-12"`
 	URL      string            `json:"url" minLength:"1" maxLength:"2048" format:"uri" doc:"Where the image is." example:"http://images.example/debian-12.qcow2"`
 	Checksum string            `json:"checksum" pattern:"^sha256:[0-9a-f]{64}$" doc:"sha256:<hex> of the image." example:"sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"`
-	Format   string            `json:"format" enum:"raw,raw+zstd,qcow2" doc:"Disk format: raw, raw+zstd (a raw disk as zstd frames; independent frames of 4 MiB let an installer resume a dropped download), qcow2 (guest images)."`
+	Format   string            `json:"format" enum:"raw,raw+zstd,qcow2,docker-archive" doc:"Format: raw, raw+zstd (a raw disk as zstd frames; independent frames of 4 MiB let an installer resume a dropped download), qcow2 (VM guest images), docker-archive (a container image as docker save writes it, loaded without a registry)."`
 	Size     int64             `json:"size,omitempty" minimum:"0" doc:"Bytes of the disk the image holds (raw, whatever the format): the installer checks it fits, writes it and reads it back against checksum. Required for host images (with roles)." example:"33554432"`
 	Roles    []string          `json:"roles,omitempty" maxItems:"3" uniqueItems:"true" doc:"Host roles the image serves; empty for guest images." example:"[\"kvm\"]"`
 	Boot     *BootProfile      `json:"boot,omitempty" doc:"Network boot profile."`

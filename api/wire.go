@@ -123,6 +123,8 @@ type Host struct {
 	ProvisioningIPv4 string               `json:"provisioning_ipv4,omitempty" format:"ipv4" doc:"The address the boot service's DHCP reserves for the host on the provisioning network."`
 	Endpoint         string               `json:"endpoint,omitempty" doc:"Where a ready kvm or docker host's daemon answers, over mutual TLS with rackcloud's host CA." example:"tcp://10.77.0.21:2376"`
 	LastHeartbeat    *time.Time           `json:"last_heartbeat,omitempty" doc:"When the installed host's agent last called in."`
+	Used             Resources            `json:"used" doc:"What the guests placed on the host use (read-only)."`
+	Overcommit       Overcommit           `json:"overcommit" doc:"Per-resource overcommit ratios of the host; 0 takes its zone's, else 1."`
 }
 
 // HostTask is the task at work on a host.
@@ -142,11 +144,20 @@ type HostFailure struct {
 	TaskID string `json:"task_id,omitempty" format:"uuid" doc:"The task whose step failed."`
 }
 
+// Overcommit multiplies what a host sells of each resource after its
+// overhead.
+type Overcommit struct {
+	CPU    float64 `json:"cpu,omitempty" minimum:"0" maximum:"64" doc:"CPU ratio (e.g. 4: four vCPUs per core); 0 inherits."`
+	Memory float64 `json:"memory,omitempty" minimum:"0" maximum:"64" doc:"Memory ratio; 0 inherits."`
+	Disk   float64 `json:"disk,omitempty" minimum:"0" maximum:"64" doc:"Disk ratio; 0 inherits."`
+}
+
 func hostOut(h rackcloud.Host) Host {
 	out := Host{Meta: meta(h.Meta), RackID: h.RackID, Position: h.Position, MACs: h.MACs, Role: string(h.Role),
 		ImageID: h.ImageID, State: string(h.State), StateReason: h.StateReason, Power: string(h.Power),
 		Inventory: h.Inventory, Resources: resourcesOut(h.Resources), Overhead: overheadOut(h.Overhead),
-		Maintenance: h.Maintenance, ProvisioningIPv4: h.ProvisioningIPv4, Endpoint: h.Endpoint, LastHeartbeat: h.LastHeartbeat}
+		Maintenance: h.Maintenance, ProvisioningIPv4: h.ProvisioningIPv4, Endpoint: h.Endpoint, LastHeartbeat: h.LastHeartbeat,
+		Used: resourcesOut(h.Used), Overcommit: Overcommit(h.Overcommit)}
 	if t := h.Task; t != nil {
 		out.Task = &HostTask{ID: t.ID, Kind: t.Kind, Step: t.Step, WaitingFor: t.WaitingFor}
 	}
@@ -176,7 +187,7 @@ type Image struct {
 	Meta
 	URL      string      `json:"url" doc:"Where the image is." example:"http://images.example/debian-12.qcow2"`
 	Checksum string      `json:"checksum" doc:"sha256:<hex> of the image." example:"sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"`
-	Format   string      `json:"format" enum:"raw,raw+zstd,qcow2" doc:"Disk format."`
+	Format   string      `json:"format" enum:"raw,raw+zstd,qcow2,docker-archive" doc:"Format."`
 	Size     int64       `json:"size" doc:"Bytes of the disk the image holds (0: not given, guest images)."`
 	Roles    []string    `json:"roles" doc:"Host roles the image can serve (bm, kvm, docker)." example:"[\"kvm\"]"`
 	Boot     BootProfile `json:"boot" doc:"Network boot profile."`
@@ -212,26 +223,48 @@ type Guest struct {
 	State            string            `json:"state" enum:"pending,creating,running,stopped,deleting,failed" doc:"Lifecycle state."`
 	HostID           string            `json:"host_id,omitempty" format:"uuid" doc:"The host the guest runs on, once placed."`
 	Handle           string            `json:"handle,omitempty" doc:"The driver's ID: a libvirt domain UUID, a container ID."`
+	RackID           string            `json:"rack_id,omitempty" format:"uuid" doc:"The rack the guest must run in."`
+	WantHostID       string            `json:"want_host_id,omitempty" format:"uuid" doc:"The only host the guest may run on (exact placement)."`
+	Constraints      []string          `json:"constraints,omitempty" doc:"Label expressions the host must meet."`
+	Strategy         string            `json:"strategy" enum:"binpack,spread" doc:"How placement weighs hosts that fit."`
+	StateReason      string            `json:"state_reason,omitempty" doc:"Why a failed guest failed."`
+	Placement        string            `json:"placement,omitempty" doc:"Placement's last word: where the guest went and why, or why nothing fits."`
+	Observed         *GuestObserved    `json:"observed,omitempty" doc:"What the guest's host last showed of it (the reconciler); it never changes state, which is what was asked for."`
+}
+
+// GuestObserved is a guest as its host last showed it.
+type GuestObserved struct {
+	State  string    `json:"state" enum:"running,stopped,crashed,paused,missing,unknown" doc:"What the driver saw."`
+	Detail string    `json:"detail,omitempty" doc:"A line for people, e.g. exited with code 3."`
+	At     time.Time `json:"at" doc:"When."`
 }
 
 func guestOut(g rackcloud.Guest) Guest {
-	return Guest{Meta: meta(g.Meta), ProjectID: g.ProjectID, Kind: string(g.Kind),
+	out := Guest{Meta: meta(g.Meta), ProjectID: g.ProjectID, Kind: string(g.Kind),
 		Flavor:  Flavor{VCPU: g.Flavor.CPUCores, MemoryMiB: g.Flavor.MemoryMiB, DiskGiB: g.Flavor.DiskGiB},
 		ImageID: g.ImageID, ZoneID: g.ZoneID, Selector: g.Selector, PlacementGroupID: g.PlacementGroupID,
-		HA: string(g.HA), State: string(g.State), HostID: g.HostID, Handle: g.Handle}
+		HA: string(g.HA), State: string(g.State), HostID: g.HostID, Handle: g.Handle, RackID: g.RackID, WantHostID: g.WantHostID,
+		Constraints: g.Constraints, Strategy: string(g.Strategy), StateReason: g.StateReason, Placement: g.Placement}
+	if g.Observed != nil {
+		out.Observed = &GuestObserved{State: g.Observed.State, Detail: g.Observed.Detail, At: g.Observed.At}
+	}
+	return out
 }
 
 // PlacementGroup keeps its guests together or apart.
 type PlacementGroup struct {
 	Meta
-	ProjectID string `json:"project_id" format:"uuid" doc:"The owning project."`
-	Policy    string `json:"policy" enum:"affinity,anti-affinity" doc:"Together or apart."`
-	Hard      bool   `json:"hard" doc:"Hard groups refuse a placement that breaks the policy; soft ones only weigh against it."`
-	Scope     string `json:"scope" enum:"host,rack,zone" doc:"The failure domain the policy works over."`
+	ProjectID   string  `json:"project_id" format:"uuid" doc:"The owning project."`
+	Policy      string  `json:"policy" enum:"affinity,anti-affinity" doc:"Together or apart."`
+	Hard        bool    `json:"hard" doc:"Hard groups refuse a placement that breaks the policy; soft ones only weigh against it."`
+	Scope       string  `json:"scope" enum:"host,rack,zone" doc:"The failure domain the policy works over."`
+	MaxPerScope int     `json:"max_per_scope" doc:"Anti-affinity: how many of the group's guests one host, rack or zone may hold."`
+	Weight      float64 `json:"weight" doc:"How strongly a soft group's policy weighs."`
 }
 
 func placementGroupOut(p rackcloud.PlacementGroup) PlacementGroup {
-	return PlacementGroup{Meta: meta(p.Meta), ProjectID: p.ProjectID, Policy: string(p.Policy), Hard: p.Hard, Scope: string(p.Scope)}
+	return PlacementGroup{Meta: meta(p.Meta), ProjectID: p.ProjectID, Policy: string(p.Policy), Hard: p.Hard, Scope: string(p.Scope),
+		MaxPerScope: p.MaxPerScope, Weight: p.Weight}
 }
 
 // Project owns guests and has a quota.

@@ -35,6 +35,7 @@ import (
 	"github.com/rackcloud/rackcloud/provisioner"
 	"github.com/rackcloud/rackcloud/store"
 	"github.com/rackcloud/rackcloud/tasks"
+	"github.com/rackcloud/rackcloud/vmctl"
 )
 
 // Defaults.
@@ -104,6 +105,12 @@ type Config struct {
 	// /run/netns/prov) in which connections to installed hosts' daemons
 	// are opened.
 	HostNetns string
+	// GuestDrivers run guests by kind (nil: vmctl.DefaultDrivers, libvirt
+	// and Docker).
+	GuestDrivers map[rackcloud.GuestKind]vmctl.Driver
+	// GuestReconcile is how often guests are compared with their hosts
+	// (0: vmctl's default; negative: never).
+	GuestReconcile time.Duration
 }
 
 // Server is one rackcloud server process.
@@ -126,6 +133,7 @@ type Server struct {
 	bmcs   *bmc.Manager
 	watch  *bmcwatch.Watcher
 	prov   *provisioner.Provisioner
+	vm     *vmctl.Controller
 	// background work that needs the database, started once it is ready
 	// and stopped before the pool closes
 	bgCtx  context.Context
@@ -193,7 +201,18 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		pool.Close()
 		return nil, err
 	}
-	s.api = api.New(api.Deps{Pool: pool, Logger: log, Registerer: reg, Tasks: s.tasks, Sealer: sealer})
+	hostDial := nsnet.Dialer(cfg.HostNetns, &net.Dialer{Timeout: 10 * time.Second})
+	drivers := cfg.GuestDrivers
+	if drivers == nil {
+		drivers = vmctl.DefaultDrivers()
+	}
+	s.vm = vmctl.New(vmctl.Config{Pool: pool, Sealer: s.sealer, Drivers: drivers, Dial: vmctl.DialFunc(hostDial),
+		Reconcile: cfg.GuestReconcile, Logger: log.With("component", "vmctl"), Registerer: reg})
+	if err := s.vm.Register(s.tasks); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	s.api = api.New(api.Deps{Pool: pool, Logger: log, Registerer: reg, Tasks: s.tasks, Sealer: sealer, Placer: s.vm})
 	// One BMC access path: the manager serves the provisioner's power
 	// changes and the poller. Without it (a CA file that does not read)
 	// the server still serves; steps that need a BMC fail with
@@ -209,7 +228,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	// that Submit never refuses a real kind.
 	s.prov = provisioner.New(provisioner.Config{Pool: pool, BMC: bmcs, InspectTimeout: cfg.InspectTimeout, Overhead: cfg.HostOverhead,
 		InstallTimeout: cfg.InstallTimeout, FirstBootTimeout: cfg.FirstBootTimeout, RoleTimeout: cfg.RoleTimeout, Sealer: s.sealer, BootURL: cfg.HostBootURL,
-		Dial:   nsnet.Dialer(cfg.HostNetns, &net.Dialer{Timeout: 10 * time.Second}),
+		Dial:   hostDial,
 		Logger: log.With("component", "provisioner"), Registerer: reg})
 	if err := s.prov.Register(s.tasks); err != nil {
 		pool.Close()
@@ -415,6 +434,13 @@ func (s *Server) connect(ctx context.Context) {
 					_ = s.watch.Run(s.bgCtx)
 				}()
 			}
+			// Every replica keeps a placement snapshot; one at a time
+			// reconciles guests with their hosts.
+			s.bg.Add(1)
+			go func() {
+				defer s.bg.Done()
+				_ = s.vm.Run(s.bgCtx)
+			}()
 			if s.cfg.TaskWorkers >= 0 {
 				// Racked and inspected, a host is given its role by the
 				// enroll rules, and provisioned, with no hand work.

@@ -137,12 +137,14 @@ func UpdateHost(ctx context.Context, q Querier, h rackcloud.Host) (rackcloud.Hos
 		inventory = $7, cpu_cores = $8, memory_mib = $9, disk_gib = $10,
 		disk_iops = $11, network_mbps = $12, overhead_cpu_cores = $13, overhead_memory_mib = $14,
 		overhead_disk_gib = $15, maintenance = $16, labels = $17, provisioning_ipv4 = $18::inet,
+		overcommit_cpu = NULLIF($19::float8, 0), overcommit_memory = NULLIF($20::float8, 0), overcommit_disk = NULLIF($21::float8, 0),
 		version = version + 1, updated_at = now()
 		WHERE id = $1::uuid AND version = $2 RETURNING id::text`,
 		uuidArg(h.ID), h.Version, nullable(h.RackID), h.Position, string(h.Role), nullable(h.ImageID),
 		h.Inventory, h.Resources.CPUCores, h.Resources.MemoryMiB, h.Resources.DiskGiB,
 		h.Resources.DiskIOPS, h.Resources.NetworkMbs, h.Overhead.CPUCores, h.Overhead.MemoryMiB, h.Overhead.DiskGiB,
-		h.Maintenance, labelsOrEmpty(h.Labels), nullable(h.ProvisioningIPv4)).Scan(&id)
+		h.Maintenance, labelsOrEmpty(h.Labels), nullable(h.ProvisioningIPv4),
+		h.Overcommit.CPU, h.Overcommit.Memory, h.Overcommit.Disk).Scan(&id)
 	if err != nil {
 		return rackcloud.Host{}, versionError(ctx, q, "hosts", h.ID, err)
 	}

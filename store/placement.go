@@ -68,6 +68,30 @@ func ClaimHost(ctx context.Context, q Querier, guestID, hostID, placement string
 	return g, nil
 }
 
+// MoveGuest moves guest guestID's claim from host from to host to in one
+// statement the database judges (the old host's share is released as the
+// new one's is charged): ErrHostFull, ErrHostUnavailable or
+// ErrPlacementGroup when to may not take it. A guest already on to is left
+// alone; one on neither is rackcloud.ErrConflict.
+func MoveGuest(ctx context.Context, q Querier, guestID, from, to, placement string) error {
+	tag, err := q.Exec(ctx, `UPDATE guests SET host_id = $3::uuid, placement = $4, version = version + 1, updated_at = now()
+		WHERE id = $1::uuid AND host_id = $2::uuid`, uuidArg(guestID), uuidArg(from), uuidArg(to), trimText(placement, 2000))
+	if err != nil {
+		return MapError(err)
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
+	}
+	g, err := GetGuest(ctx, q, guestID)
+	if err != nil {
+		return err
+	}
+	if g.HostID == to {
+		return nil
+	}
+	return fmt.Errorf("%w: guest %s is on host %q, not %s", rackcloud.ErrConflict, guestID, g.HostID, from)
+}
+
 // ReleaseHost takes guest guestID off its host (its resources return to
 // the host); a guest on no host is left alone.
 func ReleaseHost(ctx context.Context, q Querier, guestID string) error {
@@ -226,7 +250,9 @@ const aadHostCredentials = "host_credentials/"
 
 // SaveHostCredentials stores (replacing) an adopted host's credentials,
 // the key sealed.
-func SaveHostCredentials(ctx context.Context, q Querier, s *Sealer, hostID string, c HostCredentials) error {
+func SaveHostCredentials(ctx context.Context, q Querier, s interface {
+	Seal(plaintext string, aad []byte) (string, error)
+}, hostID string, c HostCredentials) error {
 	if s == nil {
 		return ErrNoSealer
 	}
@@ -274,4 +300,15 @@ func trimText(s string, n int) string {
 		n--
 	}
 	return s[:n]
+}
+
+// SettledGuests returns the guests placed on a host that no task is
+// changing (running, stopped or failed), for the reconciler.
+func SettledGuests(ctx context.Context, q Querier) ([]rackcloud.Guest, error) {
+	rows, err := q.Query(ctx, `SELECT `+guestCols+` FROM guests WHERE host_id IS NOT NULL
+		AND state IN ('running', 'stopped', 'failed') ORDER BY host_id, id`)
+	if err != nil {
+		return nil, MapError(err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (rackcloud.Guest, error) { return scanGuest(r) })
 }

@@ -23,7 +23,7 @@ import (
 // large fleet it does not look at every host: candidates come from an index
 // by role and zone (and, for a group with affinity, by rack or the group's
 // hosts), are visited in a random order, and the walk stops once enough
-// feasible hosts were scored (Config.Sample). The trade-off: a success is
+// feasible hosts were scored (PlaceConfig.Sample). The trade-off: a success is
 // chosen among a sample, not the whole fleet, so the chosen host is a good
 // fit, not always the best one (as in Nomad, where a service job scores
 // log2(n) hosts); a refusal, though, has walked every candidate, so "no
@@ -308,7 +308,7 @@ type Decision struct {
 	HostID string
 	Score  float64
 	// Feasible counts the hosts that passed every filter among those
-	// visited (a sample, see Config.Sample).
+	// visited (a sample, see PlaceConfig.Sample).
 	Feasible    int
 	Explanation Explanation
 	// Soft lists the soft constraints the chosen host breaks.
@@ -335,8 +335,8 @@ type FilterResult struct {
 	Closest string `json:",omitempty"`
 }
 
-// Config tunes placement; the zero Config is the default.
-type Config struct {
+// PlaceConfig tunes placement; the zero PlaceConfig is the default.
+type PlaceConfig struct {
 	// TopK: the choice is random among the TopK best scored hosts, so
 	// that replicas placing at once seldom pick the same host. 0 means 3.
 	TopK int
@@ -347,9 +347,9 @@ type Config struct {
 	Sample int
 }
 
-// Place places r with the default Config.
+// Place places r with the default PlaceConfig.
 func Place(s *Snapshot, r Request, rnd *rand.Rand) (Decision, error) {
-	return Config{}.Place(s, r, rnd)
+	return PlaceConfig{}.Place(s, r, rnd)
 }
 
 // Place chooses a host for r among the snapshot's hosts. Filters, in order:
@@ -363,7 +363,7 @@ func Place(s *Snapshot, r Request, rnd *rand.Rand) (Decision, error) {
 // feasible hosts were seen. A refusal walks every candidate: its error is a
 // *NoFitError (wrapping ErrNoFit) whose explanation counts every host. A
 // malformed request is rackcloud.ErrInvalid.
-func (c Config) Place(s *Snapshot, r Request, rnd *rand.Rand) (Decision, error) {
+func (c PlaceConfig) Place(s *Snapshot, r Request, rnd *rand.Rand) (Decision, error) {
 	p, err := c.newPlacement(s, r, rnd)
 	if err != nil {
 		return Decision{}, err
@@ -452,7 +452,7 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: place: %s", rackcloud.ErrInvalid, fmt.Sprintf(format, args...))
 }
 
-func (c Config) newPlacement(s *Snapshot, r Request, rnd *rand.Rand) (*placement, error) {
+func (c PlaceConfig) newPlacement(s *Snapshot, r Request, rnd *rand.Rand) (*placement, error) {
 	role, ok := roleFor(r.Kind)
 	switch {
 	case s == nil:

@@ -283,7 +283,7 @@ func TestPlaceBinpackVsSpread(t *testing.T) {
 		"spread":             {Spread, "h0"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			d, err := Config{TopK: 1}.Place(s, Request{Kind: rackcloud.GuestVM, Flavor: flavor(1, 1024, 1), Strategy: tc.strategy}, seeded())
+			d, err := PlaceConfig{TopK: 1}.Place(s, Request{Kind: rackcloud.GuestVM, Flavor: flavor(1, 1024, 1), Strategy: tc.strategy}, seeded())
 			require.NoError(t, err)
 			require.Equal(t, tc.want, d.HostID)
 			require.Equal(t, 4, d.Feasible)
@@ -616,7 +616,7 @@ func randomRequest(rnd *rand.Rand, s *Snapshot) Request {
 // it considered.
 func TestPlaceProperty(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(7, 7))
-	configs := []Config{{}, {TopK: 1, Sample: 1}, {TopK: 5, Sample: 1000}}
+	configs := []PlaceConfig{{}, {TopK: 1, Sample: 1}, {TopK: 5, Sample: 1000}}
 	placed, refused := 0, 0
 	for i := range 5000 {
 		s := randomSnapshot(rnd)

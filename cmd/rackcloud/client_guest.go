@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 )
 
@@ -9,7 +10,9 @@ func init() {
 	register(command{name: "guest", summary: "create, list, start, stop and delete guests", run: dispatch("guest", []verb{
 		{"list", "[--project P] [--state S] [--label k=v]", "list guests", guestList},
 		{"get", "ID", "show a guest", getVerb("guest", "guests")},
-		{"create", "NAME --project P --image I [--kind vm] [--vcpu 1] [--memory 1024] [--disk 10] [--wait]", "ask for a guest", guestCreate},
+		{"create", "NAME --project P --image I [--kind vm|container] [--vcpu 1] [--memory 1024] [--disk 10] [--constraint EXPR]... [--group G] [--dry-run] [--wait]", "ask for a guest (--dry-run: only say where it would go)", guestCreate},
+		{"migrate", "ID [--host H] [--wait]", "move a guest to another host (cold)", guestMigrate},
+		{"events", "ID", "a guest's timeline: placed, moved, and what its host was seen to do", guestEvents},
 		{"start", "ID [--wait]", "start a guest", guestAction("start", http.MethodPost)},
 		{"stop", "ID [--wait]", "stop a guest", guestAction("stop", http.MethodPost)},
 		{"reboot", "ID [--wait]", "reboot a guest", guestAction("reboot", http.MethodPost)},
@@ -18,7 +21,7 @@ func init() {
 }
 
 var guestColumns = []column{{"ID", "id"}, {"NAME", "name"}, {"PROJECT", "project_id"}, {"KIND", "kind"}, {"STATE", "state"},
-	{"VCPU", "flavor.vcpu"}, {"MEM_MIB", "flavor.memory_mib"}, {"DISK_GIB", "flavor.disk_gib"}, {"HOST", "host_id"}, {"LABELS", "labels"}}
+	{"OBSERVED", "observed.state"}, {"VCPU", "flavor.vcpu"}, {"MEM_MIB", "flavor.memory_mib"}, {"DISK_GIB", "flavor.disk_gib"}, {"HOST", "host_id"}, {"LABELS", "labels"}}
 
 func guestList(ctx context.Context, args []string) error {
 	var cf clientFlags
@@ -56,6 +59,12 @@ func guestCreate(ctx context.Context, args []string) error {
 	fs.Var(labels, "label", "label key=value (repeatable)")
 	selector := labelsFlag{}
 	fs.Var(selector, "selector", "host label the host must have, key=value (repeatable)")
+	var constraints listFlag
+	fs.Var(&constraints, "constraint", "label expression the host must meet: ssd, !spot, tier=gold, tier in (a,b) (repeatable)")
+	rack := fs.String("rack", "", "rack (name or ID)")
+	host := fs.String("host", "", "run on this host only (name or ID)")
+	strategy := fs.String("strategy", "", "binpack (default) or spread")
+	dryRun := fs.Bool("dry-run", false, "only say where the guest would go, and why; claim nothing")
 	wait := fs.Bool("wait", false, "follow the task, showing its steps, until it ends")
 	c, pos, err := parseClient(fs, &cf, args)
 	if err != nil {
@@ -66,9 +75,16 @@ func guestCreate(ctx context.Context, args []string) error {
 	}
 	body := map[string]any{"name": pos[0], "kind": *kind, "ha": *ha,
 		"flavor": map[string]any{"vcpu": *vcpu, "memory_mib": *mem, "disk_gib": *disk}}
+	if len(constraints) > 0 {
+		body["constraints"] = []string(constraints)
+	}
+	if *strategy != "" {
+		body["strategy"] = *strategy
+	}
 	for _, r := range []struct {
 		coll, val, key string
-	}{{"projects", *project, "project_id"}, {"images", *image, "image_id"}, {"zones", *zone, "zone_id"}, {"placement-groups", *group, "placement_group_id"}} {
+	}{{"projects", *project, "project_id"}, {"images", *image, "image_id"}, {"zones", *zone, "zone_id"},
+		{"placement-groups", *group, "placement_group_id"}, {"racks", *rack, "rack_id"}, {"hosts", *host, "host_id"}} {
 		if r.val == "" {
 			continue
 		}
@@ -84,11 +100,120 @@ func guestCreate(ctx context.Context, args []string) error {
 	if len(selector) > 0 {
 		body["selector"] = map[string]string(selector)
 	}
+	if *dryRun {
+		r, err := c.call(ctx, http.MethodPost, "/v1/placement/dry-run", body)
+		if err != nil {
+			return err
+		}
+		return c.printPlacement(r.body)
+	}
 	r, err := c.call(ctx, http.MethodPost, "/v1/guests", body)
 	if err != nil {
 		return err
 	}
 	return c.accepted(ctx, r, *wait)
+}
+
+// printPlacement prints a dry run's answer: where, or why nowhere, and
+// what each filter removed.
+func (c *client) printPlacement(body []byte) error {
+	if c.out == "json" {
+		return c.printItem(body)
+	}
+	var a struct {
+		Fits       bool   `json:"fits"`
+		HostName   string `json:"host_name"`
+		HostID     string `json:"host_id"`
+		Considered int    `json:"considered"`
+		Feasible   int    `json:"feasible"`
+		Summary    string `json:"summary"`
+		Filters    []struct {
+			Name    string `json:"name"`
+			Removed int    `json:"removed"`
+			Detail  string `json:"detail"`
+		} `json:"filters"`
+		Soft []string `json:"soft"`
+	}
+	if err := jsonUnmarshal(body, &a); err != nil {
+		return err
+	}
+	if a.Fits {
+		fmt.Fprintf(stdout, "would place on %s (%s): %d of %d hosts fit\n", a.HostName, a.HostID, a.Feasible, a.Considered)
+	} else {
+		fmt.Fprintf(stdout, "no host fits: %s\n", a.Summary)
+	}
+	for _, f := range a.Filters {
+		line := fmt.Sprintf("  %-20s removed %d", f.Name, f.Removed)
+		if f.Detail != "" {
+			line += " (" + f.Detail + ")"
+		}
+		fmt.Fprintln(stdout, line)
+	}
+	for _, s := range a.Soft {
+		fmt.Fprintln(stdout, "  soft: "+s)
+	}
+	if !a.Fits {
+		return fmt.Errorf("no host fits")
+	}
+	return nil
+}
+
+func guestMigrate(ctx context.Context, args []string) error {
+	var cf clientFlags
+	fs := newVerbFlags("guest", "migrate", &cf)
+	host := fs.String("host", "", "the host to move to (name or ID; default: placement picks)")
+	wait := fs.Bool("wait", false, "follow the task until it ends")
+	c, pos, err := parseClient(fs, &cf, args)
+	if err != nil {
+		return err
+	}
+	if err := needArgs(pos, 1, "rackcloud guest migrate ID"); err != nil {
+		return err
+	}
+	id, err := c.resolve(ctx, "guests", pos[0])
+	if err != nil {
+		return err
+	}
+	body := map[string]any{}
+	if *host != "" {
+		hid, err := c.resolve(ctx, "hosts", *host)
+		if err != nil {
+			return err
+		}
+		body["host_id"] = hid
+	}
+	r, err := c.call(ctx, http.MethodPost, "/v1/guests/"+id+"/migrate", body)
+	if err != nil {
+		return err
+	}
+	return c.accepted(ctx, r, *wait)
+}
+
+func guestEvents(ctx context.Context, args []string) error {
+	var cf clientFlags
+	fs := newVerbFlags("guest", "events", &cf)
+	c, pos, err := parseClient(fs, &cf, args)
+	if err != nil {
+		return err
+	}
+	if err := needArgs(pos, 1, "rackcloud guest events ID"); err != nil {
+		return err
+	}
+	id, err := c.resolve(ctx, "guests", pos[0])
+	if err != nil {
+		return err
+	}
+	r, err := c.call(ctx, http.MethodGet, "/v1/guests/"+id+"/events?limit=1000", nil)
+	if err != nil {
+		return err
+	}
+	var out struct {
+		Items []map[string]any `json:"items"`
+	}
+	if err := jsonUnmarshal(r.body, &out); err != nil {
+		return err
+	}
+	return c.printItems(out.Items, []column{{"AT", "at"}, {"KIND", "kind"}, {"DETAIL", "detail"}})
 }
 
 func guestAction(action, method string) func(ctx context.Context, args []string) error {

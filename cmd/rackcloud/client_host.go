@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +17,7 @@ func init() {
 		{"list", "[--state S] [--rack R] [--mac M] [--label k=v]", "list hosts", hostList},
 		{"get", "ID", "show a host (with its BMC's whole error line)", getVerb("host", "hosts")},
 		{"register", "[--mac M]... [--ipv4 A] [--bmc ADDR --bmc-user U --bmc-password P] [--enroll [--wait]]", "register a host by MAC and/or BMC", hostRegister},
+		{"adopt", "--role kvm|docker --endpoint URL [--daemon-ca-file F --cert-file F --key-file F] [--name N] [--wait]", "make an already-running libvirtd or dockerd host ready", hostAdopt},
 		{"update", "ID [--rack R --position N] [--label k=v]... [--ipv4 A|--ipv4 '']", "change a host's place, labels or provisioning address", hostUpdate},
 		{"set-bmc", "ID --bmc ADDR --bmc-user U --bmc-password P [--bmc-protocol ipmi|redfish]", "link a BMC to a host or change its credentials", hostSetBMC},
 		{"enroll", "ID [--wait]", "power the host on into PXE through its BMC", hostAction("enroll", nil)},
@@ -385,4 +387,77 @@ func hostSetBMC(ctx context.Context, args []string) error {
 		return err
 	}
 	return c.printItem(r.body)
+}
+
+func hostAdopt(ctx context.Context, args []string) error {
+	var cf clientFlags
+	fs := newVerbFlags("host", "adopt", &cf)
+	name := fs.String("name", "", "host name (default: from the endpoint)")
+	role := fs.String("role", "", "kvm (libvirtd) or docker (dockerd)")
+	endpoint := fs.String("endpoint", "", "unix:///run/docker.sock, tcp://ADDR:2376, qemu+unix:///system?socket=PATH or qemu+tls://ADDR:16514/system")
+	caFile := fs.String("daemon-ca-file", "", "the CA of the daemon's certificate (PEM)")
+	certFile := fs.String("cert-file", "", "rackcloud's client certificate (PEM)")
+	keyFile := fs.String("key-file", "", "its key (PEM)")
+	serverName := fs.String("server-name", "", "the name in the daemon's certificate (default: the endpoint's host)")
+	rack := fs.String("rack", "", "rack (name or ID)")
+	labels := labelsFlag{}
+	fs.Var(labels, "label", "label key=value (repeatable)")
+	wait := fs.Bool("wait", false, "follow the adopt task until it ends")
+	c, _, err := parseClient(fs, &cf, args)
+	if err != nil {
+		return err
+	}
+	body := map[string]any{"role": *role, "endpoint": *endpoint}
+	if *name != "" {
+		body["name"] = *name
+	}
+	if len(labels) > 0 {
+		body["labels"] = map[string]string(labels)
+	}
+	if *rack != "" {
+		id, err := c.resolve(ctx, "racks", *rack)
+		if err != nil {
+			return err
+		}
+		body["rack_id"] = id
+	}
+	if *caFile != "" || *certFile != "" || *keyFile != "" || *serverName != "" {
+		creds := map[string]any{"server_name": *serverName}
+		for key, f := range map[string]string{"ca_pem": *caFile, "cert_pem": *certFile, "key_pem": *keyFile} {
+			if f == "" {
+				continue
+			}
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return err
+			}
+			creds[key] = string(b)
+		}
+		body["credentials"] = creds
+	}
+	r, err := c.call(ctx, http.MethodPost, "/v1/hosts", body)
+	if err != nil {
+		return err
+	}
+	var h struct {
+		ID   string `json:"id"`
+		Name string `json:"name"`
+		Task *struct {
+			ID string `json:"id"`
+		} `json:"task"`
+	}
+	if err := jsonUnmarshal(r.body, &h); err != nil {
+		return err
+	}
+	if c.out == "json" || h.Task == nil {
+		if err := c.printItem(r.body); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(stdout, "host %s %s: task %s host.adopt\n", h.Name, h.ID, h.Task.ID)
+	}
+	if !*wait || h.Task == nil {
+		return nil
+	}
+	return c.waitTask(ctx, h.Task.ID)
 }
