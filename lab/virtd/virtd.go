@@ -294,9 +294,9 @@ func (d *Daemon) layout() error {
 }
 
 // QEMUPIDs returns the PIDs of the QEMU processes this libvirtd started,
-// read from its pidfiles (run/qemu/*.pid) and kept only when the process
-// lives in the daemon's mount namespace (a PID reused by another process
-// is not taken for QEMU).
+// read from its pidfiles (run/qemu/<domain>.pid) and kept only when the
+// process's command line names that domain (a PID reused by another
+// process is not taken for QEMU, nor libvirtd's own driver.pid).
 func (d *Daemon) QEMUPIDs() []int {
 	files, _ := filepath.Glob(filepath.Join(d.Config.Dir, "run", "qemu", "*.pid"))
 	var pids []int
@@ -309,9 +309,16 @@ func (d *Daemon) QEMUPIDs() []int {
 		if err != nil || pid <= 1 {
 			continue
 		}
-		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid)); err == nil && ns == d.mntNS && alive(pid) {
-			pids = append(pids, pid)
+		// run/qemu/driver.pid is libvirtd's own lock; a QEMU process names
+		// its domain on its command line (-name guest=NAME,...). QEMU runs
+		// in a mount namespace of its own (qemu.conf namespaces), so the
+		// name is what ties it to this daemon's pidfile.
+		name := strings.TrimSuffix(filepath.Base(f), ".pid")
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if !strings.Contains(string(cmdline), "\x00guest="+name+",") || !alive(pid) {
+			continue
 		}
+		pids = append(pids, pid)
 	}
 	return pids
 }
