@@ -206,3 +206,13 @@ func unescapeMount(s string) string {
 	}
 	return b.String()
 }
+
+// BootDisk writes raw, a whole bootable MBR disk as the bm image has
+// (syslinux for BIOS, systemd-boot for UEFI, the zeroed config partition
+// last) holding vmlinuz and initrd booted with cmdline; work is a scratch
+// directory for the FAT partition. Other image builders (lab/guestimg)
+// use it for disks of their own.
+func BootDisk(ctx context.Context, work, raw, vmlinuz, initrd, cmdline string) error {
+	d := &diskSpec{vmlinuz: vmlinuz, initrd: initrd, cmdline: cmdline}
+	return d.assemble(ctx, work, raw)
+}

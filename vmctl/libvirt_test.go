@@ -1,0 +1,253 @@
+package vmctl_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/imagefmt"
+	"github.com/rackcloud/rackcloud/lab/guestimg"
+	"github.com/rackcloud/rackcloud/lab/netns"
+	"github.com/rackcloud/rackcloud/lab/virtd"
+	"github.com/rackcloud/rackcloud/vmctl"
+)
+
+// startLibvirtd starts a test libvirtd in a namespace of its own; a
+// missing libvirtd fails the test (make deps installs it).
+func startLibvirtd(t *testing.T, ctx context.Context, name, gw string) (*virtd.Daemon, vmctl.Target) {
+	t.Helper()
+	n, err := netns.New(ctx, name, netip.MustParsePrefix(gw))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = n.Close() })
+	start := time.Now()
+	d, err := virtd.Start(ctx, virtd.Config{Dir: filepath.Join(t.TempDir(), "virtd"), Netns: n})
+	require.NoError(t, err)
+	t.Cleanup(d.Stop)
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(d.Config.Dir, "libvirtd.log"))
+			if len(b) > 3000 {
+				b = b[len(b)-3000:]
+			}
+			t.Logf("%s: libvirtd.log:\n%s", name, b)
+		}
+	})
+	t.Logf("%s: libvirtd answered after %s", name, time.Since(start).Round(time.Millisecond))
+	return d, vmctl.Target{HostID: name, Role: rackcloud.RoleKVM, Endpoint: d.URI()}
+}
+
+// vmImage is the tiny guest image as raw+zstd, as the image store keeps it.
+func vmImage(t *testing.T) vmctl.Image {
+	t.Helper()
+	raw, _, _, err := guestimg.VM(filepath.Join(os.TempDir(), "rackcloud-guestimg"))
+	require.NoError(t, err)
+	in, err := os.Open(raw)
+	require.NoError(t, err)
+	defer in.Close()
+	var z bytes.Buffer
+	_, _, err = imagefmt.Compress(&z, in)
+	require.NoError(t, err)
+	data := z.Bytes()
+	sum := sha256.Sum256(data)
+	return imageOf("vm-tiny", rackcloud.FormatRawZstd, data, "sha256:"+hex.EncodeToString(sum[:]))
+}
+
+func imageOf(id string, f rackcloud.ImageFormat, data []byte, checksum string) vmctl.Image {
+	return vmctl.Image{ID: id, Format: f, Checksum: checksum, Size: int64(len(data)),
+		Open: func(context.Context) (io.ReadCloser, error) {
+			return checked(data, checksum), nil
+		}}
+}
+
+// checked reads data and fails at its end when data does not match
+// checksum, as vmctl.ImageFrom's readers do.
+func checked(data []byte, checksum string) io.ReadCloser {
+	sum := sha256.Sum256(data)
+	var r io.Reader = bytes.NewReader(data)
+	if "sha256:"+hex.EncodeToString(sum[:]) != checksum {
+		r = io.MultiReader(r, errReader{vmctl.ErrChecksum})
+	}
+	return io.NopCloser(r)
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+func waitMarker(t *testing.T, ctx context.Context, d *vmctl.Libvirt, tg vmctl.Target, s vmctl.Spec, count int) time.Duration {
+	t.Helper()
+	start := time.Now()
+	deadline := time.Now().Add(90 * time.Second)
+	var log string
+	for time.Now().Before(deadline) {
+		var err error
+		log, err = d.ConsoleLog(ctx, tg, s)
+		require.NoError(t, err)
+		if strings.Count(log, guestimg.VMMarker) >= count {
+			return time.Since(start)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("no %q (x%d) on the console after 90 s; console:\n%s", guestimg.VMMarker, count, log)
+	return 0
+}
+
+func waitState(t *testing.T, ctx context.Context, d *vmctl.Libvirt, tg vmctl.Target, s vmctl.Spec, want vmctl.ObservedState) {
+	t.Helper()
+	var o vmctl.Observed
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		var err error
+		o, err = d.Observe(ctx, tg, s)
+		require.NoError(t, err)
+		if o.State == want {
+			return
+		}
+	}
+	t.Fatalf("guest %s is %+v, want %s", s.GuestID, o, want)
+}
+
+func TestLibvirtDriver(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	daemon, tg := startLibvirtd(t, ctx, "rc-lv-a", "10.93.1.1/24")
+	d := &vmctl.Libvirt{DomainType: "qemu"}
+	t.Cleanup(func() { _ = d.Close() })
+	img := vmImage(t)
+	s := vmctl.Spec{GuestID: "6f1c2c36-5a8e-4d0b-9d5e-1c1e2a3b4c5d", Name: "tiny", ProjectID: "p1",
+		Kind: rackcloud.GuestVM, Flavor: rackcloud.Resources{CPUCores: 1, MemoryMiB: 256, DiskGiB: 1}, Image: img}
+
+	t.Run("a corrupted image leaves no volume", func(t *testing.T) {
+		bad := s
+		bad.GuestID = "bad"
+		data := []byte(strings.Repeat("x", 5<<20))
+		bad.Image = imageOf("corrupt", rackcloud.FormatRaw, data, "sha256:"+strings.Repeat("0", 64))
+		err := d.Prepare(ctx, tg, bad)
+		require.ErrorIs(t, err, vmctl.ErrChecksum)
+		left, _ := filepath.Glob(filepath.Join(daemon.PoolHostDir, "*corrupt*"))
+		require.Empty(t, left, "the half-uploaded base is deleted")
+	})
+
+	t.Run("prepare uploads the base once", func(t *testing.T) {
+		start := time.Now()
+		require.NoError(t, d.Prepare(ctx, tg, s))
+		t.Logf("prepare (upload %d bytes raw+zstd, disk over it): %s", img.Size, time.Since(start).Round(time.Millisecond))
+		base := filepath.Join(daemon.PoolHostDir, "img-vm-tiny")
+		st1, err := os.Stat(base)
+		require.NoError(t, err)
+		opens := 0
+		again := s
+		again.GuestID = "second-guest"
+		again.Image.Open = func(ctx context.Context) (io.ReadCloser, error) { opens++; return img.Open(ctx) }
+		require.NoError(t, d.Prepare(ctx, tg, again))
+		require.NoError(t, d.Prepare(ctx, tg, s))
+		require.Zero(t, opens, "the base is not uploaded again")
+		st2, err := os.Stat(base)
+		require.NoError(t, err)
+		require.Equal(t, st1.ModTime(), st2.ModTime())
+		require.NoError(t, d.Delete(ctx, tg, again))
+	})
+
+	t.Run("create twice gives the same domain", func(t *testing.T) {
+		start := time.Now()
+		h1, err := d.Create(ctx, tg, s)
+		require.NoError(t, err)
+		t.Logf("define: %s", time.Since(start).Round(time.Millisecond))
+		h2, err := d.Create(ctx, tg, s)
+		require.NoError(t, err)
+		require.Equal(t, s.GuestID, h1)
+		require.Equal(t, h1, h2)
+		o, err := d.Observe(ctx, tg, s)
+		require.NoError(t, err)
+		require.Equal(t, vmctl.ObservedStopped, o.State)
+	})
+
+	t.Run("start boots to the marker", func(t *testing.T) {
+		require.NoError(t, d.Start(ctx, tg, s))
+		require.NoError(t, d.Start(ctx, tg, s), "a running guest is left alone")
+		t.Logf("boot to marker: %s", waitMarker(t, ctx, d, tg, s, 1).Round(time.Millisecond))
+		waitState(t, ctx, d, tg, s, vmctl.ObservedRunning)
+	})
+
+	t.Run("reboot", func(t *testing.T) {
+		require.NoError(t, d.Reboot(ctx, tg, s))
+		t.Logf("reboot to marker: %s", waitMarker(t, ctx, d, tg, s, 2).Round(time.Millisecond))
+	})
+
+	t.Run("probe and list", func(t *testing.T) {
+		c, err := d.Probe(ctx, tg)
+		require.NoError(t, err)
+		t.Logf("probe: %+v", c)
+		require.Positive(t, c.Resources.CPUCores)
+		require.Positive(t, c.Resources.MemoryMiB)
+		require.Positive(t, c.Resources.DiskGiB)
+		require.Contains(t, c.Daemon, "libvirt 9.")
+		require.Contains(t, c.Daemon, "domain type qemu")
+		l, err := d.List(ctx, tg)
+		require.NoError(t, err)
+		require.Equal(t, vmctl.ObservedRunning, l[s.GuestID].State, "%+v", l)
+		require.Len(t, l, 1)
+	})
+
+	t.Run("a killed qemu is crashed", func(t *testing.T) {
+		pids := daemon.QEMUPIDs()
+		require.Len(t, pids, 1)
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pids[0]))
+		t.Logf("qemu pid %d: %.80q", pids[0], b)
+		require.NoError(t, syscall.Kill(pids[0], syscall.SIGKILL))
+		waitState(t, ctx, d, tg, s, vmctl.ObservedCrashed)
+	})
+
+	t.Run("stop after grace", func(t *testing.T) {
+		require.NoError(t, d.Start(ctx, tg, s))
+		waitState(t, ctx, d, tg, s, vmctl.ObservedRunning)
+		start := time.Now()
+		require.NoError(t, d.Stop(ctx, tg, s, time.Second), "the busybox guest ignores ACPI: destroyed after grace")
+		t.Logf("stop with 1 s grace: %s", time.Since(start).Round(time.Millisecond))
+		waitState(t, ctx, d, tg, s, vmctl.ObservedStopped)
+		require.NoError(t, d.Stop(ctx, tg, s, time.Second))
+	})
+
+	t.Run("export and import boots on a second host", func(t *testing.T) {
+		daemonB, tgB := startLibvirtd(t, ctx, "rc-lv-b", "10.93.2.1/24")
+		r, size, err := d.ExportDisk(ctx, tg, s)
+		require.NoError(t, err)
+		start := time.Now()
+		err = d.ImportDisk(ctx, tgB, s, r, size)
+		r.Close()
+		require.NoError(t, err)
+		t.Logf("export+import (%d bytes overlay, base uploaded): %s", size, time.Since(start).Round(time.Millisecond))
+		_, err = d.Create(ctx, tgB, s)
+		require.NoError(t, err)
+		require.NoError(t, d.Start(ctx, tgB, s))
+		t.Logf("imported guest boot to marker: %s", waitMarker(t, ctx, d, tgB, s, 1).Round(time.Millisecond))
+		require.NoError(t, d.Delete(ctx, tgB, s))
+		_ = daemonB
+	})
+
+	t.Run("delete", func(t *testing.T) {
+		require.NoError(t, d.Delete(ctx, tg, s))
+		o, err := d.Observe(ctx, tg, s)
+		require.NoError(t, err)
+		require.Equal(t, vmctl.ObservedMissing, o.State)
+		require.NoError(t, d.Delete(ctx, tg, s))
+		require.ErrorIs(t, d.Start(ctx, tg, s), rackcloud.ErrNotFound)
+		left, _ := filepath.Glob(filepath.Join(daemon.PoolHostDir, "rc-*"))
+		require.Empty(t, left)
+	})
+	_ = fmt.Sprint
+	_ = strconv.Itoa
+}
