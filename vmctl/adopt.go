@@ -68,6 +68,13 @@ func (c *Controller) connectStep(ctx context.Context, sc *tasks.StepContext) (an
 	if err != nil {
 		return nil, fmt.Errorf("reach %s's daemon at %s: %w", h.Name, h.Endpoint, err)
 	}
+	// What the daemon cannot say (dockerd knows no disk size) is what
+	// the operator registered the host with.
+	res := cp.Resources
+	if res.DiskGiB == 0 {
+		res.DiskGiB = h.Resources.DiskGiB
+	}
+	res.DiskIOPS, res.NetworkMbs = h.Resources.DiskIOPS, h.Resources.NetworkMbs
 	over := h.Overhead
 	if over == (rackcloud.Resources{}) {
 		over.MemoryMiB = DefaultAdoptOverheadMiB
@@ -76,10 +83,10 @@ func (c *Controller) connectStep(ctx context.Context, sc *tasks.StepContext) (an
 	if h.Inventory != nil {
 		inv = *h.Inventory
 	}
-	if _, err := store.SetHostInventory(ctx, c.cfg.Pool, h.ID, inv, cp.Resources, over); err != nil {
+	if _, err := store.SetHostInventory(ctx, c.cfg.Pool, h.ID, inv, res, over); err != nil {
 		return nil, err
 	}
-	return map[string]any{"daemon": cp.Daemon, "resources": cp.Resources}, nil
+	return map[string]any{"daemon": cp.Daemon, "resources": res}, nil
 }
 
 func (c *Controller) adoptReadyStep(ctx context.Context, sc *tasks.StepContext) (any, error) {

@@ -157,14 +157,23 @@ type venv struct {
 
 func newVenv(t *testing.T, racks int) *venv {
 	t.Helper()
+	return newVenvWith(t, racks, nil)
+}
+
+// newVenvWith runs the controller with drivers (nil: the fake, for both
+// kinds).
+func newVenvWith(t *testing.T, racks int, drivers map[rackcloud.GuestKind]vmctl.Driver) *venv {
+	t.Helper()
 	ctx := context.Background()
 	pool := pgtest.DB(t)
 	engine, err := tasks.New(pool, tasks.Config{Workers: 8, PollInterval: 50 * time.Millisecond, RetryBase: 10 * time.Millisecond,
 		RetryMax: 50 * time.Millisecond, Registerer: prometheus.NewRegistry()})
 	require.NoError(t, err)
 	drv := newFake()
-	vm := vmctl.New(vmctl.Config{Pool: pool, Reconcile: -1, StopGrace: time.Second,
-		Drivers: map[rackcloud.GuestKind]vmctl.Driver{rackcloud.GuestContainer: drv, rackcloud.GuestVM: drv}})
+	if drivers == nil {
+		drivers = map[rackcloud.GuestKind]vmctl.Driver{rackcloud.GuestContainer: drv, rackcloud.GuestVM: drv}
+	}
+	vm := vmctl.New(vmctl.Config{Pool: pool, Reconcile: -1, StopGrace: time.Second, Drivers: drivers})
 	require.NoError(t, vm.Register(engine))
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

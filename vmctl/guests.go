@@ -247,6 +247,7 @@ func (c *Controller) stopStep(ctx context.Context, sc *tasks.StepContext) (any, 
 		return nil, permanentIfInvalid(fmt.Errorf("stop %s on %s: %w", g.Name, w.host.Name, err))
 	}
 	if o, err := w.driver.Observe(ctx, w.t, w.s); err == nil {
+		g.State = rackcloud.GuestStopped
 		c.observe(ctx, g, o)
 	}
 	_, err = store.SetGuestState(ctx, c.cfg.Pool, g.ID, rackcloud.GuestStopped, "", nil)
@@ -308,8 +309,12 @@ func (c *Controller) forgetStep(ctx context.Context, sc *tasks.StepContext) (any
 	return nil, store.DeleteGuest(ctx, c.cfg.Pool, g.ID, g.Version)
 }
 
-// observe records what a driver saw of a guest.
+// observe records what a driver saw of a guest. A guest that is not
+// running though it should be crashed, whatever its exit looked like.
 func (c *Controller) observe(ctx context.Context, g rackcloud.Guest, o Observed) {
+	if o.State == ObservedStopped && g.State == rackcloud.GuestRunning {
+		o.State = ObservedCrashed
+	}
 	changed, err := store.RecordGuestObserved(ctx, c.cfg.Pool, g.ID, string(o.State), o.Detail)
 	if err != nil {
 		c.log.Warn("record observed guest state", "guest", g.ID, "err", err)
