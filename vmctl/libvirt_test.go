@@ -23,6 +23,7 @@ import (
 	"github.com/rackcloud/rackcloud/lab/guestimg"
 	"github.com/rackcloud/rackcloud/lab/netns"
 	"github.com/rackcloud/rackcloud/lab/virtd"
+	"github.com/rackcloud/rackcloud/store"
 	"github.com/rackcloud/rackcloud/vmctl"
 )
 
@@ -250,4 +251,70 @@ func TestLibvirtDriver(t *testing.T) {
 	})
 	_ = fmt.Sprint
 	_ = strconv.Itoa
+}
+
+// End to end through tasks on real libvirtds: adopt two, create a VM
+// guest (every step; its console shows the marker), migrate it cold to
+// the other host (it boots there from its copied disk; the first host
+// keeps nothing), delete it.
+func TestVMGuestOnAdoptedLibvirtdAndMigrate(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	dA, _ := startLibvirtd(t, ctx, fmt.Sprintf("rcvmA%d", os.Getpid()), "10.65.0.1/24")
+	dB, _ := startLibvirtd(t, ctx, fmt.Sprintf("rcvmB%d", os.Getpid()), "10.66.0.1/24")
+	img := vmImage(t)
+	rd, err := img.Open(ctx)
+	require.NoError(t, err)
+	data, err := io.ReadAll(rd)
+	require.NoError(t, err)
+	file := filepath.Join(t.TempDir(), "vm.img.zst")
+	require.NoError(t, os.WriteFile(file, data, 0o644))
+
+	drv := &vmctl.Libvirt{DomainType: "qemu"}
+	defer drv.Close()
+	e := newVenvWith(t, 1, map[rackcloud.GuestKind]vmctl.Driver{rackcloud.GuestVM: drv})
+	im, err := store.CreateImage(ctx, e.pool, rackcloud.Image{Meta: rackcloud.Meta{Name: "tiny-vm"}, URL: "file://" + file,
+		Checksum: img.Checksum, Format: rackcloud.FormatRawZstd, Size: img.Size})
+	require.NoError(t, err)
+	var hosts []string
+	for i, d := range []*virtd.Daemon{dA, dB} {
+		h, err := store.CreateHost(ctx, e.pool, rackcloud.Host{Meta: rackcloud.Meta{Name: fmt.Sprintf("kvm-%d", i)},
+			Role: rackcloud.RoleKVM, RackID: e.racks[0]})
+		require.NoError(t, err)
+		require.NoError(t, store.SetHostEndpoint(ctx, e.pool, h.ID, d.URI()))
+		info := e.run(rackcloud.KindHostAdopt, rackcloud.HostTaskParams{HostID: h.ID}, "host/"+h.ID)
+		require.Equal(t, rackcloud.TaskSucceeded, info.State, info.Error)
+		hosts = append(hosts, h.ID)
+	}
+	e.waitSnapshot(2)
+
+	g := e.guest("tiny", 1, 128, func(g *rackcloud.Guest) { g.Kind, g.ImageID, g.WantHostID = rackcloud.GuestVM, im.ID, hosts[0] })
+	start := time.Now()
+	info := e.guestTask(rackcloud.KindGuestCreate, g)
+	require.Equal(t, rackcloud.TaskSucceeded, info.State, info.Error)
+	t.Logf("guest.create to running: %s", time.Since(start).Round(time.Millisecond))
+	g = e.get(g.ID)
+	require.Equal(t, hosts[0], g.HostID)
+	spec := vmctl.Spec{GuestID: g.ID, Name: g.Name}
+	tA := vmctl.Target{HostID: hosts[0], Role: rackcloud.RoleKVM, Endpoint: dA.URI()}
+	tB := vmctl.Target{HostID: hosts[1], Role: rackcloud.RoleKVM, Endpoint: dB.URI()}
+	t.Logf("boot to marker: %s", waitMarker(t, ctx, drv, tA, spec, 1).Round(time.Millisecond))
+
+	start = time.Now()
+	info = e.run(rackcloud.KindGuestMigrate, rackcloud.GuestMigrateParams{GuestID: g.ID}, "guest/"+g.ID)
+	require.Equal(t, rackcloud.TaskSucceeded, info.State, info.Error)
+	t.Logf("migrate: %s", time.Since(start).Round(time.Millisecond))
+	g = e.get(g.ID)
+	require.Equal(t, hosts[1], g.HostID)
+	require.Equal(t, rackcloud.GuestRunning, g.State)
+	t.Logf("boot on the new host to marker: %s", waitMarker(t, ctx, drv, tB, spec, 1).Round(time.Millisecond))
+	onA, err := drv.List(ctx, tA)
+	require.NoError(t, err)
+	require.Empty(t, onA, "the old host keeps nothing")
+
+	require.Equal(t, rackcloud.TaskSucceeded, e.guestTask(rackcloud.KindGuestDelete, g).State)
+	onB, err := drv.List(ctx, tB)
+	require.NoError(t, err)
+	require.Empty(t, onB)
 }

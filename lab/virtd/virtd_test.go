@@ -53,8 +53,6 @@ func TestTwoDaemonsDoNotShareState(t *testing.T) {
 
 	ds[0].Stop()
 	ds[0].Stop()
-	_, err = os.Stat(ds[0].Socket)
-	require.NoError(t, err) // the socket file may stay; the daemon does not answer
 	l := libvirt.NewWithDialer(dialers.NewLocal(dialers.WithSocket(ds[0].Socket), dialers.WithLocalTimeout(time.Second)))
 	require.Error(t, l.ConnectToURI(libvirt.QEMUSystem), "stopped")
 }
