@@ -301,8 +301,12 @@ func TestVMGuestOnAdoptedLibvirtdAndMigrate(t *testing.T) {
 	tB := vmctl.Target{HostID: hosts[1], Role: rackcloud.RoleKVM, Endpoint: dB.URI()}
 	t.Logf("boot to marker: %s", waitMarker(t, ctx, drv, tA, spec, 1).Round(time.Millisecond))
 
-	start = time.Now()
 	info = e.run(rackcloud.KindGuestMigrate, rackcloud.GuestMigrateParams{GuestID: g.ID}, "guest/"+g.ID)
+	require.Equal(t, rackcloud.TaskFailed, info.State)
+	require.Contains(t, info.Error, "only (exact placement): name the host to move it to")
+	require.Equal(t, rackcloud.GuestRunning, e.get(g.ID).State, "refused before it was stopped")
+	start = time.Now()
+	info = e.run(rackcloud.KindGuestMigrate, rackcloud.GuestMigrateParams{GuestID: g.ID, HostID: hosts[1]}, "guest/"+g.ID)
 	require.Equal(t, rackcloud.TaskSucceeded, info.State, info.Error)
 	t.Logf("migrate: %s", time.Since(start).Round(time.Millisecond))
 	g = e.get(g.ID)

@@ -67,6 +67,10 @@ func (c *Controller) stopSourceStep(ctx context.Context, sc *tasks.StepContext) 
 	if err != nil {
 		return nil, err
 	}
+	if p.HostID == "" && g.WantHostID != "" { // checked before the guest is stopped
+		return nil, tasks.Permanent(fmt.Errorf("%w: guest %s may run on host %s only (exact placement): name the host to move it to",
+			rackcloud.ErrConflict, g.Name, w.host.Name))
+	}
 	if p.HostID == g.HostID {
 		return nil, tasks.Permanent(fmt.Errorf("%w: guest %s is on host %s already", rackcloud.ErrConflict, g.Name, w.host.Name))
 	}
