@@ -10,6 +10,7 @@ import (
 
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/lab/guestimg"
+	"github.com/rackcloud/rackcloud/lab/hostimg"
 )
 
 // Demo names: the project and guests Demo makes.
@@ -30,7 +31,7 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cache := filepath.Join(l.Dir, "..", "guest-images")
+	cache := filepath.Join(hostimg.DefaultCacheDir(), "guests")
 	var proj struct {
 		ID string `json:"id"`
 	}
@@ -60,7 +61,7 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 			ID string `json:"id"`
 		}
 		if err := l.findOrCreate(ctx, admin, "/v1/images", g.image, map[string]any{"name": g.image, "url": "file://" + path,
-			"checksum": "sha256:" + sum, "size": size, "format": string(g.format)}, &img); err != nil {
+			"checksum": sum, "size": size, "format": string(g.format)}, &img); err != nil {
 			return err
 		}
 		var task struct {

@@ -276,6 +276,20 @@ func TestRackToReadyKVMAndDocker(t *testing.T) {
 		require.True(t, strings.HasPrefix(h.Endpoint, want[h.Role]), h.Endpoint)
 	}
 
+	// The demo's guests run on the provisioned hosts, reached over mutual
+	// TLS with the host CA's client certificate: a container on the
+	// Docker host, a VM (nested) on the KVM host.
+	start = time.Now()
+	require.NoError(t, l.Demo(context.Background(), testWriter{t}))
+	for _, name := range []string{lab.DemoContainer, lab.DemoVM} {
+		g := a.waitGuest(name, "running", 10*time.Minute)
+		t.Logf("guest %s running after %s on %s: %s", name, time.Since(start).Round(time.Second), g.HostID, g.Placement)
+		if name == lab.DemoContainer {
+			require.Equal(t, 202, a.call(http.MethodDelete, "/v1/guests/"+g.ID, nil, nil))
+			a.waitGone(g.ID, 2*time.Minute)
+		}
+	}
+
 	// Deprovision the Docker host: the disk no longer boots (its first
 	// MiB is zero), the host is available again, and is provisioned
 	// again with another role (bare metal).
@@ -298,4 +312,52 @@ func TestRackToReadyKVMAndDocker(t *testing.T) {
 	h = a.waitState(n, "ready", 5*time.Minute)
 	require.Equal(t, "bm", h.Role)
 	require.Empty(t, h.Endpoint, "a bare-metal host has no daemon endpoint")
+}
+
+type labGuest struct {
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	State       string `json:"state"`
+	StateReason string `json:"state_reason"`
+	HostID      string `json:"host_id"`
+	Placement   string `json:"placement"`
+}
+
+// waitGuest waits for the guest named name to reach state; a failed
+// guest fails the test at once with its reason.
+func (a apiClient) waitGuest(name, state string, within time.Duration) labGuest {
+	a.t.Helper()
+	var got labGuest
+	labtest.Eventually(a.t, within, time.Second, "guest "+name+" "+state, func() (bool, string) {
+		var page struct {
+			Items []labGuest `json:"items"`
+		}
+		require.Equal(a.t, 200, a.call(http.MethodGet, "/v1/guests?limit=1000", nil, &page))
+		for _, g := range page.Items {
+			if g.Name == name {
+				got = g
+				require.NotEqual(a.t, "failed", g.State, "guest %s failed: %s (%s)", name, g.StateReason, g.Placement)
+				return g.State == state, fmt.Sprintf("%+v", g)
+			}
+		}
+		return false, "no guest " + name
+	})
+	return got
+}
+
+// waitGone waits until guest id is deleted.
+func (a apiClient) waitGone(id string, within time.Duration) {
+	a.t.Helper()
+	labtest.Eventually(a.t, within, time.Second, "guest "+id+" deleted", func() (bool, string) {
+		code := a.call(http.MethodGet, "/v1/guests/"+id, nil, nil)
+		return code == 404, fmt.Sprint(code)
+	})
+}
+
+// testWriter writes to the test's log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
