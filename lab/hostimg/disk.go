@@ -7,10 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/rackcloud/rackcloud/lab/mounts"
 )
 
 // Boot loader files from Debian's syslinux and systemd-boot-efi.
@@ -160,51 +161,20 @@ func run(ctx context.Context, dir, stdin, name string, args ...string) (string, 
 // machine's device nodes. It refuses when a mount cannot be detached.
 func removeAll(dir string) error {
 	dir = filepath.Clean(dir)
-	mounts := func() []string {
-		b, err := os.ReadFile("/proc/self/mountinfo")
+	under := func() []string {
+		out, err := mounts.Under(dir)
 		if err != nil {
 			return []string{"(mountinfo unreadable)"}
 		}
-		var out []string
-		for _, l := range strings.Split(string(b), "\n") {
-			f := strings.Fields(l)
-			if len(f) < 5 {
-				continue
-			}
-			mp := unescapeMount(f[4])
-			if mp == dir || strings.HasPrefix(mp, dir+"/") {
-				out = append(out, mp)
-			}
-		}
-		sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
 		return out
 	}
-	for _, mp := range mounts() {
+	for _, mp := range under() {
 		_ = syscall.Unmount(mp, syscall.MNT_DETACH)
 	}
-	if left := mounts(); len(left) > 0 {
+	if left := under(); len(left) > 0 {
 		return fmt.Errorf("still mounted under %s: %v; not deleting it", dir, left)
 	}
 	return os.RemoveAll(dir)
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // BootDisk writes raw, a whole bootable MBR disk as the bm image has
