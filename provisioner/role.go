@@ -18,6 +18,7 @@ import (
 	"github.com/rackcloud/rackcloud/hostca"
 	"github.com/rackcloud/rackcloud/hostconfig"
 	"github.com/rackcloud/rackcloud/store"
+	"github.com/rackcloud/rackcloud/vmctl"
 )
 
 // RoleChecker reaches an installed host's role daemon.
@@ -110,28 +111,7 @@ type tlsDialer struct {
 }
 
 func (d tlsDialer) Dial() (net.Conn, error) {
-	c, err := d.dial(d.ctx, "tcp", d.addr)
-	if err != nil {
-		return nil, err
-	}
-	tc := tls.Client(c, d.cfg)
-	if dl, ok := d.ctx.Deadline(); ok {
-		_ = tc.SetDeadline(dl)
-	}
-	if err := tc.HandshakeContext(d.ctx); err != nil {
-		c.Close()
-		return nil, err
-	}
-	// libvirtd checks the client's certificate after the handshake and
-	// sends one byte, 1, when it passed (virNetTLSSession): read it, or
-	// the RPC stream is off by one.
-	ok := make([]byte, 1)
-	if _, err := io.ReadFull(tc, ok); err != nil || ok[0] != 1 {
-		tc.Close()
-		return nil, fmt.Errorf("libvirtd refused rackcloud's certificate after the TLS handshake (%v, %q)", err, ok)
-	}
-	_ = tc.SetDeadline(time.Time{})
-	return tc, nil
+	return vmctl.LibvirtTLSDial(d.ctx, vmctl.DialFunc(d.dial), d.cfg, d.addr)
 }
 
 func (r *TLSRoles) libvirt(ctx context.Context, cfg *tls.Config, addr string) (string, string, error) {
