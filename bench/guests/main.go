@@ -4,7 +4,9 @@
 // Containers: a dockerd (lab/dockerd) in a namespace of its own, adopted
 // by an in-process task engine and vmctl controller (the real Docker
 // driver) over a throwaway Postgres. A first guest loads the image (timed
-// apart, not in the median); then -n times, interleaved: rackcloud times
+// apart, not in the median); then -n times, interleaved, each guest
+// deleted (untimed) before the next (the adopted host's 2 cores hold one
+// 1-core guest after overhead): rackcloud times
 // guest.create from Submit to the task succeeded (the container is
 // running), the peer times `docker run -d --network none --memory 64m
 // --cpus 1 <the same image>` with the real Docker CLI (it returns once
@@ -362,10 +364,13 @@ func (b *bench) containerRun(ctx context.Context, dir string, n int) (medians, e
 			Flavor: rackcloud.Resources{CPUCores: 1, MemoryMiB: 64, DiskGiB: 1}}
 	}
 	// The first guest loads the image (docker load, tag): timed apart.
-	if _, first, err := b.create(ctx, guest("warm"), false); err != nil {
+	g, first, err := b.create(ctx, guest("warm"), false)
+	if err != nil {
 		return medians{}, err
-	} else {
-		fmt.Printf("   first guest.create (loads the image, not counted): %.1f ms\n", ms(first))
+	}
+	fmt.Printf("   first guest.create (loads the image, not counted): %.1f ms\n", ms(first))
+	if err := b.delete(ctx, g); err != nil {
+		return medians{}, err
 	}
 	ref := "rackcloud/img-" + im.ID + ":latest" // vmctl.Docker's tag
 	peer := func(i int) (time.Duration, error) {
@@ -381,6 +386,9 @@ func (b *bench) containerRun(ctx context.Context, dir string, n int) (medians, e
 		if err != nil || strings.TrimSpace(string(st)) != "true" {
 			return 0, fmt.Errorf("peer container not running after docker run: %v %s", err, st)
 		}
+		if out, err := exec.CommandContext(ctx, "docker", "-H", d.Endpoint, "rm", "-f", fmt.Sprintf("peer-%d", i)).CombinedOutput(); err != nil {
+			return 0, fmt.Errorf("docker rm: %w: %s", err, out)
+		}
 		return el, nil
 	}
 	if first, err := peer(-1); err != nil {
@@ -390,8 +398,11 @@ func (b *bench) containerRun(ctx context.Context, dir string, n int) (medians, e
 	}
 	var rc, pr []time.Duration
 	for i := range n {
-		_, r, err := b.create(ctx, guest(fmt.Sprintf("c%d", i)), true)
+		g, r, err := b.create(ctx, guest(fmt.Sprintf("c%d", i)), true)
 		if err != nil {
+			return medians{}, err
+		}
+		if err := b.delete(ctx, g); err != nil {
 			return medians{}, err
 		}
 		p, err := peer(i)
