@@ -339,6 +339,7 @@ func TestDriverFailureIsCompensated(t *testing.T) {
 	g = e.get(g.ID)
 	require.Equal(t, rackcloud.GuestFailed, g.State)
 	require.Empty(t, g.HostID, "the claim is released")
+	require.Contains(t, g.StateReason, "the daemon refuses the flavor", "the guest says why")
 	require.Contains(t, e.drv.Calls(), "delete "+h1[:4]+" bad", "what was made is removed")
 	h, err := store.GetHost(ctx, e.pool, h1)
 	require.NoError(t, err)

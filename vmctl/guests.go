@@ -157,7 +157,12 @@ func (c *Controller) unplaceStep(ctx context.Context, sc *tasks.StepContext) (an
 	}
 	reason := g.Placement
 	if g.HostID != "" || reason == "" {
-		reason = "guest.create failed and was undone: see task " + sc.TaskID
+		reason = "guest.create failed and was undone (task " + sc.TaskID + ")"
+		if c.engine != nil {
+			if info, err := c.engine.Get(ctx, sc.TaskID); err == nil && info.Error != "" {
+				reason += ": " + info.Error
+			}
+		}
 	}
 	_, err = store.SetGuestState(ctx, c.cfg.Pool, g.ID, rackcloud.GuestFailed, reason, nil)
 	return nil, err

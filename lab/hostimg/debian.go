@@ -25,10 +25,11 @@ const Suite = "bookworm"
 // Packages are the Debian packages of the kvm and docker images (with
 // their dependencies, no recommends). apparmor is required on a docker
 // host: docker.io only recommends it, and without apparmor_parser every
-// container start fails.
+// container start fails. qemu-utils on a kvm host: libvirt makes
+// qcow2 volumes (the guests' disks) with qemu-img.
 var Packages = map[rackcloud.HostRole][]string{
 	rackcloud.RoleDocker: append(basePackages(), "docker.io"),
-	rackcloud.RoleKVM:    append(basePackages(), "libvirt-daemon-system", "libvirt-clients", "qemu-system-x86"),
+	rackcloud.RoleKVM:    append(basePackages(), "libvirt-daemon-system", "libvirt-clients", "qemu-system-x86", "qemu-utils"),
 }
 
 func basePackages() []string {
