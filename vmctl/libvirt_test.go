@@ -21,6 +21,7 @@ import (
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/imagefmt"
 	"github.com/rackcloud/rackcloud/lab/guestimg"
+	"github.com/rackcloud/rackcloud/lab/labtest"
 	"github.com/rackcloud/rackcloud/lab/netns"
 	"github.com/rackcloud/rackcloud/lab/virtd"
 	"github.com/rackcloud/rackcloud/store"
@@ -92,33 +93,22 @@ func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 func waitMarker(t *testing.T, ctx context.Context, d *vmctl.Libvirt, tg vmctl.Target, s vmctl.Spec, count int) time.Duration {
 	t.Helper()
 	start := time.Now()
-	deadline := time.Now().Add(90 * time.Second)
-	var log string
-	for time.Now().Before(deadline) {
-		var err error
-		log, err = d.ConsoleLog(ctx, tg, s)
-		require.NoError(t, err)
-		if strings.Count(log, guestimg.VMMarker) >= count {
-			return time.Since(start)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	t.Fatalf("no %q (x%d) on the console after 90 s; console:\n%s", guestimg.VMMarker, count, log)
-	return 0
+	labtest.Eventually(t, 90*time.Second, 500*time.Millisecond, fmt.Sprintf("%q (x%d) on the console", guestimg.VMMarker, count),
+		func() (bool, string) {
+			log, err := d.ConsoleLog(ctx, tg, s)
+			require.NoError(t, err)
+			return strings.Count(log, guestimg.VMMarker) >= count, log
+		})
+	return time.Since(start)
 }
 
 func waitState(t *testing.T, ctx context.Context, d *vmctl.Libvirt, tg vmctl.Target, s vmctl.Spec, want vmctl.ObservedState) {
 	t.Helper()
-	var o vmctl.Observed
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		var err error
-		o, err = d.Observe(ctx, tg, s)
+	labtest.Eventually(t, 30*time.Second, 100*time.Millisecond, fmt.Sprintf("guest %s %s", s.GuestID, want), func() (bool, string) {
+		o, err := d.Observe(ctx, tg, s)
 		require.NoError(t, err)
-		if o.State == want {
-			return
-		}
-	}
-	t.Fatalf("guest %s is %+v, want %s", s.GuestID, o, want)
+		return o.State == want, fmt.Sprintf("%+v", o)
+	})
 }
 
 func TestLibvirtDriver(t *testing.T) {

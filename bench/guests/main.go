@@ -329,6 +329,35 @@ func (b *bench) breakdown(kind string) {
 	b.pickup, b.steps = nil, map[string][]time.Duration{}
 }
 
+// pairs runs peer once (not counted), then n interleaved pairs: a
+// rackcloud guest.create of guest(prefix+i) (deleted after) and peer(i).
+func (b *bench) pairs(ctx context.Context, n int, prefix string, guest func(string) rackcloud.Guest,
+	peer func(int) (time.Duration, error), peerName string) (rc, pr []time.Duration, err error) {
+	first, err := peer(-1)
+	if err != nil {
+		return nil, nil, err
+	}
+	fmt.Printf("   first %s (not counted): %.1f ms\n", peerName, ms(first))
+	for i := range n {
+		g, r, err := b.create(ctx, guest(fmt.Sprintf("%s%d", prefix, i)), true)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := b.delete(ctx, g); err != nil {
+			return nil, nil, err
+		}
+		p, err := peer(i)
+		if err != nil {
+			return nil, nil, err
+		}
+		rc, pr = append(rc, r), append(pr, p)
+		fmt.Printf("   run %2d: rackcloud guest.create %.1f ms, %s %.1f ms\n", i+1, ms(r), peerName, ms(p))
+	}
+	fmt.Println("   " + summary("rackcloud guest.create", rc))
+	fmt.Println("   " + summary(peerName, pr))
+	return rc, pr, nil
+}
+
 func (b *bench) containerRun(ctx context.Context, dir string, n int) (medians, error) {
 	fmt.Println("== containers")
 	nn, err := netns.New(ctx, fmt.Sprintf("rcbgd%d", os.Getpid()), netip.MustParsePrefix("10.91.0.1/24"))
@@ -391,29 +420,10 @@ func (b *bench) containerRun(ctx context.Context, dir string, n int) (medians, e
 		}
 		return el, nil
 	}
-	if first, err := peer(-1); err != nil {
+	rc, pr, err := b.pairs(ctx, n, "c", guest, peer, "docker run -d")
+	if err != nil {
 		return medians{}, err
-	} else {
-		fmt.Printf("   first docker run (not counted): %.1f ms\n", ms(first))
 	}
-	var rc, pr []time.Duration
-	for i := range n {
-		g, r, err := b.create(ctx, guest(fmt.Sprintf("c%d", i)), true)
-		if err != nil {
-			return medians{}, err
-		}
-		if err := b.delete(ctx, g); err != nil {
-			return medians{}, err
-		}
-		p, err := peer(i)
-		if err != nil {
-			return medians{}, err
-		}
-		rc, pr = append(rc, r), append(pr, p)
-		fmt.Printf("   run %2d: rackcloud guest.create %.1f ms, docker run %.1f ms\n", i+1, ms(r), ms(p))
-	}
-	fmt.Println("   " + summary("rackcloud guest.create", rc))
-	fmt.Println("   " + summary("docker run -d", pr))
 	b.breakdown("container")
 	m := medians{quantile(rc, 0.5), quantile(pr, 0.5)}
 	fmt.Printf("bench guests containers rackcloud_ms=%.1f docker_run_ms=%.1f ratio=%.2f\n", ms(m.rc), ms(m.peer), ms(m.peer)/ms(m.rc))
@@ -516,29 +526,10 @@ func (b *bench) vmRun(ctx context.Context, dir string, n int) (medians, error) {
 		}
 		return el, err
 	}
-	if first, err := peer(-1); err != nil {
+	rc, pr, err := b.pairs(ctx, n, "v", guest, peer, "virsh vol-create-as x2 + create")
+	if err != nil {
 		return medians{}, err
-	} else {
-		fmt.Printf("   first virsh create (not counted): %.1f ms\n", ms(first))
 	}
-	var rc, pr []time.Duration
-	for i := range n {
-		g, r, err := b.create(ctx, guest(fmt.Sprintf("v%d", i)), true)
-		if err != nil {
-			return medians{}, err
-		}
-		if err := b.delete(ctx, g); err != nil {
-			return medians{}, err
-		}
-		p, err := peer(i)
-		if err != nil {
-			return medians{}, err
-		}
-		rc, pr = append(rc, r), append(pr, p)
-		fmt.Printf("   run %d: rackcloud guest.create %.1f ms, virsh vol-create-as x2 + create %.1f ms\n", i+1, ms(r), ms(p))
-	}
-	fmt.Println("   " + summary("rackcloud guest.create", rc))
-	fmt.Println("   " + summary("virsh", pr))
 	b.breakdown("vm")
 	return medians{quantile(rc, 0.5), quantile(pr, 0.5)}, nil
 }
