@@ -76,6 +76,8 @@ type Deps struct {
 	Now func() time.Time
 	// Placer answers placement dry runs; nil makes them answer 503.
 	Placer Placer
+	// Consoles reads guests' console output; nil makes it answer 503.
+	Consoles Consoles
 }
 
 // Sealer encrypts a secret for storage; aad (the host's ID) binds the
@@ -150,6 +152,7 @@ func New(d Deps) *API {
 	registerProjects(a)
 	registerGuests(a)
 	registerPlacement(a)
+	registerConsole(a)
 	registerUsers(a)
 	registerTokens(a)
 	registerAlertRules(a)

@@ -128,7 +128,7 @@ func newEnv(t *testing.T) *env {
 	// registered: guest tasks stay pending here).
 	vm := vmctl.New(vmctl.Config{Pool: pool, Reconcile: -1})
 	go func() { _ = vm.Run(ctx) }()
-	a := api.New(api.Deps{Pool: pool, Logger: slog.New(slog.DiscardHandler), Tasks: engine, Sealer: sealer, Placer: vm})
+	a := api.New(api.Deps{Pool: pool, Logger: slog.New(slog.DiscardHandler), Tasks: engine, Sealer: sealer, Placer: vm, Consoles: vm})
 	srv := httptest.NewServer(a.Handler())
 	t.Cleanup(func() {
 		srv.Close()

@@ -212,7 +212,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		pool.Close()
 		return nil, err
 	}
-	s.api = api.New(api.Deps{Pool: pool, Logger: log, Registerer: reg, Tasks: s.tasks, Sealer: sealer, Placer: s.vm})
+	s.api = api.New(api.Deps{Pool: pool, Logger: log, Registerer: reg, Tasks: s.tasks, Sealer: sealer, Placer: s.vm, Consoles: s.vm})
 	// One BMC access path: the manager serves the provisioner's power
 	// changes and the poller. Without it (a CA file that does not read)
 	// the server still serves; steps that need a BMC fail with

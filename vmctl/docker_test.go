@@ -198,6 +198,17 @@ func TestContainerGuestOnAdoptedDockerd(t *testing.T) {
 		l := containerLogs(t, ctx, d.Endpoint, "rc-"+g.ID)
 		return strings.Contains(l, guestimg.ContainerMarker), l
 	})
+	// The console (GET /v1/guests/{id}/console) is the container's
+	// output, read through the controller, whole or its newest bytes.
+	text, cut, err := e.vm.Console(ctx, g.ID, 1<<16)
+	require.NoError(t, err)
+	require.False(t, cut)
+	require.Contains(t, text, guestimg.ContainerMarker)
+	short, cut, err := e.vm.Console(ctx, g.ID, 4)
+	require.NoError(t, err)
+	require.True(t, cut, "older output is left out")
+	require.LessOrEqual(t, len(short), 4)
+	require.True(t, strings.HasSuffix(text, short), "the newest bytes: %q of %q", short, text)
 
 	c, err := client.New(client.WithHost(d.Endpoint), client.WithAPIVersionNegotiation())
 	require.NoError(t, err)

@@ -25,8 +25,12 @@ import (
 // Defaults of the libvirt driver.
 const (
 	// DefaultLibvirtPoolDir is the directory of the storage pool
-	// LibvirtPool on every host.
-	DefaultLibvirtPoolDir = "/var/lib/rackcloud/pool"
+	// LibvirtPool on every host. It is under /var/lib/libvirt/images
+	// because Debian's and Ubuntu's AppArmor policy lets virt-aa-helper
+	// read disks there only: elsewhere it cannot follow a qcow2 disk to
+	// its backing image, the domain's profile lacks the image, and QEMU
+	// fails to open it ("Permission denied").
+	DefaultLibvirtPoolDir = "/var/lib/libvirt/images/rackcloud"
 	// LibvirtPool is the storage pool that holds images and guest disks.
 	LibvirtPool = "rackcloud"
 	// LibvirtMetadataNS is the namespace of the domain metadata element

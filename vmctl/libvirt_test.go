@@ -171,6 +171,14 @@ func TestLibvirtDriver(t *testing.T) {
 		require.NoError(t, d.Start(ctx, tg, s), "a running guest is left alone")
 		t.Logf("boot to marker: %s", waitMarker(t, ctx, d, tg, s, 1).Round(time.Millisecond))
 		waitState(t, ctx, d, tg, s, vmctl.ObservedRunning)
+		text, cut, err := d.Console(ctx, tg, s, 1<<20)
+		require.NoError(t, err)
+		require.False(t, cut)
+		require.Contains(t, text, guestimg.VMMarker)
+		short, cut, err := d.Console(ctx, tg, s, 100)
+		require.NoError(t, err)
+		require.True(t, cut)
+		require.True(t, strings.HasSuffix(text, short) && len(short) <= 100, "the newest bytes: %q", short)
 	})
 
 	t.Run("reboot", func(t *testing.T) {

@@ -13,6 +13,7 @@ func init() {
 		{"create", "NAME --project P --image I [--kind vm|container] [--vcpu 1] [--memory 1024] [--disk 10] [--constraint EXPR]... [--group G] [--dry-run] [--wait]", "ask for a guest (--dry-run: only say where it would go)", guestCreate},
 		{"migrate", "ID [--host H] [--wait]", "move a guest to another host (cold)", guestMigrate},
 		{"events", "ID", "a guest's timeline: placed, moved, and what its host was seen to do", guestEvents},
+		{"console", "ID [--bytes N]", "what the guest wrote on its console (a VM's serial console, a container's output)", guestConsole},
 		{"start", "ID [--wait]", "start a guest", guestAction("start", http.MethodPost)},
 		{"stop", "ID [--wait]", "stop a guest", guestAction("stop", http.MethodPost)},
 		{"reboot", "ID [--wait]", "reboot a guest", guestAction("reboot", http.MethodPost)},

@@ -44,7 +44,7 @@ import (
 // DefaultPoolDir is where the storage pool's directory is mounted inside
 // the daemon's namespace: vmctl.Libvirt's default pool path, so that
 // every test daemon has the same path, as real hosts do.
-const DefaultPoolDir = "/var/lib/rackcloud/pool"
+const DefaultPoolDir = "/var/lib/libvirt/images/rackcloud"
 
 // DefaultTLSPort is libvirtd's TLS port.
 const DefaultTLSPort = 16514
