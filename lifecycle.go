@@ -35,6 +35,11 @@ const (
 	// HostEvAdopt makes an already-running host ready without installing
 	// it (its role's daemon answered).
 	HostEvAdopt HostEvent = "adopt"
+	// HostEvInstallGuest installs a bare-metal guest's image on the ready
+	// bm host the guest claimed; the host is provisioning meanwhile and
+	// ready again (HostEvProvisioned), still the guest's, once its disk
+	// boots.
+	HostEvInstallGuest HostEvent = "install_guest"
 	// HostEvDrain starts moving guests off a ready host.
 	HostEvDrain HostEvent = "drain"
 	// HostEvDrained: no guest is left; the host is in maintenance.
@@ -159,6 +164,8 @@ var hostTable = func() []HostTransition {
 		{From: HostAvailable, Event: HostEvProvision, To: HostProvisioning, Task: KindHostProvision,
 			Actions: []HostAction{ActNetbootInstaller, ActPXEPowerCycle}},
 		{From: HostProvisioning, Event: HostEvProvisioned, To: HostReady, Actions: []HostAction{ActBootLocal}},
+		{From: HostReady, Event: HostEvInstallGuest, To: HostProvisioning, Task: KindHostInstallGuest,
+			Actions: []HostAction{ActNetbootInstaller, ActPXEPowerCycle}},
 
 		{From: HostDiscovered, Event: HostEvAdopt, To: HostReady, Task: KindHostAdopt, Actions: []HostAction{ActBootLocal}},
 		{From: HostAvailable, Event: HostEvAdopt, To: HostReady, Task: KindHostAdopt, Actions: []HostAction{ActBootLocal}},
