@@ -164,8 +164,6 @@ var hostTable = func() []HostTransition {
 		{From: HostAvailable, Event: HostEvProvision, To: HostProvisioning, Task: KindHostProvision,
 			Actions: []HostAction{ActNetbootInstaller, ActPXEPowerCycle}},
 		{From: HostProvisioning, Event: HostEvProvisioned, To: HostReady, Actions: []HostAction{ActBootLocal}},
-		{From: HostReady, Event: HostEvInstallGuest, To: HostProvisioning, Task: KindHostInstallGuest,
-			Actions: []HostAction{ActNetbootInstaller, ActPXEPowerCycle}},
 
 		{From: HostDiscovered, Event: HostEvAdopt, To: HostReady, Task: KindHostAdopt, Actions: []HostAction{ActBootLocal}},
 		{From: HostAvailable, Event: HostEvAdopt, To: HostReady, Task: KindHostAdopt, Actions: []HostAction{ActBootLocal}},
@@ -185,6 +183,10 @@ var hostTable = func() []HostTransition {
 		t = append(t, HostTransition{From: from, Event: HostEvDeprovision, To: HostDeprovisioning, Task: KindHostDeprovision,
 			Actions: []HostAction{ActKeepGuestsOff, ActNetbootInstaller, ActPXEPowerCycle, ActWipe}})
 	}
+	// A bare-metal guest's image is installed on the ready host it
+	// claimed (after the operator's events, in the table's order).
+	t = append(t, HostTransition{From: HostReady, Event: HostEvInstallGuest, To: HostProvisioning, Task: KindHostInstallGuest,
+		Actions: []HostAction{ActNetbootInstaller, ActPXEPowerCycle}})
 	for _, from := range working {
 		t = append(t, HostTransition{From: from, Event: HostEvFail, To: HostFailed, Actions: []HostAction{ActRecordFailure, ActBootLocal}})
 	}
