@@ -8,6 +8,7 @@ import (
 
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/bmc"
+	"github.com/rackcloud/rackcloud/store"
 	"github.com/rackcloud/rackcloud/tasks"
 )
 
@@ -208,7 +209,10 @@ func bareMetalDisk(g rackcloud.Guest) tasks.ChildSpec {
 // deprovisionBareMetal wipes a bare-metal guest's host once its driver
 // powered it off: as a sub-task of guest.delete (its next step releases
 // the claim only after the wipe), or, in a create's compensation, which
-// may not spawn children, as a task of its own.
+// may not spawn children and releases the claim next, as a task of its
+// own submitted in the transaction that moves a ready host to
+// deprovisioning, so that it is never ready and unclaimed with the
+// tenant's bytes on its disk.
 func (c *Controller) deprovisionBareMetal(ctx context.Context, sc *tasks.StepContext, w *work) (any, error) {
 	spec := tasks.ChildSpec{Key: "deprovision", Kind: rackcloud.KindHostDeprovision, Target: "host/" + w.host.ID,
 		Params: rackcloud.HostTaskParams{HostID: w.host.ID}}
@@ -222,9 +226,26 @@ func (c *Controller) deprovisionBareMetal(ctx context.Context, sc *tasks.StepCon
 	if c.engine == nil {
 		return nil, errors.New("no task engine to deprovision the host")
 	}
-	info, err := c.engine.Submit(ctx, c.cfg.Pool, tasks.Submission{Kind: spec.Kind, Target: spec.Target, Params: spec.Params})
+	if w.host.State == rackcloud.HostDeprovisioning {
+		return map[string]string{"host": w.host.Name, "deprovision": "already deprovisioning"}, nil
+	}
+	tx, err := c.cfg.Pool.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	info, err := c.engine.Submit(ctx, tx, tasks.Submission{Kind: spec.Kind, Target: spec.Target, Params: spec.Params})
 	if err != nil {
 		return nil, fmt.Errorf("deprovision host %s: %w", w.host.Name, err)
+	}
+	if rackcloud.HostCan(w.host.State, rackcloud.HostEvDeprovision) {
+		if _, err := store.TransitionHost(ctx, tx, w.host.ID, store.Transition{From: w.host.State, To: rackcloud.HostDeprovisioning,
+			Reason: "bare-metal guest " + w.g.Name + " undone (task " + sc.TaskID + ")"}); err != nil {
+			return nil, err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, err
 	}
 	c.log.Info("bare-metal guest undone: its host is deprovisioned", "guest", w.g.ID, "host", w.host.Name, "task", info.ID)
 	return map[string]string{"host": w.host.Name, "deprovision_task": info.ID}, nil

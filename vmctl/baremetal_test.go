@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -149,11 +150,34 @@ func TestBareMetalDriver(t *testing.T) {
 	require.ErrorIs(t, none.Start(ctx, tg, s), vmctl.ErrNoBMC)
 }
 
+// driverPower is the driver's view of fakePower; with broken set, the
+// driver sees the host off and cannot boot it (the provisioner's view is
+// unaffected).
+type driverPower struct {
+	*fakePower
+	broken atomic.Bool
+}
+
+func (d *driverPower) PowerState(ctx context.Context, id string) (rackcloud.PowerState, error) {
+	if d.broken.Load() {
+		return rackcloud.PowerOff, nil
+	}
+	return d.fakePower.PowerState(ctx, id)
+}
+
+func (d *driverPower) DiskBoot(ctx context.Context, id string) error {
+	if d.broken.Load() {
+		return errors.New("BMC busy")
+	}
+	return d.fakePower.DiskBoot(ctx, id)
+}
+
 // bmEnv runs vmctl with the bare-metal driver and the real provisioner on
 // one engine, both on fakePower, with a ready bm host and a bm image.
 type bmEnv struct {
 	*venv
 	power *fakePower
+	drv   *driverPower
 	host  rackcloud.Host
 	image rackcloud.Image
 }
@@ -161,9 +185,10 @@ type bmEnv struct {
 func newBMEnv(t *testing.T) *bmEnv {
 	t.Helper()
 	p := newFakePower()
+	dp := &driverPower{fakePower: p}
 	sealer, err := store.NewSealer(store.NewSecretKey())
 	require.NoError(t, err)
-	e := newVenvAlso(t, 1, map[rackcloud.GuestKind]vmctl.Driver{rackcloud.GuestBareMetal: &vmctl.BareMetal{Power: p, Poll: time.Millisecond}},
+	e := newVenvAlso(t, 1, map[rackcloud.GuestKind]vmctl.Driver{rackcloud.GuestBareMetal: &vmctl.BareMetal{Power: dp, Poll: time.Millisecond}},
 		func(pool *pgxpool.Pool, engine *tasks.Engine) {
 			prov := provisioner.New(provisioner.Config{Pool: pool, BMC: p, Sealer: sealer, BootURL: "http://10.88.0.1:8080",
 				Recheck: time.Hour, InspectTimeout: time.Hour, InstallTimeout: time.Hour, FirstBootTimeout: time.Hour})
@@ -179,7 +204,7 @@ func newBMEnv(t *testing.T) *bmEnv {
 		Roles: []rackcloud.HostRole{rackcloud.RoleBareMetal}})
 	require.NoError(t, err)
 	e.waitSnapshot(1)
-	return &bmEnv{venv: e, power: p, host: h, image: im}
+	return &bmEnv{venv: e, power: p, drv: dp, host: h, image: im}
 }
 
 func (e *bmEnv) bmGuest(name string) rackcloud.Guest {
@@ -332,4 +357,34 @@ func TestBareMetalGuestInstallFails(t *testing.T) {
 	require.Equal(t, rackcloud.GuestFailed, g.State)
 	require.Empty(t, g.HostID, "the claim is released")
 	require.Contains(t, g.StateReason, "checksum_mismatch")
+}
+
+// A create that fails after the image was installed (the host does not
+// power on for the driver) undoes itself: the host is moved to
+// deprovisioning in the same transaction that submits its wipe, before the
+// claim is released, so no other guest is placed on the tenant's bytes.
+func TestBareMetalGuestUndoWipesTheHost(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newBMEnv(t)
+	e.drv.broken.Store(true)
+	g, create := e.createToInstaller("metal")
+	e.event(rackcloud.BootEventInstall, rackcloud.InstallReport{Phase: rackcloud.InstallWritten, Disk: "/dev/vda", SHA256: e.image.Checksum})
+	info := e.wait(create)
+	require.Equal(t, rackcloud.TaskFailed, info.State)
+	require.Contains(t, info.Error, "BMC busy")
+	g = e.get(g.ID)
+	require.Equal(t, rackcloud.GuestFailed, g.State)
+	require.Empty(t, g.HostID, "the claim is released")
+	h, err := store.GetHost(ctx, e.pool, e.host.ID)
+	require.NoError(t, err)
+	require.Equal(t, rackcloud.HostDeprovisioning, h.State, "never ready and unclaimed before the wipe")
+	wipes, err := e.engine.List(ctx, tasks.ListOptions{Kind: rackcloud.KindHostDeprovision, Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, wipes, 1)
+	e.waitCalls("PXE into the wipe", "disk", "off", "pxe")
+	e.event(rackcloud.BootEventInventory, rackcloud.Inventory{CPUs: 8, MemoryMiB: 16384, Firmware: "bios",
+		Disks: []rackcloud.InventoryDisk{{Name: "vda", SizeBytes: 20 << 30}}, Wiped: []string{"vda"}})
+	require.Equal(t, rackcloud.TaskSucceeded, e.wait(wipes[0].ID).State)
+	require.Equal(t, rackcloud.HostAvailable, e.hostState())
 }
