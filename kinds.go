@@ -13,6 +13,10 @@ const (
 	KindHostDrain       = "host.drain"
 	KindHostActivate    = "host.activate"
 	KindHostAdopt       = "host.adopt"
+	// KindHostInstallGuest installs a bare-metal guest's image on the
+	// ready bm host the guest claimed (guest.create's disk sub-task):
+	// ready -> provisioning -> ready, the host still owned by the guest.
+	KindHostInstallGuest = "host.install-guest"
 )
 
 // Guest task kinds.
@@ -40,6 +44,14 @@ type HostProvisionParams struct {
 	HostID  string   `json:"host_id"`
 	Role    HostRole `json:"role"`
 	ImageID string   `json:"image_id"`
+}
+
+// HostInstallGuestParams are host.install-guest's parameters: the host
+// the guest claimed, the guest, and the image to write on the host's disk.
+type HostInstallGuestParams struct {
+	HostID  string `json:"host_id"`
+	GuestID string `json:"guest_id"`
+	ImageID string `json:"image_id"`
 }
 
 // HostMaintenanceParams are the parameters of host.drain and

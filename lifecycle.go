@@ -35,6 +35,11 @@ const (
 	// HostEvAdopt makes an already-running host ready without installing
 	// it (its role's daemon answered).
 	HostEvAdopt HostEvent = "adopt"
+	// HostEvInstallGuest installs a bare-metal guest's image on the ready
+	// bm host the guest claimed; the host is provisioning meanwhile and
+	// ready again (HostEvProvisioned), still the guest's, once its disk
+	// boots.
+	HostEvInstallGuest HostEvent = "install_guest"
 	// HostEvDrain starts moving guests off a ready host.
 	HostEvDrain HostEvent = "drain"
 	// HostEvDrained: no guest is left; the host is in maintenance.
@@ -178,6 +183,10 @@ var hostTable = func() []HostTransition {
 		t = append(t, HostTransition{From: from, Event: HostEvDeprovision, To: HostDeprovisioning, Task: KindHostDeprovision,
 			Actions: []HostAction{ActKeepGuestsOff, ActNetbootInstaller, ActPXEPowerCycle, ActWipe}})
 	}
+	// A bare-metal guest's image is installed on the ready host it
+	// claimed (after the operator's events, in the table's order).
+	t = append(t, HostTransition{From: HostReady, Event: HostEvInstallGuest, To: HostProvisioning, Task: KindHostInstallGuest,
+		Actions: []HostAction{ActNetbootInstaller, ActPXEPowerCycle}})
 	for _, from := range working {
 		t = append(t, HostTransition{From: from, Event: HostEvFail, To: HostFailed, Actions: []HostAction{ActRecordFailure, ActBootLocal}})
 	}

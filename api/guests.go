@@ -256,10 +256,6 @@ func guestFromBody(b GuestBody) (rackcloud.Guest, error) {
 	if err := checkLabels("body.selector", b.Selector); err != nil {
 		return rackcloud.Guest{}, err
 	}
-	if b.Kind == string(rackcloud.GuestBareMetal) {
-		return rackcloud.Guest{}, huma.NewError(http.StatusNotImplemented,
-			"bm guests are not implemented yet: a whole machine is taken by provisioning it (POST /v1/hosts/{id}/provision)")
-	}
 	for i, c := range b.Constraints {
 		if _, err := vmctl.ParseLabelExpr(c); err != nil {
 			return rackcloud.Guest{}, huma.Error422UnprocessableEntity("bad label expression",
@@ -292,11 +288,21 @@ func checkGuestRefs(ctx context.Context, tx pgx.Tx, b GuestBody) error {
 	want := map[string][]rackcloud.ImageFormat{
 		string(rackcloud.GuestVM):        {rackcloud.FormatRaw, rackcloud.FormatRawZstd, rackcloud.FormatQCOW2},
 		string(rackcloud.GuestContainer): {rackcloud.FormatDockerArchive},
+		string(rackcloud.GuestBareMetal): {rackcloud.FormatRaw, rackcloud.FormatRawZstd},
 	}[b.Kind]
 	if len(want) > 0 && !slices.Contains(want, img.Format) {
 		return huma.Error422UnprocessableEntity("the image cannot run as this kind of guest", &huma.ErrorDetail{
 			Location: "body.image_id", Message: fmt.Sprintf("image %s is %s; a %s guest needs %v", img.Name, img.Format, b.Kind, want),
 			Value: b.ImageID})
+	}
+	if b.Kind == string(rackcloud.GuestBareMetal) {
+		// The installer writes it on a bm host's disk: it must be made
+		// for bm hosts and say how large the disk it holds is.
+		if !slices.Contains(img.Roles, rackcloud.RoleBareMetal) || img.Size <= 0 {
+			return huma.Error422UnprocessableEntity("the image cannot be installed on a bare-metal host", &huma.ErrorDetail{
+				Location: "body.image_id", Message: fmt.Sprintf("image %s serves roles %v with size %d; a bm guest needs an image for role bm with its size set",
+					img.Name, roleNames(img.Roles), img.Size), Value: b.ImageID})
+		}
 	}
 	if b.ZoneID != "" {
 		if _, err := store.GetZone(ctx, tx, b.ZoneID); err != nil {

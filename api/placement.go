@@ -121,6 +121,9 @@ func registerPlacement(a *API) {
 			if err := checkMatch(in.IfMatch, g.Version); err != nil {
 				return err
 			}
+			if g.Kind == rackcloud.GuestBareMetal {
+				return huma.Error409Conflict("a bare-metal guest is its host's disk and power: it cannot move (delete it and create another)")
+			}
 			if g.HostID == "" || (g.State != rackcloud.GuestRunning && g.State != rackcloud.GuestStopped) {
 				return huma.Error409Conflict("only a running or stopped guest on a host can move; this one is " + string(g.State))
 			}

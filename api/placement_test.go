@@ -54,9 +54,19 @@ func TestPlacementDryRunAndGuestRequestChecks(t *testing.T) {
 	r := e.do("POST", "/v1/placement/dry-run", tok, body(256, "tier in (a"))
 	e.problem(r, 422, api.ProblemValidation)
 	require.Contains(t, r.String(), "body.constraints[0]")
+	// A bm guest's image is written on a bm host's disk: a container
+	// image, or a raw one not made for bm hosts, is refused.
 	bm := body(256)
 	bm["kind"] = "bm"
-	e.problem(e.do("POST", "/v1/guests", tok, bm), 501, api.ProblemNotImplemented)
+	r = e.do("POST", "/v1/guests", tok, bm)
+	e.problem(r, 422, api.ProblemValidation)
+	require.Contains(t, r.String(), "a bm guest needs [raw raw+zstd]")
+	kvmImg := e.must(201, "POST", "/v1/images", tok, map[string]any{"name": "kvm-host", "url": "http://127.0.0.1/k.img.zst", "checksum": sum,
+		"format": "raw+zstd", "size": 1 << 30, "roles": []string{"kvm"}})
+	bm["image_id"] = kvmImg["id"]
+	r = e.do("POST", "/v1/guests", tok, bm)
+	e.problem(r, 422, api.ProblemValidation)
+	require.Contains(t, r.String(), "a bm guest needs an image for role bm")
 	vm := body(256)
 	vm["kind"] = "vm"
 	r = e.do("POST", "/v1/guests", tok, vm)

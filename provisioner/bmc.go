@@ -19,7 +19,10 @@ type ManagedBMC struct {
 	Manager *bmc.Manager
 }
 
-var _ BMC = (*ManagedBMC)(nil)
+var (
+	_ BMC         = (*ManagedBMC)(nil)
+	_ PowerReader = (*ManagedBMC)(nil)
+)
 
 func (m *ManagedBMC) client(ctx context.Context, hostID string) (*bmc.Client, error) {
 	b, err := store.OpenHostBMC(ctx, m.Pool, m.Sealer, hostID)
@@ -62,6 +65,25 @@ func (m *ManagedBMC) PowerOff(ctx context.Context, hostID string) error {
 		return err
 	}
 	return c.SetPower(ctx, bmc.PowerOff)
+}
+
+// PowerState reads the host's power state.
+func (m *ManagedBMC) PowerState(ctx context.Context, hostID string) (rackcloud.PowerState, error) {
+	c, err := m.client(ctx, hostID)
+	if err != nil {
+		return rackcloud.PowerUnknown, err
+	}
+	return c.PowerState(ctx)
+}
+
+// SetPower changes the host's power (bare-metal guests' start, stop and
+// reboot).
+func (m *ManagedBMC) SetPower(ctx context.Context, hostID string, a bmc.PowerAction) error {
+	c, err := m.client(ctx, hostID)
+	if err != nil {
+		return err
+	}
+	return c.SetPower(ctx, a)
 }
 
 // MACs returns the MACs of the host's NICs its BMC reports (Redfish).

@@ -79,15 +79,7 @@ func (p *Provisioner) provisionKind() tasks.Kind {
 }
 
 func (p *Provisioner) provisionee(ctx context.Context, sc *tasks.StepContext) (rackcloud.HostProvisionParams, rackcloud.Host, error) {
-	var pp rackcloud.HostProvisionParams
-	if err := sc.Params(&pp); err != nil {
-		return pp, rackcloud.Host{}, err
-	}
-	h, err := store.GetHost(ctx, p.cfg.Pool, pp.HostID)
-	if err != nil {
-		return pp, h, tasks.Permanent(err)
-	}
-	return pp, h, nil
+	return taskHost[rackcloud.HostProvisionParams](ctx, p, sc, func(pp rackcloud.HostProvisionParams) string { return pp.HostID })
 }
 
 // prepared is the output of the prepare step.
@@ -96,10 +88,8 @@ type prepared struct {
 	Size  int64  `json:"size"`
 }
 
-// prepare records the host's role and image and makes its install plan:
-// a new host token and a server certificate from the host CA (kvm and
-// docker), sealed in the host's install record. A retry makes new ones:
-// whatever an earlier attempt handed out is no longer valid.
+// prepare records the host's role and image and makes its install plan
+// (savePlan).
 func (p *Provisioner) prepare(ctx context.Context, sc *tasks.StepContext) (any, error) {
 	pp, h, err := p.provisionee(ctx, sc)
 	if err != nil {
@@ -109,8 +99,21 @@ func (p *Provisioner) prepare(ctx context.Context, sc *tasks.StepContext) (any, 
 	if err != nil {
 		return nil, tasks.Permanent(err)
 	}
+	if err := p.checkPlan(h, im); err != nil {
+		return nil, err
+	}
+	if err := store.SetHostRole(ctx, p.cfg.Pool, h.ID, pp.Role, im.ID); err != nil {
+		return nil, err
+	}
+	return p.savePlan(ctx, sc.TaskID, h, pp.Role, im)
+}
+
+// checkPlan checks that image im can be installed on host h: the
+// installer needs its size, the host a disk that holds it, and installed
+// hosts the boot service's URL.
+func (p *Provisioner) checkPlan(h rackcloud.Host, im rackcloud.Image) error {
 	if im.Size <= 0 {
-		return nil, tasks.Permanent(fmt.Errorf("%w: image %s has no size: the installer cannot check it", rackcloud.ErrInvalid, im.Name))
+		return tasks.Permanent(fmt.Errorf("%w: image %s has no size: the installer cannot check it", rackcloud.ErrInvalid, im.Name))
 	}
 	if h.Inventory != nil && len(h.Inventory.Disks) > 0 {
 		largest := int64(0)
@@ -118,23 +121,28 @@ func (p *Provisioner) prepare(ctx context.Context, sc *tasks.StepContext) (any, 
 			largest = max(largest, d.SizeBytes)
 		}
 		if largest < im.Size {
-			return nil, tasks.Permanent(reasoned(rackcloud.FailDiskTooSmall,
+			return tasks.Permanent(reasoned(rackcloud.FailDiskTooSmall,
 				fmt.Errorf("image %s needs %d bytes; host %s's largest disk has %d", im.Name, im.Size, h.Name, largest)))
 		}
 	}
 	if p.cfg.BootURL == "" {
-		return nil, tasks.Permanent(errors.New("this server has no --host-boot-url: installed hosts would not know where to call in"))
+		return tasks.Permanent(errors.New("this server has no --host-boot-url: installed hosts would not know where to call in"))
 	}
-	if err := store.SetHostRole(ctx, p.cfg.Pool, h.ID, pp.Role, im.ID); err != nil {
-		return nil, err
-	}
+	return nil
+}
+
+// savePlan makes and seals host h's install plan for task taskID: image
+// im, a new host token and, for kvm and docker, a server certificate from
+// the host CA. A retry makes new ones: whatever an earlier attempt handed
+// out is no longer valid.
+func (p *Provisioner) savePlan(ctx context.Context, taskID string, h rackcloud.Host, role rackcloud.HostRole, im rackcloud.Image) (any, error) {
 	mac := ""
 	if len(h.MACs) > 0 {
 		mac = h.MACs[0]
 	}
-	cfg := hostconfig.Config{Version: 1, HostID: h.ID, Hostname: h.Name, Role: pp.Role, MAC: mac, BootURL: p.cfg.BootURL,
+	cfg := hostconfig.Config{Version: 1, HostID: h.ID, Hostname: h.Name, Role: role, MAC: mac, BootURL: p.cfg.BootURL,
 		Token: newToken(), HeartbeatSeconds: int(p.cfg.Heartbeat / time.Second)}
-	if pp.Role == rackcloud.RoleKVM || pp.Role == rackcloud.RoleDocker {
+	if role == rackcloud.RoleKVM || role == rackcloud.RoleDocker {
 		ca, _, err := store.HostCA(ctx, p.cfg.Pool, p.cfg.Sealer)
 		if err != nil {
 			return nil, tasks.Permanent(fmt.Errorf("host CA: %w", err))
@@ -145,7 +153,7 @@ func (p *Provisioner) prepare(ctx context.Context, sc *tasks.StepContext) (any, 
 		}
 		cfg.CA, cfg.Cert, cfg.Key = ca.Cert, pair.Cert, pair.Key
 	}
-	if err := store.SaveHostInstall(ctx, p.cfg.Pool, p.cfg.Sealer, h.ID, store.HostInstall{TaskID: sc.TaskID, ImageID: im.ID,
+	if err := store.SaveHostInstall(ctx, p.cfg.Pool, p.cfg.Sealer, h.ID, store.HostInstall{TaskID: taskID, ImageID: im.ID,
 		Config: cfg}); err != nil {
 		if errors.Is(err, store.ErrNoSealer) {
 			return nil, tasks.Permanent(err)

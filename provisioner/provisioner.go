@@ -167,7 +167,8 @@ func (p *Provisioner) Register(e *tasks.Engine) error {
 
 // Kinds are the task kinds the provisioner runs.
 func (p *Provisioner) Kinds() []tasks.Kind {
-	return []tasks.Kind{p.enrollKind(), p.deprovisionKind(), p.provisionKind(), p.drainKind(), p.activateKind()}
+	return []tasks.Kind{p.enrollKind(), p.deprovisionKind(), p.provisionKind(), p.drainKind(), p.activateKind(),
+		p.installGuestKind()}
 }
 
 func (p *Provisioner) roles() RoleChecker {
@@ -236,15 +237,21 @@ type powered struct {
 
 // enrollee reads a host.enroll task's params and its host.
 func (p *Provisioner) enrollee(ctx context.Context, sc *tasks.StepContext) (EnrollParams, rackcloud.Host, error) {
-	var ep EnrollParams
-	if err := sc.Params(&ep); err != nil {
-		return ep, rackcloud.Host{}, err
+	return taskHost[EnrollParams](ctx, p, sc, func(ep EnrollParams) string { return ep.HostID })
+}
+
+// taskHost reads a host task's params and the host they name (hostID);
+// a host that is gone fails the step for good.
+func taskHost[P any](ctx context.Context, p *Provisioner, sc *tasks.StepContext, hostID func(P) string) (P, rackcloud.Host, error) {
+	var params P
+	if err := sc.Params(&params); err != nil {
+		return params, rackcloud.Host{}, err
 	}
-	h, err := store.GetHost(ctx, p.cfg.Pool, ep.HostID)
+	h, err := store.GetHost(ctx, p.cfg.Pool, hostID(params))
 	if err != nil {
-		return ep, h, tasks.Permanent(err)
+		return params, h, tasks.Permanent(err)
 	}
-	return ep, h, nil
+	return params, h, nil
 }
 
 // toWorking is the first step of a host task: it moves the host into
@@ -522,7 +529,7 @@ func FailureFor(step, errText string) rackcloud.FailureReason {
 		switch step {
 		case StepAwaitInventory, StepAwaitWipe, StepAwaitInstall:
 			return rackcloud.FailAgentTimeout
-		case StepAwaitFirstBoot:
+		case StepAwaitFirstBoot, StepAwaitPowerOn:
 			return rackcloud.FailFirstBootTimeout
 		case StepCheckRole:
 			return rackcloud.FailRoleUnreachable

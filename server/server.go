@@ -106,7 +106,7 @@ type Config struct {
 	// are opened.
 	HostNetns string
 	// GuestDrivers run guests by kind (nil: vmctl.DefaultDrivers, libvirt
-	// and Docker).
+	// and Docker, and vmctl.BareMetal through the server's BMC access).
 	GuestDrivers map[rackcloud.GuestKind]vmctl.Driver
 	// GuestReconcile is how often guests are compared with their hosts
 	// (0: vmctl's default; negative: never).
@@ -201,10 +201,24 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		pool.Close()
 		return nil, err
 	}
+	// One BMC access path: the manager serves the provisioner's power
+	// changes, bare-metal guests' power and the poller. Without it (a CA
+	// file that does not read) the server still serves; steps that need a
+	// BMC fail with bmc_unreachable and say why.
+	if s.bmcs, err = s.newBMCManager(reg); err != nil {
+		log.Warn("BMC access is off", "err", err)
+	}
+	var bmcs provisioner.BMC
+	var guestPower vmctl.HostPower
+	if s.bmcs != nil {
+		m := &provisioner.ManagedBMC{Pool: pool, Sealer: s.sealer, Manager: s.bmcs}
+		bmcs, guestPower = m, m
+	}
 	hostDial := nsnet.Dialer(cfg.HostNetns, &net.Dialer{Timeout: 10 * time.Second})
 	drivers := cfg.GuestDrivers
 	if drivers == nil {
 		drivers = vmctl.DefaultDrivers()
+		drivers[rackcloud.GuestBareMetal] = &vmctl.BareMetal{Power: guestPower}
 	}
 	s.vm = vmctl.New(vmctl.Config{Pool: pool, Sealer: s.sealer, Drivers: drivers, Dial: vmctl.DialFunc(hostDial),
 		Reconcile: cfg.GuestReconcile, Logger: log.With("component", "vmctl"), Registerer: reg})
@@ -213,17 +227,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.api = api.New(api.Deps{Pool: pool, Logger: log, Registerer: reg, Tasks: s.tasks, Sealer: sealer, Placer: s.vm, Consoles: s.vm})
-	// One BMC access path: the manager serves the provisioner's power
-	// changes and the poller. Without it (a CA file that does not read)
-	// the server still serves; steps that need a BMC fail with
-	// bmc_unreachable and say why.
-	if s.bmcs, err = s.newBMCManager(reg); err != nil {
-		log.Warn("BMC access is off", "err", err)
-	}
-	var bmcs provisioner.BMC
-	if s.bmcs != nil {
-		bmcs = &provisioner.ManagedBMC{Pool: pool, Sealer: s.sealer, Manager: s.bmcs}
-	}
 	// Every replica registers every kind, also one without workers, so
 	// that Submit never refuses a real kind.
 	s.prov = provisioner.New(provisioner.Config{Pool: pool, BMC: bmcs, InspectTimeout: cfg.InspectTimeout, Overhead: cfg.HostOverhead,

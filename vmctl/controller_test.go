@@ -164,6 +164,13 @@ func newVenv(t *testing.T, racks int) *venv {
 // kinds).
 func newVenvWith(t *testing.T, racks int, drivers map[rackcloud.GuestKind]vmctl.Driver) *venv {
 	t.Helper()
+	return newVenvAlso(t, racks, drivers, nil)
+}
+
+// newVenvAlso is newVenvWith that also registers more task kinds (also,
+// when not nil) on the engine before it starts.
+func newVenvAlso(t *testing.T, racks int, drivers map[rackcloud.GuestKind]vmctl.Driver, also func(*pgxpool.Pool, *tasks.Engine)) *venv {
+	t.Helper()
 	ctx := context.Background()
 	pool := pgtest.DB(t)
 	engine, err := tasks.New(pool, tasks.Config{Workers: 8, PollInterval: 50 * time.Millisecond, RetryBase: 10 * time.Millisecond,
@@ -175,6 +182,9 @@ func newVenvWith(t *testing.T, racks int, drivers map[rackcloud.GuestKind]vmctl.
 	}
 	vm := vmctl.New(vmctl.Config{Pool: pool, Reconcile: -1, StopGrace: time.Second, Drivers: drivers})
 	require.NoError(t, vm.Register(engine))
+	if also != nil {
+		also(pool, engine)
+	}
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = vm.Run(rctx) }()

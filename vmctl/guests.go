@@ -173,8 +173,12 @@ func (c *Controller) diskStep(ctx context.Context, sc *tasks.StepContext) (any, 
 	if err != nil {
 		return nil, err
 	}
-	id, err := sc.SpawnChild(ctx, tasks.ChildSpec{Key: "disk", Kind: rackcloud.KindGuestDisk, Target: "guest/" + g.ID + "/disk",
-		Params: rackcloud.GuestTaskParams{GuestID: g.ID}})
+	child := tasks.ChildSpec{Key: "disk", Kind: rackcloud.KindGuestDisk, Target: "guest/" + g.ID + "/disk",
+		Params: rackcloud.GuestTaskParams{GuestID: g.ID}}
+	if g.Kind == rackcloud.GuestBareMetal {
+		child = bareMetalDisk(g)
+	}
+	id, err := sc.SpawnChild(ctx, child)
 	if err != nil {
 		return nil, err
 	}
@@ -291,6 +295,9 @@ func (c *Controller) destroyStep(ctx context.Context, sc *tasks.StepContext) (an
 	}
 	if err := w.driver.Delete(ctx, w.t, w.s); err != nil {
 		return nil, fmt.Errorf("delete %s on %s: %w", g.Name, w.host.Name, err)
+	}
+	if g.Kind == rackcloud.GuestBareMetal {
+		return c.deprovisionBareMetal(ctx, sc, w)
 	}
 	return map[string]string{"host": w.host.Name}, nil
 }

@@ -30,6 +30,9 @@ type Targets struct {
 // For returns the target of host h.
 func (t *Targets) For(ctx context.Context, h rackcloud.Host) (Target, error) {
 	tg := Target{HostID: h.ID, Role: h.Role, Endpoint: h.Endpoint, Dial: t.Dial}
+	if h.Role == rackcloud.RoleBareMetal {
+		return tg, nil // no daemon: the BMC is reached by the host's ID
+	}
 	if h.Endpoint == "" {
 		return tg, fmt.Errorf("%w: host %s has no endpoint", rackcloud.ErrInvalid, h.Name)
 	}

@@ -10,7 +10,7 @@ func init() {
 	register(command{name: "guest", summary: "create, list, start, stop and delete guests", run: dispatch("guest", []verb{
 		{"list", "[--project P] [--state S] [--label k=v]", "list guests", guestList},
 		{"get", "ID", "show a guest", getVerb("guest", "guests")},
-		{"create", "NAME --project P --image I [--kind vm|container] [--vcpu 1] [--memory 1024] [--disk 10] [--constraint EXPR]... [--group G] [--dry-run] [--wait]", "ask for a guest (--dry-run: only say where it would go)", guestCreate},
+		{"create", "NAME --project P --image I [--kind vm|container|bm] [--vcpu 1] [--memory 1024] [--disk 10] [--constraint EXPR]... [--group G] [--dry-run] [--wait]", "ask for a guest (--dry-run: only say where it would go)", guestCreate},
 		{"migrate", "ID [--host H] [--wait]", "move a guest to another host (cold)", guestMigrate},
 		{"events", "ID", "a guest's timeline: placed, moved, and what its host was seen to do", guestEvents},
 		{"console", "ID [--bytes N]", "what the guest wrote on its console (a VM's serial console, a container's output)", guestConsole},
