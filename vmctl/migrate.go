@@ -92,47 +92,62 @@ func (c *Controller) moveStep(ctx context.Context, sc *tasks.StepContext) (any, 
 	if err != nil {
 		return nil, err
 	}
+	out, err := c.moveClaim(ctx, g, src.SourceHostID, p.HostID, "moved")
+	var nf *NoFitError
+	if errors.As(err, &nf) {
+		return nil, tasks.Permanent(fmt.Errorf("%w: no host to move %s to: %s", rackcloud.ErrConflict, g.Name, nf.Explanation.Summary))
+	}
+	return out, err
+}
+
+// moveClaim places guest g on a host other than from (on hostID when set)
+// and moves its claim there in one statement the database judges,
+// recording a guest event of kind event. A claim lost to another replica
+// excludes that host and tries the next decision, up to ClaimTries; no
+// fit is *NoFitError.
+func (c *Controller) moveClaim(ctx context.Context, g rackcloud.Guest, from, hostID, event string) (PlaceOutput, error) {
 	r, err := c.request(ctx, g)
 	if err != nil {
-		return nil, err
+		return PlaceOutput{}, err
 	}
-	if p.HostID != "" {
-		r.HostID = p.HostID
+	if hostID != "" {
+		r.HostID = hostID
 	}
 	if err := c.waitReady(ctx); err != nil {
-		return nil, err
+		return PlaceOutput{}, err
 	}
 	// The guest's own usage is still on its source host, which is
 	// excluded: placement sees the others as they are.
-	r.Exclude = map[string]bool{src.SourceHostID: true}
+	r.Exclude = map[string]bool{from: true}
 	for range c.cfg.ClaimTries {
 		d, err := c.keeper.Place(r)
 		var nf *NoFitError
 		if errors.As(err, &nf) {
 			c.m.decisions.WithLabelValues("refused").Inc()
-			return nil, tasks.Permanent(fmt.Errorf("%w: no host to move %s to: %s", rackcloud.ErrConflict, g.Name, nf.Explanation.Summary))
+			c.m.refusals.WithLabelValues(nf.Explanation.LastFilter()).Inc()
+			return PlaceOutput{}, err
 		}
 		if err != nil {
-			return nil, err
+			return PlaceOutput{}, err
 		}
-		err = store.MoveGuest(ctx, c.cfg.Pool, g.ID, src.SourceHostID, d.HostID, d.Explain())
+		err = store.MoveGuest(ctx, c.cfg.Pool, g.ID, from, d.HostID, d.Explain())
 		if err == nil {
 			c.m.decisions.WithLabelValues("placed").Inc()
 			c.keeper.Claimed(d.HostID, g)
-			_ = store.AddGuestEvent(ctx, c.cfg.Pool, g.ID, "moved", d.Explain())
-			return PlaceOutput{HostID: d.HostID, Explanation: d.Explain()}, nil
+			_ = store.AddGuestEvent(ctx, c.cfg.Pool, g.ID, event, d.Explain())
+			return PlaceOutput{HostID: d.HostID, HostName: c.HostName(d.HostID), Explanation: d.Explain()}, nil
 		}
 		if !errors.Is(err, rackcloud.ErrConflict) {
-			return nil, err
+			return PlaceOutput{}, err
 		}
 		c.m.decisions.WithLabelValues("conflict").Inc()
 		c.m.conflicts.Inc()
 		r.Exclude[d.HostID] = true
 		if err := c.keeper.Refresh(ctx, d.HostID); err != nil {
-			return nil, err
+			return PlaceOutput{}, err
 		}
 	}
-	return nil, fmt.Errorf("migration of %s lost %d claims in a row; will retry", g.Name, c.cfg.ClaimTries)
+	return PlaceOutput{}, fmt.Errorf("moving %s lost %d claims in a row; will retry", g.Name, c.cfg.ClaimTries)
 }
 
 // moveBackStep puts the claim back on the source host after a failed
