@@ -23,6 +23,7 @@ func init() {
 		{"enroll", "ID [--wait]", "power the host on into PXE through its BMC", hostAction("enroll", nil)},
 		{"provision", "ID --role kvm|docker|bm --image I [--wait]", "install a host", hostProvision},
 		{"maintenance", "ID on|off [--reason R] [--wait]", "drain a host into maintenance, or return it", hostMaintenance},
+		{"evacuate", "ID [--fenced] [--wait]", "move every guest off a draining, maintenance or failed host (--fenced: a powered-off host's HA guests are recreated elsewhere)", hostEvacuate},
 		{"deprovision", "ID [--wait]", "wipe a host back to available", hostAction("deprovision", nil)},
 		{"retry", "ID [--wait]", "resume a failed host at the step that failed", hostAction("retry", nil)},
 		{"reset", "ID [--wait]", "wipe a failed host back to available", hostAction("reset", nil)},
@@ -253,6 +254,15 @@ var hostMaintenance = hostAction("maintenance", func(fs *flag.FlagSet) func(*cli
 			return nil, errUsage("rackcloud host maintenance ID on|off")
 		}
 		return map[string]any{"enabled": pos[0] == "on", "reason": *reason}, nil
+	}
+})
+
+// hostEvacuate starts a host.evacuate; 'rackcloud task get ID' shows its
+// report (how many guests moved, failed and were left, and why).
+var hostEvacuate = hostAction("evacuate", func(fs *flag.FlagSet) func(*client, context.Context, []string) (any, error) {
+	fenced := fs.Bool("fenced", false, "the host is fenced (its BMC confirmed power off): recreate its HA guests elsewhere from their images, touch nothing on it")
+	return func(_ *client, _ context.Context, _ []string) (any, error) {
+		return map[string]any{"fenced": *fenced}, nil
 	}
 })
 
