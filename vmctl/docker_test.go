@@ -27,15 +27,8 @@ import (
 // missing dockerd fails the test (make deps installs it).
 func startDockerd(t *testing.T, ctx context.Context) *dockerd.Daemon {
 	t.Helper()
-	return startDockerdOn(t, ctx, "10.63.0.1/24")
-}
-
-// startDockerdOn starts it in a namespace with gateway gw (two daemons
-// at once need two).
-func startDockerdOn(t *testing.T, ctx context.Context, gw string) *dockerd.Daemon {
-	t.Helper()
 	labtest.Need(t, dockerd.Binary, "nsenter")
-	n := labtest.Net(t, "rcvd", gw)
+	n := labtest.Net(t, "rcvd", "10.63.0.1/24")
 	dir, err := os.MkdirTemp("", "rcdk")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })

@@ -50,8 +50,8 @@ func TestEvacuateBetweenTwoAdoptedDockerds(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	d1 := startDockerdOn(t, ctx, "10.64.0.1/24")
-	d2 := startDockerdOn(t, ctx, "10.65.0.1/24")
+	d1 := startDockerd(t, ctx) // each in a namespace of its own
+	d2 := startDockerd(t, ctx)
 	path, sum, size, err := guestimg.Container("")
 	require.NoError(t, err)
 	e := newVenvWith(t, 1, vmctl.DefaultDrivers())
