@@ -17,7 +17,7 @@ func init() {
 		{"list", "[--state S] [--rack R] [--mac M] [--label k=v]", "list hosts", hostList},
 		{"get", "ID", "show a host (with its BMC's whole error line)", getVerb("host", "hosts")},
 		{"register", "[--mac M]... [--ipv4 A] [--bmc ADDR --bmc-user U --bmc-password P] [--enroll [--wait]]", "register a host by MAC and/or BMC", hostRegister},
-		{"adopt", "--role kvm|docker --endpoint URL [--daemon-ca-file F --cert-file F --key-file F] [--name N] [--wait]", "make an already-running libvirtd or dockerd host ready", hostAdopt},
+		{"adopt", "--role kvm|docker --endpoint URL [--daemon-ca-file F --cert-file F --key-file F] [--name N] [--disk GiB] [--wait]", "make an already-running libvirtd or dockerd host ready", hostAdopt},
 		{"update", "ID [--rack R --position N] [--label k=v]... [--ipv4 A|--ipv4 '']", "change a host's place, labels or provisioning address", hostUpdate},
 		{"set-bmc", "ID --bmc ADDR --bmc-user U --bmc-password P [--bmc-protocol ipmi|redfish]", "link a BMC to a host or change its credentials", hostSetBMC},
 		{"enroll", "ID [--wait]", "power the host on into PXE through its BMC", hostAction("enroll", nil)},
@@ -410,6 +410,7 @@ func hostAdopt(ctx context.Context, args []string) error {
 	keyFile := fs.String("key-file", "", "its key (PEM)")
 	serverName := fs.String("server-name", "", "the name in the daemon's certificate (default: the endpoint's host)")
 	rack := fs.String("rack", "", "rack (name or ID)")
+	disk := fs.Int64("disk", 0, "GiB of disk guests may use (dockerd cannot report it: a docker host adopted without it takes no guest with a disk; libvirtd reports its pool's)")
 	labels := labelsFlag{}
 	fs.Var(labels, "label", "label key=value (repeatable)")
 	wait := fs.Bool("wait", false, "follow the adopt task until it ends")
@@ -423,6 +424,9 @@ func hostAdopt(ctx context.Context, args []string) error {
 	}
 	if len(labels) > 0 {
 		body["labels"] = map[string]string(labels)
+	}
+	if *disk > 0 {
+		body["resources"] = map[string]any{"cpu_cores": 0, "memory_mib": 0, "disk_gib": *disk}
 	}
 	if *rack != "" {
 		id, err := c.resolve(ctx, "racks", *rack)
