@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"net/http"
@@ -202,6 +204,13 @@ func hostRegister(ctx context.Context, args []string) error {
 // hostAction posts to /v1/hosts/{id}/<action>; flags adds the action's
 // flags and returns its body.
 func hostAction(action string, flags func(fs *flag.FlagSet) func(c *client, ctx context.Context, pos []string) (any, error)) func(ctx context.Context, args []string) error {
+	return hostActionThen(action, flags, nil)
+}
+
+// hostActionThen is hostAction; with --wait, then runs once the task
+// ended (whether it succeeded or not) with the task's ID.
+func hostActionThen(action string, flags func(fs *flag.FlagSet) func(c *client, ctx context.Context, pos []string) (any, error),
+	then func(c *client, ctx context.Context, taskID string) error) func(ctx context.Context, args []string) error {
 	return func(ctx context.Context, args []string) error {
 		var cf clientFlags
 		fs := newVerbFlags("host", action, &cf)
@@ -231,7 +240,17 @@ func hostAction(action string, flags func(fs *flag.FlagSet) func(c *client, ctx 
 		if err != nil {
 			return err
 		}
-		return c.accepted(ctx, r, *wait)
+		err = c.accepted(ctx, r, *wait)
+		if then == nil || !*wait {
+			return err
+		}
+		var t struct {
+			ID string `json:"id"`
+		}
+		if jerr := jsonUnmarshal(r.body, &t); jerr != nil {
+			return errors.Join(err, jerr)
+		}
+		return errors.Join(err, then(c, ctx, t.ID))
 	}
 }
 
@@ -257,14 +276,63 @@ var hostMaintenance = hostAction("maintenance", func(fs *flag.FlagSet) func(*cli
 	}
 })
 
-// hostEvacuate starts a host.evacuate; 'rackcloud task get ID' shows its
-// report (how many guests moved, failed and were left, and why).
-var hostEvacuate = hostAction("evacuate", func(fs *flag.FlagSet) func(*client, context.Context, []string) (any, error) {
+// hostEvacuate starts a host.evacuate; with --wait it prints the report
+// (how many guests moved, failed and were left, and why), which
+// 'rackcloud task get ID' also shows.
+var hostEvacuate = hostActionThen("evacuate", func(fs *flag.FlagSet) func(*client, context.Context, []string) (any, error) {
 	fenced := fs.Bool("fenced", false, "the host is fenced (its BMC confirmed power off): recreate its HA guests elsewhere from their images, touch nothing on it")
 	return func(_ *client, _ context.Context, _ []string) (any, error) {
 		return map[string]any{"fenced": *fenced}, nil
 	}
-})
+}, printEvacuation)
+
+// printEvacuation prints a host.evacuate's report: the output of its
+// report step, or of its evacuate step's compensation when a guest's
+// sub-task failed.
+func printEvacuation(c *client, ctx context.Context, taskID string) error {
+	r, err := c.call(ctx, http.MethodGet, "/v1/tasks/"+taskID, nil)
+	if err != nil {
+		return err
+	}
+	var t struct {
+		Steps []struct {
+			Name   string          `json:"name"`
+			Phase  string          `json:"phase"`
+			Output json.RawMessage `json:"output"`
+		} `json:"steps"`
+	}
+	if err := jsonUnmarshal(r.body, &t); err != nil {
+		return err
+	}
+	var rep struct {
+		Host                string `json:"host"`
+		Moved, Failed, Left int
+		Guests              []struct {
+			Name, Action, Reason, Outcome, Error string
+		} `json:"guests"`
+	}
+	found := false
+	for _, s := range t.Steps {
+		if (s.Name == "report" && s.Phase == "run") || (s.Name == "evacuate" && s.Phase == "undo") {
+			found = len(s.Output) > 0 && jsonUnmarshal(s.Output, &rep) == nil
+		}
+	}
+	if !found {
+		return nil
+	}
+	fmt.Fprintf(stdout, "host %s: %d moved, %d failed, %d left\n", rep.Host, rep.Moved, rep.Failed, rep.Left)
+	for _, g := range rep.Guests {
+		why := g.Action
+		switch g.Outcome {
+		case "failed":
+			why = g.Error
+		case "left":
+			why = g.Reason
+		}
+		fmt.Fprintf(stdout, "  %-20s %-7s %s\n", g.Name, g.Outcome, why)
+	}
+	return nil
+}
 
 var bootEventColumns = []column{{"TIME", "time"}, {"+T", "elapsed"}, {"MAC", "mac"}, {"KIND", "kind"}, {"CLIENT", "client"},
 	{"IP", "ip"}, {"FILE", "file"}, {"STATE", "state"}, {"DETAIL", "detail"}, {"ERROR", "error"}}

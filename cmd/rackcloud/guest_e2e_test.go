@@ -154,6 +154,8 @@ func TestGuestCreateWaitShowsEachStepOnAdoptedHosts(t *testing.T) {
 	t.Logf("rackcloud host evacuate dk1 --wait:\n%s%s", out, progress)
 	require.NoError(t, err)
 	require.Contains(t, out, "host.evacuate")
+	require.Contains(t, out, "host dk1: 1 moved, 0 failed, 0 left")
+	require.Regexp(t, `hello +moved +migrate`, out)
 	require.Regexp(t, regexp.MustCompile(`(?s)✓ step 1 check.*✓ step 2 evacuate.*✓ step 3 report.*succeeded in`), progress)
 	var g struct {
 		ID     string `json:"id"`
