@@ -88,6 +88,8 @@ func TestEvacuateBetweenTwoAdoptedDockerds(t *testing.T) {
 	require.Equal(t, "running", containers(t, ctx, d2)["rc-"+web.ID])
 	require.NotContains(t, containers(t, ctx, d1), "rc-"+web.ID, "the source is cleaned")
 	require.Equal(t, h1, e.get(pinned.ID).HostID, "the guest that could not move is kept")
+	require.Equal(t, rackcloud.GuestRunning, e.get(pinned.ID).State)
+	require.Equal(t, "running", containers(t, ctx, d1)["rc-"+pinned.ID], "and runs again where it was")
 
 	// Fenced: dk1 is back in service, dk2 dies and is fenced.
 	e.setHost(h1, "state = 'ready', maintenance = false")

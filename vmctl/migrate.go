@@ -151,15 +151,20 @@ func (c *Controller) moveClaim(ctx context.Context, g rackcloud.Guest, from, hos
 }
 
 // moveBackStep puts the claim back on the source host after a failed
-// copy or start (the source still has the guest's disk).
+// copy or start (the source still has the guest's disk); when the claim
+// never moved (no host took it), a guest that ran is started again where
+// it is.
 func (c *Controller) moveBackStep(ctx context.Context, sc *tasks.StepContext) (any, error) {
 	var src stopOutput
 	if err := sc.Output(StepStopSource, &src); err != nil {
 		return nil, nil
 	}
 	g, err := c.guestOf(ctx, sc)
-	if err != nil || g.HostID == src.SourceHostID {
+	if err != nil {
 		return nil, err
+	}
+	if g.HostID == src.SourceHostID {
+		return c.restartUnmoved(ctx, g, src)
 	}
 	if w, err := c.workOn(ctx, g); err == nil {
 		if err := w.driver.Delete(ctx, w.t, w.s); err != nil {
@@ -227,4 +232,23 @@ func (c *Controller) cleanSourceStep(ctx context.Context, sc *tasks.StepContext)
 		return nil, fmt.Errorf("remove %s from its old host %s: %w", g.Name, w.host.Name, err)
 	}
 	return map[string]string{"removed_from": w.host.Name}, nil
+}
+
+// restartUnmoved starts a guest that was stopped for a migration that
+// found no host: it never left its host. A start that fails leaves it
+// failed, with the reason.
+func (c *Controller) restartUnmoved(ctx context.Context, g rackcloud.Guest, src stopOutput) (any, error) {
+	if !src.WasRunning {
+		return nil, nil
+	}
+	w, err := c.workOn(ctx, g)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.driver.Start(ctx, w.t, w.s); err != nil {
+		_, serr := store.SetGuestState(ctx, c.cfg.Pool, g.ID, rackcloud.GuestFailed,
+			fmt.Sprintf("migration found no host, and the restart on %s failed: %v", w.host.Name, err), nil)
+		return nil, serr
+	}
+	return map[string]string{"restarted_on": w.host.Name}, nil
 }
