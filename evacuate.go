@@ -15,12 +15,18 @@ import "fmt"
 // still answers). A fenced evacuation recreates guests elsewhere without
 // touching the host, which is safe only once the host cannot run them any
 // more: its BMC confirmed it powered off (an HA guest has at most one
-// instance running at any time), whatever its lifecycle state.
+// instance running at any time); and no new guest may be placed on it
+// either: a ready host must be put in maintenance first (it drains while
+// the evacuation moves its guests, and comes back with maintenance off).
 func CanEvacuate(h Host, fenced bool) error {
 	if fenced {
 		if h.Power != PowerOff {
 			return fmt.Errorf("%w: host %s is not fenced (its BMC reports power %q, not off): power it off through its BMC first, or evacuate it live",
 				ErrConflict, h.Name, h.Power)
+		}
+		if h.State == HostReady && !h.Maintenance {
+			return fmt.Errorf("%w: host %s is ready and would take new guests: put it in maintenance first (it drains while the evacuation moves its guests)",
+				ErrConflict, h.Name)
 		}
 		return nil
 	}

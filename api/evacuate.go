@@ -29,7 +29,7 @@ func registerEvacuate(a *API) {
 		OperationID: "evacuateHost", Method: http.MethodPost, Path: "/v1/hosts/{id}/evacuate", Summary: "Move every guest off a host",
 		Description: "Starts a host.evacuate task: each guest on the host gets its own sub-task, so one that cannot move does not keep the others, and the task reports how many moved, failed and were left. " +
 			"Live (the default): the host must be draining, in maintenance or failed, and each guest is migrated cold (guest.migrate), keeping its disk and its running or stopped state. " +
-			"Fenced (`fenced: true`): the host's BMC must report power off; nothing is asked of the host, guests with HA policy restart are re-placed and recreated from their images (guest.recreate), guests with HA policy none stay on the host, failed with the reason. " +
+			"Fenced (`fenced: true`): the host's BMC must report power off, and no new guest may land on it (a ready host is put in maintenance first); nothing is asked of the host, guests with HA policy restart are re-placed and recreated from their images (guest.recreate), guests with HA policy none stay on the host, failed with the reason. " +
 			"A guest no host can take keeps its row, failed, with placement's explanation. 409 when the host may not be evacuated that way, or an evacuation of it is at work.",
 		Tags: []string{"Hosts"}, DefaultStatus: http.StatusAccepted, Errors: []int{http.StatusNotFound, http.StatusConflict},
 	}, staffOnly, func(ctx context.Context, in *evacuateInput) (*taskAccepted, error) {

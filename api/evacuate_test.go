@@ -33,10 +33,14 @@ func TestEvacuateHostChecksTheHostAndAudits(t *testing.T) {
 	e.waitTask(e.admin, task["id"].(string))
 	require.JSONEq(t, `{"host_id": "`+f.host+`"}`, e.params(task["id"].(string)))
 
-	// Fenced: the BMC confirmed power off, whatever the state.
+	// Fenced: the BMC confirmed power off, and no new guest lands on it.
 	e.setHostState(f.host, rackcloud.HostReady)
 	_, err := e.pool.Exec(t.Context(), `UPDATE hosts SET power = 'off' WHERE id = $1::uuid`, f.host)
 	require.NoError(t, err)
+	r = e.do("POST", path, e.admin, map[string]any{"fenced": true})
+	e.problem(r, 409, api.ProblemConflict)
+	require.Contains(t, r.String(), "would take new guests")
+	e.setHostState(f.host, rackcloud.HostDraining)
 	task = e.must(202, "POST", path, e.admin, map[string]any{"fenced": true})
 	e.waitTask(e.admin, task["id"].(string))
 	require.JSONEq(t, `{"host_id": "`+f.host+`", "fenced": true}`, e.params(task["id"].(string)))
@@ -47,7 +51,7 @@ func TestEvacuateHostChecksTheHostAndAudits(t *testing.T) {
 		outcomes[a.(map[string]any)["outcome"].(string)]++
 	}
 	require.Equal(t, 2, outcomes["success"], "%v", audit)
-	require.GreaterOrEqual(t, outcomes["failure"], 2, "%v", audit)
+	require.GreaterOrEqual(t, outcomes["failure"], 3, "%v", audit)
 }
 
 // params are a task's parameters as the engine keeps them.

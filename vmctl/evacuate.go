@@ -94,7 +94,7 @@ func (c *Controller) evacParams(sc *tasks.StepContext) (rackcloud.HostEvacuatePa
 }
 
 // evacCheckStep asks the rules again (the host may have changed since
-// the request) and keeps new guests off a fenced host.
+// the request).
 func (c *Controller) evacCheckStep(ctx context.Context, sc *tasks.StepContext) (any, error) {
 	p, err := c.evacParams(sc)
 	if err != nil {
@@ -109,13 +109,6 @@ func (c *Controller) evacCheckStep(ctx context.Context, sc *tasks.StepContext) (
 	}
 	if err := rackcloud.CanEvacuate(h, p.Fenced); err != nil {
 		return nil, tasks.Permanent(err)
-	}
-	if p.Fenced && !h.Maintenance {
-		// A powered-off host must take no new guest while its old ones
-		// leave.
-		if err := store.SetHostMaintenance(ctx, c.cfg.Pool, h.ID, true); err != nil {
-			return nil, err
-		}
 	}
 	return evacCheck{Host: h.Name, Fenced: p.Fenced}, nil
 }

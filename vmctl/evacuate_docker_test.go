@@ -96,7 +96,7 @@ func TestEvacuateBetweenTwoAdoptedDockerds(t *testing.T) {
 	gpu := mk("gpu", "gpu")
 	require.Equal(t, h2, gpu.HostID)
 	require.NoError(t, d2.Stop())
-	e.setHost(h2, "power = 'off'")
+	e.setHost(h2, "power = 'off', state = 'draining', maintenance = true")
 	info, rep = e.evacuate(h2, true)
 	require.Equal(t, rackcloud.TaskFailed, info.State, "gpu could not move")
 	require.Equal(t, map[string]string{"web": "moved", "gpu": "failed"}, outcomes(rep))

@@ -100,8 +100,13 @@ func TestEvacuateFencedRecreatesHAGuestsWithoutTouchingTheSource(t *testing.T) {
 	require.Contains(t, info.Error, "not fenced")
 	require.Equal(t, h1, e.get(ha.ID).HostID)
 
-	// The availability loop fenced it: powered off, confirmed.
+	// The availability loop fenced it: powered off, confirmed; a ready
+	// host must also take no new guests.
 	e.setHost(h1, "power = 'off'")
+	info, _ = e.evacuate(h1, true)
+	require.Equal(t, rackcloud.TaskFailed, info.State)
+	require.Contains(t, info.Error, "put it in maintenance first")
+	e.setHost(h1, "state = 'draining', maintenance = true")
 	before := len(e.drv.Calls())
 	info, rep := e.evacuate(h1, true)
 	require.Equal(t, rackcloud.TaskSucceeded, info.State, info.Error)
@@ -131,7 +136,6 @@ func TestEvacuateFencedRecreatesHAGuestsWithoutTouchingTheSource(t *testing.T) {
 	require.Contains(t, p.StateReason, "ha policy none")
 	h, err := store.GetHost(ctx, e.pool, h1)
 	require.NoError(t, err)
-	require.True(t, h.Maintenance, "a fenced host takes no new guests")
 	require.Equal(t, rackcloud.Resources{CPUCores: 1, MemoryMiB: 512, DiskGiB: 1}, h.Used, "only plain's claim stays")
 }
 
@@ -146,7 +150,7 @@ func TestEvacuateFencedWithoutRoomFailsThatGuestOnlyAndExplains(t *testing.T) {
 	require.Equal(t, rackcloud.TaskSucceeded, e.guestTask(rackcloud.KindGuestStop, stopped).State)
 	h2 := e.host("d2", 0, 3, 4096, nil)
 	e.waitSnapshot(2)
-	e.setHost(h1, "power = 'off'")
+	e.setHost(h1, "power = 'off', state = 'maintenance', maintenance = true")
 
 	info, rep := e.evacuate(h1, true)
 	require.Equal(t, rackcloud.TaskFailed, info.State, "the host is not empty")
@@ -209,7 +213,9 @@ func TestCanEvacuate(t *testing.T) {
 		"draining live":      {rackcloud.Host{State: rackcloud.HostDraining}, false, true},
 		"maintenance live":   {rackcloud.Host{State: rackcloud.HostMaintenance}, false, true},
 		"failed live":        {rackcloud.Host{State: rackcloud.HostFailed}, false, true},
-		"ready fenced off":   {rackcloud.Host{State: rackcloud.HostReady, Power: rackcloud.PowerOff}, true, true},
+		"ready fenced off":   {rackcloud.Host{State: rackcloud.HostReady, Power: rackcloud.PowerOff}, true, false},
+		"kept off fenced":    {rackcloud.Host{State: rackcloud.HostReady, Maintenance: true, Power: rackcloud.PowerOff}, true, true},
+		"draining fenced":    {rackcloud.Host{State: rackcloud.HostDraining, Power: rackcloud.PowerOff}, true, true},
 		"ready fenced on":    {rackcloud.Host{State: rackcloud.HostReady, Power: rackcloud.PowerOn}, true, false},
 		"failed fenced unkn": {rackcloud.Host{State: rackcloud.HostFailed, Power: rackcloud.PowerUnknown}, true, false},
 	} {
