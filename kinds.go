@@ -74,3 +74,30 @@ type GuestMigrateParams struct {
 	// other than the guest's.
 	HostID string `json:"host_id,omitempty"`
 }
+
+// Evacuation kinds.
+const (
+	// KindHostEvacuate moves every guest off a host, one sub-task per
+	// guest (guest.migrate from a live host, guest.recreate from a fenced
+	// one).
+	KindHostEvacuate = "host.evacuate"
+	// KindGuestRecreate restarts a guest of a fenced host on another host
+	// from its image: the source is not touched.
+	KindGuestRecreate = "guest.recreate"
+)
+
+// HostEvacuateParams are host.evacuate's parameters.
+type HostEvacuateParams struct {
+	HostID string `json:"host_id"`
+	// Fenced says the host is powered off (its BMC confirmed it) and
+	// cannot be reached: guests are recreated elsewhere from their images
+	// instead of migrated.
+	Fenced bool `json:"fenced,omitempty"`
+}
+
+// GuestRecreateParams are guest.recreate's parameters.
+type GuestRecreateParams struct {
+	GuestID string `json:"guest_id"`
+	// FromHostID is the fenced host the guest leaves.
+	FromHostID string `json:"from_host_id"`
+}

@@ -55,6 +55,9 @@ type Region struct {
 type Zone struct {
 	Meta
 	RegionID string `json:"region_id"`
+	// Overcommit is the ratio a host of the zone takes when its own is 0;
+	// 0 here means 1 (see CheckOvercommit).
+	Overcommit Overcommit `json:"overcommit"`
 }
 
 // Rack is a rack of hosts inside a zone; hosts close together fail together.

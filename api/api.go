@@ -148,6 +148,7 @@ func New(d Deps) *API {
 	registerRegions(a)
 	registerLocation(a)
 	registerHosts(a)
+	registerEvacuate(a)
 	registerImages(a)
 	registerProjects(a)
 	registerGuests(a)

@@ -113,6 +113,7 @@ func newWalk(t *testing.T, e *env) walk {
 		"updateGuest":          map[string]any{"labels": map[string]string{"x": "y"}},
 		"placementDryRun":      map[string]any{"project_id": a.project, "name": "walk", "kind": "vm", "flavor": map[string]any{"vcpu": 1, "memory_mib": 512, "disk_gib": 1}, "image_id": a.image},
 		"migrateGuest":         map[string]any{},
+		"evacuateHost":         map[string]any{"fenced": false},
 		"createPlacementGroup": map[string]any{"project_id": a.project, "name": "walk", "policy": "affinity"},
 		"createProject":        map[string]any{"name": "walk"},
 		"updateProject":        map[string]any{"labels": map[string]string{"x": "y"}},

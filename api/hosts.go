@@ -178,13 +178,11 @@ func registerHosts(a *API) {
 				h.Overhead = overheadIn(*in.Body.Overhead)
 			}
 			if o := in.Body.Overcommit; o != nil {
-				for _, r := range []float64{o.CPU, o.Memory, o.Disk} {
-					if r != 0 && r < 0.1 {
-						return huma.Error422UnprocessableEntity("an overcommit ratio is 0 (inherit) or from 0.1 to 64",
-							&huma.ErrorDetail{Location: "body.overcommit", Value: *o})
-					}
+				oc, err := overcommitIn("body.overcommit", *o, rackcloud.MinHostOvercommit)
+				if err != nil {
+					return err
 				}
-				h.Overcommit = rackcloud.Overcommit(*o)
+				h.Overcommit = oc
 			}
 			if in.Body.Labels != nil {
 				h.Labels = in.Body.Labels

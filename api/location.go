@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 
@@ -17,6 +18,17 @@ type ZoneBody struct {
 	RegionID string            `json:"region_id" format:"uuid" doc:"The region the zone is in."`
 	Name     string            `json:"name" pattern:"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" maxLength:"63" doc:"Name, unique in the region." example:"room-a"`
 	Labels   map[string]string `json:"labels,omitempty" doc:"Labels for selection and grouping."`
+	// Overcommit sets the zone's ratios (each 0, or from 1 to 64).
+	Overcommit *Overcommit `json:"overcommit,omitempty" doc:"Per-resource overcommit ratios the zone's hosts take when theirs are 0: each 0 (none: 1) or from 1 to 64."`
+}
+
+// ZoneUpdateBody changes a zone.
+type ZoneUpdateBody struct {
+	Labels map[string]string `json:"labels,omitempty" doc:"Replaces all labels when present." example:"{\"tier\":\"gold\"}"`
+	// Overcommit replaces the zone's ratios when present; the hosts that
+	// inherit them are judged by the new capacity (no claim already made
+	// is refused).
+	Overcommit *Overcommit `json:"overcommit,omitempty" doc:"Replaces the zone's overcommit ratios when present (each 0, or from 1 to 64); claims already made stay, new ones are judged by the new capacity."`
 }
 
 // LabelsUpdateBody changes labels.
@@ -65,26 +77,48 @@ func registerLocation(a *API) {
 		if err := checkLabels("body.labels", in.Body.Labels); err != nil {
 			return nil, err
 		}
+		z := rackcloud.Zone{Meta: rackcloud.Meta{Name: in.Body.Name, Labels: in.Body.Labels}, RegionID: in.Body.RegionID}
+		if o := in.Body.Overcommit; o != nil {
+			oc, err := overcommitIn("body.overcommit", *o, rackcloud.MinZoneOvercommit)
+			if err != nil {
+				return nil, err
+			}
+			z.Overcommit = oc
+		}
 		return zones.created(ctx, a.newChange(ctx, "createZone", "zone/"+in.Body.Name), func(tx pgx.Tx) (rackcloud.Zone, error) {
 			if _, err := store.GetRegion(ctx, tx, in.Body.RegionID); err != nil {
 				return rackcloud.Zone{}, notFoundField(err, "body.region_id", in.Body.RegionID)
 			}
-			return store.CreateZone(ctx, tx, rackcloud.Zone{Meta: rackcloud.Meta{Name: in.Body.Name, Labels: in.Body.Labels}, RegionID: in.Body.RegionID})
+			return store.CreateZone(ctx, tx, z)
 		})
 	})
 	register(a, huma.Operation{
-		OperationID: "updateZone", Method: http.MethodPatch, Path: "/v1/zones/{id}", Summary: "Update a zone's labels",
-		Tags: []string{zones.tag}, Errors: []int{http.StatusNotFound, http.StatusPreconditionFailed},
+		OperationID: "updateZone", Method: http.MethodPatch, Path: "/v1/zones/{id}", Summary: "Update a zone",
+		Description: "Changes a zone's labels and overcommit ratios (the ratios its hosts take when theirs are 0).",
+		Tags:        []string{zones.tag}, Errors: []int{http.StatusNotFound, http.StatusPreconditionFailed},
 	}, staffOnly, func(ctx context.Context, in *struct {
 		IDParam
 		IfMatch
-		Body LabelsUpdateBody
+		Body ZoneUpdateBody
 	}) (*itemOutput[Zone], error) {
 		if err := checkLabels("body.labels", in.Body.Labels); err != nil {
 			return nil, err
 		}
+		var oc *rackcloud.Overcommit
+		if o := in.Body.Overcommit; o != nil {
+			v, err := overcommitIn("body.overcommit", *o, rackcloud.MinZoneOvercommit)
+			if err != nil {
+				return nil, err
+			}
+			oc = &v
+		}
 		return zones.patch(ctx, "updateZone", in.ID, in.IfMatch, func(_ pgx.Tx, z *rackcloud.Zone) error {
-			z.Labels = in.Body.Labels
+			if in.Body.Labels != nil {
+				z.Labels = in.Body.Labels
+			}
+			if oc != nil {
+				z.Overcommit = *oc
+			}
 			return nil
 		}, store.UpdateZone)
 	})
@@ -137,6 +171,18 @@ func registerLocation(a *API) {
 			return nil
 		}, store.UpdateRack)
 	})
+}
+
+// overcommitIn checks ratios from a body at loc (each 0, or from minimum
+// to rackcloud.MaxOvercommit): a 422 naming the field and the ratio
+// otherwise.
+func overcommitIn(loc string, o Overcommit, minimum float64) (rackcloud.Overcommit, error) {
+	oc := rackcloud.Overcommit(o)
+	if err := rackcloud.CheckOvercommit(oc, minimum); err != nil {
+		return oc, huma.Error422UnprocessableEntity(fmt.Sprintf("an overcommit ratio is 0 (inherit) or from %g to %d", minimum, rackcloud.MaxOvercommit),
+			&huma.ErrorDetail{Location: loc, Message: err.Error(), Value: o})
+	}
+	return oc, nil
 }
 
 // notFoundField turns "the referenced resource does not exist" into a 422

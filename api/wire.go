@@ -45,10 +45,13 @@ func regionOut(r rackcloud.Region) Region {
 // Zone is a failure domain inside a region.
 type Zone struct {
 	Meta
-	RegionID string `json:"region_id" format:"uuid" doc:"The region the zone is in."`
+	RegionID   string     `json:"region_id" format:"uuid" doc:"The region the zone is in."`
+	Overcommit Overcommit `json:"overcommit" doc:"Per-resource overcommit ratios the zone's hosts take when theirs are 0; 0 here means 1."`
 }
 
-func zoneOut(z rackcloud.Zone) Zone { return Zone{Meta: meta(z.Meta), RegionID: z.RegionID} }
+func zoneOut(z rackcloud.Zone) Zone {
+	return Zone{Meta: meta(z.Meta), RegionID: z.RegionID, Overcommit: Overcommit(z.Overcommit)}
+}
 
 // Rack is a rack of hosts inside a zone.
 type Rack struct {

@@ -8,19 +8,22 @@ import (
 	"github.com/rackcloud/rackcloud"
 )
 
-const zoneCols = `id::text, region_id::text, name, labels, version, created_at, updated_at`
+const zoneCols = `id::text, region_id::text, name, labels, COALESCE(overcommit_cpu, 0), COALESCE(overcommit_memory, 0),
+	COALESCE(overcommit_disk, 0), version, created_at, updated_at`
 
 func scanZone(row pgx.Row) (rackcloud.Zone, error) {
 	var z rackcloud.Zone
-	err := row.Scan(&z.ID, &z.RegionID, &z.Name, &z.Labels, &z.Version, &z.CreatedAt, &z.UpdatedAt)
+	err := row.Scan(&z.ID, &z.RegionID, &z.Name, &z.Labels, &z.Overcommit.CPU, &z.Overcommit.Memory, &z.Overcommit.Disk,
+		&z.Version, &z.CreatedAt, &z.UpdatedAt)
 	return z, MapError(err)
 }
 
-// CreateZone inserts z; an unknown region is rackcloud.ErrConflict (a
+// CreateZone inserts z (a 0 overcommit ratio is stored as none); an unknown region is rackcloud.ErrConflict (a
 // foreign key) or rackcloud.ErrInvalid (a malformed ID).
 func CreateZone(ctx context.Context, q Querier, z rackcloud.Zone) (rackcloud.Zone, error) {
-	return scanZone(q.QueryRow(ctx, `INSERT INTO zones (region_id, name, labels) VALUES ($1, $2, $3) RETURNING `+zoneCols,
-		z.RegionID, z.Name, labelsOrEmpty(z.Labels)))
+	return scanZone(q.QueryRow(ctx, `INSERT INTO zones (region_id, name, labels, overcommit_cpu, overcommit_memory, overcommit_disk)
+		VALUES ($1, $2, $3, NULLIF($4::float8, 0), NULLIF($5::float8, 0), NULLIF($6::float8, 0)) RETURNING `+zoneCols,
+		z.RegionID, z.Name, labelsOrEmpty(z.Labels), z.Overcommit.CPU, z.Overcommit.Memory, z.Overcommit.Disk))
 }
 
 // GetZone returns the zone with id, or rackcloud.ErrNotFound.
@@ -36,10 +39,14 @@ func ListZones(ctx context.Context, q Querier, f Filter) ([]rackcloud.Zone, erro
 	return listRows(ctx, q, listSpec{table: "zones", cols: zoneCols, parentCol: "region_id"}, f, scanZone)
 }
 
-// UpdateZone writes z's labels if its version is still z.Version.
+// UpdateZone writes z's labels and overcommit ratios if its version is
+// still z.Version; the zone's hosts that inherit a ratio are re-judged by
+// the database (trigger zones_usage_caps).
 func UpdateZone(ctx context.Context, q Querier, z rackcloud.Zone) (rackcloud.Zone, error) {
-	out, err := scanZone(q.QueryRow(ctx, `UPDATE zones SET labels = $3, version = version + 1, updated_at = now()
-		WHERE id = $1 AND version = $2 RETURNING `+zoneCols, z.ID, z.Version, labelsOrEmpty(z.Labels)))
+	out, err := scanZone(q.QueryRow(ctx, `UPDATE zones SET labels = $3, overcommit_cpu = NULLIF($4::float8, 0),
+		overcommit_memory = NULLIF($5::float8, 0), overcommit_disk = NULLIF($6::float8, 0), version = version + 1, updated_at = now()
+		WHERE id = $1 AND version = $2 RETURNING `+zoneCols, z.ID, z.Version, labelsOrEmpty(z.Labels),
+		z.Overcommit.CPU, z.Overcommit.Memory, z.Overcommit.Disk))
 	if err != nil {
 		return out, versionError(ctx, q, "zones", z.ID, err)
 	}

@@ -419,7 +419,11 @@ func TestMigrateMovesTheClaimAndTheGuest(t *testing.T) {
 	_, err = e.pool.Exec(ctx, `UPDATE hosts SET role = 'kvm' WHERE id = $1`, h2)
 	require.NoError(t, err)
 	e.waitSnapshot(2)
-	// The failed migration left the guest stopped on its host; start it.
+	// The failed migration started the guest again where it was (a
+	// start now changes nothing).
+	o, err := e.drv.Observe(ctx, vmctl.Target{HostID: h1}, vmctl.Spec{GuestID: g.ID})
+	require.NoError(t, err)
+	require.Equal(t, vmctl.ObservedRunning, o.State)
 	require.Equal(t, rackcloud.TaskSucceeded, e.guestTask(rackcloud.KindGuestStart, g).State)
 	info := e.run(rackcloud.KindGuestMigrate, rackcloud.GuestMigrateParams{GuestID: g.ID}, "guest/"+g.ID)
 	require.Equal(t, rackcloud.TaskSucceeded, info.State, info.Error)

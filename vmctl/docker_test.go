@@ -178,22 +178,17 @@ func TestContainerGuestOnAdoptedDockerd(t *testing.T) {
 	im, err := store.CreateImage(ctx, e.pool, rackcloud.Image{Meta: rackcloud.Meta{Name: "busybox"}, URL: "file://" + path,
 		Checksum: sum, Format: rackcloud.FormatDockerArchive, Size: size})
 	require.NoError(t, err)
-	h, err := store.CreateHost(ctx, e.pool, rackcloud.Host{Meta: rackcloud.Meta{Name: "adopted-docker"}, Role: rackcloud.RoleDocker,
-		RackID: e.racks[0], Resources: rackcloud.Resources{DiskGiB: 20}})
-	require.NoError(t, err)
-	require.NoError(t, store.SetHostEndpoint(ctx, e.pool, h.ID, d.Endpoint))
-	info := e.run(rackcloud.KindHostAdopt, rackcloud.HostTaskParams{HostID: h.ID}, "host/"+h.ID)
-	require.Equal(t, rackcloud.TaskSucceeded, info.State, info.Error)
+	h := e.adoptDocker("adopted-docker", d, nil)
 	e.waitSnapshot(1)
 
 	g := e.guest("hello", 1, 64, func(g *rackcloud.Guest) { g.ImageID = im.ID })
 	start := time.Now()
-	info = e.guestTask(rackcloud.KindGuestCreate, g)
+	info := e.guestTask(rackcloud.KindGuestCreate, g)
 	require.Equal(t, rackcloud.TaskSucceeded, info.State, info.Error)
 	t.Logf("guest.create to running: %s", time.Since(start).Round(time.Millisecond))
 	g = e.get(g.ID)
 	require.Equal(t, rackcloud.GuestRunning, g.State)
-	require.Equal(t, h.ID, g.HostID)
+	require.Equal(t, h, g.HostID)
 	labtest.Eventually(t, 30*time.Second, 100*time.Millisecond, "the guest's marker", func() (bool, string) {
 		l := containerLogs(t, ctx, d.Endpoint, "rc-"+g.ID)
 		return strings.Contains(l, guestimg.ContainerMarker), l
@@ -227,4 +222,18 @@ func TestContainerGuestOnAdoptedDockerd(t *testing.T) {
 	res, err := c.ContainerList(ctx, client.ContainerListOptions{All: true})
 	require.NoError(t, err)
 	require.Empty(t, res.Items)
+}
+
+// adoptDocker registers a docker host at d's endpoint and adopts it
+// through host.adopt (which reads its capacity from the daemon).
+func (e *venv) adoptDocker(name string, d *dockerd.Daemon, labels rackcloud.Labels) string {
+	e.t.Helper()
+	ctx := context.Background()
+	h, err := store.CreateHost(ctx, e.pool, rackcloud.Host{Meta: rackcloud.Meta{Name: name, Labels: labels}, Role: rackcloud.RoleDocker,
+		RackID: e.racks[0], Resources: rackcloud.Resources{DiskGiB: 20}})
+	require.NoError(e.t, err)
+	require.NoError(e.t, store.SetHostEndpoint(ctx, e.pool, h.ID, d.Endpoint))
+	info := e.run(rackcloud.KindHostAdopt, rackcloud.HostTaskParams{HostID: h.ID}, "host/"+h.ID)
+	require.Equal(e.t, rackcloud.TaskSucceeded, info.State, info.Error)
+	return h.ID
 }

@@ -45,6 +45,7 @@ func (c *Controller) Kinds() []tasks.Kind {
 		}},
 		c.migrateKind(),
 		c.adoptKind(),
+		c.evacuateKind(), c.recreateKind(),
 	}
 }
 

@@ -92,59 +92,79 @@ func (c *Controller) moveStep(ctx context.Context, sc *tasks.StepContext) (any, 
 	if err != nil {
 		return nil, err
 	}
+	out, err := c.moveClaim(ctx, g, src.SourceHostID, p.HostID, "moved")
+	var nf *NoFitError
+	if errors.As(err, &nf) {
+		return nil, tasks.Permanent(fmt.Errorf("%w: no host to move %s to: %s", rackcloud.ErrConflict, g.Name, nf.Explanation.Summary))
+	}
+	return out, err
+}
+
+// moveClaim places guest g on a host other than from (on hostID when set)
+// and moves its claim there in one statement the database judges,
+// recording a guest event of kind event. A claim lost to another replica
+// excludes that host and tries the next decision, up to ClaimTries; no
+// fit is *NoFitError.
+func (c *Controller) moveClaim(ctx context.Context, g rackcloud.Guest, from, hostID, event string) (PlaceOutput, error) {
 	r, err := c.request(ctx, g)
 	if err != nil {
-		return nil, err
+		return PlaceOutput{}, err
 	}
-	if p.HostID != "" {
-		r.HostID = p.HostID
+	if hostID != "" {
+		r.HostID = hostID
 	}
 	if err := c.waitReady(ctx); err != nil {
-		return nil, err
+		return PlaceOutput{}, err
 	}
 	// The guest's own usage is still on its source host, which is
 	// excluded: placement sees the others as they are.
-	r.Exclude = map[string]bool{src.SourceHostID: true}
+	r.Exclude = map[string]bool{from: true}
 	for range c.cfg.ClaimTries {
 		d, err := c.keeper.Place(r)
 		var nf *NoFitError
 		if errors.As(err, &nf) {
 			c.m.decisions.WithLabelValues("refused").Inc()
-			return nil, tasks.Permanent(fmt.Errorf("%w: no host to move %s to: %s", rackcloud.ErrConflict, g.Name, nf.Explanation.Summary))
+			c.m.refusals.WithLabelValues(nf.Explanation.LastFilter()).Inc()
+			return PlaceOutput{}, err
 		}
 		if err != nil {
-			return nil, err
+			return PlaceOutput{}, err
 		}
-		err = store.MoveGuest(ctx, c.cfg.Pool, g.ID, src.SourceHostID, d.HostID, d.Explain())
+		err = store.MoveGuest(ctx, c.cfg.Pool, g.ID, from, d.HostID, d.Explain())
 		if err == nil {
 			c.m.decisions.WithLabelValues("placed").Inc()
 			c.keeper.Claimed(d.HostID, g)
-			_ = store.AddGuestEvent(ctx, c.cfg.Pool, g.ID, "moved", d.Explain())
-			return PlaceOutput{HostID: d.HostID, Explanation: d.Explain()}, nil
+			_ = store.AddGuestEvent(ctx, c.cfg.Pool, g.ID, event, d.Explain())
+			return PlaceOutput{HostID: d.HostID, HostName: c.HostName(d.HostID), Explanation: d.Explain()}, nil
 		}
 		if !errors.Is(err, rackcloud.ErrConflict) {
-			return nil, err
+			return PlaceOutput{}, err
 		}
 		c.m.decisions.WithLabelValues("conflict").Inc()
 		c.m.conflicts.Inc()
 		r.Exclude[d.HostID] = true
 		if err := c.keeper.Refresh(ctx, d.HostID); err != nil {
-			return nil, err
+			return PlaceOutput{}, err
 		}
 	}
-	return nil, fmt.Errorf("migration of %s lost %d claims in a row; will retry", g.Name, c.cfg.ClaimTries)
+	return PlaceOutput{}, fmt.Errorf("moving %s lost %d claims in a row; will retry", g.Name, c.cfg.ClaimTries)
 }
 
 // moveBackStep puts the claim back on the source host after a failed
-// copy or start (the source still has the guest's disk).
+// copy or start (the source still has the guest's disk); when the claim
+// never moved (no host took it), a guest that ran is started again where
+// it is.
 func (c *Controller) moveBackStep(ctx context.Context, sc *tasks.StepContext) (any, error) {
 	var src stopOutput
 	if err := sc.Output(StepStopSource, &src); err != nil {
 		return nil, nil
 	}
 	g, err := c.guestOf(ctx, sc)
-	if err != nil || g.HostID == src.SourceHostID {
+	if err != nil {
 		return nil, err
+	}
+	if g.HostID == src.SourceHostID {
+		return c.restartUnmoved(ctx, g, src)
 	}
 	if w, err := c.workOn(ctx, g); err == nil {
 		if err := w.driver.Delete(ctx, w.t, w.s); err != nil {
@@ -212,4 +232,23 @@ func (c *Controller) cleanSourceStep(ctx context.Context, sc *tasks.StepContext)
 		return nil, fmt.Errorf("remove %s from its old host %s: %w", g.Name, w.host.Name, err)
 	}
 	return map[string]string{"removed_from": w.host.Name}, nil
+}
+
+// restartUnmoved starts a guest that was stopped for a migration that
+// found no host: it never left its host. A start that fails leaves it
+// failed, with the reason.
+func (c *Controller) restartUnmoved(ctx context.Context, g rackcloud.Guest, src stopOutput) (any, error) {
+	if !src.WasRunning {
+		return nil, nil
+	}
+	w, err := c.workOn(ctx, g)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.driver.Start(ctx, w.t, w.s); err != nil {
+		_, serr := store.SetGuestState(ctx, c.cfg.Pool, g.ID, rackcloud.GuestFailed,
+			fmt.Sprintf("migration found no host, and the restart on %s failed: %v", w.host.Name, err), nil)
+		return nil, serr
+	}
+	return map[string]string{"restarted_on": w.host.Name}, nil
 }

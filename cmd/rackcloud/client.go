@@ -556,6 +556,7 @@ func (c *client) follow(ctx context.Context, f *follower) error {
 			Attempt  int    `json:"attempt"`
 			Error    string `json:"error"`
 			Message  string `json:"message"`
+			Phase    string `json:"phase"`
 		}
 		if err := json.Unmarshal([]byte(data), &ev); err != nil {
 			return fmt.Errorf("task %s: bad event: %w", f.id, err)
@@ -570,6 +571,10 @@ func (c *client) follow(ctx context.Context, f *follower) error {
 				fmt.Fprintf(stderr, "  %6s  started\n", el)
 			}
 		case "step_succeeded":
+			if ev.Phase == "undo" { // a compensation: what the step did is undone
+				fmt.Fprintf(stderr, "  %6s  ↩ undid step %d %s\n", el, ev.Step+1, ev.StepName)
+				break
+			}
 			fmt.Fprintf(stderr, "  %6s  ✓ step %d %s\n", el, ev.Step+1, ev.StepName)
 		case "step_retrying":
 			fmt.Fprintf(stderr, "  %6s  ↻ step %d %s, attempt %d failed: %s\n", el, ev.Step+1, ev.StepName, ev.Attempt, ev.Error)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"net/http"
@@ -17,12 +19,13 @@ func init() {
 		{"list", "[--state S] [--rack R] [--mac M] [--label k=v]", "list hosts", hostList},
 		{"get", "ID", "show a host (with its BMC's whole error line)", getVerb("host", "hosts")},
 		{"register", "[--mac M]... [--ipv4 A] [--bmc ADDR --bmc-user U --bmc-password P] [--enroll [--wait]]", "register a host by MAC and/or BMC", hostRegister},
-		{"adopt", "--role kvm|docker --endpoint URL [--daemon-ca-file F --cert-file F --key-file F] [--name N] [--wait]", "make an already-running libvirtd or dockerd host ready", hostAdopt},
+		{"adopt", "--role kvm|docker --endpoint URL [--daemon-ca-file F --cert-file F --key-file F] [--name N] [--disk GiB] [--wait]", "make an already-running libvirtd or dockerd host ready", hostAdopt},
 		{"update", "ID [--rack R --position N] [--label k=v]... [--ipv4 A|--ipv4 '']", "change a host's place, labels or provisioning address", hostUpdate},
 		{"set-bmc", "ID --bmc ADDR --bmc-user U --bmc-password P [--bmc-protocol ipmi|redfish]", "link a BMC to a host or change its credentials", hostSetBMC},
 		{"enroll", "ID [--wait]", "power the host on into PXE through its BMC", hostAction("enroll", nil)},
 		{"provision", "ID --role kvm|docker|bm --image I [--wait]", "install a host", hostProvision},
 		{"maintenance", "ID on|off [--reason R] [--wait]", "drain a host into maintenance, or return it", hostMaintenance},
+		{"evacuate", "ID [--fenced] [--wait]", "move every guest off a draining, maintenance or failed host (--fenced: a powered-off host's HA guests are recreated elsewhere)", hostEvacuate},
 		{"deprovision", "ID [--wait]", "wipe a host back to available", hostAction("deprovision", nil)},
 		{"retry", "ID [--wait]", "resume a failed host at the step that failed", hostAction("retry", nil)},
 		{"reset", "ID [--wait]", "wipe a failed host back to available", hostAction("reset", nil)},
@@ -201,6 +204,13 @@ func hostRegister(ctx context.Context, args []string) error {
 // hostAction posts to /v1/hosts/{id}/<action>; flags adds the action's
 // flags and returns its body.
 func hostAction(action string, flags func(fs *flag.FlagSet) func(c *client, ctx context.Context, pos []string) (any, error)) func(ctx context.Context, args []string) error {
+	return hostActionThen(action, flags, nil)
+}
+
+// hostActionThen is hostAction; with --wait, then runs once the task
+// ended (whether it succeeded or not) with the task's ID.
+func hostActionThen(action string, flags func(fs *flag.FlagSet) func(c *client, ctx context.Context, pos []string) (any, error),
+	then func(c *client, ctx context.Context, taskID string) error) func(ctx context.Context, args []string) error {
 	return func(ctx context.Context, args []string) error {
 		var cf clientFlags
 		fs := newVerbFlags("host", action, &cf)
@@ -230,7 +240,17 @@ func hostAction(action string, flags func(fs *flag.FlagSet) func(c *client, ctx 
 		if err != nil {
 			return err
 		}
-		return c.accepted(ctx, r, *wait)
+		err = c.accepted(ctx, r, *wait)
+		if then == nil || !*wait {
+			return err
+		}
+		var t struct {
+			ID string `json:"id"`
+		}
+		if jerr := jsonUnmarshal(r.body, &t); jerr != nil {
+			return errors.Join(err, jerr)
+		}
+		return errors.Join(err, then(c, ctx, t.ID))
 	}
 }
 
@@ -255,6 +275,64 @@ var hostMaintenance = hostAction("maintenance", func(fs *flag.FlagSet) func(*cli
 		return map[string]any{"enabled": pos[0] == "on", "reason": *reason}, nil
 	}
 })
+
+// hostEvacuate starts a host.evacuate; with --wait it prints the report
+// (how many guests moved, failed and were left, and why), which
+// 'rackcloud task get ID' also shows.
+var hostEvacuate = hostActionThen("evacuate", func(fs *flag.FlagSet) func(*client, context.Context, []string) (any, error) {
+	fenced := fs.Bool("fenced", false, "the host is fenced (its BMC confirmed power off): recreate its HA guests elsewhere from their images, touch nothing on it")
+	return func(_ *client, _ context.Context, _ []string) (any, error) {
+		return map[string]any{"fenced": *fenced}, nil
+	}
+}, printEvacuation)
+
+// printEvacuation prints a host.evacuate's report: the output of its
+// report step, or of its evacuate step's compensation when a guest's
+// sub-task failed.
+func printEvacuation(c *client, ctx context.Context, taskID string) error {
+	r, err := c.call(ctx, http.MethodGet, "/v1/tasks/"+taskID, nil)
+	if err != nil {
+		return err
+	}
+	var t struct {
+		Steps []struct {
+			Name   string          `json:"name"`
+			Phase  string          `json:"phase"`
+			Output json.RawMessage `json:"output"`
+		} `json:"steps"`
+	}
+	if err := jsonUnmarshal(r.body, &t); err != nil {
+		return err
+	}
+	var rep struct {
+		Host                string `json:"host"`
+		Moved, Failed, Left int
+		Guests              []struct {
+			Name, Action, Reason, Outcome, Error string
+		} `json:"guests"`
+	}
+	found := false
+	for _, s := range t.Steps {
+		if (s.Name == "report" && s.Phase == "run") || (s.Name == "evacuate" && s.Phase == "undo") {
+			found = len(s.Output) > 0 && jsonUnmarshal(s.Output, &rep) == nil
+		}
+	}
+	if !found {
+		return nil
+	}
+	fmt.Fprintf(stdout, "host %s: %d moved, %d failed, %d left\n", rep.Host, rep.Moved, rep.Failed, rep.Left)
+	for _, g := range rep.Guests {
+		why := g.Action
+		switch g.Outcome {
+		case "failed":
+			why = g.Error
+		case "left":
+			why = g.Reason
+		}
+		fmt.Fprintf(stdout, "  %-20s %-7s %s\n", g.Name, g.Outcome, why)
+	}
+	return nil
+}
 
 var bootEventColumns = []column{{"TIME", "time"}, {"+T", "elapsed"}, {"MAC", "mac"}, {"KIND", "kind"}, {"CLIENT", "client"},
 	{"IP", "ip"}, {"FILE", "file"}, {"STATE", "state"}, {"DETAIL", "detail"}, {"ERROR", "error"}}
@@ -400,6 +478,7 @@ func hostAdopt(ctx context.Context, args []string) error {
 	keyFile := fs.String("key-file", "", "its key (PEM)")
 	serverName := fs.String("server-name", "", "the name in the daemon's certificate (default: the endpoint's host)")
 	rack := fs.String("rack", "", "rack (name or ID)")
+	disk := fs.Int64("disk", 0, "GiB of disk guests may use (dockerd cannot report it: a docker host adopted without it takes no guest with a disk; libvirtd reports its pool's)")
 	labels := labelsFlag{}
 	fs.Var(labels, "label", "label key=value (repeatable)")
 	wait := fs.Bool("wait", false, "follow the adopt task until it ends")
@@ -413,6 +492,9 @@ func hostAdopt(ctx context.Context, args []string) error {
 	}
 	if len(labels) > 0 {
 		body["labels"] = map[string]string(labels)
+	}
+	if *disk > 0 {
+		body["resources"] = map[string]any{"cpu_cores": 0, "memory_mib": 0, "disk_gib": *disk}
 	}
 	if *rack != "" {
 		id, err := c.resolve(ctx, "racks", *rack)

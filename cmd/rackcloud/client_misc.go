@@ -3,7 +3,11 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"net/http"
+	"sort"
+	"strconv"
+	"strings"
 )
 
 func init() {
@@ -22,13 +26,20 @@ func init() {
 	register(command{name: "zone", summary: "list and create zones", run: dispatch("zone", []verb{
 		{"list", "", "list zones", listVerb("zone", "zones", append(meta[:2:2], column{"REGION", "region_id"}))},
 		{"get", "ID", "show a zone", getVerb("zone", "zones")},
-		{"create", "NAME --region R", "create a zone", createVerb("zone", "zones", func(fs *flag.FlagSet) func(*client, context.Context, []string) (map[string]any, error) {
+		{"create", "NAME --region R [--overcommit cpu=4,memory=1.5,disk=1]", "create a zone", createVerb("zone", "zones", func(fs *flag.FlagSet) func(*client, context.Context, []string) (map[string]any, error) {
 			region := fs.String("region", "", "region (name or ID)")
+			oc := ratiosFlag{}
+			fs.Var(oc, "overcommit", overcommitUsage)
 			return func(c *client, ctx context.Context, pos []string) (map[string]any, error) {
 				id, err := c.resolve(ctx, "regions", *region)
-				return map[string]any{"name": pos[0], "region_id": id}, err
+				b := map[string]any{"name": pos[0], "region_id": id}
+				if len(oc) > 0 {
+					b["overcommit"] = oc
+				}
+				return b, err
 			}
 		})},
+		{"update", "ID [--overcommit cpu=4,memory=1.5,disk=1] [--label k=v]...", "change a zone's overcommit ratios or labels", zoneUpdate},
 		{"delete", "ID", "delete a zone", deleteVerb("zone", "zones")},
 	})})
 	register(command{name: "rack", summary: "list and create racks", run: dispatch("rack", []verb{
@@ -176,4 +187,70 @@ func auditList(ctx context.Context, args []string) error {
 		return err
 	}
 	return c.printList(ctx, "/v1/audit-events", *limit, auditColumns, "target", *target, "actor", *actor, "action", *action, "outcome", *outcome)
+}
+
+// zoneUpdate PATCHes a zone with only the flags given.
+func zoneUpdate(ctx context.Context, args []string) error {
+	var cf clientFlags
+	fs := newVerbFlags("zone", "update", &cf)
+	oc := ratiosFlag{}
+	fs.Var(oc, "overcommit", overcommitUsage+"; the ratios not named become 0")
+	labels := labelsFlag{}
+	fs.Var(labels, "label", "label key=value (repeatable; replaces all labels)")
+	c, pos, err := parseClient(fs, &cf, args)
+	if err != nil {
+		return err
+	}
+	if err := needArgs(pos, 1, "rackcloud zone update ID [--overcommit ...] [--label k=v]"); err != nil {
+		return err
+	}
+	body := map[string]any{}
+	if len(oc) > 0 {
+		body["overcommit"] = oc
+	}
+	if len(labels) > 0 {
+		body["labels"] = map[string]string(labels)
+	}
+	if len(body) == 0 {
+		return errUsage("rackcloud zone update ID: give --overcommit or --label")
+	}
+	id, err := c.resolve(ctx, "zones", pos[0])
+	if err != nil {
+		return err
+	}
+	r, err := c.call(ctx, http.MethodPatch, "/v1/zones/"+id, body)
+	if err != nil {
+		return err
+	}
+	return c.printItem(r.body)
+}
+
+const overcommitUsage = "overcommit ratios resource=ratio for cpu, memory, disk (0: none)"
+
+// ratiosFlag collects overcommit ratios: cpu=4,memory=1.5 (repeatable).
+// The server checks their range.
+type ratiosFlag map[string]float64
+
+func (r ratiosFlag) String() string {
+	parts := make([]string, 0, len(r))
+	for k, v := range r {
+		parts = append(parts, k+"="+strconv.FormatFloat(v, 'g', -1, 64))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}
+
+func (r ratiosFlag) Set(s string) error {
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if k != "cpu" && k != "memory" && k != "disk" {
+			return fmt.Errorf("want cpu=, memory= or disk=, got %q", kv)
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if !ok || err != nil {
+			return fmt.Errorf("want %s=<ratio>, got %q", k, kv)
+		}
+		r[k] = f
+	}
+	return nil
 }

@@ -105,6 +105,17 @@ func TestClientVerbsEndToEnd(t *testing.T) {
 	t.Setenv("RACKCLOUD_SERVER", srv.URL)
 	t.Setenv("RACKCLOUD_TOKEN", admin)
 	mustRun(t, "zone", "create", "z1", "--region", "lab")
+	// Zone overcommit: set on create, changed by update, checked by the server.
+	out := mustRun(t, "zone", "create", "dense", "--region", "lab", "--overcommit", "cpu=4,memory=1.5", "-o", "json")
+	require.Contains(t, out, `"cpu": 4`, out)
+	require.Contains(t, out, `"memory": 1.5`, out)
+	out = mustRun(t, "zone", "update", "dense", "--overcommit", "disk=2", "-o", "json")
+	require.Contains(t, out, `"disk": 2`, out)
+	require.NotContains(t, out, `"cpu"`, "the ratios not named become 0")
+	_, _, err = run(t, "zone", "update", "dense", "--overcommit", "cpu=0.5")
+	require.ErrorContains(t, err, "from 1 to 64")
+	_, _, err = run(t, "zone", "update", "dense", "--overcommit", "gpu=2")
+	require.ErrorContains(t, err, "want cpu=, memory= or disk=")
 	mustRun(t, "rack", "create", "r1", "--zone", "z1")
 	for _, mac := range []string{"52:54:00:aa:01:01", "52:54:00:aa:01:02"} {
 		mustRun(t, "host", "register", "--mac", mac, "--rack", "r1", "--label", "ssd=true")
