@@ -78,6 +78,9 @@ func EvacuationFor(g Guest, fenced bool) (EvacuationAction, string) {
 	if g.WantHostID != "" {
 		return EvacLeave, "exact placement: the guest may run on this host only"
 	}
+	if g.Kind == GuestBareMetal {
+		return EvacLeave, "bare metal: the guest is its host and does not move (delete it and create it again on another bm host)"
+	}
 	if !fenced {
 		return EvacMigrate, "cold migration"
 	}

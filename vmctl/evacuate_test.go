@@ -193,6 +193,8 @@ func TestEvacuationFor(t *testing.T) {
 		"fenced none":        {rackcloud.Guest{State: rackcloud.GuestRunning, HA: rackcloud.HANone}, true, rackcloud.EvacLeave},
 		"fenced deleting":    {rackcloud.Guest{State: rackcloud.GuestDeleting, HA: rackcloud.HARestart}, true, rackcloud.EvacLeave},
 		"fenced exact":       {rackcloud.Guest{State: rackcloud.GuestRunning, HA: rackcloud.HARestart, WantHostID: "h"}, true, rackcloud.EvacLeave},
+		"live bare metal":    {rackcloud.Guest{State: rackcloud.GuestRunning, Kind: rackcloud.GuestBareMetal}, false, rackcloud.EvacLeave},
+		"fenced bare metal":  {rackcloud.Guest{State: rackcloud.GuestRunning, Kind: rackcloud.GuestBareMetal, HA: rackcloud.HARestart}, true, rackcloud.EvacLeave},
 		"fenced ha is empty": {rackcloud.Guest{State: rackcloud.GuestRunning}, true, rackcloud.EvacLeave},
 	} {
 		t.Run(name, func(t *testing.T) {
