@@ -211,6 +211,13 @@ func TestSDAnswersWithLabelsAndChecksTokens(t *testing.T) {
 	require.Equal(t, []string{"127.0.0.1:9100"}, targets(f.sd("guests", "", f.viewer)))
 	require.Equal(t, []string{"127.0.0.3:8080"}, targets(f.sd("guests", "?project=other", f.admin)))
 
+	// The server's /metrics has the fleet's counts from the same snapshot.
+	labtest.Eventually(t, 10*time.Second, 50*time.Millisecond, "fleet metrics on /metrics", func() (bool, string) {
+		_, body := f.get("/metrics", "")
+		return strings.Contains(body, `rackcloud_fleet_hosts{region="lab",role="docker",state="ready",zone="z1"} 1`) &&
+			strings.Contains(body, `rackcloud_fleet_guests{kind="container",state="running"} 1`), body
+	})
+
 	boot := byTarget(t, f.sd("boot", "", f.admin))
 	require.Equal(t, map[string]map[string]string{"127.0.0.1:8080": {"__meta_rackcloud_boot_service": "rack1",
 		"__meta_rackcloud_region": "lab", "__meta_rackcloud_zone": "z1", "__meta_rackcloud_rack": "r1"}}, boot)
