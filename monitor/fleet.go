@@ -44,9 +44,9 @@ func NewFleet(inv *Inventory) *Fleet {
 		age: prometheus.NewDesc("rackcloud_monitor_inventory_age_seconds",
 			"How old the inventory snapshot behind service discovery and fleet metrics is.", nil, nil),
 		success: prometheus.NewDesc("rackcloud_monitor_collector_success",
-			"1 when the collector had data for this scrape.", []string{"collector"}, nil),
+			"1 when the collector had data for this scrape.", nil, prometheus.Labels{"collector": "fleet"}),
 		duration: prometheus.NewDesc("rackcloud_monitor_collector_duration_seconds",
-			"How long the collector took for this scrape.", []string{"collector"}, nil),
+			"How long the collector took for this scrape.", nil, prometheus.Labels{"collector": "fleet"}),
 	}
 }
 
@@ -165,6 +165,6 @@ func (f *Fleet) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(f.age, prometheus.GaugeValue, time.Since(s.At).Seconds())
 	}
-	ch <- prometheus.MustNewConstMetric(f.success, prometheus.GaugeValue, ok, "fleet")
-	ch <- prometheus.MustNewConstMetric(f.duration, prometheus.GaugeValue, time.Since(start).Seconds(), "fleet")
+	ch <- prometheus.MustNewConstMetric(f.success, prometheus.GaugeValue, ok)
+	ch <- prometheus.MustNewConstMetric(f.duration, prometheus.GaugeValue, time.Since(start).Seconds())
 }

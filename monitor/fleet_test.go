@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/rackcloud/rackcloud"
@@ -71,13 +72,20 @@ func TestFleetCountsTheSnapshot(t *testing.T) {
 	require.Equal(t, 1.0, gauge(t, reg, "rackcloud_monitor_collector_success", map[string]string{"collector": "fleet"}))
 
 	// The names and help pass promtool's lint.
+	promtoolCheck(t, reg)
+}
+
+// promtoolCheck runs promtool check metrics (names, units, help) on what
+// reg exports.
+func promtoolCheck(t *testing.T, reg prometheus.Gatherer) {
+	t.Helper()
 	labtest.Need(t, "promtool")
 	rec := httptest.NewRecorder()
 	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	cmd := exec.Command("promtool", "check", "metrics")
 	cmd.Stdin = bytes.NewReader(rec.Body.Bytes())
 	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "promtool check metrics: %s", out)
+	require.NoError(t, err, "promtool check metrics: %s\n%s", out, rec.Body.String())
 }
 
 func TestFleetWithoutASnapshotSaysSo(t *testing.T) {
@@ -99,8 +107,14 @@ func TestFleetWithoutASnapshotSaysSo(t *testing.T) {
 	}
 }
 
-// gauge returns the value of the series of name whose labels include want.
+// gauge returns the value of the gauge of name whose labels include want.
 func gauge(t *testing.T, g prometheus.Gatherer, name string, want map[string]string) float64 {
+	t.Helper()
+	return sample(t, g, name, want).GetGauge().GetValue()
+}
+
+// sample returns the series of name whose labels include want.
+func sample(t *testing.T, g prometheus.Gatherer, name string, want map[string]string) *dto.Metric {
 	t.Helper()
 	mfs, err := g.Gather()
 	require.NoError(t, err)
@@ -119,9 +133,9 @@ func gauge(t *testing.T, g prometheus.Gatherer, name string, want map[string]str
 					continue series
 				}
 			}
-			return m.GetGauge().GetValue()
+			return m
 		}
 	}
 	t.Fatalf("no %s%v", name, want)
-	return 0
+	return nil
 }

@@ -7,7 +7,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/store"
+	"github.com/rackcloud/rackcloud/vmctl"
 )
 
 // Config configures what a server exports for monitoring.
@@ -21,6 +23,13 @@ type Config struct {
 	NodeExporterPort int
 	// BootServices are the boot services to discover.
 	BootServices []BootService
+	// Drivers are the guest drivers: those that implement
+	// vmctl.StatsReader give guest stats, polled every StatsInterval (0:
+	// DefaultStatsInterval) on hosts reached through Target (nil: no
+	// guest stats).
+	Drivers       map[rackcloud.GuestKind]vmctl.Driver
+	Target        TargetFunc
+	StatsInterval time.Duration
 	// Problem answers errors (nil: plain text).
 	Problem    ProblemFunc
 	Logger     *slog.Logger
@@ -33,18 +42,34 @@ type Monitor struct {
 	Inventory *Inventory
 	SD        *SD
 	Fleet     *Fleet
+	// Guests is nil without Config.Target.
+	Guests *GuestStats
 }
 
-// New builds the exports and registers the fleet collector on
-// cfg.Registerer (when set).
+// New builds the exports and registers the fleet and guest stats
+// collectors on cfg.Registerer (when set).
 func New(cfg Config) (*Monitor, error) {
 	inv := NewInventory(StoreLoader(cfg.Pool), cfg.MaxAge, cfg.Logger)
 	m := &Monitor{Inventory: inv, Fleet: NewFleet(inv),
 		SD: NewSD(SDConfig{Inventory: inv, Auth: StoreAuth(cfg.Pool), NodeExporterPort: cfg.NodeExporterPort,
 			BootServices: cfg.BootServices, Problem: cfg.Problem, Logger: cfg.Logger})}
+	collectors := []prometheus.Collector{m.Fleet}
+	if cfg.Target != nil {
+		readers := map[rackcloud.HostRole]vmctl.StatsReader{}
+		for kind, d := range cfg.Drivers {
+			if r, ok := d.(vmctl.StatsReader); ok {
+				readers[rackcloud.HostRoleFor(kind)] = r
+			}
+		}
+		m.Guests = NewGuestStats(GuestStatsConfig{Inventory: inv, Readers: readers, Target: cfg.Target,
+			Interval: cfg.StatsInterval, Logger: cfg.Logger})
+		collectors = append(collectors, m.Guests)
+	}
 	if cfg.Registerer != nil {
-		if err := cfg.Registerer.Register(m.Fleet); err != nil {
-			return nil, err
+		for _, c := range collectors {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return m, nil

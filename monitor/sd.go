@@ -37,7 +37,7 @@ const (
 type BootService struct {
 	Name string
 	// Address is host:port of its HTTP server.
-	Address             string
+	Address            string
 	Region, Zone, Rack string
 }
 

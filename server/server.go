@@ -112,8 +112,9 @@ type Config struct {
 	// GuestReconcile is how often guests are compared with their hosts
 	// (0: vmctl's default; negative: never).
 	GuestReconcile time.Duration
-	// Monitor configures service discovery and fleet metrics; the server
-	// sets its Pool, Registerer, Problem and Logger.
+	// Monitor configures service discovery, fleet metrics and guest
+	// stats; the server sets its Pool, Registerer, Problem, Logger,
+	// Drivers and Target.
 	Monitor monitor.Config
 }
 
@@ -220,6 +221,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.api = api.New(api.Deps{Pool: pool, Logger: log, Registerer: reg, Tasks: s.tasks, Sealer: sealer, Placer: s.vm})
 	mc := cfg.Monitor
 	mc.Pool, mc.Registerer, mc.Problem, mc.Logger = pool, reg, s.api.WriteProblem, log.With("component", "monitor")
+	mc.Drivers, mc.Target = drivers, (&vmctl.Targets{Pool: pool, Sealer: s.sealer, Dial: vmctl.DialFunc(hostDial)}).For
 	if s.mon, err = monitor.New(mc); err != nil {
 		pool.Close()
 		return nil, err
