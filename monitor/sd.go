@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -313,4 +314,32 @@ func (f filter) host(h *store.MonitorHost) bool {
 func (f filter) guest(g *store.MonitorGuest) bool {
 	return pass(f.state, string(g.State)) && pass(f.kind, string(g.Kind)) &&
 		(len(f.project) == 0 || slices.Contains(f.project, g.Project) || slices.Contains(f.project, g.ProjectID))
+}
+
+// ParseBootServices reads a comma-separated list of boot services, each
+// NAME=HOST:PORT, optionally followed by @REGION/ZONE/RACK (the
+// --sd-boot-services flag): "rack1=10.88.0.1:8080@lab/z1/r1".
+func ParseBootServices(s string) ([]BootService, error) {
+	var out []BootService
+	for item := range strings.SplitSeq(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		name, rest, ok := strings.Cut(item, "=")
+		addr, where, _ := strings.Cut(rest, "@")
+		if _, _, err := net.SplitHostPort(addr); !ok || name == "" || err != nil {
+			return nil, fmt.Errorf("%w: boot service %q: want NAME=HOST:PORT[@REGION/ZONE/RACK]", rackcloud.ErrInvalid, item)
+		}
+		b := BootService{Name: name, Address: addr}
+		if where != "" {
+			parts := strings.Split(where, "/")
+			if len(parts) != 3 {
+				return nil, fmt.Errorf("%w: boot service %q: the location is REGION/ZONE/RACK", rackcloud.ErrInvalid, item)
+			}
+			b.Region, b.Zone, b.Rack = parts[0], parts[1], parts[2]
+		}
+		out = append(out, b)
+	}
+	return out, nil
 }
