@@ -31,6 +31,7 @@ type Fleet struct {
 // NewFleet makes the collector; register it on the server's registry.
 func NewFleet(inv *Inventory) *Fleet {
 	capacity := []string{"region", "zone", "role", "resource"}
+	inv.OnLoad(func(s *Snapshot) { fleetCountsOf(s) })
 	return &Fleet{inv: inv,
 		hosts: prometheus.NewDesc("rackcloud_fleet_hosts", "Hosts, by region, zone, role (none: not given one yet) and lifecycle state.",
 			[]string{"region", "zone", "role", "state"}, nil),
@@ -90,6 +91,11 @@ const (
 	ResourceDisk   = "disk_bytes"
 )
 
+// fleetCountsOf counts s once (on load).
+func fleetCountsOf(s *Snapshot) *fleetCounts {
+	return derive(s, "fleet", func() *fleetCounts { return countFleet(s) })
+}
+
 func countFleet(s *Snapshot) *fleetCounts {
 	c := &fleetCounts{hosts: map[hostKey]int{}, sellable: map[capKey]float64{}, used: map[capKey]float64{},
 		free: map[capKey]float64{}, guests: map[guestKey]int{}}
@@ -148,7 +154,7 @@ func (f *Fleet) Collect(ch chan<- prometheus.Metric) {
 	ok := 0.0
 	if s != nil {
 		ok = 1
-		c := derive(s, "fleet", func() *fleetCounts { return countFleet(s) })
+		c := fleetCountsOf(s)
 		for k, n := range c.hosts {
 			ch <- prometheus.MustNewConstMetric(f.hosts, prometheus.GaugeValue, float64(n), k.region, k.zone, roleLabel(k.role), string(k.state))
 		}

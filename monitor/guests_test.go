@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/rackcloud/rackcloud/lab/dockerd"
 	"github.com/rackcloud/rackcloud/lab/guestimg"
 	"github.com/rackcloud/rackcloud/lab/labtest"
+	"github.com/rackcloud/rackcloud/lab/virtd"
 	"github.com/rackcloud/rackcloud/monitor"
 	"github.com/rackcloud/rackcloud/store"
 	"github.com/rackcloud/rackcloud/vmctl"
@@ -58,18 +60,7 @@ func TestGuestStatsFromRealDockerd(t *testing.T) {
 	}, []store.MonitorGuest{
 		{ID: s.GuestID, Name: "web", Project: "shop", ProjectID: "p1", Kind: rackcloud.GuestContainer, State: rackcloud.GuestRunning, HostID: "dk1"},
 	})
-	_, err = inv.Snapshot(ctx)
-	require.NoError(t, err)
-	var resolved atomic.Int32
-	gs := monitor.NewGuestStats(monitor.GuestStatsConfig{Inventory: inv,
-		Readers: map[rackcloud.HostRole]vmctl.StatsReader{rackcloud.RoleDocker: drv},
-		Target: func(_ context.Context, h rackcloud.Host) (vmctl.Target, error) {
-			resolved.Add(1)
-			return vmctl.Target{HostID: h.ID, Role: h.Role, Endpoint: h.Endpoint}, nil
-		},
-		Interval: 100 * time.Millisecond})
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(gs)
+	reg, resolved := statsRegistry(t, inv, rackcloud.RoleDocker, drv)
 
 	web := map[string]string{"guest": "web", "guest_id": s.GuestID, "project": "shop", "host": "docker-1"}
 	labtest.Eventually(t, 60*time.Second, 100*time.Millisecond, "the container's stats", func() (bool, string) {
@@ -106,9 +97,75 @@ func TestGuestStatsFromRealDockerd(t *testing.T) {
 	})
 }
 
+// statsRegistry loads inv and registers a GuestStats over it that reads
+// hosts of role with r, polling every 100 ms; resolved counts the targets
+// it resolved.
+func statsRegistry(t *testing.T, inv *monitor.Inventory, role rackcloud.HostRole, r vmctl.StatsReader) (*prometheus.Registry, *atomic.Int32) {
+	t.Helper()
+	_, err := inv.Snapshot(context.Background())
+	require.NoError(t, err)
+	var resolved atomic.Int32
+	gs := monitor.NewGuestStats(monitor.GuestStatsConfig{Inventory: inv,
+		Readers: map[rackcloud.HostRole]vmctl.StatsReader{role: r},
+		Target: func(_ context.Context, h rackcloud.Host) (vmctl.Target, error) {
+			resolved.Add(1)
+			return vmctl.Target{HostID: h.ID, Role: h.Role, Endpoint: h.Endpoint}, nil
+		},
+		Interval: 100 * time.Millisecond})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(gs)
+	return reg, &resolved
+}
+
 // counter returns the value of the counter of name whose labels include
 // want.
 func counter(t *testing.T, g prometheus.Gatherer, name string, want map[string]string) float64 {
 	t.Helper()
 	return sample(t, g, name, want).GetCounter().GetValue()
+}
+
+// A VM run by the libvirt driver on a real libvirtd: its stats reach the
+// collector under prometheus-libvirt-exporter's names.
+func TestGuestStatsFromRealLibvirtd(t *testing.T) {
+	t.Parallel()
+	labtest.Need(t, "libvirtd", "qemu-system-x86_64", "promtool")
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	n := labtest.Net(t, "rcmlv", "10.64.1.1/24")
+	d, err := virtd.Start(ctx, virtd.Config{Dir: filepath.Join(t.TempDir(), "virtd"), Netns: n})
+	require.NoError(t, err)
+	t.Cleanup(d.Stop)
+	path, sum, size, err := guestimg.VM(filepath.Join(os.TempDir(), "rackcloud-guestimg"))
+	require.NoError(t, err)
+	drv := &vmctl.Libvirt{DomainType: "qemu"}
+	t.Cleanup(func() { _ = drv.Close() })
+	tg := vmctl.Target{HostID: "kvm1", Role: rackcloud.RoleKVM, Endpoint: d.URI()}
+	s := vmctl.Spec{GuestID: "8b3e4f58-7c0a-4f2d-9f70-3e3f4c5d6e7f", Name: "tiny", ProjectID: "p1", Kind: rackcloud.GuestVM,
+		Flavor: rackcloud.Resources{CPUCores: 1, MemoryMiB: 256, DiskGiB: 1},
+		Image: vmctl.Image{ID: "vm-raw", Format: rackcloud.FormatRaw, Checksum: sum, Size: size,
+			Open: func(context.Context) (io.ReadCloser, error) { return os.Open(path) }}}
+	require.NoError(t, drv.Prepare(ctx, tg, s))
+	_, err = drv.Create(ctx, tg, s)
+	require.NoError(t, err)
+	require.NoError(t, drv.Start(ctx, tg, s))
+
+	inv := fixedInventory([]store.MonitorHost{{ID: "kvm1", Name: "kvm-1", Role: rackcloud.RoleKVM, State: rackcloud.HostReady, Endpoint: d.URI()}},
+		[]store.MonitorGuest{{ID: s.GuestID, Name: "tiny", Project: "shop", ProjectID: "p1", Kind: rackcloud.GuestVM,
+			State: rackcloud.GuestRunning, HostID: "kvm1"}})
+	reg, _ := statsRegistry(t, inv, rackcloud.RoleKVM, drv)
+	tiny := map[string]string{"guest": "tiny", "guest_id": s.GuestID, "project": "shop", "host": "kvm-1"}
+	labtest.Eventually(t, 90*time.Second, 200*time.Millisecond, "the VM's stats", func() (bool, string) {
+		mfs, err := reg.Gather()
+		require.NoError(t, err)
+		for _, mf := range mfs {
+			if mf.GetName() == "libvirt_domain_block_stats_read_bytes_total" {
+				return counter(t, reg, "libvirt_domain_block_stats_read_bytes_total", tiny) > 0 &&
+					counter(t, reg, "libvirt_domain_info_cpu_time_seconds_total", tiny) > 0, mf.String()
+			}
+		}
+		return false, "no libvirt_domain_* yet"
+	})
+	require.Positive(t, gauge(t, reg, "libvirt_domain_info_memory_usage_bytes", tiny))
+	promtoolCheck(t, reg)
+	require.NoError(t, drv.Delete(ctx, tg, s))
 }

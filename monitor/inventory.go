@@ -83,6 +83,16 @@ type Inventory struct {
 	snap    *Snapshot
 	err     error         // the last load's error, nil after a success
 	loading chan struct{} // closed when the running load ends; nil when none runs
+	onLoad  []func(*Snapshot)
+}
+
+// OnLoad adds f to what runs, in the background, on each new snapshot
+// before it is served (the handlers render their answers there, so that
+// no request pays for it). Call it before the first load.
+func (inv *Inventory) OnLoad(f func(*Snapshot)) {
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	inv.onLoad = append(inv.onLoad, f)
 }
 
 // NewInventory makes an inventory that loads with load; maxAge 0 is
@@ -152,6 +162,16 @@ func (inv *Inventory) refreshLocked() <-chan struct{} {
 		defer cancel()
 		at := inv.now()
 		hosts, guests, err := inv.load(ctx)
+		var snap *Snapshot
+		if err == nil {
+			snap = NewSnapshot(at, hosts, guests)
+			inv.mu.Lock()
+			hooks := inv.onLoad
+			inv.mu.Unlock()
+			for _, f := range hooks {
+				f(snap)
+			}
+		}
 		inv.mu.Lock()
 		defer inv.mu.Unlock()
 		inv.loading = nil
@@ -160,7 +180,7 @@ func (inv *Inventory) refreshLocked() <-chan struct{} {
 			inv.log.Warn("monitor: loading the inventory failed; serving the previous snapshot", "err", err)
 			return
 		}
-		inv.snap = NewSnapshot(at, hosts, guests)
+		inv.snap = snap
 	}()
 	return done
 }

@@ -87,7 +87,21 @@ func NewSD(cfg SDConfig) *SD {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 10 * time.Second
 	}
-	return &SD{cfg: cfg}
+	sd := &SD{cfg: cfg}
+	if cfg.Inventory != nil {
+		cfg.Inventory.OnLoad(func(s *Snapshot) {
+			for _, kind := range SDKinds {
+				sd.fleetAnswer(s, kind)
+			}
+		})
+	}
+	return sd
+}
+
+// fleetAnswer is the unfiltered answer for the whole fleet, rendered once
+// per snapshot (on load, so that no request waits for it).
+func (sd *SD) fleetAnswer(s *Snapshot, kind string) []byte {
+	return derive(s, "sd/"+kind, func() []byte { return render(sd.groups(s, kind, filter{}, Caller{Role: rackcloud.RoleAdmin})) })
 }
 
 // SDKinds are the kinds of targets SD serves, in path order.
@@ -133,8 +147,8 @@ func (sd *SD) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f := parseFilter(r.URL.Query())
 	var body []byte
 	if f.empty() && c.Fleet() {
-		// The common request: rendered once per snapshot.
-		body = derive(snap, "sd/"+kind, func() []byte { return render(sd.groups(snap, kind, f, c)) })
+		// The common request: rendered once per snapshot, on load.
+		body = sd.fleetAnswer(snap, kind)
 	} else {
 		body = render(sd.groups(snap, kind, f, c))
 	}
