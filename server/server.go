@@ -31,6 +31,7 @@ import (
 	"github.com/rackcloud/rackcloud/api"
 	"github.com/rackcloud/rackcloud/bmc"
 	"github.com/rackcloud/rackcloud/bmcwatch"
+	"github.com/rackcloud/rackcloud/monitor"
 	"github.com/rackcloud/rackcloud/nsnet"
 	"github.com/rackcloud/rackcloud/provisioner"
 	"github.com/rackcloud/rackcloud/store"
@@ -111,6 +112,10 @@ type Config struct {
 	// GuestReconcile is how often guests are compared with their hosts
 	// (0: vmctl's default; negative: never).
 	GuestReconcile time.Duration
+	// Monitor configures service discovery, fleet metrics and guest
+	// stats; the server sets its Pool, Registerer, Problem, Logger,
+	// Drivers and Target.
+	Monitor monitor.Config
 }
 
 // Server is one rackcloud server process.
@@ -134,6 +139,7 @@ type Server struct {
 	watch  *bmcwatch.Watcher
 	prov   *provisioner.Provisioner
 	vm     *vmctl.Controller
+	mon    *monitor.Monitor
 	// background work that needs the database, started once it is ready
 	// and stopped before the pool closes
 	bgCtx  context.Context
@@ -227,6 +233,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.api = api.New(api.Deps{Pool: pool, Logger: log, Registerer: reg, Tasks: s.tasks, Sealer: sealer, Placer: s.vm, Consoles: s.vm})
+	mc := cfg.Monitor
+	mc.Pool, mc.Registerer, mc.Problem, mc.Logger = pool, reg, s.api.WriteProblem, log.With("component", "monitor")
+	mc.Drivers, mc.Target = drivers, (&vmctl.Targets{Pool: pool, Sealer: s.sealer, Dial: vmctl.DialFunc(hostDial)}).For
+	if s.mon, err = monitor.New(mc); err != nil {
+		pool.Close()
+		return nil, err
+	}
 	// Every replica registers every kind, also one without workers, so
 	// that Submit never refuses a real kind.
 	s.prov = provisioner.New(provisioner.Config{Pool: pool, BMC: bmcs, InspectTimeout: cfg.InspectTimeout, Overhead: cfg.HostOverhead,
@@ -337,6 +350,7 @@ func (s *Server) Handler() http.Handler {
 			s.api.WriteProblem(w, r, http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed on "+p+"; allowed: GET, HEAD")
 		})
 	}
+	mux.Handle(monitor.SDPath, s.mon.Handler())
 	mux.Handle("/", s.api.Handler())
 	return mux
 }

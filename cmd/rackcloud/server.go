@@ -13,6 +13,7 @@ import (
 	"github.com/peterbourgon/ff/v3/ffyaml"
 
 	"github.com/rackcloud/rackcloud/bmc"
+	"github.com/rackcloud/rackcloud/monitor"
 	"github.com/rackcloud/rackcloud/provisioner"
 	"github.com/rackcloud/rackcloud/server"
 	"github.com/rackcloud/rackcloud/store"
@@ -89,7 +90,14 @@ func runServer(ctx context.Context, args []string) error {
 	fs.Int64Var(&cfg.HostOverhead.MemoryMiB, "host-overhead-memory-mib", provisioner.DefaultOverheadMemoryMiB, "memory (MiB) an inspected host keeps for itself (env RACKCLOUD_HOST_OVERHEAD_MEMORY_MIB)")
 	fs.Int64Var(&cfg.HostOverhead.DiskGiB, "host-overhead-disk-gib", 0, "disk (GiB) an inspected host keeps for itself (env RACKCLOUD_HOST_OVERHEAD_DISK_GIB)")
 	fs.DurationVar(&cfg.TaskRetention, "task-retention", tasks.DefaultRetention, "how long ended tasks, their steps and events are kept before they are pruned; negative keeps them forever (env RACKCLOUD_TASK_RETENTION)")
+	fs.IntVar(&cfg.Monitor.NodeExporterPort, "node-exporter-port", monitor.DefaultNodeExporterPort, "port of hosts' node exporters, as service discovery gives them to Prometheus (env RACKCLOUD_NODE_EXPORTER_PORT)")
+	fs.DurationVar(&cfg.Monitor.StatsInterval, "guest-stats-interval", monitor.DefaultStatsInterval, "how often each host's guest stats are read while Prometheus scrapes this server (env RACKCLOUD_GUEST_STATS_INTERVAL)")
+	bootServices := fs.String("sd-boot-services", "", "boot services for Prometheus to discover, NAME=HOST:PORT[@REGION/ZONE/RACK], comma-separated (env RACKCLOUD_SD_BOOT_SERVICES)")
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var err error
+	if cfg.Monitor.BootServices, err = monitor.ParseBootServices(*bootServices); err != nil {
 		return err
 	}
 	cfg.DatabaseURL = common.databaseURL

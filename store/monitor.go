@@ -1,0 +1,84 @@
+package store
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rackcloud/rackcloud"
+)
+
+// MonitorHost is a host as monitoring sees it: where it is (names, not
+// IDs, as people read them on a dashboard), how to reach it and its BMC,
+// and what it can sell and uses.
+type MonitorHost struct {
+	ID, Name           string
+	Region, Zone, Rack string
+	Role               rackcloud.HostRole
+	State              rackcloud.HostState
+	Power              rackcloud.PowerState
+	Maintenance        bool
+	Labels             rackcloud.Labels
+	ProvisioningIPv4   string
+	Endpoint           string
+	BMCAddress         string
+	BMCProtocol        rackcloud.BMCProtocol
+	// Capacity is what the host can sell (after overhead and overcommit),
+	// Used what its placed guests use, Guests how many there are.
+	Capacity, Used rackcloud.Resources
+	Guests         int
+}
+
+// MonitorGuest is a guest as monitoring sees it.
+type MonitorGuest struct {
+	ID, Name           string
+	ProjectID, Project string
+	Kind               rackcloud.GuestKind
+	State              rackcloud.GuestState
+	HostID             string
+	Handle             string
+	Labels             rackcloud.Labels
+}
+
+// MonitorInventory reads every host and every guest in two statements
+// (one snapshot for service discovery and fleet metrics, read once per
+// interval rather than once per request).
+func MonitorInventory(ctx context.Context, q Querier) ([]MonitorHost, []MonitorGuest, error) {
+	rows, err := q.Query(ctx, `SELECT h.id::text, h.name, COALESCE(g.name, ''), COALESCE(z.name, ''), COALESCE(r.name, ''),
+		h.role, h.state, h.power, h.maintenance, h.labels, COALESCE(host(h.provisioning_ipv4), ''), h.endpoint,
+		COALESCE(h.bmc_address, ''), h.bmc_protocol,
+		COALESCE(u.cap_vcpu, 0), COALESCE(u.cap_memory_mib, 0), COALESCE(u.cap_disk_gib, 0),
+		COALESCE(u.used_vcpu, 0), COALESCE(u.used_memory_mib, 0), COALESCE(u.used_disk_gib, 0), COALESCE(u.guests, 0)
+		FROM hosts h LEFT JOIN host_usage u ON u.host_id = h.id
+		LEFT JOIN racks r ON r.id = h.rack_id LEFT JOIN zones z ON z.id = r.zone_id LEFT JOIN regions g ON g.id = z.region_id
+		ORDER BY h.name`)
+	if err != nil {
+		return nil, nil, MapError(err)
+	}
+	hosts, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (MonitorHost, error) {
+		var h MonitorHost
+		err := row.Scan(&h.ID, &h.Name, &h.Region, &h.Zone, &h.Rack, &h.Role, &h.State, &h.Power, &h.Maintenance, &h.Labels,
+			&h.ProvisioningIPv4, &h.Endpoint, &h.BMCAddress, &h.BMCProtocol,
+			&h.Capacity.CPUCores, &h.Capacity.MemoryMiB, &h.Capacity.DiskGiB,
+			&h.Used.CPUCores, &h.Used.MemoryMiB, &h.Used.DiskGiB, &h.Guests)
+		return h, err
+	})
+	if err != nil {
+		return nil, nil, MapError(err)
+	}
+	rows, err = q.Query(ctx, `SELECT g.id::text, g.name, g.project_id::text, p.name, g.kind, g.state,
+		COALESCE(g.host_id::text, ''), g.handle, g.labels
+		FROM guests g JOIN projects p ON p.id = g.project_id ORDER BY p.name, g.name`)
+	if err != nil {
+		return nil, nil, MapError(err)
+	}
+	guests, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (MonitorGuest, error) {
+		var g MonitorGuest
+		err := row.Scan(&g.ID, &g.Name, &g.ProjectID, &g.Project, &g.Kind, &g.State, &g.HostID, &g.Handle, &g.Labels)
+		return g, err
+	})
+	if err != nil {
+		return nil, nil, MapError(err)
+	}
+	return hosts, guests, nil
+}
