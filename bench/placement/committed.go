@@ -265,15 +265,16 @@ func endToEnd(ctx context.Context, pg *postgres.Cluster, dir, bin string, n int,
 			return run{}, err
 		}
 	}
+	// The poll counts the active root tasks through the engine's
+	// partial index of active tasks (the database holds this run's
+	// only), so that it costs the database little while it measures:
+	// counting the 2,000 IDs every 20 ms took a seventh of its time.
 	deadline := time.Now().Add(10 * time.Minute)
 	for {
-		var open, failed int
-		if err := f.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state NOT IN ('succeeded', 'failed', 'canceled')),
-			count(*) FILTER (WHERE state IN ('failed', 'canceled')) FROM tasks WHERE id = ANY($1::uuid[])`, ids).Scan(&open, &failed); err != nil {
+		var open int
+		if err := f.pool.QueryRow(ctx, `SELECT count(*) FROM tasks WHERE target IS NOT NULL
+			AND state IN ('pending', 'running', 'canceling') AND parent_id IS NULL`).Scan(&open); err != nil {
 			return run{}, err
-		}
-		if failed > 0 {
-			return run{}, fmt.Errorf("%d guest.create tasks failed", failed)
 		}
 		if open == 0 {
 			break
@@ -284,6 +285,13 @@ func endToEnd(ctx context.Context, pg *postgres.Cluster, dir, bin string, n int,
 		time.Sleep(20 * time.Millisecond)
 	}
 	r := run{perSec: float64(len(ids)) / time.Since(start).Seconds()}
+	var failed int
+	if err := f.pool.QueryRow(ctx, `SELECT count(*) FROM tasks WHERE id = ANY($1::uuid[]) AND state <> 'succeeded'`, ids).Scan(&failed); err != nil {
+		return run{}, err
+	}
+	if failed > 0 {
+		return run{}, fmt.Errorf("%d guest.create tasks failed", failed)
+	}
 	if c.statements > 0 {
 		if err := printStatements(ctx, os.Stdout, f.pool, c.statements, len(ids)); err != nil {
 			return run{}, err
