@@ -29,10 +29,15 @@ type Keeper struct {
 	reload time.Duration
 	log    *slog.Logger
 
-	mu    sync.RWMutex
-	snap  *Snapshot
-	ready chan struct{}
-	once  sync.Once
+	mu   sync.RWMutex
+	snap *Snapshot
+	// pending are the reservations made on this snapshot whose claims
+	// are not known to have committed, by host: a refresh from the
+	// database re-charges them, so that the replica's own decisions in
+	// flight never count the same free share twice.
+	pending map[string][]*Reservation
+	ready   chan struct{}
+	once    sync.Once
 
 	rndMu sync.Mutex
 	rnd   *rand.Rand
@@ -43,8 +48,9 @@ func NewKeeper(pool *pgxpool.Pool, reload time.Duration, log *slog.Logger) *Keep
 	if reload <= 0 {
 		reload = DefaultReload
 	}
-	return &Keeper{pool: pool, reload: reload, log: log, snap: NewSnapshot(nil), ready: make(chan struct{}),
-		rnd: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
+	return &Keeper{pool: pool, reload: reload, log: log, snap: NewSnapshot(nil), pending: map[string][]*Reservation{},
+		ready: make(chan struct{}),
+		rnd:   rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
 }
 
 // Run keeps the snapshot until ctx ends.
@@ -60,6 +66,10 @@ func (k *Keeper) Run(ctx context.Context) error {
 	}
 	return nil
 }
+
+// batchWindow is how long a notification waits for others to share its
+// refresh query.
+const batchWindow = time.Millisecond
 
 // follow listens, loads everything, then applies notifications until the
 // connection fails or it is time for a full reload.
@@ -84,16 +94,18 @@ func (k *Keeper) follow(ctx context.Context) error {
 			return err
 		}
 		ids := map[string]bool{id: true}
-		// Take what else is queued, so a burst costs one query.
+		// Take what else is queued within batchWindow, so that a burst
+		// costs one query, but a steady stream of claims does not hold
+		// the snapshot back (the window is per batch, not per notice).
+		qctx, cancel := context.WithTimeout(ctx, batchWindow)
 		for len(ids) < 500 {
-			qctx, cancel := context.WithTimeout(ctx, 2*time.Millisecond)
 			id, err := l.Next(qctx)
-			cancel()
 			if err != nil {
 				break
 			}
 			ids[id] = true
 		}
+		cancel()
 		list := make([]string, 0, len(ids))
 		for id := range ids {
 			list = append(list, id)
@@ -117,6 +129,9 @@ func (k *Keeper) Load(ctx context.Context) error {
 	s := NewSnapshot(infos)
 	k.mu.Lock()
 	k.snap = s
+	for id := range k.pending {
+		k.recharge(id)
+	}
 	k.mu.Unlock()
 	k.once.Do(func() { close(k.ready) })
 	return nil
@@ -139,6 +154,7 @@ func (k *Keeper) Refresh(ctx context.Context, ids ...string) error {
 			continue
 		}
 		k.snap.Upsert(hostInfo(h))
+		k.recharge(h.ID)
 	}
 	for _, id := range ids {
 		if !seen[id] {
@@ -148,14 +164,20 @@ func (k *Keeper) Refresh(ctx context.Context, ids ...string) error {
 	return nil
 }
 
+// recharge charges the pending reservations on host id to a copy just
+// read from the database. k.mu is held.
+func (k *Keeper) recharge(id string) {
+	for _, res := range k.pending[id] {
+		k.charge(id, res.g, 1)
+	}
+}
+
 // Ready is closed once the first load succeeded.
 func (k *Keeper) Ready() <-chan struct{} { return k.ready }
 
-// Place decides on the current snapshot.
+// Place decides on the current snapshot, reserving nothing.
 func (k *Keeper) Place(r Request) (Decision, error) {
-	k.rndMu.Lock()
-	rnd := rand.New(rand.NewPCG(k.rnd.Uint64(), k.rnd.Uint64()))
-	k.rndMu.Unlock()
+	rnd := k.rand()
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	return Place(k.snap, r, rnd)
@@ -167,23 +189,94 @@ func (k *Keeper) Place(r Request) (Decision, error) {
 func (k *Keeper) Claimed(hostID string, g rackcloud.Guest) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.charge(hostID, g, 1)
+}
+
+// Reservation is a decision's share of its host, held on the snapshot
+// from the decision until its claim commits or fails (End): the
+// replica's other decisions meanwhile see the host with the share taken.
+// It is local to the replica; the database still judges the claim.
+type Reservation struct {
+	k      *Keeper
+	hostID string
+	g      rackcloud.Guest
+	ended  bool
+}
+
+// Reserve decides for guest g on the current snapshot, as Place does,
+// and reserves the chosen host's share for g on the snapshot until the
+// reservation ends. Decisions of one keeper are serialised by it.
+func (k *Keeper) Reserve(r Request, g rackcloud.Guest) (Decision, *Reservation, error) {
+	rnd := k.rand()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	d, err := Place(k.snap, r, rnd)
+	if err != nil {
+		return d, nil, err
+	}
+	res := &Reservation{k: k, hostID: d.HostID, g: g}
+	k.pending[d.HostID] = append(k.pending[d.HostID], res)
+	k.charge(d.HostID, g, 1)
+	return d, res, nil
+}
+
+// End ends the reservation: claimed, the database took the claim and the
+// share stays charged until a refresh reads the host's usage with it;
+// otherwise the share is given back. Ending twice does nothing.
+func (res *Reservation) End(claimed bool) {
+	k := res.k
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if res.ended {
+		return
+	}
+	res.ended = true
+	list := k.pending[res.hostID]
+	for i, p := range list {
+		if p == res {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(k.pending, res.hostID)
+	} else {
+		k.pending[res.hostID] = list
+	}
+	if !claimed {
+		k.charge(res.hostID, res.g, -1)
+	}
+}
+
+// charge adds (sign 1) or takes back (-1) g's share of host hostID on a
+// copy of the host, which replaces it. k.mu is held.
+func (k *Keeper) charge(hostID string, g rackcloud.Guest, sign int) {
 	h := k.snap.Host(hostID)
 	if h == nil {
 		return
 	}
 	c := *h
-	c.Used.CPUCores += g.Flavor.CPUCores
-	c.Used.MemoryMiB += g.Flavor.MemoryMiB
-	c.Used.DiskGiB += g.Flavor.DiskGiB
-	c.Guests++
+	c.Used.CPUCores += sign * g.Flavor.CPUCores
+	c.Used.MemoryMiB += int64(sign) * g.Flavor.MemoryMiB
+	c.Used.DiskGiB += int64(sign) * g.Flavor.DiskGiB
+	c.Guests += sign
 	if g.PlacementGroupID != "" {
 		c.Groups = make(map[string]int, len(h.Groups)+1)
 		for id, n := range h.Groups {
 			c.Groups[id] = n
 		}
-		c.Groups[g.PlacementGroupID]++
+		if c.Groups[g.PlacementGroupID] += sign; c.Groups[g.PlacementGroupID] <= 0 {
+			delete(c.Groups, g.PlacementGroupID)
+		}
 	}
 	k.snap.Upsert(&c)
+}
+
+// rand is a source for one decision.
+func (k *Keeper) rand() *rand.Rand {
+	k.rndMu.Lock()
+	defer k.rndMu.Unlock()
+	return rand.New(rand.NewPCG(k.rnd.Uint64(), k.rnd.Uint64()))
 }
 
 func (k *Keeper) host(id string) *HostInfo {

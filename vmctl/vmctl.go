@@ -178,7 +178,8 @@ func (c *Controller) request(ctx context.Context, g rackcloud.Guest) (Request, e
 	return r, nil
 }
 
-// place decides and claims for guest g: a claim the database refuses
+// place decides and claims for guest g, the decision's share reserved on
+// the snapshot while its claim is in flight: a claim the database refuses
 // (another replica was first) excludes that host and tries the next
 // decision, up to ClaimTries; no fit is *NoFitError.
 func (c *Controller) place(ctx context.Context, g rackcloud.Guest) (Decision, error) {
@@ -193,7 +194,7 @@ func (c *Controller) place(ctx context.Context, g rackcloud.Guest) (Decision, er
 	var last error
 	for range c.cfg.ClaimTries {
 		start := time.Now()
-		d, err := c.keeper.Place(r)
+		d, res, err := c.keeper.Reserve(r, g)
 		c.m.decide.Observe(time.Since(start).Seconds())
 		var nf *NoFitError
 		if errors.As(err, &nf) {
@@ -205,9 +206,9 @@ func (c *Controller) place(ctx context.Context, g rackcloud.Guest) (Decision, er
 			return d, err
 		}
 		_, err = store.ClaimHost(ctx, c.cfg.Pool, g.ID, d.HostID, d.Explain())
+		res.End(err == nil)
 		if err == nil {
 			c.m.decisions.WithLabelValues("placed").Inc()
-			c.keeper.Claimed(d.HostID, g)
 			return d, nil
 		}
 		if !errors.Is(err, store.ErrHostFull) && !errors.Is(err, store.ErrHostUnavailable) && !errors.Is(err, store.ErrPlacementGroup) {

@@ -12,7 +12,7 @@
 //
 //	BENCH placement decisions_per_s=<r> fullscan_decisions_per_s=<p> ratio=<r/p> committed_1_per_s=<x> committed_8_per_s=<y> conflicts_8=<pct>
 //
-// Usage: go run ./bench/placement [-n 20000] [-seconds 2] [-guests 2000] [-hosts 200] [-workers 16] [-skip-committed]
+// Usage: go run ./bench/placement [-n 20000] [-seconds 2] [-guests 2000] [-hosts 200] [-workers 16] [-replicas 1,8] [-statements 0] [-skip-committed]
 package main
 
 import (
@@ -20,6 +20,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rackcloud/rackcloud"
@@ -34,7 +36,17 @@ func main() {
 	flag.IntVar(&c.hosts, "hosts", 200, "hosts of the committed runs (each sells 20 guests)")
 	flag.IntVar(&c.workers, "workers", 16, "tasks each replica runs at once (goroutines per Keeper for the raw claims)")
 	skip := flag.Bool("skip-committed", false, "only the decision benchmark, no PostgreSQL")
+	flag.IntVar(&c.statements, "statements", 0, "print the top N statements of each end-to-end run (pg_stat_statements)")
+	replicas := flag.String("replicas", "1,8", "replica counts of the end-to-end runs")
 	flag.Parse()
+	for _, f := range strings.Split(*replicas, ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "bench/placement: -replicas %q: want counts like 1,8\n", *replicas)
+			os.Exit(2)
+		}
+		c.replicas = append(c.replicas, n)
+	}
 	var last string
 	for _, size := range []int{1000, 10000} {
 		s := snapshot(size, 100000, rand.New(rand.NewPCG(1, uint64(size))))
