@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -62,6 +63,11 @@ type Controller struct {
 	targets *Targets
 	engine  *tasks.Engine
 	m       metrics
+
+	// reload serializes the full reloads a refusal asks for; loaded is
+	// when the last one began, so refusals decided before it share it.
+	reload sync.Mutex
+	loaded time.Time
 }
 
 type metrics struct {
@@ -192,11 +198,22 @@ func (c *Controller) place(ctx context.Context, g rackcloud.Guest) (Decision, er
 	}
 	r.Exclude = map[string]bool{}
 	var last error
+	reloaded := false
 	for range c.cfg.ClaimTries {
 		start := time.Now()
 		d, res, err := c.keeper.Reserve(r, g)
 		c.m.decide.Observe(time.Since(start).Seconds())
 		var nf *NoFitError
+		if errors.As(err, &nf) && !reloaded {
+			// The snapshot may not have heard of a change yet (a host
+			// made ready a moment ago, its notification on the way): a
+			// refusal is only final once decided on a fresh load.
+			reloaded = true
+			if err := c.reloadSince(ctx, start); err != nil {
+				return d, err
+			}
+			d, res, err = c.keeper.Reserve(r, g)
+		}
 		if errors.As(err, &nf) {
 			c.m.decisions.WithLabelValues("refused").Inc()
 			c.m.refusals.WithLabelValues(nf.Explanation.LastFilter()).Inc()
@@ -223,6 +240,24 @@ func (c *Controller) place(ctx context.Context, g rackcloud.Guest) (Decision, er
 		}
 	}
 	return Decision{}, fmt.Errorf("placement lost %d claims in a row to other replicas (last: %w); will retry", c.cfg.ClaimTries, last)
+}
+
+// reloadSince reloads the whole snapshot from the database unless a
+// reload began after since (it saw everything committed before since).
+// Concurrent refusals wait for one reload rather than each making its
+// own.
+func (c *Controller) reloadSince(ctx context.Context, since time.Time) error {
+	c.reload.Lock()
+	defer c.reload.Unlock()
+	if c.loaded.After(since) {
+		return nil
+	}
+	begun := time.Now()
+	if err := c.keeper.Load(ctx); err != nil {
+		return err
+	}
+	c.loaded = begun
+	return nil
 }
 
 // HostName is the name of a host in the snapshot ("" when absent).
