@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/rulefmt"
 	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v3"
@@ -86,6 +87,24 @@ func ruleOf(r rackcloud.AlertRule) rulefmt.Rule {
 	}
 }
 
-// scoped returns r's expression; scoping by label matchers is added by the
-// renderer.
-func scoped(r rackcloud.AlertRule) string { return r.Expr }
+// scoped returns r's expression with every series selector narrowed to
+// r's scope: a matcher on the zone, rack, host or project label, which the
+// monitor's service discovery puts on series. A fleet rule is unchanged. An
+// expression that does not parse is returned as it is (Validate reports it).
+func scoped(r rackcloud.AlertRule) string {
+	if r.Scope == rackcloud.AlertFleet || r.Scope == "" || r.ScopeID == "" {
+		return r.Expr
+	}
+	e, err := promql.ParseExpr(r.Expr)
+	if err != nil {
+		return r.Expr
+	}
+	m := &labels.Matcher{Type: labels.MatchEqual, Name: string(r.Scope), Value: r.ScopeID}
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		if vs, ok := n.(*parser.VectorSelector); ok {
+			vs.LabelMatchers = append(vs.LabelMatchers, m)
+		}
+		return nil
+	})
+	return e.String()
+}
