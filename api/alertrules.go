@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/alerts"
 	"github.com/rackcloud/rackcloud/store"
 )
 
@@ -77,6 +79,9 @@ func registerAlertRules(a *API) {
 		r := store.AlertRuleRecord{AlertRule: rackcloud.AlertRule{Meta: rackcloud.Meta{Name: b.Name, Labels: b.Labels},
 			Expr: b.Expr, Op: b.Op, Threshold: b.Threshold, For: time.Duration(b.ForSeconds) * time.Second,
 			Severity: b.Severity, Scope: rackcloud.AlertScope(b.Scope), ScopeID: b.ScopeID}, Description: b.Description}
+		if err := checkAlertRule(r.AlertRule); err != nil {
+			return nil, err
+		}
 		return c.created(ctx, a.newChange(ctx, "createAlertRule", "alert-rule/"+b.Name), func(tx pgx.Tx) (store.AlertRuleRecord, error) {
 			if err := checkScopeTarget(ctx, tx, r.Scope, r.ScopeID); err != nil {
 				return store.AlertRuleRecord{}, err
@@ -119,7 +124,7 @@ func registerAlertRules(a *API) {
 			if b.Labels != nil {
 				r.Labels = b.Labels
 			}
-			return nil
+			return checkAlertRule(r.AlertRule)
 		}, store.UpdateAlertRule)
 	})
 }
@@ -139,4 +144,20 @@ func checkScopeTarget(ctx context.Context, q store.Querier, scope rackcloud.Aler
 		_, err = store.GetProject(ctx, q, id)
 	}
 	return notFoundField(err, "body.scope_id", id)
+}
+
+// checkAlertRule answers 422 when Prometheus would refuse r, saying where:
+// the field (body.expr) and the PromQL parser's position in it.
+func checkAlertRule(r rackcloud.AlertRule) error {
+	err := alerts.Validate(r)
+	var ie *alerts.InvalidError
+	if !errors.As(err, &ie) {
+		return err
+	}
+	msg := ie.Msg
+	if ie.Pos != "" {
+		msg = ie.Pos + ": " + msg
+	}
+	return huma.Error422UnprocessableEntity("Prometheus would refuse this rule",
+		&huma.ErrorDetail{Location: ie.Field, Message: msg, Value: r.Expr})
 }

@@ -78,6 +78,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"short ttl", "POST", "/v1/tokens", e.admin, map[string]any{"name": "x", "role": "viewer", "ttl_seconds": 1}, nil, 422, api.ProblemValidation},
 		{"unknown role", "POST", "/v1/tokens", e.admin, map[string]any{"name": "x", "role": "root"}, nil, 422, api.ProblemValidation},
 		{"fleet rule with scope_id", "POST", "/v1/alert-rules", e.admin, map[string]any{"name": "x", "expr": "up", "op": "<", "threshold": 1, "severity": "warning", "scope": "fleet", "scope_id": f.zone}, nil, 422, api.ProblemValidation},
+		{"rule with a bad expression", "POST", "/v1/alert-rules", e.admin, map[string]any{"name": "x", "expr": "sum(up", "op": "<", "threshold": 1, "severity": "warning", "scope": "fleet"}, nil, 422, api.ProblemValidation},
 		{"enroll rule with a bad glob", "POST", "/v1/enroll-rules", e.admin, map[string]any{"name": "x", "priority": 1, "match": map[string]any{"vendor": "Dell["}}, nil, 422, api.ProblemValidation},
 		{"enroll rule with a bad MAC prefix", "POST", "/v1/enroll-rules", e.admin, map[string]any{"name": "x", "priority": 1, "match": map[string]any{"mac_prefix": "zz"}}, nil, 422, api.ProblemValidation},
 		{"enroll rule with an unknown image", "POST", "/v1/enroll-rules", e.admin, map[string]any{"name": "x", "priority": 1, "set": map[string]any{"role": "kvm", "image_id": missing}}, nil, 422, api.ProblemValidation},
