@@ -122,6 +122,21 @@ func LibvirtTLSDial(ctx context.Context, dial DialFunc, cfg *tls.Config, addr st
 
 // connect opens a new connection to t's libvirtd.
 func connect(ctx context.Context, t Target) (*libvirt.Libvirt, error) {
+	l, _, err := connectRaw(ctx, t)
+	return l, err
+}
+
+// connectRaw is connect that also returns the connection's socket, so
+// that a stream stuck in go-libvirt can be cut from under it (its
+// Disconnect is an RPC that can wait forever on a stream's lock).
+func connectRaw(ctx context.Context, t Target) (*libvirt.Libvirt, func() net.Conn, error) {
+	var mu sync.Mutex
+	var raw net.Conn
+	l, err := connectWith(ctx, t, func(c net.Conn) { mu.Lock(); raw = c; mu.Unlock() })
+	return l, func() net.Conn { mu.Lock(); defer mu.Unlock(); return raw }, err
+}
+
+func connectWith(ctx context.Context, t Target, dialed func(net.Conn)) (*libvirt.Libvirt, error) {
 	u, err := url.Parse(t.Endpoint)
 	if err != nil {
 		return nil, fmt.Errorf("%w: libvirt endpoint %q: %v", rackcloud.ErrInvalid, t.Endpoint, err)
@@ -149,6 +164,14 @@ func connect(ctx context.Context, t Target) (*libvirt.Libvirt, error) {
 		dialer = func() (net.Conn, error) { return LibvirtTLSDial(ctx, dial, t.TLS, addr) }
 	default:
 		return nil, fmt.Errorf("%w: libvirt endpoint %q: want qemu+unix or qemu+tls", rackcloud.ErrInvalid, t.Endpoint)
+	}
+	inner := dialer
+	dialer = func() (net.Conn, error) {
+		c, err := inner()
+		if err == nil {
+			dialed(c)
+		}
+		return c, err
 	}
 	l := libvirt.NewWithDialer(dialer)
 	if err := l.ConnectToURI(libvirt.QEMUSystem); err != nil {
@@ -362,19 +385,44 @@ func (z zstdReader) Read(p []byte) (int, error) {
 // upload streams r into vol on a connection of its own (a stream holds
 // its connection until it ends; an interrupted one is dropped with it).
 func (d *Libvirt) upload(ctx context.Context, t Target, vol libvirt.StorageVol, r io.Reader) error {
-	l, err := connect(ctx, t)
+	return stream(ctx, t, func(l *libvirt.Libvirt) error { return l.StorageVolUpload(vol, ctxReader{ctx, r}, 0, 0, 0) })
+}
+
+// streamCutWait is how long a stream cut on cancel may take to notice.
+const streamCutWait = 10 * time.Second
+
+// stream runs f, a volume stream, on a connection of its own. When ctx
+// ends first, the connection's socket is closed under it (not a
+// Disconnect RPC, which can wait forever on the stream's lock) and f is
+// given streamCutWait to return; after that it is left behind rather
+// than hang the caller.
+func stream(ctx context.Context, t Target, f func(*libvirt.Libvirt) error) error {
+	l, raw, err := connectRaw(ctx, t)
 	if err != nil {
 		return err
 	}
-	defer l.Disconnect()
 	done := make(chan error, 1)
-	go func() { done <- l.StorageVolUpload(vol, ctxReader{ctx, r}, 0, 0, 0) }()
+	go func() { done <- f(l) }()
 	select {
 	case err := <-done:
+		hungUp := make(chan struct{})
+		go func() { _ = l.Disconnect(); close(hungUp) }()
+		select {
+		case <-hungUp:
+		case <-time.After(streamCutWait):
+			if c := raw(); c != nil {
+				_ = c.Close()
+			}
+		}
 		return err
 	case <-ctx.Done():
-		_ = l.Disconnect()
-		<-done
+		if c := raw(); c != nil {
+			_ = c.Close()
+		}
+		select {
+		case <-done:
+		case <-time.After(streamCutWait):
+		}
 		return context.Cause(ctx)
 	}
 }
@@ -843,21 +891,7 @@ func version(v uint64) string { return fmt.Sprintf("%d.%d.%d", v/1000000, v/1000
 
 // download streams vol into w on a connection of its own.
 func (d *Libvirt) download(ctx context.Context, t Target, vol libvirt.StorageVol, w io.Writer) error {
-	l, err := connect(ctx, t)
-	if err != nil {
-		return err
-	}
-	defer l.Disconnect()
-	done := make(chan error, 1)
-	go func() { done <- l.StorageVolDownload(vol, w, 0, 0, 0) }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		_ = l.Disconnect()
-		<-done
-		return context.Cause(ctx)
-	}
+	return stream(ctx, t, func(l *libvirt.Libvirt) error { return l.StorageVolDownload(vol, w, 0, 0, 0) })
 }
 
 // ConsoleLog returns what the guest wrote on its serial console since it
