@@ -10,13 +10,13 @@ import (
 
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/alerts"
+	"github.com/rackcloud/rackcloud/lab/labtest"
 )
 
 func TestRenderPromtool(t *testing.T) {
+	labtest.Need(t, "promtool")
 	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Skip("promtool not installed: run lab/install.sh")
-	}
+	require.NoError(t, err)
 	hot := rule(`max by (host) (rackcloud_bmc_up)`)
 	hot.Scope, hot.ScopeID = rackcloud.AlertZone, "0b6f7c1e-8a51-4c2e-9d7e-3b5f0a1c2d3e"
 	plain := rule("up")
