@@ -52,7 +52,41 @@ func (a apiClient) call(method, path string, body any, out any) int {
 	if out != nil && resp.StatusCode/100 == 2 {
 		require.NoError(a.t, json.Unmarshal(b, out), string(b))
 	}
+	if resp.StatusCode/100 != 2 {
+		a.t.Logf("%s %s: %d %s", method, path, resp.StatusCode, b)
+	}
 	return resp.StatusCode
+}
+
+// deprovision deprovisions node n's host and waits until its task has
+// succeeded, not only until the host reads available: the task still
+// holds the host for its last statement, and a provision sent in that
+// window is (rightly) a 409.
+func (a apiClient) deprovision(n *rack.Node, hostID string, within time.Duration) labHost {
+	a.t.Helper()
+	var task struct {
+		ID string `json:"id"`
+	}
+	require.Equal(a.t, 202, a.call(http.MethodPost, "/v1/hosts/"+hostID+"/deprovision", nil, &task))
+	h := a.waitState(n, "available", within)
+	a.waitTask(task.ID, within)
+	return h
+}
+
+// waitTask waits for task id to succeed, failing at once if it fails.
+func (a apiClient) waitTask(id string, within time.Duration) {
+	a.t.Helper()
+	labtest.Eventually(a.t, within, 200*time.Millisecond, "task "+id+" succeeded", func() (bool, string) {
+		var tk struct {
+			State string `json:"state"`
+			Error string `json:"error"`
+		}
+		a.call(http.MethodGet, "/v1/tasks/"+id, nil, &tk)
+		if tk.State == "failed" || tk.State == "canceled" {
+			a.t.Fatalf("task %s %s: %s", id, tk.State, tk.Error)
+		}
+		return tk.State == "succeeded", tk.State
+	})
 }
 
 type labHost struct {
@@ -129,8 +163,7 @@ func TestRackToReadyBareMetal(t *testing.T) {
 	// its rule), a wrong checksum, then the fixed image and retry.
 	n := l.Rack.Nodes[0]
 	h, _ := a.host(n.MAC.String())
-	require.Equal(t, 202, a.call(http.MethodPost, "/v1/hosts/"+h.ID+"/deprovision", nil, nil))
-	a.waitState(n, "available", 4*time.Minute)
+	a.deprovision(n, h.ID, 4*time.Minute)
 	var images struct {
 		Items []struct {
 			ID       string `json:"id"`
@@ -177,8 +210,7 @@ func TestRackToReadyBareMetal(t *testing.T) {
 	// sha256.
 	n2 := l.Rack.Nodes[1]
 	h2, _ := a.host(n2.MAC.String())
-	require.Equal(t, 202, a.call(http.MethodPost, "/v1/hosts/"+h2.ID+"/deprovision", nil, nil))
-	a.waitState(n2, "available", 4*time.Minute)
+	a.deprovision(n2, h2.ID, 4*time.Minute)
 	flakyURL := serveFlaky(t, l, filepath.Join(l.Dir, "boot", "files", "images"))
 	var flaky struct {
 		ID string `json:"id"`
@@ -303,8 +335,7 @@ func TestRackToReadyKVMAndDocker(t *testing.T) {
 	// again with another role (bare metal).
 	n := l.Rack.Nodes[1]
 	h, _ := a.host(n.MAC.String())
-	require.Equal(t, 202, a.call(http.MethodPost, "/v1/hosts/"+h.ID+"/deprovision", nil, nil))
-	a.waitState(n, "available", 5*time.Minute)
+	a.deprovision(n, h.ID, 5*time.Minute)
 	disk, err := os.Open(filepath.Join(n.Dir, "disk0.img"))
 	require.NoError(t, err)
 	head := make([]byte, 1<<20)

@@ -79,24 +79,28 @@ func (p *Provisioner) wipedToAvailable(ctx context.Context, sc *tasks.StepContex
 	if err != nil {
 		return nil, err
 	}
-	if h.State != rackcloud.HostAvailable {
-		if err := store.ClearHostInstall(ctx, p.cfg.Pool, h.ID); err != nil {
-			return nil, err
-		}
-		if _, err := store.TransitionHost(ctx, p.cfg.Pool, h.ID, store.Transition{From: rackcloud.HostDeprovisioning,
-			To: rackcloud.HostAvailable}); err != nil {
-			if store.IsStaleState(err) {
-				return nil, tasks.Permanent(err)
-			}
-			return nil, err
-		}
+	if h.State == rackcloud.HostAvailable {
+		return nil, nil // a re-run of this step after its transition
 	}
+	// Power off before the host reads available: whoever sees it available
+	// (an operator, a test, an enroll rule) finds it off and the task a
+	// statement from its end, not a minute of BMC calls away.
 	if h.BMC != nil && p.cfg.BMC != nil {
 		pctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
 		if err := p.cfg.BMC.PowerOff(pctx, h.ID); err != nil {
 			p.log.Warn("deprovisioned host not powered off", "host", h.Name, "err", err)
 		}
+	}
+	if err := store.ClearHostInstall(ctx, p.cfg.Pool, h.ID); err != nil {
+		return nil, err
+	}
+	if _, err := store.TransitionHost(ctx, p.cfg.Pool, h.ID, store.Transition{From: rackcloud.HostDeprovisioning,
+		To: rackcloud.HostAvailable}); err != nil {
+		if store.IsStaleState(err) {
+			return nil, tasks.Permanent(err)
+		}
+		return nil, err
 	}
 	p.log.Info("host deprovisioned: available", "host", h.Name)
 	return nil, nil

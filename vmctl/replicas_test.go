@@ -215,7 +215,25 @@ func TestEightReplicasNeverOverbook(t *testing.T) {
 		t.Logf("w%d: conflicts %d placed %d", i, c, p)
 		conflicts, placed = conflicts+c, placed+p
 	}
-	require.Equal(t, capacity, placed)
+	// A replica counts a placement when its claim commits. A place step
+	// run again (its worker's lease lapsed under load, or its claim
+	// committed and the step's record did not) finds the guest placed and
+	// counts nothing, so the sum may fall short by the re-runs, never by
+	// more and never exceed what the database holds.
+	var reruns int
+	rows, err := f.pool.Query(context.Background(), `SELECT attempts, errors::text FROM task_steps
+		WHERE task_id = ANY($1::uuid[]) AND phase = 'run' AND name = $2 AND attempts > 1`, ids, vmctl.StepPlace)
+	require.NoError(t, err)
+	for rows.Next() {
+		var attempts int
+		var errs string
+		require.NoError(t, rows.Scan(&attempts, &errs))
+		reruns += attempts - 1
+		t.Logf("place step run %d times: %s", attempts, errs)
+	}
+	require.NoError(t, rows.Err())
+	require.LessOrEqual(t, placed, capacity)
+	require.GreaterOrEqual(t, placed, capacity-reruns, "%d placement(s) counted by no replica, %d re-run(s)", capacity-placed, reruns)
 	t.Logf("%d replicas: %d conflicts, %d placed: conflict ratio %.1f%%", replicas, conflicts, placed,
 		100*float64(conflicts)/float64(conflicts+placed))
 }
