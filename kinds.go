@@ -17,7 +17,19 @@ const (
 	// ready bm host the guest claimed (guest.create's disk sub-task):
 	// ready -> provisioning -> ready, the host still owned by the guest.
 	KindHostInstallGuest = "host.install-guest"
+	// KindHostFence is the availability controller's answer to a host
+	// that stopped answering: confirm, power off through the BMC
+	// (confirmed), fail the host (fenced), evacuate its HA guests.
+	KindHostFence = "host.fence"
 )
+
+// HostFenceParams are host.fence's parameters.
+type HostFenceParams struct {
+	HostID string `json:"host_id"`
+	// Alert names what asked for the fence ("HostDown", an alert's
+	// fingerprint), for the record.
+	Alert string `json:"alert,omitempty"`
+}
 
 // Guest task kinds.
 const (

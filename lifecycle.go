@@ -57,6 +57,11 @@ const (
 	HostEvRetry HostEvent = "retry"
 	// HostEvReset wipes a failed host and returns it to available.
 	HostEvReset HostEvent = "reset"
+	// HostEvFence: the availability controller found the host dead and
+	// powered it off through its BMC (confirmed off); the host is failed
+	// (reason fenced) so that nothing is placed on it, and its HA guests
+	// are recreated elsewhere.
+	HostEvFence HostEvent = "fence"
 )
 
 // HostAction is what rackcloud does to the machine on a transition.
@@ -102,6 +107,9 @@ const (
 	FailDiskWrite        FailureReason = "disk_write"
 	FailFirstBootTimeout FailureReason = "first_boot_timeout"
 	FailRoleUnreachable  FailureReason = "role_unreachable"
+	// FailFenced: the host stopped answering and the availability
+	// controller powered it off through its BMC (HostEvFence).
+	FailFenced FailureReason = "fenced"
 	// FailInternal is a failure of rackcloud itself (a bug, a database
 	// error past its retries), not of the machine.
 	FailInternal FailureReason = "internal"
@@ -111,7 +119,7 @@ const (
 func FailureReasons() []FailureReason {
 	return []FailureReason{FailBMCUnreachable, FailBMCRefused, FailNoDHCP, FailNoTFTP, FailNoCallback, FailAgentTimeout,
 		FailNoDisk, FailDiskTooSmall, FailDownload, FailChecksumMismatch, FailDiskWrite, FailFirstBootTimeout,
-		FailRoleUnreachable, FailInternal}
+		FailRoleUnreachable, FailFenced, FailInternal}
 }
 
 // HostFailure is why a failed host failed: a typed reason, the step of
@@ -189,6 +197,12 @@ var hostTable = func() []HostTransition {
 		Actions: []HostAction{ActNetbootInstaller, ActPXEPowerCycle}})
 	for _, from := range working {
 		t = append(t, HostTransition{From: from, Event: HostEvFail, To: HostFailed, Actions: []HostAction{ActRecordFailure, ActBootLocal}})
+	}
+	// A host in service that died is fenced: powered off, failed, its HA
+	// guests restarted elsewhere (the availability controller's host.fence).
+	for _, from := range []HostState{HostReady, HostDraining, HostMaintenance} {
+		t = append(t, HostTransition{From: from, Event: HostEvFence, To: HostFailed, Task: KindHostFence,
+			Actions: []HostAction{ActRecordFailure, ActKeepGuestsOff, ActEvacuate}})
 	}
 	return t
 }()

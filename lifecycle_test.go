@@ -92,7 +92,7 @@ func TestNextHost(t *testing.T) {
 
 	_, err := rackcloud.NextHost(life(rackcloud.HostReady), rackcloud.HostEvProvision)
 	require.True(t, errors.Is(err, rackcloud.ErrConflict))
-	require.ErrorContains(t, err, "a host that is ready cannot provision (it can: drain, deprovision, install_guest)")
+	require.ErrorContains(t, err, "a host that is ready cannot provision (it can: drain, deprovision, install_guest, fence)")
 	_, err = rackcloud.NextHost(rackcloud.HostLife{State: rackcloud.HostFailed}, rackcloud.HostEvRetry)
 	require.ErrorIs(t, err, rackcloud.ErrConflict, "a failure without a recorded state cannot be retried")
 	require.False(t, rackcloud.HostCan(rackcloud.HostDiscovered, rackcloud.HostEvProvision), "inspect first")

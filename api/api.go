@@ -149,6 +149,7 @@ func New(d Deps) *API {
 	registerLocation(a)
 	registerHosts(a)
 	registerEvacuate(a)
+	registerAvailability(a)
 	registerImages(a)
 	registerProjects(a)
 	registerGuests(a)
@@ -387,6 +388,7 @@ func registerTags(a *API) {
 		{"Tokens", "Bearer tokens; the secret is shown once."},
 		{"Alert rules", "Thresholds over metrics, rendered into Prometheus rules."},
 		{"Audit", "Who changed what, and how it ended."},
+		{"Availability", "Alertmanager's webhook: a host that died is fenced and its HA guests restarted elsewhere (operators only)."},
 		{"Tasks", "Durable changes with steps; follow them by polling or server-sent events."},
 	} {
 		oa.Tags = append(oa.Tags, &huma.Tag{Name: t.name, Description: t.doc})

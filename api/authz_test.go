@@ -125,6 +125,7 @@ func newWalk(t *testing.T, e *env) walk {
 		"updateAlertRule":      map[string]any{"labels": map[string]string{"x": "y"}},
 		"createEnrollRule":     map[string]any{"name": "walk", "priority": 2, "match": map[string]any{"mac_prefix": "52:54"}},
 		"updateEnrollRule":     map[string]any{"priority": 3},
+		"availabilityWebhook":  map[string]any{"alerts": []any{map[string]any{"status": "resolved", "labels": map[string]string{"alertname": "HostDown"}}}},
 		"recordBootEvents":     []any{map[string]any{"time": "2026-01-02T03:04:05Z", "mac": "52:54:00:ee:ee:02", "kind": "dhcp.discover", "client": "bios"}},
 	}
 

@@ -90,6 +90,7 @@ func testKinds(pool *pgxpool.Pool) []tasks.Kind {
 		{Name: api.KindGuestStop, Steps: []tasks.Step{{Name: "stop", Run: setGuest(rackcloud.GuestStopped)}}},
 		{Name: api.KindHostEnroll, Steps: []tasks.Step{{Name: "power-on", Run: noop}}},
 		{Name: rackcloud.KindHostEvacuate, Steps: []tasks.Step{{Name: "evacuate", Run: noop}}},
+		{Name: rackcloud.KindHostFence, Steps: []tasks.Step{{Name: "confirm", Run: noop}}},
 		// A task that waits for the host's boot callback: it snoozes for
 		// an hour, so only a Wake explains a prompt end.
 		{Name: kindAwaitCallback, Steps: []tasks.Step{{Name: "await-callback", Run: func(ctx context.Context, sc *tasks.StepContext) (any, error) {

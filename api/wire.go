@@ -140,7 +140,7 @@ type HostTask struct {
 
 // HostFailure is why a failed host failed.
 type HostFailure struct {
-	Reason string `json:"reason" enum:"bmc_unreachable,bmc_refused,no_dhcp,no_tftp,no_callback,agent_timeout,no_disk,disk_too_small,download_failed,checksum_mismatch,disk_write,first_boot_timeout,role_unreachable,internal" doc:"Why, in a word a script can match."`
+	Reason string `json:"reason" enum:"bmc_unreachable,bmc_refused,no_dhcp,no_tftp,no_callback,agent_timeout,no_disk,disk_too_small,download_failed,checksum_mismatch,disk_write,first_boot_timeout,role_unreachable,fenced,internal" doc:"Why, in a word a script can match."`
 	Step   string `json:"step,omitempty" doc:"The task step that failed." example:"await-inventory"`
 	In     string `json:"in" enum:"inspecting,provisioning,deprovisioning,draining" doc:"The state the host failed in: where host retry resumes."`
 	Detail string `json:"detail,omitempty" doc:"The error, for a person."`

@@ -29,6 +29,7 @@ import (
 
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/api"
+	"github.com/rackcloud/rackcloud/availability"
 	"github.com/rackcloud/rackcloud/bmc"
 	"github.com/rackcloud/rackcloud/bmcwatch"
 	"github.com/rackcloud/rackcloud/monitor"
@@ -116,6 +117,10 @@ type Config struct {
 	// stats; the server sets its Pool, Registerer, Problem, Logger,
 	// Drivers and Target.
 	Monitor monitor.Config
+	// Availability configures the availability controller (fence and
+	// evacuate dead hosts); the server sets its Pool, BMC, Reach, Logger
+	// and Registerer.
+	Availability availability.Config
 }
 
 // Server is one rackcloud server process.
@@ -140,6 +145,7 @@ type Server struct {
 	prov   *provisioner.Provisioner
 	vm     *vmctl.Controller
 	mon    *monitor.Monitor
+	avail  *availability.Controller
 	// background work that needs the database, started once it is ready
 	// and stopped before the pool closes
 	bgCtx  context.Context
@@ -216,9 +222,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	var bmcs provisioner.BMC
 	var guestPower vmctl.HostPower
+	var fencer availability.BMC
 	if s.bmcs != nil {
 		m := &provisioner.ManagedBMC{Pool: pool, Sealer: s.sealer, Manager: s.bmcs}
-		bmcs, guestPower = m, m
+		bmcs, guestPower, fencer = m, m, m
 	}
 	hostDial := nsnet.Dialer(cfg.HostNetns, &net.Dialer{Timeout: 10 * time.Second})
 	drivers := cfg.GuestDrivers
@@ -229,6 +236,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.vm = vmctl.New(vmctl.Config{Pool: pool, Sealer: s.sealer, Drivers: drivers, Dial: vmctl.DialFunc(hostDial),
 		Reconcile: cfg.GuestReconcile, Logger: log.With("component", "vmctl"), Registerer: reg})
 	if err := s.vm.Register(s.tasks); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	ac := cfg.Availability
+	ac.Pool, ac.BMC, ac.Reach, ac.Logger, ac.Registerer = pool, fencer, s.vm, log.With("component", "availability"), reg
+	if s.avail, err = availability.New(ac); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	if err := s.avail.Register(s.tasks); err != nil {
 		pool.Close()
 		return nil, err
 	}
@@ -457,6 +474,12 @@ func (s *Server) connect(ctx context.Context) {
 			go func() {
 				defer s.bg.Done()
 				_ = s.vm.Run(s.bgCtx)
+			}()
+			// One replica at a time sweeps the fenced hosts.
+			s.bg.Add(1)
+			go func() {
+				defer s.bg.Done()
+				s.avail.Run(s.bgCtx)
 			}()
 			if s.cfg.TaskWorkers >= 0 {
 				// Racked and inspected, a host is given its role by the

@@ -47,18 +47,9 @@ func (c *Controller) connectStep(ctx context.Context, sc *tasks.StepContext) (an
 	if err != nil {
 		return nil, err
 	}
-	var kind rackcloud.GuestKind
-	switch h.Role {
-	case rackcloud.RoleKVM:
-		kind = rackcloud.GuestVM
-	case rackcloud.RoleDocker:
-		kind = rackcloud.GuestContainer
-	default:
-		return nil, tasks.Permanent(fmt.Errorf("%w: host %s has role %q: only kvm and docker hosts are adopted", rackcloud.ErrInvalid, h.Name, h.Role))
-	}
-	pr, ok := c.cfg.Drivers[kind].(Prober)
-	if !ok {
-		return nil, tasks.Permanent(fmt.Errorf("%w: this server has no driver that can read a %s host's capacity", rackcloud.ErrInvalid, h.Role))
+	pr, err := c.proberFor(h)
+	if err != nil {
+		return nil, tasks.Permanent(err)
 	}
 	t, err := c.targets.For(ctx, h)
 	if err != nil {

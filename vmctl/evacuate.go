@@ -43,7 +43,7 @@ func (c *Controller) evacuateKind() tasks.Kind {
 // explanation.
 func (c *Controller) recreateKind() tasks.Kind {
 	return tasks.Kind{Name: rackcloud.KindGuestRecreate, Steps: []tasks.Step{
-		{Name: StepPlace, Run: c.recreatePlaceStep},
+		{Name: StepPlace, Run: c.recreatePlaceStep, Undo: c.recreateFailedStep},
 		{Name: StepDisk, Run: c.prepareStep},
 		{Name: StepConfigure, Run: c.configureStep},
 		{Name: StepStart, Run: c.recreateStartStep},
@@ -291,7 +291,35 @@ func (c *Controller) recreatePlaceStep(ctx context.Context, sc *tasks.StepContex
 	if err != nil {
 		return nil, err
 	}
+	if run {
+		// Until its start step, the guest is being made again on its new
+		// host, not running there (a re-run of this step reads creating
+		// as running before, stopped as stopped).
+		if _, err := store.SetGuestState(ctx, c.cfg.Pool, g.ID, rackcloud.GuestCreating, "", nil); err != nil {
+			return nil, err
+		}
+	}
 	return recreatePlaced{PlaceOutput: out, WasRunning: run}, nil
+}
+
+// recreateFailedStep compensates a recreate that failed after its claim
+// moved: the guest is failed where the claim now is, with the reason, so
+// that it does not read creating for ever (start it again, or delete it).
+func (c *Controller) recreateFailedStep(ctx context.Context, sc *tasks.StepContext) (any, error) {
+	var pl recreatePlaced
+	if err := sc.Output(StepPlace, &pl); err != nil {
+		return nil, nil // the claim did not move: the guest is as it was
+	}
+	g, err := c.guestOf(ctx, sc)
+	if err != nil {
+		return nil, err
+	}
+	if g.State != rackcloud.GuestCreating {
+		return nil, nil
+	}
+	why := fmt.Sprintf("its host was fenced and recreating it on %s failed", pl.HostName)
+	_, err = store.SetGuestState(ctx, c.cfg.Pool, g.ID, rackcloud.GuestFailed, why, nil)
+	return nil, err
 }
 
 func (c *Controller) recreateStartStep(ctx context.Context, sc *tasks.StepContext) (any, error) {

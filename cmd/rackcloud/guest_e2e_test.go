@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -20,9 +19,9 @@ import (
 	"github.com/rackcloud/rackcloud/lab/dockerd"
 	"github.com/rackcloud/rackcloud/lab/guestimg"
 	"github.com/rackcloud/rackcloud/lab/labtest"
-	"github.com/rackcloud/rackcloud/lab/pgtest"
 	"github.com/rackcloud/rackcloud/lab/virtd"
 	"github.com/rackcloud/rackcloud/server"
+	"github.com/rackcloud/rackcloud/server/servertest"
 	"github.com/rackcloud/rackcloud/vmctl"
 )
 
@@ -48,27 +47,10 @@ func TestGuestCreateWaitShowsEachStepOnAdoptedHosts(t *testing.T) {
 	// machine's /dev/kvm cannot run them).
 	lvDriver := &vmctl.Libvirt{DomainType: "qemu"}
 	defer lvDriver.Close()
-	tokenFile := filepath.Join(t.TempDir(), "admin.token")
-	srv, err := server.New(ctx, server.Config{Listen: "127.0.0.1:0", DatabaseURL: pgtest.URL(t), RetryMax: 500 * time.Millisecond,
-		BootstrapTokenFile: tokenFile, InsecureThrowawayKey: true,
-		GuestDrivers: map[rackcloud.GuestKind]vmctl.Driver{rackcloud.GuestVM: lvDriver, rackcloud.GuestContainer: &vmctl.Docker{}}},
-		slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	require.NoError(t, srv.Listen())
-	sctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(sctx) }()
-	t.Cleanup(func() {
-		stop()
-		require.NoError(t, <-done)
-	})
-	var token []byte
-	labtest.Eventually(t, 60*time.Second, 100*time.Millisecond, "the bootstrap token", func() (bool, string) {
-		token, err = os.ReadFile(tokenFile)
-		return err == nil && len(token) > 0, fmt.Sprint(err)
-	})
-	t.Setenv("RACKCLOUD_SERVER", "http://"+srv.Addr())
-	t.Setenv("RACKCLOUD_TOKEN", strings.TrimSpace(string(token)))
+	srv := servertest.Start(t, ctx, server.Config{
+		GuestDrivers: map[rackcloud.GuestKind]vmctl.Driver{rackcloud.GuestVM: lvDriver, rackcloud.GuestContainer: &vmctl.Docker{}}})
+	t.Setenv("RACKCLOUD_SERVER", srv.URL)
+	t.Setenv("RACKCLOUD_TOKEN", srv.Token)
 
 	_, progress, err := run(t, "host", "adopt", "--role", "docker", "--endpoint", dk.Endpoint, "--name", "dk1", "--disk", "20", "--wait")
 	require.NoError(t, err, progress)
