@@ -13,6 +13,7 @@ import (
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/lab/labtest"
 	"github.com/rackcloud/rackcloud/monitor"
+	"github.com/rackcloud/rackcloud/provisioner"
 	"github.com/rackcloud/rackcloud/store"
 )
 
@@ -23,7 +24,7 @@ func TestHostInfoFromTheSnapshot(t *testing.T) {
 		{ID: "a", Name: "node-a", Region: "eu", Zone: "z1", Rack: "r1", Role: rackcloud.RoleKVM, State: rackcloud.HostReady,
 			LastHeartbeat: hourAgo},
 		{ID: "b", Name: "node-b", Region: "eu", Zone: "z1", Rack: "r2", State: rackcloud.HostProvisioning,
-			TaskKind: rackcloud.KindHostProvision, TaskStep: "await_install", StepSince: hourAgo},
+			TaskKind: rackcloud.KindHostProvision, TaskStep: "await-install", StepSince: hourAgo},
 	}
 	inv := fixedInventory(hosts, nil)
 	reg := prometheus.NewRegistry()
@@ -40,7 +41,7 @@ func TestHostInfoFromTheSnapshot(t *testing.T) {
 	// An hour, give or take what a slow machine adds.
 	require.InDelta(t, 3600, gauge(t, reg, "rackcloud_host_heartbeat_age_seconds", map[string]string{"host": "node-a"}), 600)
 	require.InDelta(t, 3600, gauge(t, reg, "rackcloud_host_step_age_seconds",
-		map[string]string{"host": "node-b", "kind": rackcloud.KindHostProvision, "step": "await_install"}), 600)
+		map[string]string{"host": "node-b", "kind": rackcloud.KindHostProvision, "step": "await-install"}), 600)
 	mfs, err = reg.Gather()
 	require.NoError(t, err)
 	for _, mf := range mfs {
@@ -59,13 +60,17 @@ func TestServerExportsHostInfo(t *testing.T) {
 	ctx := context.Background()
 	require.NoError(t, store.RecordHeartbeat(ctx, f.pool, f.hostA.ID, time.Now().Add(-time.Hour)))
 	_, err := f.pool.Exec(ctx, `INSERT INTO tasks (id, root_id, kind, target, state, step, step_name, started_at)
-		VALUES (gen_random_uuid(), gen_random_uuid(), $1, 'host/' || $2, 'running', 2, 'await_install', now() - interval '2 hours')`,
-		rackcloud.KindHostProvision, f.hostB.ID)
+		VALUES (gen_random_uuid(), gen_random_uuid(), $1, 'host/' || $2, 'running', 2, $3, now() - interval '2 hours')`,
+		rackcloud.KindHostProvision, f.hostB.ID, provisioner.StepAwaitInstall)
 	require.NoError(t, err)
 	labtest.Eventually(t, 20*time.Second, 50*time.Millisecond, "host info on /metrics", func() (bool, string) {
 		_, body := f.get("/metrics", "")
 		return strings.Contains(body, fmt.Sprintf(`rackcloud_host_info{host="node-a",host_id="%s",maintenance="false",rack="r1",region="lab",role="docker",state="ready",zone="z1"} 1`, f.hostA.ID)) &&
 			strings.Contains(body, `rackcloud_host_heartbeat_age_seconds{host="node-a"} 36`) &&
-			strings.Contains(body, `rackcloud_host_step_age_seconds{host="node-b",kind="`+rackcloud.KindHostProvision+`",step="await_install"} 72`), body
+			strings.Contains(body, `rackcloud_host_step_age_seconds{host="node-b",kind="`+rackcloud.KindHostProvision+`",step="await-install"} 72`) &&
+			// What ProvisioningStuck compares the age with, from the
+			// server's task engine, under the same kind and step.
+			strings.Contains(body, fmt.Sprintf(`rackcloud_tasks_step_wait_timeout_seconds{kind="%s",step="%s"} %v`,
+				rackcloud.KindHostProvision, provisioner.StepAwaitInstall, provisioner.DefaultInstallTimeout.Seconds())), body
 	})
 }

@@ -331,7 +331,7 @@ func seed(ctx context.Context, pool *pgxpool.Pool, hosts, guests int) (string, e
 		if _, err := tx.Exec(ctx, `WITH p AS (UPDATE hosts SET state = 'provisioning' WHERE name LIKE '%00' RETURNING id),
 				t AS (SELECT gen_random_uuid() AS id, p.id AS host FROM p)
 			INSERT INTO tasks (id, root_id, kind, target, state, step, step_name, started_at)
-			SELECT t.id, t.id, 'host.provision', 'host/' || t.host::text, 'running', 2, 'await_install', now() - interval '10 minutes'
+			SELECT t.id, t.id, 'host.provision', 'host/' || t.host::text, 'running', 2, 'await-install', now() - interval '10 minutes'
 			FROM t`); err != nil {
 			return fmt.Errorf("provisioning tasks: %w", err)
 		}
