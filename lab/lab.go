@@ -121,7 +121,7 @@ type Lab struct {
 	// served on its metrics listener and scraped through /v1/sd/boot.
 	BootRegistry *prometheus.Registry
 	APIURL       string
-	stops    []func()
+	stops        []func()
 	// onboarded says the rack was powered on at start (Config.Onboard).
 	onboarded bool
 	// OnboardedAt is when the first server was powered on (Config.Onboard).
