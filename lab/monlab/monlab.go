@@ -1,6 +1,6 @@
 // Package monlab runs the monitoring parts of the lab from Debian's
 // packages: Prometheus (scraping rackcloud and, through rackcloud's HTTP
-// service discovery once it exists, the fleet), Alertmanager and the node
+// service discovery (Config.SD), the fleet), Alertmanager and the node
 // exporter, each on a loopback port under a state directory, stopped by PID.
 package monlab
 
