@@ -21,6 +21,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/bmc"
 	"github.com/rackcloud/rackcloud/lab/bootimg"
@@ -29,6 +31,7 @@ import (
 	"github.com/rackcloud/rackcloud/lab/postgres"
 	"github.com/rackcloud/rackcloud/lab/qemu"
 	"github.com/rackcloud/rackcloud/lab/rack"
+	"github.com/rackcloud/rackcloud/monitor"
 	"github.com/rackcloud/rackcloud/pxe"
 	"github.com/rackcloud/rackcloud/server"
 )
@@ -40,6 +43,13 @@ const (
 	DefaultPrometheusPort   = 19090
 	DefaultAlertmanagerPort = 19093
 	DefaultNodeExporterPort = 19100
+	// DefaultBootMetricsPort is where the boot service's /metrics answers
+	// on the host's loopback (its DHCP, TFTP and HTTP serve inside the
+	// provisioning namespace, out of Prometheus's reach).
+	DefaultBootMetricsPort = 19180
+	// LabInventoryMaxAge is how old the monitor's inventory gets in the
+	// lab: discovery and host metrics follow the rack within seconds.
+	LabInventoryMaxAge = 5 * time.Second
 	// Node i's BMCs listen on DefaultIPMIPort+i-1 (UDP) and
 	// DefaultRedfishPort+i-1 (HTTPS), so that scripts and the BMC
 	// addresses recorded in the control plane stay valid across restarts.
@@ -59,6 +69,9 @@ type Config struct {
 	// Dir is the state directory; the database survives restarts there.
 	Dir                                                                       string
 	APIPort, PostgresPort, PrometheusPort, AlertmanagerPort, NodeExporterPort int
+	// BootMetricsPort is the boot service's metrics port on 127.0.0.1 (0:
+	// DefaultBootMetricsPort).
+	BootMetricsPort int
 	// Netns and Gateway name the provisioning network; a namespace of that
 	// name left by an earlier run that crashed is deleted and made anew.
 	Netns   string
@@ -104,8 +117,11 @@ type Lab struct {
 	Net      *netns.Net
 	Rack     *rack.Rack
 	Boot     *pxe.Service
-	APIURL   string
-	stops    []func()
+	// BootRegistry holds the boot service's own metrics (rackcloud_boot_*),
+	// served on its metrics listener and scraped through /v1/sd/boot.
+	BootRegistry *prometheus.Registry
+	APIURL       string
+	stops        []func()
 	// onboarded says the rack was powered on at start (Config.Onboard).
 	onboarded bool
 	// OnboardedAt is when the first server was powered on (Config.Onboard).
@@ -119,7 +135,8 @@ func Up(ctx context.Context, c Config, log *slog.Logger) (l *Lab, err error) {
 		return nil, err
 	}
 	c.Dir = dir
-	for _, p := range []int{c.APIPort, c.PostgresPort, c.PrometheusPort, c.AlertmanagerPort, c.NodeExporterPort} {
+	c.BootMetricsPort = cmp.Or(c.BootMetricsPort, DefaultBootMetricsPort)
+	for _, p := range []int{c.APIPort, c.PostgresPort, c.PrometheusPort, c.AlertmanagerPort, c.NodeExporterPort, c.BootMetricsPort} {
 		if err := portFree(p); err != nil {
 			return nil, err
 		}
@@ -143,11 +160,13 @@ func Up(ctx context.Context, c Config, log *slog.Logger) (l *Lab, err error) {
 	// The rack comes before the server, whose BMC polling must trust the
 	// rack's Redfish CA (made anew at each start).
 	caFile, bootURL, hostNetns := "", "", ""
+	var bootServices []monitor.BootService
 	if c.Nodes > 0 {
 		if err := l.startRack(ctx, log); err != nil {
 			return l, err
 		}
 		caFile, bootURL, hostNetns = l.Rack.CAFile(), l.BootURL(), l.Net.Path()
+		bootServices = []monitor.BootService{{Name: rackName, Address: l.BootMetricsAddr().String()}}
 	}
 
 	log.Info("lab: starting the rackcloud server", "port", c.APIPort)
@@ -160,7 +179,9 @@ func Up(ctx context.Context, c Config, log *slog.Logger) (l *Lab, err error) {
 		BMCPollInterval: LabBMCPollInterval, BMCCAFile: caFile,
 		// Installed hosts call in to the boot service; their daemons
 		// answer inside the provisioning network's namespace.
-		HostBootURL: bootURL, HostNetns: hostNetns}, log)
+		HostBootURL: bootURL, HostNetns: hostNetns,
+		// Prometheus discovers the rack and the boot service through SD.
+		Monitor: monitor.Config{MaxAge: LabInventoryMaxAge, BootServices: bootServices}}, log)
 	if err != nil {
 		stopSrv()
 		return l, err
@@ -178,10 +199,19 @@ func Up(ctx context.Context, c Config, log *slog.Logger) (l *Lab, err error) {
 		}
 	})
 
+	// Prometheus's SD token is minted with the admin token the server
+	// writes once ready.
+	if err := l.waitReady(ctx); err != nil {
+		return l, err
+	}
+	if _, err := l.roleToken(ctx, l.PrometheusTokenFile(), rackcloud.RoleOperator, "lab-prometheus"); err != nil {
+		return l, err
+	}
 	log.Info("lab: starting Prometheus, Alertmanager and the node exporter")
 	l.Monitor, err = monlab.Start(ctx, monlab.Config{Dir: filepath.Join(dir, "monitoring"),
 		PrometheusPort: c.PrometheusPort, AlertmanagerPort: c.AlertmanagerPort, NodeExporterPort: c.NodeExporterPort,
-		RackcloudTargets: []string{"127.0.0.1:" + strconv.Itoa(c.APIPort)}})
+		RackcloudTargets: []string{"127.0.0.1:" + strconv.Itoa(c.APIPort)},
+		SD:               monlab.SDConfig{URL: l.APIURL, TokenFile: l.PrometheusTokenFile()}})
 	if err != nil {
 		return l, err
 	}
@@ -265,7 +295,7 @@ func (l *Lab) startRack(ctx context.Context, log *slog.Logger) error {
 	for _, role := range l.Roles {
 		sizes = append(sizes, RoleSizes[role])
 	}
-	r, err := rack.Start(ctx, rack.Config{Name: "rack1", Nodes: l.Nodes, Dir: filepath.Join(l.Dir, "rack"), Sizes: sizes,
+	r, err := rack.Start(ctx, rack.Config{Name: rackName, Nodes: l.Nodes, Dir: filepath.Join(l.Dir, "rack"), Sizes: sizes,
 		Net: n, Redfish: true, Firmware: []qemu.Firmware{qemu.BIOS, qemu.UEFI}, Logger: log,
 		IPMIPort: l.IPMIPort, RedfishPort: l.RedfishPort})
 	if err != nil {
@@ -293,8 +323,11 @@ func (l *Lab) startBoot(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// The boot service's own registry, as `rackcloud boot` has: its
+	// metrics are scraped from its metrics listener, not the server's.
+	l.BootRegistry = prometheus.NewRegistry()
 	client, err := pxe.NewAPIClient(pxe.APIConfig{BaseURL: l.APIURL, Token: token,
-		CacheFile: filepath.Join(l.Dir, "boot", "profiles.json"), Registerer: l.Server.Registry()}, log.With("component", "pxe-api"))
+		CacheFile: filepath.Join(l.Dir, "boot", "profiles.json"), Registerer: l.BootRegistry}, log.With("component", "pxe-api"))
 	if err != nil {
 		return err
 	}
@@ -306,8 +339,8 @@ func (l *Lab) startBoot(ctx context.Context, log *slog.Logger) error {
 	last := netip.AddrFrom4(b)
 	svc, err := pxe.New(pxe.Config{Interface: l.Net.Bridge, Netns: l.Net.Path(), ServerIP: gw,
 		DHCPMode: pxe.DHCPFull, Subnet: l.Gateway.Masked(), RangeStart: first, RangeEnd: last, StateDir: filepath.Join(l.Dir, "boot"),
-		FilesDir: files, AutoDiscovery: true},
-		pxe.Deps{Profiles: client, Events: client, Logger: log.With("component", "pxe"), Registerer: l.Server.Registry()})
+		FilesDir: files, AutoDiscovery: true, MetricsAddr: l.BootMetricsAddr()},
+		pxe.Deps{Profiles: client, Events: client, Logger: log.With("component", "pxe"), Registerer: l.BootRegistry})
 	if err != nil {
 		return err
 	}
@@ -359,10 +392,30 @@ func (l *Lab) BootTokenFile() string { return filepath.Join(l.Dir, "boot-token")
 // while the API still accepts it, else a new one minted with the admin
 // token (and saved, mode 0600).
 func (l *Lab) BootToken(ctx context.Context) (string, error) {
-	if b, err := os.ReadFile(l.BootTokenFile()); err == nil {
+	return l.roleToken(ctx, l.BootTokenFile(), rackcloud.RoleBoot, "lab-boot")
+}
+
+// rackName names the lab's rack (and its boot service in SD).
+const rackName = "rack1"
+
+// BootMetricsAddr is where the boot service's /metrics answers on the
+// host's loopback.
+func (l *Lab) BootMetricsAddr() netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(l.BootMetricsPort))
+}
+
+// PrometheusTokenFile holds the token Prometheus discovers the fleet
+// with (role operator: the least that sees every host, BMC and boot
+// service; monitor.Caller.Fleet).
+func (l *Lab) PrometheusTokenFile() string { return filepath.Join(l.Dir, "prometheus-token") }
+
+// roleToken returns the token of role saved in file while the API still
+// accepts it, else a new one (named prefix-<unix time>) minted with the
+// admin token and saved, mode 0600.
+func (l *Lab) roleToken(ctx context.Context, file string, role rackcloud.Role, prefix string) (string, error) {
+	if b, err := os.ReadFile(file); err == nil {
 		tok := strings.TrimSpace(string(b))
-		// Any MAC will do: 404 (no such host) means the token is good.
-		if code, err := httpGetAuth(ctx, l.APIURL+pxe.ProfilesPath+"00:00:00:00:00:00", tok); err == nil && (code == 404 || code == 200) {
+		if ok, err := l.tokenWorks(ctx, role, tok); err == nil && ok {
 			return tok, nil
 		}
 	}
@@ -370,17 +423,28 @@ func (l *Lab) BootToken(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	name := "lab-boot-" + strconv.FormatInt(time.Now().Unix(), 10)
+	name := prefix + "-" + strconv.FormatInt(time.Now().Unix(), 10)
 	var out struct {
 		Secret string `json:"secret"`
 	}
-	if err := httpPostJSON(ctx, l.APIURL+"/v1/tokens", admin, map[string]any{"name": name, "role": "boot"}, &out); err != nil {
-		return "", fmt.Errorf("boot token: %w", err)
+	if err := httpPostJSON(ctx, l.APIURL+"/v1/tokens", admin, map[string]any{"name": name, "role": string(role)}, &out); err != nil {
+		return "", fmt.Errorf("%s token: %w", role, err)
 	}
-	if err := os.WriteFile(l.BootTokenFile(), []byte(out.Secret+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte(out.Secret+"\n"), 0o600); err != nil {
 		return "", err
 	}
 	return out.Secret, nil
+}
+
+// tokenWorks asks the API whether tok still works for what role does.
+func (l *Lab) tokenWorks(ctx context.Context, role rackcloud.Role, tok string) (bool, error) {
+	if role == rackcloud.RoleBoot {
+		// Any MAC will do: 404 (no such host) means the token is good.
+		code, err := httpGetAuth(ctx, l.APIURL+pxe.ProfilesPath+"00:00:00:00:00:00", tok)
+		return code == 404 || code == 200, err
+	}
+	code, err := httpGetAuth(ctx, l.APIURL+monitor.SDPath+"boot", tok)
+	return code == 200, err
 }
 
 // Print writes where everything is.
@@ -402,6 +466,7 @@ rackcloud lab is up (state in %s)
 		l.Monitor.PrometheusURL, l.Monitor.PrometheusURL, l.Monitor.AlertmanagerURL, l.Monitor.NodeExporterURL)
 	if l.Boot != nil {
 		fmt.Fprintf(w, "  boot service   DHCP/TFTP/HTTP on %s in namespace %s (http://%s), token %s (role boot)\n", l.Net.Bridge, l.Net.Name, l.Boot.HTTPAddr(), l.BootTokenFile())
+		fmt.Fprintf(w, "  boot metrics   http://%s/metrics (Prometheus finds it through %s%sboot, token %s)\n", l.Boot.MetricsAddr(), l.APIURL, monitor.SDPath, l.PrometheusTokenFile())
 	}
 	if l.Rack != nil {
 		fmt.Fprintln(w)

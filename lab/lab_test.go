@@ -368,6 +368,15 @@ func TestUpEndToEnd(t *testing.T) {
 		return len(r) == 1 && r[0].Value == "1"
 	})
 	require.NoError(t, err, "Prometheus never saw the rackcloud target up")
+	// The boot service, in the provisioning namespace, is scraped through
+	// SD on its metrics listener on loopback; the rack's hosts are
+	// discovered with their labels (their node exporters are out of reach).
+	_, err = monlab.WaitQuery(qctx, l.Monitor.PrometheusURL, `rackcloud_boot_dhcp_pool_addresses{job="rackcloud-boot",boot_service="rack1"}`,
+		func(r []monlab.Sample) bool { return len(r) == 1 && r[0].Value != "0" })
+	require.NoError(t, err, "Prometheus never scraped the boot service through SD")
+	_, err = monlab.WaitQuery(qctx, l.Monitor.PrometheusURL, `up{job="rackcloud-hosts",host=~".+",zone=~".*"}`,
+		func(r []monlab.Sample) bool { return len(r) > 0 })
+	require.NoError(t, err, "Prometheus never discovered the rack's hosts through SD")
 	l.Down()
 	l.Down()
 	_, err = http.Get(l.APIURL + "/healthz")
@@ -377,9 +386,9 @@ func TestUpEndToEnd(t *testing.T) {
 }
 
 // rejectedBootEvents sums rackcloud_boot_events_rejected_total over its
-// reasons, from the server's registry (the boot service registers there).
+// reasons, from the boot service's own registry.
 func rejectedBootEvents(t *testing.T, l *lab.Lab) float64 {
-	mfs, err := l.Server.Registry().Gather()
+	mfs, err := l.BootRegistry.Gather()
 	require.NoError(t, err)
 	sum := 0.0
 	for _, mf := range mfs {

@@ -6,7 +6,7 @@
 // Everything is answered from memory: an Inventory keeps one snapshot of
 // every host and guest (store.MonitorInventory), reloaded in the
 // background when it is older than its max age; SD (GET
-// /v1/sd/{hosts,bmcs,guests,boot}) and the Fleet collector read it, and
+// /v1/sd/{hosts,bmcs,guests,boot}), the Fleet and HostInfo collectors read it, and
 // GuestStats serves the drivers' guest stats (vmctl.StatsReader) from a
 // cache polled once per host per interval while someone scrapes. No
 // request or scrape queries per host, and none waits for a host.

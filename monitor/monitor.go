@@ -42,18 +42,19 @@ type Monitor struct {
 	Inventory *Inventory
 	SD        *SD
 	Fleet     *Fleet
+	HostInfo  *HostInfo
 	// Guests is nil without Config.Target.
 	Guests *GuestStats
 }
 
-// New builds the exports and registers the fleet and guest stats
-// collectors on cfg.Registerer (when set).
+// New builds the exports and registers the fleet, host info and guest
+// stats collectors on cfg.Registerer (when set).
 func New(cfg Config) (*Monitor, error) {
 	inv := NewInventory(StoreLoader(cfg.Pool), cfg.MaxAge, cfg.Logger)
-	m := &Monitor{Inventory: inv, Fleet: NewFleet(inv),
+	m := &Monitor{Inventory: inv, Fleet: NewFleet(inv), HostInfo: NewHostInfo(inv),
 		SD: NewSD(SDConfig{Inventory: inv, Auth: StoreAuth(cfg.Pool), NodeExporterPort: cfg.NodeExporterPort,
 			BootServices: cfg.BootServices, Problem: cfg.Problem, Logger: cfg.Logger})}
-	collectors := []prometheus.Collector{m.Fleet}
+	collectors := []prometheus.Collector{m.Fleet, m.HostInfo}
 	if cfg.Target != nil {
 		readers := map[rackcloud.HostRole]vmctl.StatsReader{}
 		for kind, d := range cfg.Drivers {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,8 +22,8 @@ import (
 	"github.com/rackcloud/rackcloud/lab/labtest"
 	"github.com/rackcloud/rackcloud/lab/pgtest"
 	"github.com/rackcloud/rackcloud/lab/proc"
+	"github.com/rackcloud/rackcloud/lab/srvtest"
 	"github.com/rackcloud/rackcloud/monitor"
-	"github.com/rackcloud/rackcloud/server"
 	"github.com/rackcloud/rackcloud/store"
 )
 
@@ -45,34 +44,17 @@ type fleet struct {
 
 func startFleet(t *testing.T, nodeExporterPort int, bootAddr string) *fleet {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := server.New(ctx, server.Config{Listen: "127.0.0.1:0", DatabaseURL: pgtest.URL(t), RetryMax: 500 * time.Millisecond,
-		TaskWorkers: -1, BMCPollInterval: -1, GuestReconcile: -1,
-		Monitor: monitor.Config{MaxAge: 200 * time.Millisecond, NodeExporterPort: nodeExporterPort,
-			BootServices: []monitor.BootService{{Name: "rack1", Address: bootAddr, Region: "lab", Zone: "z1", Rack: "r1"}}}},
-		slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	require.NoError(t, s.Listen())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+	s := srvtest.Start(t, monitor.Config{NodeExporterPort: nodeExporterPort,
+		BootServices: []monitor.BootService{{Name: "rack1", Address: bootAddr, Region: "lab", Zone: "z1", Rack: "r1"}}})
 	f := &fleet{t: t, base: "http://" + s.Addr(), pool: s.Pool(), nodeExporterPort: nodeExporterPort, bootAddr: bootAddr}
-	labtest.Eventually(t, 30*time.Second, 50*time.Millisecond, "the server to be ready", func() (bool, string) {
-		code, body := f.get("/readyz", "")
-		return code == 200, body
-	})
 	f.seed()
 	return f
 }
 
 func (f *fleet) seed() {
 	t, ctx, q := f.t, context.Background(), f.pool
-	reg, err := store.CreateRegion(ctx, q, rackcloud.Region{Meta: rackcloud.Meta{Name: "lab"}})
-	require.NoError(t, err)
-	z, err := store.CreateZone(ctx, q, rackcloud.Zone{Meta: rackcloud.Meta{Name: "z1"}, RegionID: reg.ID})
-	require.NoError(t, err)
-	r, err := store.CreateRack(ctx, q, rackcloud.Rack{Meta: rackcloud.Meta{Name: "r1"}, ZoneID: z.ID, Positions: 42})
-	require.NoError(t, err)
+	r := srvtest.Rack(t, q)
+	var err error
 	// A ready docker host whose node exporter is the real one on
 	// loopback; a kvm host in maintenance reached through its endpoint.
 	f.hostA, err = store.CreateHost(ctx, q, rackcloud.Host{Meta: rackcloud.Meta{Name: "node-a", Labels: rackcloud.Labels{"ssd": "true", "tier/x": "gold"}},

@@ -116,6 +116,12 @@ type Config struct {
 	// HTTPAddr is where HTTP listens; zero means ServerIP:8080. Port 0
 	// picks a free port (see Service.HTTPAddr).
 	HTTPAddr netip.AddrPort
+	// MetricsAddr, when set, is a second HTTP listener serving only GET
+	// /metrics and /healthz, opened in the process's own network
+	// namespace rather than Netns: a Prometheus outside the provisioning
+	// network (the lab's, on the host's loopback) scrapes the service
+	// there. Port 0 picks a free port (see Service.MetricsAddr).
+	MetricsAddr netip.AddrPort
 	// FilesDir is served under /files/: kernels, initrds and images.
 	FilesDir string
 

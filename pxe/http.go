@@ -55,10 +55,22 @@ func (s *Service) Handler() http.Handler {
 	mux.Handle("GET /boot/{mac}/events", s.instrument("events", http.HandlerFunc(s.handleEvents)))
 	mux.Handle("GET /files/{path...}", s.instrument("files", s.fileHandler(s.filesRoot, "/files/")))
 	mux.Handle("GET /ipxe/{path...}", s.instrument("ipxe", s.fileHandler(s.tftpRoot, "/ipxe/")))
+	s.handleOps(mux)
+	return mux
+}
+
+// handleOps adds GET /healthz and, with a Gatherer, GET /metrics.
+func (s *Service) handleOps(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	if s.gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
 	}
+}
+
+// metricsHandler serves the metrics listener: GET /metrics and /healthz.
+func (s *Service) metricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	s.handleOps(mux)
 	return mux
 }
 

@@ -173,6 +173,42 @@ func (l *leases) active() int {
 	return n
 }
 
+// pool returns how many addresses of the dynamic range can be handed out
+// to any MAC (the range less excluded addresses and reservations) and how
+// many of those are taken now (an unexpired lease or a live offer).
+func (l *leases) pool() (size, used int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	dynamic := func(ip netip.Addr) bool {
+		_, reserved := l.reserved[ip]
+		return l.inPool(ip) && l.subnet.Contains(ip) && !l.exclude[ip] && !reserved
+	}
+	size = int(l.end - l.start + 1)
+	for ip := range l.exclude {
+		if l.inPool(ip) {
+			size--
+		}
+	}
+	for ip := range l.reserved {
+		if l.inPool(ip) && !l.exclude[ip] {
+			size--
+		}
+	}
+	taken := map[netip.Addr]bool{}
+	for ip, ls := range l.byIP {
+		if ls.Expires.After(now) && dynamic(ip) {
+			taken[ip] = true
+		}
+	}
+	for _, o := range l.offers {
+		if o.expires.After(now) && dynamic(o.ip) {
+			taken[o.ip] = true
+		}
+	}
+	return max(0, size), len(taken)
+}
+
 // macOf returns the MAC holding ip (bound or offered).
 func (l *leases) macOf(ip netip.Addr) (string, bool) {
 	l.mu.Lock()

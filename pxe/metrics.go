@@ -86,6 +86,21 @@ func newMetrics(reg prometheus.Registerer, activeLeases func() float64, reachabl
 	return m
 }
 
+// registerPool adds the DHCP pool's gauges (full DHCP mode only: in
+// proxyDHCP mode another server owns the addresses):
+// rackcloud_boot_dhcp_pool_addresses and rackcloud_boot_dhcp_pool_used.
+func registerPool(reg prometheus.Registerer, l *leases) {
+	f := promauto.With(reg)
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "rackcloud_boot_dhcp_pool_addresses",
+		Help: "Addresses of the dynamic DHCP range that can be handed out (the range less excluded and reserved addresses).",
+	}, func() float64 { size, _ := l.pool(); return float64(size) })
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "rackcloud_boot_dhcp_pool_used",
+		Help: "Addresses of the dynamic DHCP range taken by an unexpired lease or a pending offer.",
+	}, func() float64 { _, used := l.pool(); return float64(used) })
+}
+
 // Reasons a boot event is rejected for good (label values of
 // rackcloud_boot_events_rejected_total).
 const (

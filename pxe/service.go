@@ -36,7 +36,10 @@ type Deps struct {
 	// Registerer receives the rackcloud_boot_* metrics; nil means a
 	// private registry.
 	Registerer prometheus.Registerer
-	// Gatherer, when set, is served on GET /metrics.
+	// Gatherer is served on GET /metrics (on the HTTP listener and on
+	// Config.MetricsAddr); nil means Registerer when it is also a
+	// Gatherer (a *prometheus.Registry, or the private one), else no
+	// /metrics.
 	Gatherer prometheus.Gatherer
 }
 
@@ -80,6 +83,8 @@ type Service struct {
 	tftp      *tftp.Server
 	http      *http.Server
 	httpBound netip.AddrPort
+	metrics   *http.Server // on Config.MetricsAddr; nil without one
+	metBound  netip.AddrPort
 	tftpBound netip.AddrPort
 	errs      chan error
 }
@@ -102,8 +107,12 @@ func New(cfg Config, d Deps) (*Service, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
+	gatherer := d.Gatherer
+	if g, ok := reg.(prometheus.Gatherer); ok && gatherer == nil {
+		gatherer = g
+	}
 	s := &Service{
-		cfg: cfg, log: log.With("component", "pxe"), profiles: d.Profiles, gatherer: d.Gatherer,
+		cfg: cfg, log: log.With("component", "pxe"), profiles: d.Profiles, gatherer: gatherer,
 		timeline: NewEventLog(cfg.EventsPerMAC, cfg.EventMACs), now: time.Now,
 	}
 	tokenFile := ""
@@ -140,6 +149,13 @@ func New(cfg Config, d Deps) (*Service, error) {
 		}
 		return 0
 	})
+	if s.leases != nil {
+		registerPool(reg, s.leases)
+	}
+	if cfg.MetricsAddr.IsValid() && gatherer == nil {
+		s.closeAll()
+		return nil, fmt.Errorf("%w: pxe: a metrics address needs a Gatherer", rackcloud.ErrInvalid)
+	}
 	return s, nil
 }
 
@@ -174,6 +190,10 @@ func (s *Service) Leases() []Lease {
 // configured one was 0).
 func (s *Service) HTTPAddr() netip.AddrPort { return s.httpAddr() }
 
+// MetricsAddr is the address the metrics listener listens on (the bound
+// port when the configured one was 0); invalid without Config.MetricsAddr.
+func (s *Service) MetricsAddr() netip.AddrPort { return s.boundOr(&s.metBound, s.cfg.MetricsAddr) }
+
 // TFTPAddr is the address TFTP listens on (the bound port when the
 // configured one was 0).
 func (s *Service) TFTPAddr() netip.AddrPort {
@@ -185,13 +205,16 @@ func (s *Service) TFTPAddr() netip.AddrPort {
 	return s.cfg.TFTPAddr
 }
 
-func (s *Service) httpAddr() netip.AddrPort {
+func (s *Service) httpAddr() netip.AddrPort { return s.boundOr(&s.httpBound, s.cfg.HTTPAddr) }
+
+// boundOr returns *bound (set under s.mu once listening), else configured.
+func (s *Service) boundOr(bound *netip.AddrPort, configured netip.AddrPort) netip.AddrPort {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.httpBound.IsValid() {
-		return s.httpBound
+	if bound.IsValid() {
+		return *bound
 	}
-	return s.cfg.HTTPAddr
+	return configured
 }
 
 // Start opens every socket (inside Config.Netns when set), loads the
@@ -257,6 +280,15 @@ func (s *Service) Start(ctx context.Context) error {
 		}
 		return nil
 	})
+	var metricsLn net.Listener
+	if err == nil && s.cfg.MetricsAddr.IsValid() {
+		// In this process's own namespace, not Netns.
+		if metricsLn, err = net.Listen("tcp", s.cfg.MetricsAddr.String()); err != nil {
+			err = fmt.Errorf("metrics on %v: %w", s.cfg.MetricsAddr, err)
+		} else {
+			s.closers = append(s.closers, metricsLn.Close)
+		}
+	}
 	if err != nil {
 		s.closeAll()
 		return fmt.Errorf("pxe: %w", err)
@@ -265,6 +297,10 @@ func (s *Service) Start(ctx context.Context) error {
 	s.mu.Lock()
 	s.httpBound = netip.AddrPortFrom(s.cfg.HTTPAddr.Addr(), bound.Port())
 	s.tftpBound = tftpConn.LocalAddr().(*net.UDPAddr).AddrPort()
+	if metricsLn != nil {
+		mb, _ := netip.ParseAddrPort(metricsLn.Addr().String())
+		s.metBound = netip.AddrPortFrom(s.cfg.MetricsAddr.Addr(), mb.Port())
+	}
 	s.mu.Unlock()
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -307,6 +343,14 @@ func (s *Service) Start(ctx context.Context) error {
 			s.errs <- fmt.Errorf("http: %w", err)
 		}
 	})
+	if metricsLn != nil {
+		s.metrics = &http.Server{Handler: s.metricsHandler(), ReadHeaderTimeout: 10 * time.Second}
+		goRun(func() {
+			if err := s.metrics.Serve(metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.errs <- fmt.Errorf("metrics http: %w", err)
+			}
+		})
+	}
 	if ra != nil {
 		goRun(func() { ra.run(ctx) })
 	}
@@ -322,7 +366,7 @@ func (s *Service) Start(ctx context.Context) error {
 		s.shutdown()
 	})
 	s.log.Info("boot service started", "dhcp", s.cfg.DHCPMode, "interface", s.cfg.Interface,
-		"server", s.cfg.ServerIP, "tftp", s.cfg.TFTPAddr, "http", s.HTTPAddr(), "netns", s.cfg.Netns,
+		"server", s.cfg.ServerIP, "tftp", s.cfg.TFTPAddr, "http", s.HTTPAddr(), "metrics", s.MetricsAddr(), "netns", s.cfg.Netns,
 		"auto_discovery", s.cfg.AutoDiscovery)
 	return nil
 }
@@ -339,10 +383,12 @@ func (s *Service) shutdown() {
 	}
 	s.stopped = true
 	s.mu.Unlock()
-	if s.http != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), DefaultShutdownWait)
-		_ = s.http.Shutdown(ctx)
-		cancel()
+	for _, srv := range []*http.Server{s.http, s.metrics} {
+		if srv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), DefaultShutdownWait)
+			_ = srv.Shutdown(ctx)
+			cancel()
+		}
 	}
 	s.closeAll()
 	if s.tftp != nil {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -27,6 +28,14 @@ type MonitorHost struct {
 	// Used what its placed guests use, Guests how many there are.
 	Capacity, Used rackcloud.Resources
 	Guests         int
+	// LastHeartbeat is when the installed host's agent last called in
+	// (zero: never).
+	LastHeartbeat time.Time
+	// TaskKind and TaskStep name the host's active task and its current
+	// step ("" when none runs); StepSince is when that step began (its
+	// first event, else when the task started or was made).
+	TaskKind, TaskStep string
+	StepSince          time.Time
 }
 
 // MonitorGuest is a guest as monitoring sees it.
@@ -48,8 +57,12 @@ func MonitorInventory(ctx context.Context, q Querier) ([]MonitorHost, []MonitorG
 		h.role, h.state, h.power, h.maintenance, h.labels, COALESCE(host(h.provisioning_ipv4), ''), h.endpoint,
 		COALESCE(h.bmc_address, ''), h.bmc_protocol,
 		COALESCE(u.cap_vcpu, 0), COALESCE(u.cap_memory_mib, 0), COALESCE(u.cap_disk_gib, 0),
-		COALESCE(u.used_vcpu, 0), COALESCE(u.used_memory_mib, 0), COALESCE(u.used_disk_gib, 0), COALESCE(u.guests, 0)
+		COALESCE(u.used_vcpu, 0), COALESCE(u.used_memory_mib, 0), COALESCE(u.used_disk_gib, 0), COALESCE(u.guests, 0),
+		h.last_heartbeat, COALESCE(t.kind, ''), COALESCE(t.step_name, ''), t.step_since
 		FROM hosts h LEFT JOIN host_usage u ON u.host_id = h.id
+		LEFT JOIN LATERAL (SELECT t.kind, t.step_name, COALESCE((SELECT min(e.at) FROM task_events e
+				WHERE e.task_id = t.id AND e.phase = t.phase AND e.step = t.step), t.started_at, t.created_at) AS step_since
+			FROM tasks t WHERE t.target = 'host/' || h.id::text AND t.state IN ('pending', 'running', 'canceling') LIMIT 1) t ON true
 		LEFT JOIN racks r ON r.id = h.rack_id LEFT JOIN zones z ON z.id = r.zone_id LEFT JOIN regions g ON g.id = z.region_id
 		ORDER BY h.name`)
 	if err != nil {
@@ -57,10 +70,18 @@ func MonitorInventory(ctx context.Context, q Querier) ([]MonitorHost, []MonitorG
 	}
 	hosts, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (MonitorHost, error) {
 		var h MonitorHost
+		var heartbeat, stepSince *time.Time
 		err := row.Scan(&h.ID, &h.Name, &h.Region, &h.Zone, &h.Rack, &h.Role, &h.State, &h.Power, &h.Maintenance, &h.Labels,
 			&h.ProvisioningIPv4, &h.Endpoint, &h.BMCAddress, &h.BMCProtocol,
 			&h.Capacity.CPUCores, &h.Capacity.MemoryMiB, &h.Capacity.DiskGiB,
-			&h.Used.CPUCores, &h.Used.MemoryMiB, &h.Used.DiskGiB, &h.Guests)
+			&h.Used.CPUCores, &h.Used.MemoryMiB, &h.Used.DiskGiB, &h.Guests,
+			&heartbeat, &h.TaskKind, &h.TaskStep, &stepSince)
+		if heartbeat != nil {
+			h.LastHeartbeat = *heartbeat
+		}
+		if stepSince != nil {
+			h.StepSince = *stepSince
+		}
 		return h, err
 	})
 	if err != nil {

@@ -164,7 +164,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tasks: metrics: %w", err)
 	}
-	return &Engine{
+	e := &Engine{
 		pool:    pool,
 		cfg:     cfg,
 		log:     cfg.Logger.With("worker", cfg.ID),
@@ -176,7 +176,13 @@ func New(pool *pgxpool.Pool, cfg Config) (*Engine, error) {
 		wake:    make(chan struct{}, 1),
 
 		stopClaims: make(chan struct{}),
-	}, nil
+	}
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(newTimeoutsCollector(e)); err != nil {
+			return nil, fmt.Errorf("tasks: metrics: %w", err)
+		}
+	}
+	return e, nil
 }
 
 // Register adds a kind. It fails with rackcloud.ErrInvalid for a malformed

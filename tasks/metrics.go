@@ -78,3 +78,32 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	return m, nil
 }
+
+// timeoutsCollector exports rackcloud_tasks_step_wait_timeout_seconds
+// {kind,step}: each registered step's WaitTimeout (steps without one are
+// left out), so that an alert can compare how long a resource has been
+// in a step (rackcloud_host_step_age_seconds) with the step's bound.
+type timeoutsCollector struct {
+	e    *Engine
+	desc *prometheus.Desc
+}
+
+func newTimeoutsCollector(e *Engine) *timeoutsCollector {
+	return &timeoutsCollector{e: e, desc: prometheus.NewDesc("rackcloud_tasks_step_wait_timeout_seconds",
+		"How long a step of a registered task kind may wait for the machine before it fails (steps with a bound only).",
+		[]string{"kind", "step"}, nil)}
+}
+
+func (c *timeoutsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *timeoutsCollector) Collect(ch chan<- prometheus.Metric) {
+	c.e.mu.RLock()
+	defer c.e.mu.RUnlock()
+	for _, name := range c.e.names {
+		for _, s := range c.e.kinds[name].Steps {
+			if s.WaitTimeout > 0 {
+				ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, s.WaitTimeout.Seconds(), name, s.Name)
+			}
+		}
+	}
+}

@@ -150,6 +150,7 @@ type venv struct {
 	engine  *tasks.Engine
 	drv     *fakeDriver
 	vm      *vmctl.Controller
+	reg     *prometheus.Registry // the controller's metrics
 	project string
 	image   string
 	racks   []string
@@ -180,7 +181,8 @@ func newVenvAlso(t *testing.T, racks int, drivers map[rackcloud.GuestKind]vmctl.
 	if drivers == nil {
 		drivers = map[rackcloud.GuestKind]vmctl.Driver{rackcloud.GuestContainer: drv, rackcloud.GuestVM: drv}
 	}
-	vm := vmctl.New(vmctl.Config{Pool: pool, Reconcile: -1, StopGrace: time.Second, Drivers: drivers})
+	metrics := prometheus.NewRegistry()
+	vm := vmctl.New(vmctl.Config{Pool: pool, Reconcile: -1, StopGrace: time.Second, Drivers: drivers, Registerer: metrics})
 	require.NoError(t, vm.Register(engine))
 	if also != nil {
 		also(pool, engine)
@@ -194,7 +196,7 @@ func newVenvAlso(t *testing.T, racks int, drivers map[rackcloud.GuestKind]vmctl.
 		require.NoError(t, engine.Stop(context.Background()))
 		<-done
 	})
-	e := &venv{t: t, pool: pool, engine: engine, drv: drv, vm: vm}
+	e := &venv{t: t, pool: pool, engine: engine, drv: drv, vm: vm, reg: metrics}
 	p, err := store.CreateProject(ctx, pool, rackcloud.Project{Meta: rackcloud.Meta{Name: "p"}})
 	require.NoError(t, err)
 	e.project = p.ID
@@ -309,13 +311,36 @@ func TestGuestLifecycleThroughTasks(t *testing.T) {
 	evs2, err := store.ListGuestEvents(ctx, e.pool, g.ID, 0, 100)
 	require.NoError(t, err)
 	require.Len(t, evs2, len(evs), "no event when nothing changed")
+	require.Equal(t, []float64{1}, e.crashes(g.ID), "one crash seen, however often observed")
 
 	require.Equal(t, rackcloud.TaskSucceeded, e.guestTask(rackcloud.KindGuestDelete, g).State)
 	_, err = store.GetGuest(ctx, e.pool, g.ID)
 	require.ErrorIs(t, err, rackcloud.ErrNotFound)
+	require.Empty(t, e.crashes(g.ID), "a deleted guest's series goes with it")
 	h, err := store.GetHost(ctx, e.pool, h1)
 	require.NoError(t, err)
 	require.Equal(t, rackcloud.Resources{}, h.Used)
+}
+
+// crashes returns rackcloud_guest_crashes_total of guest id (none: no
+// series).
+func (e *venv) crashes(id string) []float64 {
+	mfs, err := e.reg.Gather()
+	require.NoError(e.t, err)
+	var out []float64
+	for _, mf := range mfs {
+		if mf.GetName() != "rackcloud_guest_crashes_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "guest_id" && l.GetValue() == id {
+					out = append(out, m.GetCounter().GetValue())
+				}
+			}
+		}
+	}
+	return out
 }
 
 func TestGuestThatFitsNowhereFailsWithAnExplanation(t *testing.T) {

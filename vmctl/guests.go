@@ -319,7 +319,11 @@ func (c *Controller) forgetStep(ctx context.Context, sc *tasks.StepContext) (any
 		}
 		return nil, err
 	}
-	return nil, store.DeleteGuest(ctx, c.cfg.Pool, g.ID, g.Version)
+	if err := store.DeleteGuest(ctx, c.cfg.Pool, g.ID, g.Version); err != nil {
+		return nil, err
+	}
+	c.m.crashes.DeleteLabelValues(g.ID, g.Name, g.ProjectID)
+	return nil, nil
 }
 
 // observe records what a driver saw of a guest. A guest that is not
@@ -335,6 +339,9 @@ func (c *Controller) observe(ctx context.Context, g rackcloud.Guest, o Observed)
 	}
 	if changed {
 		c.m.observed.WithLabelValues(string(o.State)).Inc()
+		if o.State == ObservedCrashed {
+			c.m.crashes.WithLabelValues(g.ID, g.Name, g.ProjectID).Inc()
+		}
 	}
 }
 

@@ -76,6 +76,9 @@ type metrics struct {
 	conflicts prometheus.Counter
 	decide    prometheus.Histogram
 	observed  *prometheus.CounterVec
+	// crashes counts, per guest, the reconciler's observations of a guest
+	// newly crashed (GuestCrashLooping); a guest's series goes with it.
+	crashes *prometheus.CounterVec
 }
 
 // New builds a controller; Register adds its task kinds to an engine and
@@ -105,6 +108,9 @@ func New(cfg Config) *Controller {
 				Buckets: []float64{1e-6, 5e-6, 2e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.02}}),
 			observed: f.NewCounterVec(prometheus.CounterOpts{Name: "rackcloud_guest_observed_changes_total",
 				Help: "Changes of guests' observed states seen by the reconciler, by new state."}, []string{"state"}),
+			crashes: f.NewCounterVec(prometheus.CounterOpts{Name: "rackcloud_guest_crashes_total",
+				Help: "Times the reconciler saw a guest newly crashed (not running though it should), by guest (series of guests that crashed only)."},
+				[]string{"guest_id", "guest", "project_id"}),
 		}}
 }
 

@@ -5,6 +5,11 @@
 // per interval, so a discovery answer or a fleet scrape should cost about
 // what one host's node exporter scrape costs.
 //
+// /metrics is what the monitor registers: the fleet counts and one
+// rackcloud_host_info, rackcloud_host_heartbeat_age_seconds (every host
+// heartbeats) and, for the hosts in provisioning, rackcloud_host_step_age_seconds
+// series per host.
+//
 // Each round asks, in turn, for /v1/sd/hosts, /v1/sd/guests and /metrics
 // (through the real handlers behind a loopback HTTP server, with the
 // bearer token checked against the database every time) and for the node
@@ -15,9 +20,10 @@
 //
 // The last line is
 //
-//	BENCH monitor sd_ms=<median of the slower SD answer> node_exporter_ms=<median> ratio=<sd/node exporter>
+//	BENCH monitor sd_ms=<median of the slower SD answer> metrics_ms=<median> node_exporter_ms=<median> ratio=<sd/node exporter> goals=<met|missed>
 //
-// and the lines before it give every median with its p90.
+// (goals: SD within 100 ms, /metrics within 250 ms) and the lines before
+// it give every median with its p90.
 package main
 
 import (
@@ -167,9 +173,21 @@ func run() error {
 	}
 	sd := max(pct(eps[0].ms, 50), pct(eps[1].ms, 50))
 	peer := pct(eps[3].ms, 50)
-	fmt.Printf("BENCH monitor sd_ms=%.2f metrics_ms=%.2f node_exporter_ms=%.2f ratio=%.2f\n", sd, pct(eps[2].ms, 50), peer, sd/peer)
+	metrics := pct(eps[2].ms, 50)
+	goals := "met"
+	if sd > sdGoalMS || metrics > metricsGoalMS {
+		goals = "missed"
+	}
+	fmt.Printf("BENCH monitor sd_ms=%.2f metrics_ms=%.2f node_exporter_ms=%.2f ratio=%.2f goals=%s\n", sd, metrics, peer, sd/peer, goals)
 	return nil
 }
+
+// Goals of the medians: what Prometheus can ask every refresh and scrape
+// without the server noticing.
+const (
+	sdGoalMS      = 100
+	metricsGoalMS = 250
+)
 
 // serve runs mon's SD and reg's /metrics on a loopback HTTP server.
 func serve(mon *monitor.Monitor, reg *prometheus.Registry) (string, func(), error) {
@@ -304,6 +322,18 @@ func seed(ctx context.Context, pool *pgxpool.Pool, hosts, guests int) (string, e
 				FROM guests WHERE host_id IS NOT NULL GROUP BY host_id) s
 			WHERE u.host_id = s.host_id`); err != nil {
 			return fmt.Errorf("charge guests: %w", err)
+		}
+		// Every host's agent called in within the last minute; one host in
+		// a hundred is provisioning, in a step of a running task.
+		if _, err := tx.Exec(ctx, `UPDATE hosts SET last_heartbeat = now() - (random() * interval '60 seconds')`); err != nil {
+			return fmt.Errorf("heartbeats: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `WITH p AS (UPDATE hosts SET state = 'provisioning' WHERE name LIKE '%00' RETURNING id),
+				t AS (SELECT gen_random_uuid() AS id, p.id AS host FROM p)
+			INSERT INTO tasks (id, root_id, kind, target, state, step, step_name, started_at)
+			SELECT t.id, t.id, 'host.provision', 'host/' || t.host::text, 'running', 2, 'await-install', now() - interval '10 minutes'
+			FROM t`); err != nil {
+			return fmt.Errorf("provisioning tasks: %w", err)
 		}
 		_, token, err = store.Bootstrap(ctx, tx, store.BootstrapOptions{})
 		return err

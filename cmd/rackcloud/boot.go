@@ -33,7 +33,7 @@ type bootFlags struct {
 	leaseTime                                 time.Duration
 	tftpAddr, tftpRoot                        string
 	tftpBlockSize                             int
-	httpAddr, filesDir                        string
+	httpAddr, filesDir, metricsAddr           string
 	biosFile, uefiFile                        string
 	autoDiscovery, buildDiscovery             bool
 	discoveryKernel, discoveryInitrd, cmdline string
@@ -59,6 +59,7 @@ func (f *bootFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&f.tftpRoot, "tftp-root", pxe.DefaultTFTPRoot, "read-only TFTP root holding the iPXE binaries (Debian package ipxe)")
 	fs.IntVar(&f.tftpBlockSize, "tftp-blksize", pxe.DefaultTFTPBlockSize, "largest TFTP block size granted")
 	fs.StringVar(&f.httpAddr, "http-addr", "", "HTTP listen address (default SERVER-IP:8080)")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "a listener for /metrics only, opened outside --netns (e.g. 127.0.0.1:9180), for a Prometheus outside the provisioning network")
 	fs.StringVar(&f.filesDir, "files-dir", "/var/lib/rackcloud/boot/files", "kernels, initrds and images served under /files/")
 	fs.StringVar(&f.biosFile, "bios-file", pxe.DefaultBIOSBootFile, "iPXE binary for BIOS PXE firmware")
 	fs.StringVar(&f.uefiFile, "uefi-file", pxe.DefaultUEFIBootFile, "iPXE binary for UEFI PXE and HTTP boot firmware")
@@ -106,7 +107,7 @@ func (f *bootFlags) config() (pxe.Config, error) {
 		RangeStart: addr("range-start", f.rangeStart), RangeEnd: addr("range-end", f.rangeEnd),
 		Router: addr("router", f.router), LeaseTime: f.leaseTime,
 		TFTPAddr: addrPort("tftp-addr", f.tftpAddr), TFTPRoot: f.tftpRoot, TFTPBlockSize: f.tftpBlockSize,
-		HTTPAddr: addrPort("http-addr", f.httpAddr), FilesDir: f.filesDir,
+		HTTPAddr: addrPort("http-addr", f.httpAddr), FilesDir: f.filesDir, MetricsAddr: addrPort("metrics-addr", f.metricsAddr),
 		BIOSBootFile: f.biosFile, UEFIBootFile: f.uefiFile, AutoDiscovery: f.autoDiscovery,
 		RAInterval: f.raInterval,
 	}

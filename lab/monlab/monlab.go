@@ -1,6 +1,6 @@
 // Package monlab runs the monitoring parts of the lab from Debian's
 // packages: Prometheus (scraping rackcloud and, through rackcloud's HTTP
-// service discovery once it exists, the fleet), Alertmanager and the node
+// service discovery (Config.SD), the fleet), Alertmanager and the node
 // exporter, each on a loopback port under a state directory, stopped by PID.
 package monlab
 
@@ -36,7 +36,31 @@ type Config struct {
 	RuleFiles []string
 	// NoNodeExporter skips the node exporter.
 	NoNodeExporter bool
+	// SD, when its URL is set, makes Prometheus discover the fleet through
+	// rackcloud's HTTP service discovery (SDJobs).
+	SD SDConfig
 }
+
+// SDConfig points Prometheus at a rackcloud server's service discovery.
+type SDConfig struct {
+	// URL is the server's base URL ("http://127.0.0.1:8080").
+	URL string
+	// TokenFile holds an API token that may discover the whole fleet
+	// (role operator or admin; monitor.Caller.Fleet).
+	TokenFile string
+	// RefreshInterval is how often Prometheus asks (0: DefaultSDRefresh).
+	RefreshInterval time.Duration
+	// BMCExporter is host:port of an exporter that reads BMCs the
+	// multi-target way (/metrics?target=BMC&module=PROTOCOL, as
+	// ipmi_exporter does). Without one the BMCs are discovered but not
+	// scraped (dropped targets): rackcloud's own /metrics carries what its
+	// BMC poll reads.
+	BMCExporter string
+}
+
+// DefaultSDRefresh is the lab's service discovery refresh: short, so that
+// a host enrolled a moment ago is scraped within seconds.
+const DefaultSDRefresh = 2 * time.Second
 
 // Stack is the running monitoring parts.
 type Stack struct {
@@ -171,6 +195,57 @@ func PrometheusConfig(c Config, nodeExporter string) string {
 	}
 	if nodeExporter != "" {
 		fmt.Fprintf(&b, "  - job_name: node\n    static_configs:\n      - targets: [%q]\n", nodeExporter)
+	}
+	if c.SD.URL != "" {
+		b.WriteString(SDJobs(c.SD))
+	}
+	return b.String()
+}
+
+// SDKinds are the kinds rackcloud's service discovery serves
+// (monitor.SDKinds; monlab does not import the server's packages).
+var SDKinds = []string{"hosts", "bmcs", "guests", "boot"}
+
+// SDJobs renders one scrape job per kind of target, rackcloud-<kind>,
+// each reading GET <URL>/v1/sd/<kind> with the bearer token in TokenFile
+// and mapping every __meta_rackcloud_<name> label to <name> (host, host_id,
+// region, zone, rack, role, state, project, label_<key>, ...): hosts'
+// node exporters, guests that publish metrics, boot services' /metrics,
+// and BMCs through c.BMCExporter.
+func SDJobs(c SDConfig) string {
+	refresh := c.RefreshInterval
+	if refresh == 0 {
+		refresh = DefaultSDRefresh
+	}
+	var b strings.Builder
+	for _, kind := range SDKinds {
+		fmt.Fprintf(&b, `  - job_name: rackcloud-%s
+    http_sd_configs:
+      - url: %q
+        refresh_interval: %s
+        authorization:
+          type: Bearer
+          credentials_file: %q
+    relabel_configs:
+      - action: labelmap
+        regex: __meta_rackcloud_(.+)
+`, kind, strings.TrimSuffix(c.URL, "/")+"/v1/sd/"+kind, refresh, c.TokenFile)
+		if kind != "bmcs" {
+			continue
+		}
+		if c.BMCExporter == "" {
+			b.WriteString("      # No BMC exporter: discovered, not scraped.\n      - action: drop\n        source_labels: [__address__]\n        regex: .+\n")
+			continue
+		}
+		fmt.Fprintf(&b, `      - source_labels: [__address__]
+        target_label: __param_target
+      - source_labels: [__meta_rackcloud_bmc_protocol]
+        target_label: __param_module
+      - source_labels: [__address__]
+        target_label: bmc
+      - target_label: __address__
+        replacement: %q
+`, c.BMCExporter)
 	}
 	return b.String()
 }
