@@ -23,8 +23,8 @@ import (
 	"github.com/rackcloud/rackcloud/lab/labtest"
 	"github.com/rackcloud/rackcloud/lab/pgtest"
 	"github.com/rackcloud/rackcloud/lab/rack"
+	"github.com/rackcloud/rackcloud/lab/srvtest"
 	"github.com/rackcloud/rackcloud/server"
-	"github.com/rackcloud/rackcloud/server/servertest"
 	"github.com/rackcloud/rackcloud/vmctl"
 )
 
@@ -212,7 +212,7 @@ func TestFenceDeadHostRestartsGuestsElsewhere(t *testing.T) {
 	d2 := startDockerd(t, ctx, "rcav2")
 	d3 := startDockerd(t, ctx, "rcav3")
 
-	srv := servertest.Start(t, ctx, server.Config{BMCPollInterval: -1,
+	srv := srvtest.Run(t, ctx, server.Config{BMCPollInterval: -1,
 		GuestDrivers: map[rackcloud.GuestKind]vmctl.Driver{rackcloud.GuestContainer: &vmctl.Docker{}},
 		Availability: availability.Config{SweepInterval: 300 * time.Millisecond, RetryAfter: time.Second, PowerWait: 10 * time.Second,
 			ReachTimeout: 3 * time.Second}})

@@ -19,9 +19,9 @@ import (
 	"github.com/rackcloud/rackcloud/lab/dockerd"
 	"github.com/rackcloud/rackcloud/lab/guestimg"
 	"github.com/rackcloud/rackcloud/lab/labtest"
+	"github.com/rackcloud/rackcloud/lab/srvtest"
 	"github.com/rackcloud/rackcloud/lab/virtd"
 	"github.com/rackcloud/rackcloud/server"
-	"github.com/rackcloud/rackcloud/server/servertest"
 	"github.com/rackcloud/rackcloud/vmctl"
 )
 
@@ -47,7 +47,7 @@ func TestGuestCreateWaitShowsEachStepOnAdoptedHosts(t *testing.T) {
 	// machine's /dev/kvm cannot run them).
 	lvDriver := &vmctl.Libvirt{DomainType: "qemu"}
 	defer lvDriver.Close()
-	srv := servertest.Start(t, ctx, server.Config{
+	srv := srvtest.Run(t, ctx, server.Config{
 		GuestDrivers: map[rackcloud.GuestKind]vmctl.Driver{rackcloud.GuestVM: lvDriver, rackcloud.GuestContainer: &vmctl.Docker{}}})
 	t.Setenv("RACKCLOUD_SERVER", srv.URL)
 	t.Setenv("RACKCLOUD_TOKEN", srv.Token)

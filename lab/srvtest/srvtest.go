@@ -5,8 +5,11 @@ package srvtest
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
-	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,15 +25,45 @@ import (
 
 // Start runs a server with mon as its monitoring configuration (MaxAge
 // 200 ms unless set), no task workers, BMC polling or guest reconciler,
-// and returns it once /readyz answers; the test's cleanup stops it.
+// and returns it once it is ready; the test's cleanup stops it.
 func Start(t testing.TB, mon monitor.Config) *server.Server {
 	t.Helper()
 	if mon.MaxAge == 0 {
 		mon.MaxAge = 200 * time.Millisecond
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := server.New(ctx, server.Config{Listen: "127.0.0.1:0", DatabaseURL: pgtest.URL(t), RetryMax: 500 * time.Millisecond,
-		TaskWorkers: -1, BMCPollInterval: -1, GuestReconcile: -1, Monitor: mon}, slog.New(slog.DiscardHandler))
+	return Run(t, context.Background(), server.Config{TaskWorkers: -1, BMCPollInterval: -1, GuestReconcile: -1, Monitor: mon}).Server
+}
+
+// Server is a running test server.
+type Server struct {
+	*server.Server
+	// URL is http://<addr>; Token is an admin token's secret.
+	URL, Token string
+}
+
+// Run runs a server with cfg until the test ends (Listen, DatabaseURL,
+// RetryMax, BootstrapTokenFile and, without a SecretKeyFile,
+// InsecureThrowawayKey are filled in) and returns it once its database is
+// ready and its admin token written.
+func Run(t testing.TB, ctx context.Context, cfg server.Config) *Server {
+	t.Helper()
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	if cfg.DatabaseURL == "" {
+		cfg.DatabaseURL = pgtest.URL(t)
+	}
+	if cfg.RetryMax == 0 {
+		cfg.RetryMax = 500 * time.Millisecond
+	}
+	if cfg.BootstrapTokenFile == "" {
+		cfg.BootstrapTokenFile = filepath.Join(t.TempDir(), "admin.token")
+	}
+	if cfg.SecretKeyFile == "" {
+		cfg.InsecureThrowawayKey = true
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	s, err := server.New(ctx, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		cancel()
 		require.NoError(t, err)
@@ -39,15 +72,12 @@ func Start(t testing.TB, mon monitor.Config) *server.Server {
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
-	labtest.Eventually(t, 30*time.Second, 50*time.Millisecond, "the server to be ready", func() (bool, string) {
-		resp, err := http.Get("http://" + s.Addr() + "/readyz")
-		if err != nil {
-			return false, err.Error()
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, resp.Status
+	var token []byte
+	labtest.Eventually(t, time.Minute, 50*time.Millisecond, "the server's database and admin token", func() (bool, string) {
+		token, err = os.ReadFile(cfg.BootstrapTokenFile)
+		return err == nil && len(token) > 0, fmt.Sprint(err)
 	})
-	return s
+	return &Server{Server: s, URL: "http://" + s.Addr(), Token: strings.TrimSpace(string(token))}
 }
 
 // Rack creates region "lab", zone "z1" and rack "r1" (42 positions) and
