@@ -1,7 +1,9 @@
 package monitor
 
 import (
+	"context"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,13 +23,46 @@ import (
 //     with rackcloud_tasks_step_wait_timeout_seconds{kind,step}).
 //
 // The ages are computed at scrape time from timestamps in the snapshot:
-// a heartbeat or a step change newer than the snapshot shows only after
-// the next load (at most the Inventory's max age later), so an age can
-// read up to that much too high, never too low by more than a scrape.
+// a step change newer than the snapshot shows only after the next load
+// (at most the Inventory's max age later), so a step age can read up to
+// that much too high. Heartbeats, which the HostDown alert (and so the
+// availability controller) reads, come from Heartbeats when it is set:
+// one small query, cached for HeartbeatTTL, so that their age is never
+// more than that too high.
 type HostInfo struct {
 	inv                   *Inventory
 	now                   func() time.Time
 	info, heartbeat, step *prometheus.Desc
+
+	// Heartbeats, when set, reads each host's last heartbeat by host ID.
+	Heartbeats func(ctx context.Context) (map[string]time.Time, error)
+	mu         sync.Mutex
+	beats      map[string]time.Time
+	beatsAt    time.Time
+}
+
+// HeartbeatTTL is how long HostInfo keeps what Heartbeats read.
+const HeartbeatTTL = time.Second
+
+// lastBeats returns fresh heartbeats (nil when Heartbeats is not set or
+// fails: the snapshot's are used).
+func (c *HostInfo) lastBeats() map[string]time.Time {
+	if c.Heartbeats == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.beats != nil && c.now().Sub(c.beatsAt) < HeartbeatTTL {
+		return c.beats
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	b, err := c.Heartbeats(ctx)
+	if err != nil {
+		return nil
+	}
+	c.beats, c.beatsAt = b, c.now()
+	return b
 }
 
 // NewHostInfo makes the collector; register it on the server's registry.
@@ -61,9 +96,14 @@ func (c *HostInfo) Collect(ch chan<- prometheus.Metric) {
 	if s == nil {
 		return
 	}
+	beats := c.lastBeats()
 	now := c.now()
 	for i := range s.Hosts {
 		h := &s.Hosts[i]
+		if b, ok := beats[h.ID]; ok && b.After(h.LastHeartbeat) {
+			h = ptr(*h)
+			h.LastHeartbeat = b
+		}
 		ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1, h.Name, h.ID, h.Region, h.Zone, h.Rack,
 			roleLabel(h.Role), string(h.State), strconv.FormatBool(h.Maintenance))
 		if !h.LastHeartbeat.IsZero() {
@@ -75,3 +115,5 @@ func (c *HostInfo) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -52,6 +52,36 @@ func TestHostInfoFromTheSnapshot(t *testing.T) {
 	promtoolCheck(t, reg)
 }
 
+// A heartbeat newer than the snapshot shows at once when Heartbeats is
+// set (the HostDown alert must not read a live host's age as stale); an
+// older one, or a failing read, leaves the snapshot's.
+func TestHostInfoHeartbeatsFresherThanTheSnapshot(t *testing.T) {
+	t.Parallel()
+	hourAgo := time.Now().Add(-time.Hour)
+	inv := fixedInventory([]store.MonitorHost{
+		{ID: "a", Name: "node-a", State: rackcloud.HostReady, LastHeartbeat: hourAgo},
+		{ID: "b", Name: "node-b", State: rackcloud.HostReady, LastHeartbeat: hourAgo},
+	}, nil)
+	_, err := inv.Snapshot(context.Background())
+	require.NoError(t, err)
+	hi := monitor.NewHostInfo(inv)
+	fail := false
+	hi.Heartbeats = func(context.Context) (map[string]time.Time, error) {
+		if fail {
+			return nil, fmt.Errorf("database down")
+		}
+		return map[string]time.Time{"a": time.Now(), "b": hourAgo.Add(-time.Hour)}, nil
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(hi)
+	require.Less(t, gauge(t, reg, "rackcloud_host_heartbeat_age_seconds", map[string]string{"host": "node-a"}), 60.0)
+	require.InDelta(t, 3600, gauge(t, reg, "rackcloud_host_heartbeat_age_seconds", map[string]string{"host": "node-b"}), 600)
+	fail = true
+	time.Sleep(monitor.HeartbeatTTL) // let the cache expire (no assertion on time)
+	require.InDelta(t, 3600, gauge(t, reg, "rackcloud_host_heartbeat_age_seconds", map[string]string{"host": "node-a"}), 600,
+		"a failing read falls back on the snapshot")
+}
+
 // The server exports host info read from the database: the heartbeat and
 // the active task's step come from the inventory query.
 func TestServerExportsHostInfo(t *testing.T) {

@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"time"
@@ -54,6 +55,9 @@ func New(cfg Config) (*Monitor, error) {
 	m := &Monitor{Inventory: inv, Fleet: NewFleet(inv), HostInfo: NewHostInfo(inv),
 		SD: NewSD(SDConfig{Inventory: inv, Auth: StoreAuth(cfg.Pool), NodeExporterPort: cfg.NodeExporterPort,
 			BootServices: cfg.BootServices, Problem: cfg.Problem, Logger: cfg.Logger})}
+	if cfg.Pool != nil {
+		m.HostInfo.Heartbeats = func(ctx context.Context) (map[string]time.Time, error) { return store.Heartbeats(ctx, cfg.Pool) }
+	}
 	collectors := []prometheus.Collector{m.Fleet, m.HostInfo}
 	if cfg.Target != nil {
 		readers := map[rackcloud.HostRole]vmctl.StatsReader{}

@@ -103,3 +103,25 @@ func MonitorInventory(ctx context.Context, q Querier) ([]MonitorHost, []MonitorG
 	}
 	return hosts, guests, nil
 }
+
+// Heartbeats returns when each host's agent last called in, by host ID
+// (hosts that ever did): one small query, so that the heartbeat ages the
+// availability alerts read are seconds fresh while the inventory snapshot
+// may be older.
+func Heartbeats(ctx context.Context, q Querier) (map[string]time.Time, error) {
+	rows, err := q.Query(ctx, `SELECT id::text, last_heartbeat FROM hosts WHERE last_heartbeat IS NOT NULL`)
+	if err != nil {
+		return nil, MapError(err)
+	}
+	defer rows.Close()
+	out := map[string]time.Time{}
+	for rows.Next() {
+		var id string
+		var at time.Time
+		if err := rows.Scan(&id, &at); err != nil {
+			return nil, MapError(err)
+		}
+		out[id] = at
+	}
+	return out, MapError(rows.Err())
+}
