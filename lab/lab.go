@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/alerts"
 	"github.com/rackcloud/rackcloud/bmc"
 	"github.com/rackcloud/rackcloud/lab/bootimg"
 	"github.com/rackcloud/rackcloud/lab/monlab"
@@ -181,7 +182,9 @@ func Up(ctx context.Context, c Config, log *slog.Logger) (l *Lab, err error) {
 		// answer inside the provisioning network's namespace.
 		HostBootURL: bootURL, HostNetns: hostNetns,
 		// Prometheus discovers the rack and the boot service through SD.
-		Monitor: monitor.Config{MaxAge: LabInventoryMaxAge, BootServices: bootServices}}, log)
+		Monitor: monitor.Config{MaxAge: LabInventoryMaxAge, BootServices: bootServices},
+		// The shipped and the API's alert rules, for the lab's Prometheus.
+		Rules: alerts.RendererConfig{Dir: l.RulesDir(), Prometheus: []string{"http://127.0.0.1:" + strconv.Itoa(c.PrometheusPort)}}}, log)
 	if err != nil {
 		stopSrv()
 		return l, err
@@ -210,8 +213,8 @@ func Up(ctx context.Context, c Config, log *slog.Logger) (l *Lab, err error) {
 	log.Info("lab: starting Prometheus, Alertmanager and the node exporter")
 	l.Monitor, err = monlab.Start(ctx, monlab.Config{Dir: filepath.Join(dir, "monitoring"),
 		PrometheusPort: c.PrometheusPort, AlertmanagerPort: c.AlertmanagerPort, NodeExporterPort: c.NodeExporterPort,
-		RackcloudTargets: []string{"127.0.0.1:" + strconv.Itoa(c.APIPort)},
-		SD:               monlab.SDConfig{URL: l.APIURL, TokenFile: l.PrometheusTokenFile()}})
+		RackcloudTargets: []string{"127.0.0.1:" + strconv.Itoa(c.APIPort)}, RuleFiles: []string{l.RulesDir() + "/*.yml"},
+		SD: monlab.SDConfig{URL: l.APIURL, TokenFile: l.PrometheusTokenFile()}})
 	if err != nil {
 		return l, err
 	}
@@ -403,6 +406,10 @@ const rackName = "rack1"
 func (l *Lab) BootMetricsAddr() netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(l.BootMetricsPort))
 }
+
+// RulesDir is where the server writes the alert rules the lab's
+// Prometheus loads.
+func (l *Lab) RulesDir() string { return filepath.Join(l.Dir, "monitoring", "rules") }
 
 // PrometheusTokenFile holds the token Prometheus discovers the fleet
 // with (role operator: the least that sees every host, BMC and boot

@@ -377,6 +377,17 @@ func TestUpEndToEnd(t *testing.T) {
 	_, err = monlab.WaitQuery(qctx, l.Monitor.PrometheusURL, `up{job="rackcloud-hosts",host=~".+",zone=~".*"}`,
 		func(r []monlab.Sample) bool { return len(r) > 0 })
 	require.NoError(t, err, "Prometheus never discovered the rack's hosts through SD")
+	// The server rendered the shipped rules into the directory the lab's
+	// Prometheus loads, and reloaded it.
+	labtest.Eventually(t, 45*time.Second, 500*time.Millisecond, "the shipped rules in Prometheus", func() (bool, string) {
+		resp, err := http.Get(l.Monitor.PrometheusURL + "/api/v1/rules")
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), `"name":"HostDown"`) && strings.Contains(string(b), `"name":"rackcloud-api"`), string(b)
+	})
 	l.Down()
 	l.Down()
 	_, err = http.Get(l.APIURL + "/healthz")

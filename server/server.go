@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/alerts"
 	"github.com/rackcloud/rackcloud/api"
 	"github.com/rackcloud/rackcloud/availability"
 	"github.com/rackcloud/rackcloud/bmc"
@@ -121,6 +122,10 @@ type Config struct {
 	// evacuate dead hosts); the server sets its Pool, BMC, Reach, Logger
 	// and Registerer.
 	Availability availability.Config
+	// Rules, with a Dir, renders the alert rules into a rule file there
+	// (one replica at a time) and reloads Rules.Prometheus on change; the
+	// server sets its Pool, Logger and Registerer.
+	Rules alerts.RendererConfig
 }
 
 // Server is one rackcloud server process.
@@ -146,6 +151,7 @@ type Server struct {
 	vm     *vmctl.Controller
 	mon    *monitor.Monitor
 	avail  *availability.Controller
+	rules  *alerts.Renderer
 	// background work that needs the database, started once it is ready
 	// and stopped before the pool closes
 	bgCtx  context.Context
@@ -248,6 +254,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err := s.avail.Register(s.tasks); err != nil {
 		pool.Close()
 		return nil, err
+	}
+	if rc := cfg.Rules; rc.Dir != "" {
+		rc.Pool, rc.Logger, rc.Registerer = pool, log.With("component", "alerts"), reg
+		if s.rules, err = alerts.NewRenderer(rc); err != nil {
+			pool.Close()
+			return nil, err
+		}
 	}
 	s.api = api.New(api.Deps{Pool: pool, Logger: log, Registerer: reg, Tasks: s.tasks, Sealer: sealer, Placer: s.vm, Consoles: s.vm})
 	mc := cfg.Monitor
@@ -475,6 +488,14 @@ func (s *Server) connect(ctx context.Context) {
 				defer s.bg.Done()
 				_ = s.vm.Run(s.bgCtx)
 			}()
+			if s.rules != nil {
+				// One replica at a time renders the alert rules.
+				s.bg.Add(1)
+				go func() {
+					defer s.bg.Done()
+					s.rules.Run(s.bgCtx)
+				}()
+			}
 			// One replica at a time sweeps the fenced hosts.
 			s.bg.Add(1)
 			go func() {

@@ -73,3 +73,23 @@ func UpdateAlertRule(ctx context.Context, q Querier, r AlertRuleRecord) (AlertRu
 func DeleteAlertRule(ctx context.Context, q Querier, id string, version int64) error {
 	return deleteRow(ctx, q, "alert_rules", id, version)
 }
+
+// AllAlertRules returns every alert rule, in name order (the renderer's
+// read; it pages through ListAlertRules).
+func AllAlertRules(ctx context.Context, q Querier) ([]rackcloud.AlertRule, error) {
+	var out []rackcloud.AlertRule
+	f := Filter{Limit: MaxPage}
+	for {
+		page, err := ListAlertRules(ctx, q, f)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range page {
+			out = append(out, r.AlertRule)
+		}
+		if len(page) < MaxPage {
+			return out, nil
+		}
+		f.After = Cursor{Name: page[len(page)-1].Name, ID: page[len(page)-1].ID}
+	}
+}

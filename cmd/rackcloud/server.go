@@ -12,6 +12,7 @@ import (
 	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffyaml"
 
+	"github.com/rackcloud/rackcloud/availability"
 	"github.com/rackcloud/rackcloud/bmc"
 	"github.com/rackcloud/rackcloud/monitor"
 	"github.com/rackcloud/rackcloud/provisioner"
@@ -93,12 +94,20 @@ func runServer(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Monitor.NodeExporterPort, "node-exporter-port", monitor.DefaultNodeExporterPort, "port of hosts' node exporters, as service discovery gives them to Prometheus (env RACKCLOUD_NODE_EXPORTER_PORT)")
 	fs.DurationVar(&cfg.Monitor.StatsInterval, "guest-stats-interval", monitor.DefaultStatsInterval, "how often each host's guest stats are read while Prometheus scrapes this server (env RACKCLOUD_GUEST_STATS_INTERVAL)")
 	bootServices := fs.String("sd-boot-services", "", "boot services for Prometheus to discover, NAME=HOST:PORT[@REGION/ZONE/RACK], comma-separated (env RACKCLOUD_SD_BOOT_SERVICES)")
+	fs.StringVar(&cfg.Rules.Dir, "rules-dir", "", "directory of Prometheus rule files (its rule_files holds DIR/*.yml): one replica at a time writes the shipped and the API's alert rules there and reloads --prometheus-url on change; empty renders nothing (env RACKCLOUD_RULES_DIR)")
+	promURLs := fs.String("prometheus-url", "", "base URLs of the Prometheus servers to reload after the rules change (--web.enable-lifecycle), comma-separated (env RACKCLOUD_PROMETHEUS_URL)")
+	fs.DurationVar(&cfg.Availability.StaleAfter, "fence-stale-after", availability.DefaultStaleAfter, "how old a host agent's last heartbeat must be before the availability controller may fence the host (env RACKCLOUD_FENCE_STALE_AFTER)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	var err error
 	if cfg.Monitor.BootServices, err = monitor.ParseBootServices(*bootServices); err != nil {
 		return err
+	}
+	for _, u := range strings.Split(*promURLs, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			cfg.Rules.Prometheus = append(cfg.Rules.Prometheus, strings.TrimRight(u, "/"))
+		}
 	}
 	cfg.DatabaseURL = common.databaseURL
 	log, err := common.logger()
