@@ -111,20 +111,8 @@ func (r *Renderer) Path() string { return filepath.Join(r.cfg.Dir, r.cfg.File) }
 // Run renders while this replica holds the renderer's lock, until ctx
 // ends.
 func (r *Renderer) Run(ctx context.Context) {
-	for {
-		_, err := store.WithLeaderLock(ctx, r.cfg.Pool, rendererLock, r.cfg.Interval, r.lead)
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			r.log.Warn("alerts: not rendering rules", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(r.cfg.Interval):
-		}
-	}
+	store.RunAsLeader(ctx, r.cfg.Pool, rendererLock, r.cfg.Interval, r.lead,
+		func(err error) { r.log.Warn("alerts: not rendering rules", "err", err) })
 }
 
 func (r *Renderer) lead(ctx context.Context) error {

@@ -11,20 +11,8 @@ import (
 // Run sweeps the fenced hosts while this replica holds the controller's
 // lock, and stands by otherwise, until ctx ends.
 func (c *Controller) Run(ctx context.Context) {
-	for {
-		held, err := store.WithLeaderLock(ctx, c.cfg.Pool, lockKey, c.cfg.SweepInterval, c.lead)
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			c.log.Warn("availability: not sweeping", "err", err, "held", held)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(c.cfg.SweepInterval):
-		}
-	}
+	store.RunAsLeader(ctx, c.cfg.Pool, lockKey, c.cfg.SweepInterval, c.lead,
+		func(err error) { c.log.Warn("availability: not sweeping", "err", err) })
 }
 
 func (c *Controller) lead(ctx context.Context) error {

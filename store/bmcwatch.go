@@ -208,3 +208,25 @@ func WithLeaderLock(ctx context.Context, pool *pgxpool.Pool, key int64, check ti
 		}
 	}
 }
+
+// RunAsLeader runs lead whenever this process holds the advisory lock key
+// (WithLeaderLock, its connection checked every interval) and stands by
+// otherwise, trying again every interval, until ctx ends. onErr, when
+// set, hears why a term ended or the lock could not be tried.
+func RunAsLeader(ctx context.Context, pool *pgxpool.Pool, key int64, interval time.Duration,
+	lead func(ctx context.Context) error, onErr func(error)) {
+	for {
+		_, err := WithLeaderLock(ctx, pool, key, interval, lead)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil && onErr != nil {
+			onErr(err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
+}
