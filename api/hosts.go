@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -263,10 +264,20 @@ func registerHosts(a *API) {
 
 	hostTask(a, c, huma.Operation{
 		OperationID: "resetHost", Method: http.MethodPost, Path: "/v1/hosts/{id}/reset", Summary: "Reset a failed host",
-		Description: "Starts a host.deprovision task that wipes a failed host (partition tables and the ends of its disks) and returns it to available.",
+		Description: "Starts a host.deprovision task that wipes a failed host (partition tables and the ends of its disks) and returns it to available. A host that still holds guests (a fenced host keeps those with HA policy none, and those no other host could take) is a 409: wiping it would destroy their disks; evacuate it or delete them first.",
 	}, func(ctx context.Context, tx pgx.Tx, h *rackcloud.Host, _ *struct{}) (string, any, error) {
 		kind, err := lifecycle(h, rackcloud.HostEvReset)
-		return kind, rackcloud.HostTaskParams{HostID: h.ID}, err
+		if err != nil {
+			return "", nil, err
+		}
+		n, err := store.CountGuestsOnHost(ctx, tx, h.ID)
+		if err != nil {
+			return "", nil, err
+		}
+		if n > 0 {
+			return "", nil, huma.Error409Conflict(fmt.Sprintf("host %s still holds %d guest(s): wiping it would destroy their disks; evacuate it or delete them first", h.Name, n))
+		}
+		return kind, rackcloud.HostTaskParams{HostID: h.ID}, nil
 	})
 
 	hostTask(a, c, huma.Operation{

@@ -25,7 +25,9 @@ const (
 // and prints each guest's task as it goes. It is what `make run` shows
 // after the rack is up. Guest images are built by lab/guestimg (cached)
 // and given to rackcloud as file:// URLs: the server runs on this machine
-// and streams them to the hosts' daemons.
+// and streams them to the hosts' daemons. Both have HA policy restart:
+// when their host dies, the availability controller fences it and runs
+// them on another host of the role, if the rack has one.
 func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 	admin, err := l.Token()
 	if err != nil {
@@ -68,7 +70,7 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 			ID string `json:"id"`
 		}
 		err = httpPostJSON(ctx, l.APIURL+"/v1/guests", admin, map[string]any{"project_id": proj.ID, "name": g.name, "kind": g.kind,
-			"image_id": img.ID, "flavor": map[string]any{"vcpu": 1, "memory_mib": g.mem, "disk_gib": g.disk}}, &task)
+			"image_id": img.ID, "ha": "restart", "flavor": map[string]any{"vcpu": 1, "memory_mib": g.mem, "disk_gib": g.disk}}, &task)
 		if err != nil {
 			fmt.Fprintf(w, "  demo: %s: %v\n", g.name, err)
 			continue

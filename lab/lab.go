@@ -60,7 +60,7 @@ const (
 	// DefaultGateway the bridge address in it.
 	DefaultNetns   = "rackcloud-lab"
 	DefaultGateway = "10.77.0.1/24"
-	DefaultNodes   = 3
+	DefaultNodes   = 4
 	// LabBMCPollInterval is how often the lab's server polls each BMC.
 	LabBMCPollInterval = 5 * time.Second
 )

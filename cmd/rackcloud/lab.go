@@ -31,7 +31,7 @@ func runLab(ctx context.Context, args []string) error {
 	fs.IntVar(&c.RedfishPort, "redfish-port", lab.DefaultRedfishPort, "node 1's Redfish BMC port on 127.0.0.1 (HTTPS); node i uses port+i-1; 0 picks free ports")
 	fs.IntVar(&c.Nodes, "nodes", lab.DefaultNodes, "simulated servers in the rack (QEMU with IPMI and Redfish BMCs); 0 for none")
 	fs.BoolVar(&c.Onboard, "onboard", true, "power the rack's servers on into PXE through their BMCs at start, so that they are discovered, inspected and made available by themselves")
-	roles := fs.String("roles", "kvm,docker,bm", "roles the rack's servers are installed with, in turn, by enroll rules the lab writes (the host images are built once and cached); empty installs nothing")
+	roles := fs.String("roles", "kvm,docker,bm,docker", "roles the rack's servers are installed with, in turn, by enroll rules the lab writes (the host images are built once and cached); empty installs nothing")
 	demo := fs.Bool("demo", true, "once the rack is ready, run the demo project's guests: one container on the Docker host, one VM on the KVM host")
 	fs.StringVar(&c.Netns, "netns", lab.DefaultNetns, "network namespace of the provisioning network")
 	gw := fs.String("gateway", lab.DefaultGateway, "bridge address of the provisioning network")
