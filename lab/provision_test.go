@@ -297,8 +297,8 @@ func serveFlaky(t *testing.T, l *lab.Lab, dir string) string {
 // by the agent, booted from disk; ready means rackcloud reached libvirtd
 // and dockerd over mutual TLS with its host CA, at the endpoints stored.
 func TestRackToReadyKVMAndDocker(t *testing.T) {
-	l, token := upLabWith(t, lab.Config{Netns: "rctest-real", Gateway: netip.MustParsePrefix("10.80.0.1/24"), Nodes: 2,
-		Roles: []rackcloud.HostRole{rackcloud.RoleKVM, rackcloud.RoleDocker}, Onboard: true})
+	l, token := upLabWith(t, lab.Config{Netns: "rctest-real", Gateway: netip.MustParsePrefix("10.80.0.1/24"), Nodes: 3,
+		Roles: []rackcloud.HostRole{rackcloud.RoleKVM, rackcloud.RoleDocker, rackcloud.RoleDocker}, Onboard: true})
 	a := apiClient{t: t, base: l.APIURL, token: token}
 	start := time.Now()
 	want := map[string]string{"kvm": "qemu+tls://", "docker": "tcp://"}
@@ -326,16 +326,60 @@ func TestRackToReadyKVMAndDocker(t *testing.T) {
 			return code == 200 && strings.Contains(con.Text, marker), fmt.Sprintf("%d %q", code, con.Text)
 		})
 		t.Logf("guest %s: its console shows %q after %s", name, marker, time.Since(start).Round(time.Second))
-		require.Equal(t, 202, a.call(http.MethodDelete, "/v1/guests/"+g.ID, nil, nil))
-		a.waitGone(g.ID, 2*time.Minute)
+		if name == lab.DemoVM {
+			require.Equal(t, 202, a.call(http.MethodDelete, "/v1/guests/"+g.ID, nil, nil))
+			a.waitGone(g.ID, 2*time.Minute)
+		}
 	}
 
-	// Deprovision the Docker host: the disk no longer boots (its first
-	// MiB is zero), the host is available again, and is provisioned
-	// again with another role (bare metal).
-	n := l.Rack.Nodes[1]
-	h, _ := a.host(n.MAC.String())
-	a.deprovision(n, h.ID, 5*time.Minute)
+	// Failover: the demo container's Docker host is powered off behind
+	// rackcloud's back (its QEMU stops; its BMC reports off). Its agent
+	// falls quiet, Prometheus's HostDown fires into Alertmanager, whose
+	// webhook starts host.fence: the controller confirms, fences (the
+	// BMC already says off), fails the host (fenced) and evacuates; the
+	// container (HA restart) runs on the other Docker host; the alert
+	// resolves.
+	ct := a.waitGuest(lab.DemoContainer, "running", time.Minute)
+	var dead *rack.Node
+	for _, n := range l.Rack.Nodes {
+		if h, _ := a.host(n.MAC.String()); h.ID == ct.HostID {
+			dead = n
+		}
+	}
+	require.NotNil(t, dead, "the container's host is a node of the rack")
+	start = time.Now()
+	dead.PowerOff()
+	var moved labGuest
+	labtest.Eventually(t, 5*time.Minute, time.Second, "the container running on another host", func() (bool, string) {
+		moved = findGuest(a, lab.DemoContainer)
+		return moved.State == "running" && moved.HostID != ct.HostID, fmt.Sprintf("%+v\nalerts: %s", moved, alertsIn(t, l))
+	})
+	failover := time.Since(start)
+	labtest.Eventually(t, time.Minute, time.Second, "the container's marker on its new host", func() (bool, string) {
+		var con struct {
+			Text string `json:"text"`
+		}
+		code := a.call(http.MethodGet, "/v1/guests/"+moved.ID+"/console", nil, &con)
+		return code == 200 && strings.Contains(con.Text, guestimg.ContainerMarker), fmt.Sprintf("%d %q", code, con.Text)
+	})
+	t.Logf("failover: %s powered off behind rackcloud's back; %s running on another host after %s (restarted and its marker shown after %s)",
+		dead.Name, lab.DemoContainer, failover.Round(time.Second), time.Since(start).Round(time.Second))
+	fenced, _ := a.host(dead.MAC.String())
+	require.Equal(t, "failed", fenced.State)
+	require.NotNil(t, fenced.Failure)
+	require.Equal(t, "fenced", fenced.Failure.Reason, "%+v", fenced.Failure)
+	labtest.Eventually(t, 2*time.Minute, time.Second, "HostDown resolved in Alertmanager", func() (bool, string) {
+		b := alertsIn(t, l)
+		return !strings.Contains(b, `"host":"`+fenced.Name+`"`), b
+	})
+
+	// The fenced host, repaired, is reset (wiped: its disk no longer
+	// boots, the first MiB is zero), available again, and provisioned
+	// with another role (bare metal).
+	n := dead
+	h := fenced
+	require.Equal(t, 202, a.call(http.MethodPost, "/v1/hosts/"+h.ID+"/reset", nil, nil))
+	a.waitState(n, "available", 5*time.Minute, h.Failure.TaskID)
 	disk, err := os.Open(filepath.Join(n.Dir, "disk0.img"))
 	require.NoError(t, err)
 	head := make([]byte, 1<<20)
@@ -347,10 +391,24 @@ func TestRackToReadyKVMAndDocker(t *testing.T) {
 	require.NoError(t, err)
 	id, err := l.ServeImage(context.Background(), lab.HostImage{Role: rackcloud.RoleBareMetal, Path: bm.Path, Size: bm.RawSize, SHA256: bm.SHA256})
 	require.NoError(t, err)
-	require.Equal(t, 202, a.call(http.MethodPost, "/v1/hosts/"+h.ID+"/provision", map[string]any{"role": "bm", "image_id": id}, nil))
+	labtest.Eventually(t, time.Minute, time.Second, "the reset's task to end", func() (bool, string) {
+		code := a.call(http.MethodPost, "/v1/hosts/"+h.ID+"/provision", map[string]any{"role": "bm", "image_id": id}, nil)
+		return code == 202, fmt.Sprint(code)
+	})
 	h = a.waitState(n, "ready", 5*time.Minute)
 	require.Equal(t, "bm", h.Role)
 	require.Empty(t, h.Endpoint, "a bare-metal host has no daemon endpoint")
+}
+
+// alertsIn returns the lab Alertmanager's active alerts (JSON).
+func alertsIn(t *testing.T, l *lab.Lab) string {
+	resp, err := http.Get(l.Monitor.AlertmanagerURL + "/api/v2/alerts?active=true")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 type labGuest struct {
