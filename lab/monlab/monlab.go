@@ -138,13 +138,22 @@ func (s *Stack) start(ctx context.Context) error {
 	prom, _ := exec("prometheus")
 	p, err = proc.Start(proc.Spec{Name: "prometheus", Path: prom, Log: filepath.Join(s.Dir, "prometheus.log"),
 		Args: []string{"--config.file=" + promConf, "--storage.tsdb.path=" + filepath.Join(s.Dir, "tsdb"),
-			"--web.listen-address=127.0.0.1:" + strconv.Itoa(s.PrometheusPort), "--web.enable-lifecycle"}})
+			"--web.listen-address=127.0.0.1:" + strconv.Itoa(s.PrometheusPort), "--web.enable-lifecycle",
+			// Prometheus 2.42 forgets its Alertmanagers on every reload until
+			// the next 5 s discovery tick (prometheus#13064, fixed in 3.0) and
+			// drops alerts sent meanwhile; they go out again only after the
+			// resend delay (1m by default). The lab resends often.
+			"--rules.alert.resend-delay=" + ResendDelay.String()}})
 	if err != nil {
 		return err
 	}
 	s.procs = append(s.procs, p)
 	return p.WaitFunc(wctx, httpOK(s.PrometheusURL+"/-/ready"))
 }
+
+// ResendDelay is how often the lab's Prometheus resends firing alerts to
+// Alertmanager (--rules.alert.resend-delay).
+const ResendDelay = 2 * time.Second
 
 // PrometheusConfig renders prometheus.yml for c.
 func PrometheusConfig(c Config, nodeExporter string) string {
