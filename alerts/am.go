@@ -249,31 +249,34 @@ func (a *AM) duration() time.Duration {
 	return DefaultSilenceDuration
 }
 
-// Silence makes sure rackcloud's silence for host exists and has at least
-// half its duration left: it returns the existing one's ID when so, renews
-// it (same ID) when it is running out, and creates one otherwise. reason
-// goes into the comment ("host <name> in maintenance: <reason>").
-func (a *AM) Silence(ctx context.Context, host, reason string) (string, error) {
+// Silence makes sure rackcloud's silence for host exists and has more
+// than half its duration left: it keeps an existing one, renews it (same
+// ID) when it is running out, and creates one otherwise. reason goes into
+// the comment ("host <name> in maintenance: <reason>").
+func (a *AM) Silence(ctx context.Context, host, reason string) error {
+	return a.syncHost(ctx, host, map[string]string{host: reason})
+}
+
+// Expire expires every rackcloud silence for host; none is not an error.
+func (a *AM) Expire(ctx context.Context, host string) error {
+	return a.syncHost(ctx, host, nil)
+}
+
+func (a *AM) syncHost(ctx context.Context, host string, want map[string]string) error {
 	if err := checkHostName(host); err != nil {
-		return "", err
+		return err
 	}
-	existing, err := a.Silences(ctx)
+	all, err := a.Silences(ctx)
 	if err != nil {
-		return "", err
+		return err
 	}
-	for _, s := range existing {
-		if s.Host == host && s.EndsAt.Sub(a.now()) > a.duration()/2 {
-			return s.ID, nil
-		}
-	}
-	var id string
-	for _, s := range existing {
+	var have []Silence
+	for _, s := range all {
 		if s.Host == host {
-			id = s.ID // renew this one rather than adding a second
-			break
+			have = append(have, s)
 		}
 	}
-	return a.postSilence(ctx, id, host, reason)
+	return a.apply(ctx, planSilences(want, have, a.now(), a.duration()))
 }
 
 func (a *AM) postSilence(ctx context.Context, id, host, reason string) (string, error) {
@@ -304,22 +307,6 @@ func (a *AM) postSilence(ctx context.Context, id, host, reason string) (string, 
 		return "", fmt.Errorf("silence host %s: %w", host, err)
 	}
 	return out, nil
-}
-
-// Expire expires every rackcloud silence for host; none is not an error.
-func (a *AM) Expire(ctx context.Context, host string) error {
-	existing, err := a.Silences(ctx)
-	if err != nil {
-		return err
-	}
-	for _, s := range existing {
-		if s.Host == host {
-			if err := a.expire(ctx, s.ID); err != nil {
-				return fmt.Errorf("expire silence of host %s: %w", host, err)
-			}
-		}
-	}
-	return nil
 }
 
 func (a *AM) expire(ctx context.Context, id string) error {

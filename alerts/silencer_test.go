@@ -1,0 +1,179 @@
+package alerts_test
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/go-openapi/strfmt"
+	amclient "github.com/prometheus/alertmanager/api/v2/client"
+	"github.com/prometheus/alertmanager/api/v2/client/alert"
+	"github.com/prometheus/alertmanager/api/v2/client/silence"
+	"github.com/prometheus/alertmanager/api/v2/models"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/alerts"
+	"github.com/rackcloud/rackcloud/lab/labtest"
+	"github.com/rackcloud/rackcloud/lab/monlab"
+	"github.com/rackcloud/rackcloud/lab/pgtest"
+	"github.com/rackcloud/rackcloud/store"
+)
+
+// startAM starts the lab's monitoring stack and returns it with a client
+// of its Alertmanager.
+func startAM(t *testing.T) (*monlab.Stack, *alerts.AM) {
+	t.Helper()
+	labtest.Need(t, "prometheus", "prometheus-alertmanager")
+	s, err := monlab.Start(context.Background(), monlab.Config{Dir: t.TempDir(), NoNodeExporter: true})
+	require.NoError(t, err)
+	t.Cleanup(s.Stop)
+	am, err := alerts.NewAM([]string{s.AlertmanagerURL}, nil)
+	require.NoError(t, err)
+	return s, am
+}
+
+// postAlert sends Alertmanager a firing alert, as Prometheus would.
+func postAlert(t *testing.T, base string, labels map[string]string) {
+	t.Helper()
+	u, err := url.Parse(base)
+	require.NoError(t, err)
+	c := amclient.NewHTTPClientWithConfig(nil, amclient.DefaultTransportConfig().WithHost(u.Host))
+	start, end := strfmt.DateTime(time.Now()), strfmt.DateTime(time.Now().Add(time.Hour))
+	_, err = c.Alert.PostAlerts(alert.NewPostAlertsParams().WithAlerts(models.PostableAlerts{{
+		Alert: models.Alert{Labels: labels}, StartsAt: start, EndsAt: end}}))
+	require.NoError(t, err)
+}
+
+// A host that enters maintenance gets a rackcloud silence and its alerts
+// show as silenced; when it leaves, the silence is expired and they are
+// active again. Syncing twice changes nothing.
+func TestSilencerFollowsMaintenance(t *testing.T) {
+	ctx := context.Background()
+	pool := pgtest.DB(t)
+	s, am := startAM(t)
+	for _, n := range []string{"node-a", "node-b"} {
+		_, err := store.CreateHost(ctx, pool, rackcloud.Host{Meta: rackcloud.Meta{Name: n}})
+		require.NoError(t, err)
+	}
+	state := func(host, st, reason string) {
+		_, err := pool.Exec(ctx, `UPDATE hosts SET state = $2, state_reason = $3 WHERE name = $1`, host, st, reason)
+		require.NoError(t, err)
+	}
+	sil, err := alerts.NewSilencer(alerts.SilencerConfig{Pool: pool, AM: am})
+	require.NoError(t, err)
+
+	postAlert(t, s.AlertmanagerURL, map[string]string{"alertname": "DiskFull", "host": "node-a"})
+	postAlert(t, s.AlertmanagerURL, map[string]string{"alertname": "DiskFull", "host": "node-b"})
+
+	state("node-a", "maintenance", "disk swap")
+	require.NoError(t, sil.Sync(ctx))
+	require.NoError(t, sil.Sync(ctx))
+	got, err := am.Silences(ctx)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	require.Equal(t, "node-a", got[0].Host)
+	require.Equal(t, "host node-a in maintenance: disk swap", got[0].Comment)
+	require.Equal(t, "active", got[0].State)
+	require.Greater(t, time.Until(got[0].EndsAt), 24*time.Hour)
+	id := got[0].ID
+
+	labtest.Eventually(t, 15*time.Second, 200*time.Millisecond, "node-a's alert silenced", func() (bool, string) {
+		as, err := am.List(ctx, []string{`alertname="DiskFull"`})
+		if err != nil {
+			return false, err.Error()
+		}
+		byHost := map[string]alerts.Alert{}
+		for _, a := range as {
+			byHost[a.Labels["host"]] = a
+		}
+		a, b := byHost["node-a"], byHost["node-b"]
+		ok := a.State == "suppressed" && len(a.SilencedBy) == 1 && a.SilencedBy[0] == id && b.State == "active"
+		return ok, fmt.Sprintf("%+v", as)
+	})
+
+	state("node-a", "ready", "")
+	require.NoError(t, sil.Sync(ctx))
+	got, err = am.Silences(ctx)
+	require.NoError(t, err)
+	require.Empty(t, got)
+	resp, err := amclient.NewHTTPClientWithConfig(nil, amclient.DefaultTransportConfig().WithHost(hostOf(t, s.AlertmanagerURL))).
+		Silence.GetSilence(silence.NewGetSilenceParams().WithSilenceID(strfmt.UUID(id)))
+	require.NoError(t, err)
+	require.Equal(t, models.SilenceStatusStateExpired, *resp.Payload.Status.State)
+	labtest.Eventually(t, 15*time.Second, 200*time.Millisecond, "node-a's alert active again", func() (bool, string) {
+		as, err := am.List(ctx, []string{`alertname="DiskFull"`, `host="node-a"`})
+		return err == nil && len(as) == 1 && as[0].State == "active", fmt.Sprintf("%+v %v", as, err)
+	})
+}
+
+func hostOf(t *testing.T, base string) string {
+	u, err := url.Parse(base)
+	require.NoError(t, err)
+	return u.Host
+}
+
+// Silence and Expire are idempotent for one host, and a silence made by
+// someone else is never touched.
+func TestAMSilenceIdempotent(t *testing.T) {
+	ctx := context.Background()
+	s, am := startAM(t)
+	c := amclient.NewHTTPClientWithConfig(nil, amclient.DefaultTransportConfig().WithHost(hostOf(t, s.AlertmanagerURL)))
+	name, value, by, comment, f := "host", "node-a", "alice", "mine", false
+	start, end := strfmt.DateTime(time.Now()), strfmt.DateTime(time.Now().Add(time.Hour))
+	_, err := c.Silence.PostSilences(silence.NewPostSilencesParams().WithSilence(&models.PostableSilence{Silence: models.Silence{
+		Matchers: models.Matchers{{Name: &name, Value: &value, IsRegex: &f}}, StartsAt: &start, EndsAt: &end,
+		CreatedBy: &by, Comment: &comment}}))
+	require.NoError(t, err)
+
+	require.NoError(t, am.Silence(ctx, "node-a", "rack work"))
+	require.NoError(t, am.Silence(ctx, "node-a", "rack work"))
+	got, err := am.Silences(ctx)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	require.NoError(t, am.Expire(ctx, "node-a"))
+	require.NoError(t, am.Expire(ctx, "node-a"))
+	got, err = am.Silences(ctx)
+	require.NoError(t, err)
+	require.Empty(t, got)
+
+	all, err := c.Silence.GetSilences(silence.NewGetSilencesParams())
+	require.NoError(t, err)
+	active := 0
+	for _, s := range all.Payload {
+		if *s.Status.State == models.SilenceStatusStateActive {
+			active++
+			require.Equal(t, "alice", *s.CreatedBy)
+		}
+	}
+	require.Equal(t, 1, active, "alice's silence is still there")
+
+	require.ErrorIs(t, am.Silence(ctx, `bad"name`, ""), rackcloud.ErrInvalid)
+}
+
+// Run, as the leader, acts on a host change at once: the interval is an
+// hour, so only the change notification can make the silence.
+func TestSilencerRunWakesOnHostChange(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	pool := pgtest.DB(t)
+	_, am := startAM(t)
+	h, err := store.CreateHost(ctx, pool, rackcloud.Host{Meta: rackcloud.Meta{Name: "node-c"}})
+	require.NoError(t, err)
+	sil, err := alerts.NewSilencer(alerts.SilencerConfig{Pool: pool, AM: am, Interval: time.Hour})
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- sil.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	// The first sync (on taking the lock) finds nothing; then the change.
+	labtest.Eventually(t, 15*time.Second, 100*time.Millisecond, "silence of node-c", func() (bool, string) {
+		_, err := pool.Exec(ctx, `UPDATE hosts SET state = 'maintenance', state_reason = 'move' WHERE id = $1 AND state <> 'maintenance'`, h.ID)
+		require.NoError(t, err)
+		got, err := am.Silences(ctx)
+		return err == nil && len(got) == 1 && got[0].Host == "node-c", fmt.Sprintf("%+v %v", got, err)
+	})
+}
