@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/alertmanager/api/v2/client/alert"
 	"github.com/prometheus/alertmanager/api/v2/client/silence"
 	"github.com/prometheus/alertmanager/api/v2/models"
+	amlabels "github.com/prometheus/alertmanager/pkg/labels"
 
 	"github.com/rackcloud/rackcloud"
 )
@@ -134,6 +135,9 @@ type Alert struct {
 // alertname="HostDown", host=~"rack1-.*"), sorted by alert name, then
 // start time.
 func (a *AM) List(ctx context.Context, filter []string) ([]Alert, error) {
+	if err := CheckFilter(filter); err != nil {
+		return nil, err
+	}
 	var out []Alert
 	err := a.try(ctx, func(api *amclient.AlertmanagerAPI) error {
 		resp, err := api.Alert.GetAlerts(alert.NewGetAlertsParamsWithContext(ctx).WithFilter(filter))
@@ -156,6 +160,17 @@ func (a *AM) List(ctx context.Context, filter []string) ([]Alert, error) {
 		return out[i].StartsAt.Before(out[j].StartsAt)
 	})
 	return out, nil
+}
+
+// CheckFilter checks alert matchers as Alertmanager parses them; it
+// returns nil or an *InvalidError (field "filter") naming the bad one.
+func CheckFilter(filter []string) error {
+	for _, f := range filter {
+		if _, err := amlabels.ParseMatcher(f); err != nil {
+			return &InvalidError{Field: "filter", Msg: fmt.Sprintf("%q: %v", f, err)}
+		}
+	}
+	return nil
 }
 
 func alertOf(g *models.GettableAlert) Alert {

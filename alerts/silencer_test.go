@@ -3,13 +3,10 @@ package alerts_test
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"testing"
 	"time"
 
 	"github.com/go-openapi/strfmt"
-	amclient "github.com/prometheus/alertmanager/api/v2/client"
-	"github.com/prometheus/alertmanager/api/v2/client/alert"
 	"github.com/prometheus/alertmanager/api/v2/client/silence"
 	"github.com/prometheus/alertmanager/api/v2/models"
 	"github.com/stretchr/testify/require"
@@ -22,38 +19,13 @@ import (
 	"github.com/rackcloud/rackcloud/store"
 )
 
-// startAM starts the lab's monitoring stack and returns it with a client
-// of its Alertmanager.
-func startAM(t *testing.T) (*monlab.Stack, *alerts.AM) {
-	t.Helper()
-	labtest.Need(t, "prometheus", "prometheus-alertmanager")
-	s, err := monlab.Start(context.Background(), monlab.Config{Dir: t.TempDir(), NoNodeExporter: true})
-	require.NoError(t, err)
-	t.Cleanup(s.Stop)
-	am, err := alerts.NewAM([]string{s.AlertmanagerURL}, nil)
-	require.NoError(t, err)
-	return s, am
-}
-
-// postAlert sends Alertmanager a firing alert, as Prometheus would.
-func postAlert(t *testing.T, base string, labels map[string]string) {
-	t.Helper()
-	u, err := url.Parse(base)
-	require.NoError(t, err)
-	c := amclient.NewHTTPClientWithConfig(nil, amclient.DefaultTransportConfig().WithHost(u.Host))
-	start, end := strfmt.DateTime(time.Now()), strfmt.DateTime(time.Now().Add(time.Hour))
-	_, err = c.Alert.PostAlerts(alert.NewPostAlertsParams().WithAlerts(models.PostableAlerts{{
-		Alert: models.Alert{Labels: labels}, StartsAt: start, EndsAt: end}}))
-	require.NoError(t, err)
-}
-
 // A host that enters maintenance gets a rackcloud silence and its alerts
 // show as silenced; when it leaves, the silence is expired and they are
 // active again. Syncing twice changes nothing.
 func TestSilencerFollowsMaintenance(t *testing.T) {
 	ctx := context.Background()
 	pool := pgtest.DB(t)
-	s, am := startAM(t)
+	s, am := labtest.Alertmanager(t)
 	for _, n := range []string{"node-a", "node-b"} {
 		_, err := store.CreateHost(ctx, pool, rackcloud.Host{Meta: rackcloud.Meta{Name: n}})
 		require.NoError(t, err)
@@ -65,8 +37,8 @@ func TestSilencerFollowsMaintenance(t *testing.T) {
 	sil, err := alerts.NewSilencer(alerts.SilencerConfig{Pool: pool, AM: am})
 	require.NoError(t, err)
 
-	postAlert(t, s.AlertmanagerURL, map[string]string{"alertname": "DiskFull", "host": "node-a"})
-	postAlert(t, s.AlertmanagerURL, map[string]string{"alertname": "DiskFull", "host": "node-b"})
+	require.NoError(t, s.PostAlerts(ctx, monlab.Alert{Labels: map[string]string{"alertname": "DiskFull", "host": "node-a"}},
+		monlab.Alert{Labels: map[string]string{"alertname": "DiskFull", "host": "node-b"}}))
 
 	state("node-a", "maintenance", "disk swap")
 	require.NoError(t, sil.Sync(ctx))
@@ -99,8 +71,7 @@ func TestSilencerFollowsMaintenance(t *testing.T) {
 	got, err = am.Silences(ctx)
 	require.NoError(t, err)
 	require.Empty(t, got)
-	resp, err := amclient.NewHTTPClientWithConfig(nil, amclient.DefaultTransportConfig().WithHost(hostOf(t, s.AlertmanagerURL))).
-		Silence.GetSilence(silence.NewGetSilenceParams().WithSilenceID(strfmt.UUID(id)))
+	resp, err := s.AlertmanagerAPI().Silence.GetSilence(silence.NewGetSilenceParams().WithSilenceID(strfmt.UUID(id)))
 	require.NoError(t, err)
 	require.Equal(t, models.SilenceStatusStateExpired, *resp.Payload.Status.State)
 	labtest.Eventually(t, 15*time.Second, 200*time.Millisecond, "node-a's alert active again", func() (bool, string) {
@@ -109,18 +80,12 @@ func TestSilencerFollowsMaintenance(t *testing.T) {
 	})
 }
 
-func hostOf(t *testing.T, base string) string {
-	u, err := url.Parse(base)
-	require.NoError(t, err)
-	return u.Host
-}
-
 // Silence and Expire are idempotent for one host, and a silence made by
 // someone else is never touched.
 func TestAMSilenceIdempotent(t *testing.T) {
 	ctx := context.Background()
-	s, am := startAM(t)
-	c := amclient.NewHTTPClientWithConfig(nil, amclient.DefaultTransportConfig().WithHost(hostOf(t, s.AlertmanagerURL)))
+	s, am := labtest.Alertmanager(t)
+	c := s.AlertmanagerAPI()
 	name, value, by, comment, f := "host", "node-a", "alice", "mine", false
 	start, end := strfmt.DateTime(time.Now()), strfmt.DateTime(time.Now().Add(time.Hour))
 	_, err := c.Silence.PostSilences(silence.NewPostSilencesParams().WithSilence(&models.PostableSilence{Silence: models.Silence{
@@ -158,7 +123,7 @@ func TestAMSilenceIdempotent(t *testing.T) {
 func TestSilencerRunWakesOnHostChange(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	pool := pgtest.DB(t)
-	_, am := startAM(t)
+	_, am := labtest.Alertmanager(t)
 	h, err := store.CreateHost(ctx, pool, rackcloud.Host{Meta: rackcloud.Meta{Name: "node-c"}})
 	require.NoError(t, err)
 	sil, err := alerts.NewSilencer(alerts.SilencerConfig{Pool: pool, AM: am, Interval: time.Hour})

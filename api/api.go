@@ -78,6 +78,9 @@ type Deps struct {
 	Placer Placer
 	// Consoles reads guests' console output; nil makes it answer 503.
 	Consoles Consoles
+	// Alerts lists Alertmanager's alerts (GET /v1/alerts); nil makes it
+	// answer 503.
+	Alerts ActiveAlerts
 }
 
 // Sealer encrypts a secret for storage; aad (the host's ID) binds the
@@ -157,6 +160,7 @@ func New(d Deps) *API {
 	registerUsers(a)
 	registerTokens(a)
 	registerAlertRules(a)
+	registerActiveAlerts(a)
 	registerEnrollRules(a)
 	registerAudit(a)
 	registerTasks(a)
@@ -386,6 +390,7 @@ func registerTags(a *API) {
 		{"Users", "People and programs (admins only)."},
 		{"Tokens", "Bearer tokens; the secret is shown once."},
 		{"Alert rules", "Thresholds over metrics, rendered into Prometheus rules."},
+		{"Alerts", "What fires now, from Alertmanager."},
 		{"Audit", "Who changed what, and how it ended."},
 		{"Tasks", "Durable changes with steps; follow them by polling or server-sent events."},
 	} {
