@@ -116,6 +116,8 @@ type Config struct {
 	// stats; the server sets its Pool, Registerer, Problem, Logger,
 	// Drivers and Target.
 	Monitor monitor.Config
+	// Alerting is the Alertmanager side (server/alerting.go).
+	Alerting AlertingConfig
 }
 
 // Server is one rackcloud server process.
@@ -145,6 +147,8 @@ type Server struct {
 	bgCtx  context.Context
 	bgStop context.CancelFunc
 	bg     sync.WaitGroup
+
+	alerting alerting // server/alerting.go
 }
 
 // New validates cfg and builds the server; it does not touch the network.
@@ -232,7 +236,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		pool.Close()
 		return nil, err
 	}
-	s.api = api.New(api.Deps{Pool: pool, Logger: log, Registerer: reg, Tasks: s.tasks, Sealer: sealer, Placer: s.vm, Consoles: s.vm})
+	if err := s.setupAlerting(); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	s.api = api.New(api.Deps{Pool: pool, Logger: log, Registerer: reg, Tasks: s.tasks, Sealer: sealer, Placer: s.vm, Consoles: s.vm,
+		Alerts: s.activeAlerts()})
 	mc := cfg.Monitor
 	mc.Pool, mc.Registerer, mc.Problem, mc.Logger = pool, reg, s.api.WriteProblem, log.With("component", "monitor")
 	mc.Drivers, mc.Target = drivers, (&vmctl.Targets{Pool: pool, Sealer: s.sealer, Dial: vmctl.DialFunc(hostDial)}).For
@@ -444,6 +453,7 @@ func (s *Server) connect(ctx context.Context) {
 			s.dbErr, s.migrated = nil, true
 			s.mu.Unlock()
 			s.log.Info("state store ready", "migrations_applied", len(applied))
+			s.startAlerting()
 			if s.watch != nil {
 				s.bg.Add(1)
 				go func() {
