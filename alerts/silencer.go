@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/rackcloud/rackcloud/store"
 )
@@ -101,6 +103,8 @@ type SilencerConfig struct {
 	// at once.
 	Interval time.Duration
 	Logger   *slog.Logger
+	// Registerer takes the silencer's metrics (none when nil).
+	Registerer prometheus.Registerer
 }
 
 // Silencer keeps one rackcloud silence (matcher host="<name>") in
@@ -110,6 +114,11 @@ type SilencerConfig struct {
 type Silencer struct {
 	cfg SilencerConfig
 	log *slog.Logger
+
+	leader   prometheus.Gauge
+	silences prometheus.Gauge
+	syncs    *prometheus.CounterVec
+	changes  *prometheus.CounterVec
 }
 
 // NewSilencer returns a Silencer; Run starts it.
@@ -123,11 +132,35 @@ func NewSilencer(cfg SilencerConfig) (*Silencer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Silencer{cfg: cfg, log: cfg.Logger}, nil
+	reg := cfg.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	f := promauto.With(reg)
+	return &Silencer{cfg: cfg, log: cfg.Logger,
+		leader: f.NewGauge(prometheus.GaugeOpts{Name: "rackcloud_alerts_silencer_leader",
+			Help: "1 while this replica keeps the maintenance silences."}),
+		silences: f.NewGauge(prometheus.GaugeOpts{Name: "rackcloud_alerts_maintenance_silences",
+			Help: "Hosts in maintenance whose alerts the silencer silences, as of its last successful sync."}),
+		syncs: f.NewCounterVec(prometheus.CounterOpts{Name: "rackcloud_alerts_silencer_syncs_total",
+			Help: "Comparisons of the hosts in maintenance with Alertmanager's silences, by result: ok or error."}, []string{"result"}),
+		changes: f.NewCounterVec(prometheus.CounterOpts{Name: "rackcloud_alerts_silence_changes_total",
+			Help: "Silence changes the silencer attempted, by action: post (create or renew) or expire."}, []string{"action"}),
+	}, nil
 }
 
 // Sync makes rackcloud's silences equal to the hosts in maintenance once.
 func (s *Silencer) Sync(ctx context.Context) error {
+	err := s.sync(ctx)
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	s.syncs.WithLabelValues(result).Inc()
+	return err
+}
+
+func (s *Silencer) sync(ctx context.Context) error {
 	hosts, err := store.ListMaintenanceHosts(ctx, s.cfg.Pool)
 	if err != nil {
 		return fmt.Errorf("silencer: hosts in maintenance: %w", err)
@@ -144,9 +177,12 @@ func (s *Silencer) Sync(ctx context.Context) error {
 	if len(p.post)+len(p.expire) > 0 {
 		s.log.Info("silencer: updating maintenance silences", "post", len(p.post), "expire", len(p.expire))
 	}
+	s.changes.WithLabelValues("post").Add(float64(len(p.post)))
+	s.changes.WithLabelValues("expire").Add(float64(len(p.expire)))
 	if err := s.cfg.AM.apply(ctx, p); err != nil {
 		return fmt.Errorf("silencer: %w", err)
 	}
+	s.silences.Set(float64(len(want)))
 	return nil
 }
 
@@ -170,6 +206,8 @@ func (s *Silencer) Run(ctx context.Context) error {
 }
 
 func (s *Silencer) lead(ctx context.Context) error {
+	s.leader.Set(1)
+	defer s.leader.Set(0)
 	changes := make(chan struct{}, 1)
 	go s.listen(ctx, changes)
 	t := time.NewTicker(s.cfg.Interval)

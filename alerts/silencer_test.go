@@ -3,12 +3,17 @@ package alerts_test
 import (
 	"context"
 	"fmt"
+	"net/http/httptest"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-openapi/strfmt"
 	"github.com/prometheus/alertmanager/api/v2/client/silence"
 	"github.com/prometheus/alertmanager/api/v2/models"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/stretchr/testify/require"
 
 	"github.com/rackcloud/rackcloud"
@@ -34,7 +39,8 @@ func TestSilencerFollowsMaintenance(t *testing.T) {
 		_, err := pool.Exec(ctx, `UPDATE hosts SET state = $2, state_reason = $3 WHERE name = $1`, host, st, reason)
 		require.NoError(t, err)
 	}
-	sil, err := alerts.NewSilencer(alerts.SilencerConfig{Pool: pool, AM: am})
+	reg := prometheus.NewRegistry()
+	sil, err := alerts.NewSilencer(alerts.SilencerConfig{Pool: pool, AM: am, Registerer: reg})
 	require.NoError(t, err)
 
 	require.NoError(t, s.PostAlerts(ctx, monlab.Alert{Labels: map[string]string{"alertname": "DiskFull", "host": "node-a"}},
@@ -51,6 +57,16 @@ func TestSilencerFollowsMaintenance(t *testing.T) {
 	require.Equal(t, "active", got[0].State)
 	require.Greater(t, time.Until(got[0].EndsAt), 24*time.Hour)
 	id := got[0].ID
+	require.Equal(t, map[string]float64{"rackcloud_alerts_maintenance_silences": 1, "rackcloud_alerts_silencer_leader": 0,
+		`rackcloud_alerts_silence_changes_total{action="expire"}`: 0, `rackcloud_alerts_silence_changes_total{action="post"}`: 1,
+		`rackcloud_alerts_silencer_syncs_total{result="ok"}`: 2}, gather(t, reg))
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	labtest.Need(t, "promtool")
+	lint := exec.Command("promtool", "check", "metrics")
+	lint.Stdin = rec.Body
+	out, err := lint.CombinedOutput()
+	require.NoError(t, err, "promtool check metrics:\n%s", out)
 
 	labtest.Eventually(t, 15*time.Second, 200*time.Millisecond, "node-a's alert silenced", func() (bool, string) {
 		as, err := am.List(ctx, []string{`alertname="DiskFull"`})
@@ -141,4 +157,31 @@ func TestSilencerRunWakesOnHostChange(t *testing.T) {
 		got, err := am.Silences(ctx)
 		return err == nil && len(got) == 1 && got[0].Host == "node-c", fmt.Sprintf("%+v %v", got, err)
 	})
+}
+
+// gather returns every sample of reg by name{label="value",...}.
+func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			if len(m.GetLabel()) > 0 {
+				var ls []string
+				for _, l := range m.GetLabel() {
+					ls = append(ls, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+				}
+				name += "{" + strings.Join(ls, ",") + "}"
+			}
+			switch {
+			case m.Gauge != nil:
+				out[name] = m.GetGauge().GetValue()
+			case m.Counter != nil:
+				out[name] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	return out
 }

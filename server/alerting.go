@@ -76,7 +76,7 @@ func (s *Server) setupAlerting() error {
 	s.alerting.am = am
 	if c.SilenceInterval >= 0 {
 		if s.alerting.silencer, err = alerts.NewSilencer(alerts.SilencerConfig{Pool: s.pool, AM: am, Interval: c.SilenceInterval,
-			Logger: s.log.With("component", "silencer")}); err != nil {
+			Logger: s.log.With("component", "silencer"), Registerer: s.registry}); err != nil {
 			return err
 		}
 	}
