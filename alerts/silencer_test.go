@@ -185,3 +185,24 @@ func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 	}
 	return out
 }
+
+// NewAM refuses what cannot be an Alertmanager's base URL, clearly and
+// without repeating a password.
+func TestNewAMBadInput(t *testing.T) {
+	for name, tc := range map[string]struct {
+		urls []string
+		want string
+	}{
+		"none":        {nil, "no Alertmanager URL"},
+		"no scheme":   {[]string{"127.0.0.1:9093"}, `Alertmanager URL "127.0.0.1:9093"`},
+		"ftp":         {[]string{"ftp://127.0.0.1:9093"}, "want http(s)://host:port[/prefix]"},
+		"credentials": {[]string{"http://am:s3cret@127.0.0.1:9093"}, "without credentials"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := alerts.NewAM(tc.urls, nil)
+			require.ErrorIs(t, err, rackcloud.ErrInvalid)
+			require.ErrorContains(t, err, tc.want)
+			require.NotContains(t, err.Error(), "s3cret")
+		})
+	}
+}

@@ -65,7 +65,11 @@ func registerActiveAlerts(a *API) {
 			if ctx.Err() != nil {
 				return nil, a.problem(context.Cause(ctx))
 			}
-			return nil, huma.Error502BadGateway("Alertmanager did not answer: " + err.Error())
+			var down *alerts.UnreachableError
+			if errors.As(err, &down) {
+				return nil, huma.Error502BadGateway("Alertmanager did not answer: " + err.Error())
+			}
+			return nil, huma.Error502BadGateway("Alertmanager refused the request: " + err.Error())
 		}
 		see, err := a.alertProjects(ctx)
 		if err != nil {
