@@ -1,18 +1,25 @@
 package alerts_test
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/alerts"
 	"github.com/rackcloud/rackcloud/lab/labtest"
+	"github.com/rackcloud/rackcloud/lab/monlab"
 )
 
 func fullAMConfig(tokenFile string) alerts.AMConfig {
@@ -119,4 +126,42 @@ func amtool(args ...string) ([]byte, error) {
 		return append(out, stderr.String()...), err
 	}
 	return out, nil
+}
+
+// The lab's Alertmanager, running rackcloud's configuration, calls the
+// remediation webhook with the bearer token for HostDown and not for
+// other alerts.
+func TestRemediationWebhookCalled(t *testing.T) {
+	labtest.Need(t, "prometheus", "prometheus-alertmanager")
+	type call struct{ auth, body string }
+	calls := make(chan call, 16)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		calls <- call{r.Header.Get("Authorization"), string(b)}
+	}))
+	t.Cleanup(hook.Close)
+	s, err := monlab.Start(context.Background(), monlab.Config{Dir: t.TempDir(), NoNodeExporter: true,
+		WebhookURL: hook.URL + "/v1/availability/webhook", WebhookToken: "lab-token"})
+	require.NoError(t, err)
+	t.Cleanup(s.Stop)
+
+	require.NoError(t, s.PostAlerts(context.Background(),
+		monlab.Alert{Labels: map[string]string{"alertname": "DiskFull", "host": "n2"}},
+		monlab.Alert{Labels: map[string]string{"alertname": "HostDown", "host": "n1"}}))
+	select {
+	case c := <-calls:
+		require.Equal(t, "Bearer lab-token", c.auth)
+		var msg struct {
+			Receiver string `json:"receiver"`
+			Alerts   []struct {
+				Labels map[string]string `json:"labels"`
+			} `json:"alerts"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(c.body), &msg), c.body)
+		require.Equal(t, alerts.RemediationReceiver, msg.Receiver)
+		require.Len(t, msg.Alerts, 1)
+		require.Equal(t, map[string]string{"alertname": "HostDown", "host": "n1"}, msg.Alerts[0].Labels)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Alertmanager never called the remediation webhook")
+	}
 }
