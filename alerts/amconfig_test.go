@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	amconfig "github.com/prometheus/alertmanager/config"
 	"github.com/stretchr/testify/require"
 
 	"github.com/rackcloud/rackcloud"
@@ -45,6 +46,8 @@ func TestRenderAMRoutes(t *testing.T) {
 	out, err := alerts.RenderAM(fullAMConfig(tok))
 	require.NoError(t, err)
 	require.NotContains(t, string(out), "s3cret")
+	_, err = amconfig.Load(string(out))
+	require.NoError(t, err, "the v0.35 module's loader:\n%s", out)
 	conf := filepath.Join(dir, "alertmanager.yml")
 	require.NoError(t, os.WriteFile(conf, out, 0o600))
 	b, err := exec.Command("amtool", "check-config", conf).CombinedOutput()
@@ -77,6 +80,8 @@ func TestRenderAMMinimal(t *testing.T) {
 	out, err := alerts.RenderAM(alerts.AMConfig{})
 	require.NoError(t, err)
 	require.NotContains(t, string(out), alerts.RemediationReceiver)
+	_, err = amconfig.Load(string(out))
+	require.NoError(t, err, "the v0.35 module's loader:\n%s", out)
 	conf := filepath.Join(t.TempDir(), "alertmanager.yml")
 	require.NoError(t, os.WriteFile(conf, out, 0o600))
 	b, err := amtool("config", "routes", "test", "--config.file="+conf, "alertname=HostDown")
@@ -101,7 +106,8 @@ func TestRenderAMBadInput(t *testing.T) {
 		"no name":        {func(c *alerts.AMConfig) { c.Operators[0].Name = "" }, "operator receiver 1: no name"},
 		"email no smtp":  {func(c *alerts.AMConfig) { c.SMTP = alerts.SMTP{} }, "email needs an SMTP smarthost"},
 		"bad default":    {func(c *alerts.AMConfig) { c.Default = "nobody" }, `default receiver "nobody"`},
-		"bad matcher":    {func(c *alerts.AMConfig) { c.Operators[0].Matchers = []string{`severity=~"(`} }, "alertmanager config"},
+		"bad matcher":    {func(c *alerts.AMConfig) { c.Operators[0].Matchers = []string{`severity=~"(`} }, "operator receiver pager: matcher"},
+		"bad regexp":     {func(c *alerts.AMConfig) { c.Operators[0].Matchers = []string{`severity=~"("`} }, "operator receiver pager: matcher"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := fullAMConfig("/etc/rackcloud/webhook.token")
