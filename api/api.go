@@ -78,6 +78,9 @@ type Deps struct {
 	Placer Placer
 	// Consoles reads guests' console output; nil makes it answer 503.
 	Consoles Consoles
+	// Alerts lists Alertmanager's alerts (GET /v1/alerts); nil makes it
+	// answer 503.
+	Alerts ActiveAlerts
 }
 
 // Sealer encrypts a secret for storage; aad (the host's ID) binds the
@@ -158,6 +161,7 @@ func New(d Deps) *API {
 	registerUsers(a)
 	registerTokens(a)
 	registerAlertRules(a)
+	registerActiveAlerts(a)
 	registerEnrollRules(a)
 	registerAudit(a)
 	registerTasks(a)
@@ -387,6 +391,7 @@ func registerTags(a *API) {
 		{"Users", "People and programs (admins only)."},
 		{"Tokens", "Bearer tokens; the secret is shown once."},
 		{"Alert rules", "Thresholds over metrics, rendered into Prometheus rules."},
+		{"Alerts", "What fires now, from Alertmanager."},
 		{"Audit", "Who changed what, and how it ended."},
 		{"Availability", "Alertmanager's webhook: a host that died is fenced and its HA guests restarted elsewhere (operators only)."},
 		{"Tasks", "Durable changes with steps; follow them by polling or server-sent events."},

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -29,7 +30,9 @@ func TestMain(m *testing.M) {
 	// Streams send keep-alive comments often here, so that tests see
 	// them and -race sees them written beside the events.
 	api.KeepAliveInterval = 20 * time.Millisecond
-	pgtest.Main(m)
+	code := pgtest.Run(m)
+	stopSharedAM()
+	os.Exit(code)
 }
 
 // env is a real HTTP server over the API on a fresh database, with a
@@ -130,7 +133,8 @@ func newEnv(t *testing.T) *env {
 	// registered: guest tasks stay pending here).
 	vm := vmctl.New(vmctl.Config{Pool: pool, Reconcile: -1})
 	go func() { _ = vm.Run(ctx) }()
-	a := api.New(api.Deps{Pool: pool, Logger: slog.New(slog.DiscardHandler), Tasks: engine, Sealer: sealer, Placer: vm, Consoles: vm})
+	a := api.New(api.Deps{Pool: pool, Logger: slog.New(slog.DiscardHandler), Tasks: engine, Sealer: sealer, Placer: vm, Consoles: vm,
+		Alerts: sharedAM(t)})
 	srv := httptest.NewServer(a.Handler())
 	t.Cleanup(func() {
 		srv.Close()

@@ -126,6 +126,8 @@ type Config struct {
 	// (one replica at a time) and reloads Rules.Prometheus on change; the
 	// server sets its Pool, Logger and Registerer.
 	Rules alerts.RendererConfig
+	// Alerting is the Alertmanager side (server/alerting.go).
+	Alerting AlertingConfig
 }
 
 // Server is one rackcloud server process.
@@ -157,6 +159,8 @@ type Server struct {
 	bgCtx  context.Context
 	bgStop context.CancelFunc
 	bg     sync.WaitGroup
+
+	alerting alerting // server/alerting.go
 }
 
 // New validates cfg and builds the server; it does not touch the network.
@@ -262,7 +266,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 			return nil, err
 		}
 	}
-	s.api = api.New(api.Deps{Pool: pool, Logger: log, Registerer: reg, Tasks: s.tasks, Sealer: sealer, Placer: s.vm, Consoles: s.vm})
+	if err := s.setupAlerting(); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	s.api = api.New(api.Deps{Pool: pool, Logger: log, Registerer: reg, Tasks: s.tasks, Sealer: sealer, Placer: s.vm, Consoles: s.vm,
+		Alerts: s.activeAlerts()})
 	mc := cfg.Monitor
 	mc.Pool, mc.Registerer, mc.Problem, mc.Logger = pool, reg, s.api.WriteProblem, log.With("component", "monitor")
 	mc.Drivers, mc.Target = drivers, (&vmctl.Targets{Pool: pool, Sealer: s.sealer, Dial: vmctl.DialFunc(hostDial)}).For
@@ -474,6 +483,7 @@ func (s *Server) connect(ctx context.Context) {
 			s.dbErr, s.migrated = nil, true
 			s.mu.Unlock()
 			s.log.Info("state store ready", "migrations_applied", len(applied))
+			s.startAlerting()
 			if s.watch != nil {
 				s.bg.Add(1)
 				go func() {

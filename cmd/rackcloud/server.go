@@ -93,6 +93,7 @@ func runServer(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.TaskRetention, "task-retention", tasks.DefaultRetention, "how long ended tasks, their steps and events are kept before they are pruned; negative keeps them forever (env RACKCLOUD_TASK_RETENTION)")
 	fs.IntVar(&cfg.Monitor.NodeExporterPort, "node-exporter-port", monitor.DefaultNodeExporterPort, "port of hosts' node exporters, as service discovery gives them to Prometheus (env RACKCLOUD_NODE_EXPORTER_PORT)")
 	fs.DurationVar(&cfg.Monitor.StatsInterval, "guest-stats-interval", monitor.DefaultStatsInterval, "how often each host's guest stats are read while Prometheus scrapes this server (env RACKCLOUD_GUEST_STATS_INTERVAL)")
+	finishAlerting := bindAlertingFlags(fs, &cfg.Alerting)
 	bootServices := fs.String("sd-boot-services", "", "boot services for Prometheus to discover, NAME=HOST:PORT[@REGION/ZONE/RACK], comma-separated (env RACKCLOUD_SD_BOOT_SERVICES)")
 	fs.StringVar(&cfg.Rules.Dir, "rules-dir", "", "directory of Prometheus rule files (its rule_files holds DIR/*.yml): one replica at a time writes the shipped and the API's alert rules there and reloads --prometheus-url on change; empty renders nothing (env RACKCLOUD_RULES_DIR)")
 	promURLs := fs.String("prometheus-url", "", "base URLs of the Prometheus servers to reload after the rules change (--web.enable-lifecycle), comma-separated (env RACKCLOUD_PROMETHEUS_URL)")
@@ -100,6 +101,7 @@ func runServer(ctx context.Context, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	finishAlerting()
 	var err error
 	if cfg.Monitor.BootServices, err = monitor.ParseBootServices(*bootServices); err != nil {
 		return err

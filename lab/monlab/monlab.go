@@ -6,6 +6,8 @@ package monlab
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"os"
@@ -15,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rackcloud/rackcloud/alerts"
 	"github.com/rackcloud/rackcloud/lab/proc"
 )
 
@@ -29,9 +32,11 @@ type Config struct {
 	RackcloudTargets []string
 	// ScrapeInterval for every job; default 5s.
 	ScrapeInterval time.Duration
-	// WebhookURL, when set, is an Alertmanager receiver for every alert
-	// (rackcloud's availability webhook).
-	WebhookURL string
+	// WebhookURL, when set, is rackcloud's availability webhook: the
+	// Alertmanager runs rackcloud's own configuration (alerts.RenderAM),
+	// which sends host-availability alerts there with WebhookToken as the
+	// bearer token (a random one, in Stack.WebhookToken, when empty).
+	WebhookURL, WebhookToken string
 	// RuleFiles are globs of Prometheus rule files.
 	RuleFiles []string
 	// NoNodeExporter skips the node exporter.
@@ -122,7 +127,22 @@ func (s *Stack) start(ctx context.Context) error {
 		return err
 	}
 	amConf := filepath.Join(s.Dir, "alertmanager.yml")
-	if err := os.WriteFile(amConf, []byte(AlertmanagerConfig(s.WebhookURL)), 0o644); err != nil {
+	if s.WebhookURL != "" && s.WebhookToken == "" {
+		var b [16]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return err
+		}
+		s.WebhookToken = hex.EncodeToString(b[:])
+	}
+	tokenFile := filepath.Join(s.Dir, "webhook.token")
+	if err := os.WriteFile(tokenFile, []byte(s.WebhookToken), 0o600); err != nil {
+		return err
+	}
+	yml, err := AlertmanagerConfig(s.Config, tokenFile)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(amConf, yml, 0o600); err != nil {
 		return err
 	}
 	am, _ := exec("prometheus-alertmanager")
@@ -162,13 +182,22 @@ func (s *Stack) start(ctx context.Context) error {
 	prom, _ := exec("prometheus")
 	p, err = proc.Start(proc.Spec{Name: "prometheus", Path: prom, Log: filepath.Join(s.Dir, "prometheus.log"),
 		Args: []string{"--config.file=" + promConf, "--storage.tsdb.path=" + filepath.Join(s.Dir, "tsdb"),
-			"--web.listen-address=127.0.0.1:" + strconv.Itoa(s.PrometheusPort), "--web.enable-lifecycle"}})
+			"--web.listen-address=127.0.0.1:" + strconv.Itoa(s.PrometheusPort), "--web.enable-lifecycle",
+			// Prometheus 2.42 forgets its Alertmanagers on every reload until
+			// the next 5 s discovery tick (prometheus#13064, fixed in 3.0) and
+			// drops alerts sent meanwhile; they go out again only after the
+			// resend delay (1m by default). The lab resends often.
+			"--rules.alert.resend-delay=" + ResendDelay.String()}})
 	if err != nil {
 		return err
 	}
 	s.procs = append(s.procs, p)
 	return p.WaitFunc(wctx, httpOK(s.PrometheusURL+"/-/ready"))
 }
+
+// ResendDelay is how often the lab's Prometheus resends firing alerts to
+// Alertmanager (--rules.alert.resend-delay).
+const ResendDelay = 2 * time.Second
 
 // PrometheusConfig renders prometheus.yml for c.
 func PrometheusConfig(c Config, nodeExporter string) string {
@@ -250,15 +279,17 @@ func SDJobs(c SDConfig) string {
 	return b.String()
 }
 
-// AlertmanagerConfig renders alertmanager.yml: every alert goes to the
-// webhook when one is given, otherwise to a receiver with no integrations.
-func AlertmanagerConfig(webhook string) string {
-	var b strings.Builder
-	b.WriteString("route:\n  receiver: default\n  group_by: ['alertname', 'host']\n  group_wait: 1s\n  group_interval: 5s\n  repeat_interval: 1h\nreceivers:\n  - name: default\n")
-	if webhook != "" {
-		fmt.Fprintf(&b, "    webhook_configs:\n      - url: %q\n        send_resolved: true\n", webhook)
+// AlertmanagerConfig renders alertmanager.yml with rackcloud's renderer,
+// with the lab's short timings: host-availability alerts go to
+// c.WebhookURL (when set) with the bearer token in tokenFile, every alert
+// to the operators' default receiver, which has no integrations.
+func AlertmanagerConfig(c Config, tokenFile string) ([]byte, error) {
+	ac := alerts.AMConfig{GroupWait: time.Second, GroupInterval: 5 * time.Second, RepeatInterval: time.Hour,
+		RemediationGroupWait: time.Second, RemediationInterval: 5 * time.Second}
+	if c.WebhookURL != "" {
+		ac.RemediationURL, ac.RemediationTokenFile = c.WebhookURL, tokenFile
 	}
-	return b.String()
+	return alerts.RenderAM(ac)
 }
 
 func httpOK(url string) func() bool {
