@@ -71,7 +71,7 @@ func TestRendererWritesAndReloads(t *testing.T) {
 	require.NoError(t, err)
 	changed, err = bad.Render(ctx)
 	require.True(t, changed)
-	require.ErrorContains(t, err, "reload prometheus")
+	require.ErrorContains(t, err, "reload http://127.0.0.1:1")
 	inProm("host-too-hot", false)
 	_, err = bad.Render(ctx)
 	require.Error(t, err, "the reload that failed is tried again")
