@@ -184,7 +184,10 @@ func Up(ctx context.Context, c Config, log *slog.Logger) (l *Lab, err error) {
 		// Prometheus discovers the rack and the boot service through SD.
 		Monitor: monitor.Config{MaxAge: LabInventoryMaxAge, BootServices: bootServices},
 		// The shipped and the API's alert rules, for the lab's Prometheus.
-		Rules: alerts.RendererConfig{Dir: l.RulesDir(), Prometheus: []string{"http://127.0.0.1:" + strconv.Itoa(c.PrometheusPort)}}}, log)
+		Rules: alerts.RendererConfig{Dir: l.RulesDir(), Prometheus: []string{"http://127.0.0.1:" + strconv.Itoa(c.PrometheusPort)}},
+		// The lab's Alertmanager (which runs the configuration monlab
+		// renders): alerts list, maintenance silences.
+		Alerting: server.AlertingConfig{AlertmanagerURLs: []string{"http://127.0.0.1:" + strconv.Itoa(c.AlertmanagerPort)}}}, log)
 	if err != nil {
 		stopSrv()
 		return l, err
@@ -210,10 +213,17 @@ func Up(ctx context.Context, c Config, log *slog.Logger) (l *Lab, err error) {
 	if _, err := l.roleToken(ctx, l.PrometheusTokenFile(), rackcloud.RoleOperator, "lab-prometheus"); err != nil {
 		return l, err
 	}
+	// Alertmanager calls the availability webhook with an operator token
+	// of its own.
+	amToken, err := l.roleToken(ctx, filepath.Join(l.Dir, "alertmanager-token"), rackcloud.RoleOperator, "lab-alertmanager")
+	if err != nil {
+		return l, err
+	}
 	log.Info("lab: starting Prometheus, Alertmanager and the node exporter")
 	l.Monitor, err = monlab.Start(ctx, monlab.Config{Dir: filepath.Join(dir, "monitoring"),
 		PrometheusPort: c.PrometheusPort, AlertmanagerPort: c.AlertmanagerPort, NodeExporterPort: c.NodeExporterPort,
 		RackcloudTargets: []string{"127.0.0.1:" + strconv.Itoa(c.APIPort)}, RuleFiles: []string{l.RulesDir() + "/*.yml"},
+		WebhookURL: l.APIURL + "/v1/availability/webhook", WebhookToken: amToken,
 		SD: monlab.SDConfig{URL: l.APIURL, TokenFile: l.PrometheusTokenFile()}})
 	if err != nil {
 		return l, err
