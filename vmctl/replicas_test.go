@@ -276,3 +276,59 @@ func TestKill9MidCreateResumesOnce(t *testing.T) {
 	require.Equal(t, 1, f.count(`SELECT count(*) FROM vm_calls WHERE op = 'start'`))
 	f.requireConsistent()
 }
+
+// TestKill9MidFencedEvacuationResumesOnce kills the replica that is
+// recreating a fenced host's guest inside the driver's create: the next
+// replica resumes the evacuation, the guest ends running on the other
+// host once, its claim moved once (no host over-booked, the fenced host's
+// share released), and nothing was made again on the fenced host.
+func TestKill9MidFencedEvacuationResumesOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFleet(t, 1)
+	f.host("d0", 0, 4)
+	f.host("d1", 0, 4)
+	g, err := store.CreateGuest(ctx, f.pool, rackcloud.Guest{Meta: rackcloud.Meta{Name: "ha"}, ProjectID: f.project, HA: rackcloud.HARestart,
+		Kind: rackcloud.GuestContainer, Flavor: rackcloud.Resources{CPUCores: 1, MemoryMiB: 256, DiskGiB: 1}, ImageID: f.image})
+	require.NoError(t, err)
+	info, err := f.api.Submit(ctx, f.pool, tasks.Submission{Kind: rackcloud.KindGuestCreate, Target: "guest/" + g.ID,
+		Params: rackcloud.GuestTaskParams{GuestID: g.ID}})
+	require.NoError(t, err)
+	w0 := f.start("w0")
+	f.waitTasks([]string{info.ID}, time.Minute)
+	w0.Stop(syscall.SIGTERM, 30*time.Second)
+	g, err = store.GetGuest(ctx, f.pool, g.ID)
+	require.NoError(t, err)
+	require.Equal(t, rackcloud.GuestRunning, g.State)
+	dead := g.HostID
+
+	// The controller fenced the guest's host: powered off, failed.
+	_, err = f.pool.Exec(ctx, `UPDATE hosts SET state = 'failed', failure_reason = 'fenced', failed_in = 'ready', power = 'off'
+		WHERE id = $1::uuid`, dead)
+	require.NoError(t, err)
+	ev, err := f.api.Submit(ctx, f.pool, tasks.Submission{Kind: rackcloud.KindHostEvacuate, Target: "host/" + dead + "/evacuate",
+		Params: rackcloud.HostEvacuateParams{HostID: dead, Fenced: true}})
+	require.NoError(t, err)
+	w1 := f.start("w1", "-block", "create")
+	f.waitLog("w1", "blocked in create", time.Minute)
+	w1.Stop(syscall.SIGKILL, 10*time.Second)
+	f.start("w2")
+	f.waitTasks([]string{ev.ID}, 2*time.Minute)
+
+	done, err := f.api.Get(ctx, ev.ID)
+	require.NoError(t, err)
+	require.Equal(t, rackcloud.TaskSucceeded, done.State, done.Error)
+	g, err = store.GetGuest(ctx, f.pool, g.ID)
+	require.NoError(t, err)
+	require.Equal(t, rackcloud.GuestRunning, g.State)
+	require.NotEqual(t, dead, g.HostID, "recreated on the other host")
+	require.Equal(t, 1, f.count(`SELECT count(*) FROM guests`), "one guest")
+	require.Equal(t, 2, f.count(`SELECT count(*) FROM vm_calls WHERE op = 'create' AND host_id = $1`, g.HostID),
+		"the interrupted create and the resumed one, on the new host")
+	require.Equal(t, 1, f.count(`SELECT count(*) FROM vm_calls WHERE op = 'start' AND host_id = $1`, g.HostID))
+	require.Equal(t, 1, f.count(`SELECT count(*) FROM vm_calls WHERE op = 'create' AND host_id = $1`, dead),
+		"nothing made again on the fenced host")
+	require.Zero(t, f.count(`SELECT count(*) FROM vm_calls WHERE host_id = $1 AND at > (SELECT created_at FROM tasks WHERE id = $2)`, dead, ev.ID),
+		"the fenced host is not asked anything")
+	f.requireConsistent()
+}
