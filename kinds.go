@@ -72,6 +72,9 @@ type HostMaintenanceParams struct {
 	HostID string `json:"host_id"`
 	// Reason is the operator's, kept with the change.
 	Reason string `json:"reason,omitempty"`
+	// NoEvacuate (host.drain): do not move the guests off (host.evacuate,
+	// cold migrations); wait until their owners stop or move them.
+	NoEvacuate bool `json:"no_evacuate,omitempty"`
 }
 
 // GuestTaskParams are the parameters of the guest kinds.

@@ -189,20 +189,9 @@ func (s *Silencer) sync(ctx context.Context) error {
 // Run syncs while this replica holds the lock and stands by otherwise,
 // until ctx ends; it returns nil then.
 func (s *Silencer) Run(ctx context.Context) error {
-	for {
-		_, err := store.WithLeaderLock(ctx, s.cfg.Pool, silencerLock, s.cfg.Interval, s.lead)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
-			s.log.Warn("silencer: not leading", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(s.cfg.Interval):
-		}
-	}
+	store.RunAsLeader(ctx, s.cfg.Pool, silencerLock, s.cfg.Interval, s.lead,
+		func(err error) { s.log.Warn("silencer: not leading", "err", err) })
+	return nil
 }
 
 func (s *Silencer) lead(ctx context.Context) error {

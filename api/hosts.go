@@ -98,6 +98,8 @@ type ProvisionBody struct {
 type MaintenanceBody struct {
 	Enabled bool   `json:"enabled" doc:"true drains the host into maintenance; false returns it to service."`
 	Reason  string `json:"reason,omitempty" maxLength:"1024" doc:"Why, for the audit log and the task." example:"replace DIMM B2"`
+	// NoEvacuate keeps the guests where they are while the host drains.
+	NoEvacuate bool `json:"no_evacuate,omitempty" doc:"With enabled=true: do not move the guests off (by default the drain evacuates the host: each guest is migrated cold to another host); wait until their owners stop or move them."`
 }
 
 type hostListParams struct {
@@ -282,14 +284,14 @@ func registerHosts(a *API) {
 
 	hostTask(a, c, huma.Operation{
 		OperationID: "setHostMaintenance", Method: http.MethodPost, Path: "/v1/hosts/{id}/maintenance", Summary: "Enter or leave maintenance",
-		Description: "enabled=true starts a host.drain task (no new guests, guests moved away, then maintenance); enabled=false starts a host.activate task that returns the host to service.",
+		Description: "enabled=true starts a host.drain task: no new guests; every guest is migrated cold to another host (a host.evacuate sub-task, unless no_evacuate); once none is left running, maintenance. enabled=false starts a host.activate task that returns the host to service.",
 	}, func(ctx context.Context, tx pgx.Tx, h *rackcloud.Host, body *MaintenanceBody) (string, any, error) {
 		ev := rackcloud.HostEvActivate
 		if body.Enabled {
 			ev = rackcloud.HostEvDrain
 		}
 		kind, err := lifecycle(h, ev)
-		return kind, rackcloud.HostMaintenanceParams{HostID: h.ID, Reason: body.Reason}, err
+		return kind, rackcloud.HostMaintenanceParams{HostID: h.ID, Reason: body.Reason, NoEvacuate: body.NoEvacuate}, err
 	})
 }
 

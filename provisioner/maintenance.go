@@ -15,6 +15,7 @@ import (
 // Step names of host.drain and host.activate.
 const (
 	StepDraining    = "draining"
+	StepEvacuate    = "evacuate"
 	StepAwaitGuests = "await-guests"
 	StepMaintenance = "maintenance"
 	StepActivate    = "activate"
@@ -33,13 +34,17 @@ func validMaintenanceParams(raw json.RawMessage) error {
 }
 
 // drainKind takes a ready host out of service: ready -> draining (no new
-// guests); wait until its guests stopped or moved away; -> maintenance.
+// guests); its guests migrated away (a live host.evacuate sub-task,
+// unless NoEvacuate); wait until none is left running; -> maintenance. A
+// guest that could not move fails the evacuation and so the drain (the
+// host is failed, draining: retry once there is room, or move it by hand).
 func (p *Provisioner) drainKind() tasks.Kind {
 	return tasks.Kind{
 		Name:     rackcloud.KindHostDrain,
 		Validate: validMaintenanceParams,
 		Steps: []tasks.Step{
 			{Name: StepDraining, Run: p.drainStart, Undo: p.failHost(rackcloud.HostDraining, StepDraining)},
+			{Name: StepEvacuate, Run: p.drainEvacuate},
 			{Name: StepAwaitGuests, Run: p.awaitGuests, WaitTimeout: DefaultDrainTimeout, MaxAttempts: 5},
 			{Name: StepMaintenance, Run: p.toMaintenance},
 		},
@@ -57,6 +62,35 @@ func (p *Provisioner) drainStart(ctx context.Context, sc *tasks.StepContext) (an
 		return nil, err
 	}
 	return out, store.SetHostMaintenance(ctx, p.cfg.Pool, mp.HostID, true)
+}
+
+// drainEvacuate spawns the live evacuation of the draining host.
+func (p *Provisioner) drainEvacuate(ctx context.Context, sc *tasks.StepContext) (any, error) {
+	var mp rackcloud.HostMaintenanceParams
+	if err := sc.Params(&mp); err != nil {
+		return nil, err
+	}
+	if mp.NoEvacuate {
+		return map[string]string{"evacuate": "skipped: no_evacuate"}, nil
+	}
+	n, err := store.CountGuestsOnHost(ctx, p.cfg.Pool, mp.HostID)
+	if err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		return map[string]string{"evacuate": "no guest on the host"}, nil
+	}
+	id, err := sc.SpawnChild(ctx, tasks.ChildSpec{Key: "evacuate", Kind: rackcloud.KindHostEvacuate, Target: "host/" + mp.HostID + "/evacuate",
+		Params: rackcloud.HostEvacuateParams{HostID: mp.HostID}})
+	if errors.Is(err, rackcloud.ErrConflict) {
+		// An operator's evacuation of the host is at work: the next
+		// step waits for its guests to leave.
+		return map[string]string{"evacuate": "an evacuation of the host is at work already"}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"evacuate_task": id}, nil
 }
 
 func (p *Provisioner) awaitGuests(ctx context.Context, sc *tasks.StepContext) (any, error) {

@@ -38,7 +38,7 @@ func TestDrainAndActivate(t *testing.T) {
 
 	submit := func(kind string) string {
 		info, err := e.engine.Submit(ctx, e.pool, tasks.Submission{Kind: kind, Target: "host/" + h.ID,
-			Params: rackcloud.HostMaintenanceParams{HostID: h.ID, Reason: "disk swap"}})
+			Params: rackcloud.HostMaintenanceParams{HostID: h.ID, Reason: "disk swap", NoEvacuate: true}})
 		require.NoError(t, err)
 		return info.ID
 	}

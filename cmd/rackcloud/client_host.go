@@ -24,7 +24,7 @@ func init() {
 		{"set-bmc", "ID --bmc ADDR --bmc-user U --bmc-password P [--bmc-protocol ipmi|redfish]", "link a BMC to a host or change its credentials", hostSetBMC},
 		{"enroll", "ID [--wait]", "power the host on into PXE through its BMC", hostAction("enroll", nil)},
 		{"provision", "ID --role kvm|docker|bm --image I [--wait]", "install a host", hostProvision},
-		{"maintenance", "ID on|off [--reason R] [--wait]", "drain a host into maintenance, or return it", hostMaintenance},
+		{"maintenance", "ID on|off [--reason R] [--no-evacuate] [--wait]", "drain a host into maintenance (its guests migrated to other hosts), or return it", hostMaintenance},
 		{"evacuate", "ID [--fenced] [--wait]", "move every guest off a draining, maintenance or failed host (--fenced: a powered-off host's HA guests are recreated elsewhere)", hostEvacuate},
 		{"deprovision", "ID [--wait]", "wipe a host back to available", hostAction("deprovision", nil)},
 		{"retry", "ID [--wait]", "resume a failed host at the step that failed", hostAction("retry", nil)},
@@ -268,11 +268,12 @@ var hostProvision = hostAction("provision", func(fs *flag.FlagSet) func(*client,
 
 var hostMaintenance = hostAction("maintenance", func(fs *flag.FlagSet) func(*client, context.Context, []string) (any, error) {
 	reason := fs.String("reason", "", "why, for the audit log")
+	noEvacuate := fs.Bool("no-evacuate", false, "on: leave the guests where they are (by default they are migrated to other hosts) and wait until their owners stop or move them")
 	return func(_ *client, _ context.Context, pos []string) (any, error) {
 		if len(pos) != 1 || (pos[0] != "on" && pos[0] != "off") {
 			return nil, errUsage("rackcloud host maintenance ID on|off")
 		}
-		return map[string]any{"enabled": pos[0] == "on", "reason": *reason}, nil
+		return map[string]any{"enabled": pos[0] == "on", "reason": *reason, "no_evacuate": *noEvacuate}, nil
 	}
 })
 

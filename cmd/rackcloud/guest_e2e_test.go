@@ -127,7 +127,7 @@ func TestGuestCreateWaitShowsEachStepOnAdoptedHosts(t *testing.T) {
 	require.NoError(t, err, progress)
 	_, _, err = run(t, "host", "evacuate", "dk1")
 	require.ErrorContains(t, err, "put it in maintenance first")
-	mustRun(t, "host", "maintenance", "dk1", "on", "--reason", "e2e")
+	mustRun(t, "host", "maintenance", "dk1", "on", "--reason", "e2e", "--no-evacuate")
 	labtest.Eventually(t, 30*time.Second, 100*time.Millisecond, "dk1 draining", func() (bool, string) {
 		s := hostState(t, "dk1")
 		return s == "draining", s
@@ -153,6 +153,21 @@ func TestGuestCreateWaitShowsEachStepOnAdoptedHosts(t *testing.T) {
 	labtest.Eventually(t, time.Minute, 200*time.Millisecond, "dk1 in maintenance", func() (bool, string) {
 		s := hostState(t, "dk1")
 		return s == "maintenance", s
+	})
+
+	// A drain moves the guests off by itself: dk1 back in service, dk2
+	// into maintenance, and hello runs on dk1 again.
+	mustRun(t, "host", "maintenance", "dk1", "off", "--wait")
+	out, progress, err = run(t, "host", "maintenance", "dk2", "on", "--reason", "e2e", "--wait")
+	t.Logf("rackcloud host maintenance dk2 on --wait:\n%s%s", out, progress)
+	require.NoError(t, err)
+	require.Regexp(t, regexp.MustCompile(`(?s)✓ step 1 draining.*✓ step 2 evacuate.*✓ step 3 await-guests.*✓ step 4 maintenance.*succeeded in`), progress)
+	require.Equal(t, "maintenance", hostState(t, "dk2"))
+	require.NoError(t, json.Unmarshal([]byte(mustRun(t, "guest", "get", "hello", "-o", "json")), &g))
+	require.Equal(t, "running", g.State)
+	labtest.Eventually(t, time.Minute, 200*time.Millisecond, "hello's marker on dk1", func() (bool, string) {
+		l := containerLog(t, ctx, dk.Endpoint, "rc-"+g.ID)
+		return strings.Contains(l, guestimg.ContainerMarker), l
 	})
 }
 
