@@ -2,9 +2,12 @@
 // status, on, off, cycle and reset, the next boot device (PXE or disk, once
 // or persistent), sensor readings (temperature, fans, power draw), the
 // server's NICs and their MAC addresses (Redfish only) and the BMC's
-// identity, over IPMI (bmclib's ipmitool provider, always cipher
-// suite 3 unless configured otherwise) or Redfish (bmclib's gofish
-// provider).
+// identity, over IPMI or Redfish (bmclib's gofish provider). IPMI goes
+// through bmclib with two providers in its registry: the pure-Go RMCP+
+// provider of package ipmilan first, which keeps one session per BMC
+// across calls, and bmclib's ipmitool provider behind it (always cipher
+// suite 3 unless configured otherwise); Config.IPMIProvider can choose
+// ipmitool alone. The BMC's identity is read with ipmitool.
 //
 // It is gentle with BMCs, which are small, slow computers: a Manager keeps
 // one state per BMC so that every caller shares it, and for each BMC it
@@ -63,6 +66,12 @@ const (
 	DefaultPowerPoll = 500 * time.Millisecond
 )
 
+// IPMI providers (Config.IPMIProvider).
+const (
+	IPMINative   = "native"
+	IPMIIpmitool = "ipmitool"
+)
+
 // Default ports.
 const (
 	DefaultIPMIPort    = 623
@@ -79,6 +88,11 @@ type Config struct {
 	// IpmitoolPath is the ipmitool binary ("ipmitool" from PATH when
 	// empty).
 	IpmitoolPath string
+	// IPMIProvider chooses how IPMI BMCs are driven: IPMINative (the
+	// default) puts package ipmilan's provider first in bmclib's registry,
+	// with ipmitool behind it for what it cannot do; IPMIIpmitool uses
+	// bmclib's ipmitool provider alone (as before ipmilan).
+	IPMIProvider string
 	// RootCAs verifies Redfish BMCs' certificates (system roots when nil);
 	// InsecureTLS skips verification, for BMCs with self-signed
 	// certificates.
@@ -113,6 +127,13 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if _, err := strconv.Atoi(c.CipherSuite); err != nil {
 		return c, fmt.Errorf("%w: cipher suite %q is not a number", rackcloud.ErrInvalid, c.CipherSuite)
+	}
+	switch c.IPMIProvider {
+	case "":
+		c.IPMIProvider = IPMINative
+	case IPMINative, IPMIIpmitool:
+	default:
+		return c, fmt.Errorf("%w: IPMI provider %q (want %s or %s)", rackcloud.ErrInvalid, c.IPMIProvider, IPMINative, IPMIIpmitool)
 	}
 	if c.IpmitoolPath == "" {
 		c.IpmitoolPath = "ipmitool"
