@@ -12,6 +12,24 @@ type metrics struct {
 	up        *prometheus.GaugeVec
 	unhealthy prometheus.Gauge
 	polls     *prometheus.CounterVec
+	// The poller's sensor readings, named as prometheus-community's
+	// ipmi_exporter names them, by host (the poll's ID) and sensor name.
+	temperature *prometheus.GaugeVec
+	fan         *prometheus.GaugeVec
+	power       *prometheus.GaugeVec
+}
+
+// sensorGauge is the gauge of a sensor kind, nil for others.
+func (m *metrics) sensorGauge(k SensorKind) *prometheus.GaugeVec {
+	switch k {
+	case SensorTemperature:
+		return m.temperature
+	case SensorFan:
+		return m.fan
+	case SensorPower:
+		return m.power
+	}
+	return nil
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -38,5 +56,17 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Name: "rackcloud_bmc_polls_total",
 			Help: "Power-state polls by the poller, by result.",
 		}, []string{"result"}),
+		temperature: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ipmi_temperature_celsius",
+			Help: "Temperature sensor readings of the hosts' BMCs, in degrees Celsius, read by the poller.",
+		}, []string{"host", "name"}),
+		fan: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ipmi_fan_speed_rpm",
+			Help: "Fan speed sensor readings of the hosts' BMCs, in rotations per minute, read by the poller.",
+		}, []string{"host", "name"}),
+		power: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ipmi_power_watts",
+			Help: "Power sensor readings of the hosts' BMCs, in watts, read by the poller.",
+		}, []string{"host", "name"}),
 	}
 }
