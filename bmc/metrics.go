@@ -56,17 +56,14 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Name: "rackcloud_bmc_polls_total",
 			Help: "Power-state polls by the poller, by result.",
 		}, []string{"result"}),
-		temperature: f.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "ipmi_temperature_celsius",
-			Help: "Temperature sensor readings of the hosts' BMCs, in degrees Celsius, read by the poller.",
-		}, []string{"host", "name"}),
-		fan: f.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "ipmi_fan_speed_rpm",
-			Help: "Fan speed sensor readings of the hosts' BMCs, in rotations per minute, read by the poller.",
-		}, []string{"host", "name"}),
-		power: f.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "ipmi_power_watts",
-			Help: "Power sensor readings of the hosts' BMCs, in watts, read by the poller.",
-		}, []string{"host", "name"}),
+		temperature: sensorVec(f, "ipmi_temperature_celsius", "Temperature sensor readings of the hosts' BMCs, in degrees Celsius."),
+		fan:         sensorVec(f, "ipmi_fan_speed_rpm", "Fan speed sensor readings of the hosts' BMCs, in rotations per minute."),
+		power:       sensorVec(f, "ipmi_power_watts", "Power sensor readings of the hosts' BMCs, in watts."),
 	}
+}
+
+// sensorVec is one kind of the poller's sensor readings, by host and
+// sensor name.
+func sensorVec(f promauto.Factory, name, help string) *prometheus.GaugeVec {
+	return f.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help + " Read by the poller."}, []string{"host", "name"})
 }

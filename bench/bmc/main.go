@@ -51,13 +51,6 @@ type tally struct {
 	self time.Duration
 }
 
-func (t tally) selfPerPoll() time.Duration {
-	if t.polls+t.errors == 0 {
-		return 0
-	}
-	return t.self / time.Duration(t.polls+t.errors)
-}
-
 // selfCPU is this process's CPU time so far.
 func selfCPU() time.Duration {
 	var ru syscall.Rusage
@@ -65,11 +58,12 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func (t tally) cpuPerPoll() time.Duration {
+// perPoll shares d over every poll, good or failed.
+func (t tally) perPoll(d time.Duration) time.Duration {
 	if t.polls+t.errors == 0 {
 		return 0
 	}
-	return t.cpu / time.Duration(t.polls+t.errors)
+	return d / time.Duration(t.polls+t.errors)
 }
 
 // childCPU is the CPU time of the reaped child processes so far.
@@ -167,9 +161,9 @@ func run() error {
 		ours.cpu += o.cpu
 	}
 	fmt.Printf("rackcloud bmc.Poller (%s): %.1f polls/s, error rate %.4f (%d polls, %d errors), ipmitool CPU %s per poll, own CPU %s per poll\n",
-		*provider, ours.rate(), ours.errRate(), ours.polls, ours.errors, ours.cpuPerPoll().Round(10*time.Microsecond), ours.selfPerPoll().Round(time.Microsecond))
+		*provider, ours.rate(), ours.errRate(), ours.polls, ours.errors, ours.perPoll(ours.cpu).Round(10*time.Microsecond), ours.perPoll(ours.self).Round(time.Microsecond))
 	fmt.Printf("ipmitool loop:        %.1f polls/s, error rate %.4f (%d polls, %d errors), ipmitool CPU %s per poll, own CPU %s per poll\n",
-		peer.rate(), peer.errRate(), peer.polls, peer.errors, peer.cpuPerPoll().Round(10*time.Microsecond), peer.selfPerPoll().Round(time.Microsecond))
+		peer.rate(), peer.errRate(), peer.polls, peer.errors, peer.perPoll(peer.cpu).Round(10*time.Microsecond), peer.perPoll(peer.self).Round(time.Microsecond))
 	if *perBMC == 0 {
 		fmt.Printf("(rackcloud is held to bmc.DefaultRate=%d requests/s per BMC, at most %d polls/s here; -rate lifts it)\n", bmc.DefaultRate, bmc.DefaultRate**bmcs)
 	}
