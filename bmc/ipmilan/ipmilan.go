@@ -248,7 +248,8 @@ func (c *Conn) connect(ctx context.Context) (*client.Client, error) {
 		}
 		cl.WithTimeout(c.cfg.AttemptTimeout).WithRetry(c.cfg.Retries).
 			WithCipherSuiteID(types.CipherSuiteID(c.cfg.CipherSuite)).
-			WithMaxPrivilegeLevel(types.PrivilegeLevelAdministrator)
+			WithMaxPrivilegeLevel(types.PrivilegeLevelAdministrator).
+			WithUDPProxy(shieldDialer{user: c.cfg.Username, password: c.cfg.Password})
 		err = connectSafe(ctx, cl)
 		if err == nil {
 			return cl, nil
