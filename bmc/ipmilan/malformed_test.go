@@ -23,6 +23,7 @@ type mangler struct {
 	spoil atomic.Int64
 	fn    atomic.Value // func([]byte) []byte
 	n     atomic.Int64
+	quiet atomic.Bool // drop every reply
 	wg    sync.WaitGroup
 }
 
@@ -55,6 +56,9 @@ func startMangler(t *testing.T, bmc *net.UDPAddr) *mangler {
 			n, err := up.Read(buf)
 			if err != nil {
 				return
+			}
+			if m.quiet.Load() {
+				continue
 			}
 			pkt := append([]byte(nil), buf[:n]...)
 			if i := m.n.Add(1) - 1; i == m.spoil.Load() {
@@ -115,4 +119,51 @@ func TestMalformedReplies(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestSessionReused: after the handshake, each call is one request and
+// one reply on the same session, also with many callers at once; a
+// session the BMC stops answering on is dropped and a new one opened.
+func TestSessionReused(t *testing.T) {
+	r, ctx := startRack(t, rack.Config{Nodes: 1, Virtual: true})
+	n := r.Nodes[0]
+	m := startMangler(t, net.UDPAddrFromAddrPort(n.IPMI))
+	addr := m.conn.LocalAddr().(*net.UDPAddr)
+	c, err := ipmilan.New(ipmilan.Config{Host: addr.IP.String(), Port: addr.Port, Username: n.User, Password: n.Password,
+		AttemptTimeout: 200 * time.Millisecond, Retries: 1})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, c.Close(context.Background())) })
+	require.NoError(t, c.Open(ctx))
+
+	before := m.n.Load()
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := c.PowerStateGet(ctx)
+			if err == nil && st != "off" {
+				err = fmt.Errorf("power %q", st)
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	require.Equal(t, int64(20), m.n.Load()-before, "one reply per call: no new handshake")
+
+	// The BMC goes quiet: every reply is lost until it comes back.
+	m.quiet.Store(true)
+	short, cancel := context.WithTimeout(ctx, time.Second)
+	_, err = c.PowerStateGet(short)
+	cancel()
+	require.Error(t, err)
+	m.quiet.Store(false)
+	st, err := c.PowerStateGet(ctx)
+	require.NoError(t, err, "a new session after the lost one")
+	require.Equal(t, "off", st)
 }

@@ -37,6 +37,8 @@ const (
 	payloadOpenResp    = 0x11
 	payloadRAKP1       = 0x12
 	payloadRAKP2       = 0x13
+	payloadRAKP3       = 0x14
+	payloadRAKP4       = 0x15
 	payloadEncrypted   = 0x80
 	payloadAuthentic   = 0x40
 	payloadTypeMask    = 0x3f
@@ -56,6 +58,11 @@ type shield struct {
 	integAlg    types.IntegrityAlg
 	cryptAlg    types.CryptAlg
 	k1, k2      []byte // set once RAKP 2 has been seen
+	// expect is the reply go-ipmi waits for after an Open Session
+	// Request, RAKP 1 or RAKP 3 (0 otherwise): it takes the first
+	// datagram for those, so a late duplicate of an earlier reply
+	// must not reach it.
+	expect byte
 }
 
 // shieldDialer is the proxy.Dialer go-ipmi dials its socket with.
@@ -117,14 +124,19 @@ func (s *shield) noteOut(pkt []byte) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.expect = 0
 	switch ptype & payloadTypeMask {
 	case payloadOpenReq:
 		s.k1, s.k2 = nil, nil // a new session
+		s.expect = payloadOpenResp
 	case payloadRAKP1:
 		if len(pl) >= 28 {
 			s.consoleRand = append([]byte(nil), pl[8:24]...)
 			s.role = pl[24]
 		}
+		s.expect = payloadRAKP2
+	case payloadRAKP3:
+		s.expect = payloadRAKP4
 	}
 }
 
@@ -140,6 +152,12 @@ func (s *shield) admit(pkt []byte) bool {
 	if pkt[rmcpHeaderLen] != authTypeRMCPPlus {
 		// IPMI 1.5 framing, only before the session: the IPMI message
 		// must fit in what the length byte says.
+		s.mu.Lock()
+		waiting := s.expect != 0
+		s.mu.Unlock()
+		if waiting {
+			return false // a late duplicate during the handshake
+		}
 		h := pkt[rmcpHeaderLen:]
 		hl := session15Header
 		if h[0] != 0 {
@@ -153,7 +171,14 @@ func (s *shield) admit(pkt []byte) bool {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch ptype & payloadTypeMask {
+	setup := ptype & payloadTypeMask
+	if setup == payloadOpenResp || setup == payloadRAKP2 || setup == payloadRAKP4 || s.expect != 0 {
+		if setup != s.expect {
+			return false // not the handshake step go-ipmi waits for
+		}
+		s.expect = 0
+	}
+	switch setup {
 	case payloadOpenResp:
 		// tag, status: go-ipmi reads the rest only on success.
 		if len(pl) >= 2 && pl[1] == 0 {
