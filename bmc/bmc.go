@@ -17,7 +17,11 @@
 // measured (rackcloud_bmc_requests_total{op,result} and a latency
 // histogram). A BMC that does not answer is marked unhealthy
 // (rackcloud_bmc_up{bmc} = 0) and never blocks calls to other BMCs. A
-// Poller polls the power state of many BMCs concurrently with jitter.
+// Poller polls the power state of many BMCs concurrently with jitter, and
+// every few polls their temperature, fan and power sensors, exported under
+// prometheus-community ipmi_exporter's names (ipmi_temperature_celsius,
+// ipmi_fan_speed_rpm, ipmi_power_watts{host,name}) rather than
+// rackcloud_bmc_*, so that rules written for ipmi_exporter apply.
 //
 // Failures are typed: errors.Is(err, ErrAuth), ErrCipher, ErrUnreachable,
 // ErrTimeout, ErrBadResponse, ErrPowerMismatch, ErrTLS, ErrBackoff,

@@ -12,8 +12,10 @@
 //     its context for a request in flight;
 //   - typed failures (ErrAuth, ErrCipher, ErrUnreachable, ErrBadResponse)
 //     that package bmc maps to its own kinds;
-//   - no panics on malformed replies: a panic inside the codec is turned
-//     into ErrBadResponse.
+//   - no panics on malformed replies: a shield under go-ipmi's socket
+//     (shield.go) checks every reply's framing and, once the session is
+//     up, its integrity code before go-ipmi parses it, and a panic in the
+//     codec on the caller's goroutine is turned into ErrBadResponse.
 //
 // A Conn is registered in a bmclib client's Registry (Register) under
 // ProviderName, so bmclib stays the entry point.
