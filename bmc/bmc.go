@@ -2,9 +2,12 @@
 // status, on, off, cycle and reset, the next boot device (PXE or disk, once
 // or persistent), sensor readings (temperature, fans, power draw), the
 // server's NICs and their MAC addresses (Redfish only) and the BMC's
-// identity, over IPMI (bmclib's ipmitool provider, always cipher
-// suite 3 unless configured otherwise) or Redfish (bmclib's gofish
-// provider).
+// identity, over IPMI or Redfish (bmclib's gofish provider). IPMI goes
+// through bmclib with two providers in its registry: the pure-Go RMCP+
+// provider of package ipmilan first, which keeps one session per BMC
+// across calls, and bmclib's ipmitool provider behind it (always cipher
+// suite 3 unless configured otherwise); Config.IPMIProvider can choose
+// ipmitool alone. The BMC's identity is read with ipmitool.
 //
 // It is gentle with BMCs, which are small, slow computers: a Manager keeps
 // one state per BMC so that every caller shares it, and for each BMC it
@@ -14,7 +17,11 @@
 // measured (rackcloud_bmc_requests_total{op,result} and a latency
 // histogram). A BMC that does not answer is marked unhealthy
 // (rackcloud_bmc_up{bmc} = 0) and never blocks calls to other BMCs. A
-// Poller polls the power state of many BMCs concurrently with jitter.
+// Poller polls the power state of many BMCs concurrently with jitter, and
+// every few polls their temperature, fan and power sensors, exported under
+// prometheus-community ipmi_exporter's names (ipmi_temperature_celsius,
+// ipmi_fan_speed_rpm, ipmi_power_watts{host,name}) rather than
+// rackcloud_bmc_*, so that rules written for ipmi_exporter apply.
 //
 // Failures are typed: errors.Is(err, ErrAuth), ErrCipher, ErrUnreachable,
 // ErrTimeout, ErrBadResponse, ErrPowerMismatch, ErrTLS, ErrBackoff,
@@ -63,6 +70,12 @@ const (
 	DefaultPowerPoll = 500 * time.Millisecond
 )
 
+// IPMI providers (Config.IPMIProvider).
+const (
+	IPMINative   = "native"
+	IPMIIpmitool = "ipmitool"
+)
+
 // Default ports.
 const (
 	DefaultIPMIPort    = 623
@@ -79,6 +92,11 @@ type Config struct {
 	// IpmitoolPath is the ipmitool binary ("ipmitool" from PATH when
 	// empty).
 	IpmitoolPath string
+	// IPMIProvider chooses how IPMI BMCs are driven: IPMINative (the
+	// default) puts package ipmilan's provider first in bmclib's registry,
+	// with ipmitool behind it for what it cannot do; IPMIIpmitool uses
+	// bmclib's ipmitool provider alone (as before ipmilan).
+	IPMIProvider string
 	// RootCAs verifies Redfish BMCs' certificates (system roots when nil);
 	// InsecureTLS skips verification, for BMCs with self-signed
 	// certificates.
@@ -113,6 +131,13 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if _, err := strconv.Atoi(c.CipherSuite); err != nil {
 		return c, fmt.Errorf("%w: cipher suite %q is not a number", rackcloud.ErrInvalid, c.CipherSuite)
+	}
+	switch c.IPMIProvider {
+	case "":
+		c.IPMIProvider = IPMINative
+	case IPMINative, IPMIIpmitool:
+	default:
+		return c, fmt.Errorf("%w: IPMI provider %q (want %s or %s)", rackcloud.ErrInvalid, c.IPMIProvider, IPMINative, IPMIIpmitool)
 	}
 	if c.IpmitoolPath == "" {
 		c.IpmitoolPath = "ipmitool"

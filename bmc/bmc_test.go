@@ -138,7 +138,7 @@ func TestPXEBootThroughBMC(t *testing.T) {
 	require.Equal(t, 2.0, metric(t, e.reg, "rackcloud_bmc_requests_total", map[string]string{"op": "set-boot", "result": "ok"}))
 	require.Equal(t, 1.0, metric(t, e.reg, "rackcloud_bmc_up", map[string]string{"bmc": cases[0].ep.String()}))
 	logs := e.log.String()
-	require.Contains(t, logs, `"provider":"ipmitool"`)
+	require.Contains(t, logs, `"provider":"ipmilan"`, "IPMI calls answered by the native provider")
 	require.Contains(t, logs, `"provider":"gofish"`)
 	require.NotContains(t, logs, r.Password())
 }

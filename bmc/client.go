@@ -19,6 +19,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/bmc/ipmilan"
 	"github.com/rackcloud/rackcloud/bmc/rmcp"
 )
 
@@ -36,6 +37,7 @@ type Client struct {
 	host      string
 	port      int
 	bc        *bmclib.Client
+	native    *ipmilan.Conn // in bc's registry; nil for Redfish or IPMIIpmitool
 	opened    bool
 	health    Health
 	unhealthy bool // counted in Manager.unhealthy
@@ -89,13 +91,15 @@ func (c *Client) setEndpoint(ep Endpoint) {
 func (c *Client) setEndpointLocked(ep Endpoint) {
 	c.ep = ep
 	c.host, c.port, _ = ep.hostPort() // validated by Manager.Client
-	c.bc = c.newBMCLib()
+	c.bc, c.native = c.newBMCLib()
 	c.opened = false
 }
 
 // newBMCLib builds a bmclib client restricted to the endpoint's protocol,
-// so that no other provider probes the BMC.
-func (c *Client) newBMCLib() *bmclib.Client {
+// so that no other provider probes the BMC. For IPMI, ipmilan's provider
+// is registered in bmclib's registry and preferred to ipmitool's, which
+// stays behind it: bmclib asks ipmitool only when ipmilan fails.
+func (c *Client) newBMCLib() (*bmclib.Client, *ipmilan.Conn) {
 	cfg := c.m.cfg
 	opts := []bmclib.Option{bmclib.WithPerProviderTimeout(cfg.Timeout)}
 	provider := "ipmitool"
@@ -112,8 +116,18 @@ func (c *Client) newBMCLib() *bmclib.Client {
 			bmclib.WithIpmitoolPath(cfg.IpmitoolPath))
 	}
 	bc := bmclib.NewClient(c.host, c.ep.Username, c.ep.Password.Reveal(), opts...)
+	if c.ep.Protocol == rackcloud.BMCIPMI && cfg.IPMIProvider == IPMINative {
+		suite, _ := strconv.Atoi(cfg.CipherSuite) // validated by Config.withDefaults
+		native, err := ipmilan.New(ipmilan.Config{Host: c.host, Port: c.port, Username: c.ep.Username,
+			Password: c.ep.Password.Reveal(), CipherSuite: suite})
+		if err == nil { // else a suite ipmilan lacks: ipmitool alone
+			ipmilan.Register(bc.Registry, native)
+			bc.Registry.Drivers = append(bc.Registry.For(ipmilan.ProviderName), bc.Registry.For(provider)...)
+			return bc, native
+		}
+	}
 	bc.Registry.Drivers = bc.Registry.For(provider)
-	return bc
+	return bc, nil
 }
 
 // httpClient is the Redfish HTTP client: TLS per Config, no proxy (BMCs
@@ -305,6 +319,9 @@ func (c *Client) classify(ctx context.Context, ep Endpoint, err error) error {
 	if ep.Protocol == rackcloud.BMCRedfish {
 		return classifyRedfish(err)
 	}
+	if k := classifyNative(err); k != nil {
+		return k
+	}
 	switch classifyIPMIText(err.Error()) {
 	case ipmiCipher:
 		return ErrCipher
@@ -461,9 +478,14 @@ func (c *Client) Close(ctx context.Context) error {
 		return nil
 	}
 	c.closed = true
-	bc, opened, counted := c.bc, c.opened, c.unhealthy
+	bc, native, opened, counted := c.bc, c.native, c.opened, c.unhealthy
 	c.unhealthy = false
 	c.mu.Unlock()
+	if native != nil {
+		// The session may be open without bmclib's Open (sensors); its
+		// Close lets a request in flight end first.
+		defer native.Close(ctx)
+	}
 	c.m.remove(c)
 	if counted {
 		c.m.healthChanged(c, true)

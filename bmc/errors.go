@@ -15,6 +15,7 @@ import (
 	"github.com/stmcginnis/gofish/common"
 
 	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/bmc/ipmilan"
 )
 
 // Kinds of failure. Test with errors.Is.
@@ -323,6 +324,23 @@ var (
 		"could not open socket", // connect(2) failed: no route
 	}
 )
+
+// classifyNative finds the kind of an ipmilan failure, or nil. It comes
+// first: when ipmilan failed and bmclib asked ipmitool too, the error
+// holds both, and ipmilan's is the exact one.
+func classifyNative(err error) error {
+	switch {
+	case errors.Is(err, ipmilan.ErrAuth):
+		return ErrAuth
+	case errors.Is(err, ipmilan.ErrCipher):
+		return ErrCipher
+	case errors.Is(err, ipmilan.ErrUnreachable):
+		return ErrUnreachable
+	case errors.Is(err, ipmilan.ErrBadResponse):
+		return ErrBadResponse
+	}
+	return nil
+}
 
 // ipmiClass is what ipmitool's output says about a failure.
 type ipmiClass int

@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/rackcloud/rackcloud"
+	"github.com/rackcloud/rackcloud/bmc/ipmilan"
 )
 
-// bmclib's ipmitool provider has no sensors or device identity, so these
-// run ipmitool directly with the same arguments bmclib uses: lanplus, the
+// bmclib has no sensors or device identity. Sensors are read through
+// ipmilan's session when the client has one; otherwise these run ipmitool
+// directly with the same arguments bmclib uses: lanplus, the
 // configured cipher suite, the password in the environment (never on the
 // command line, where ps would show it).
 
@@ -37,6 +39,21 @@ func (c *Client) ipmitool(ctx context.Context, cl *call, args ...string) (string
 }
 
 func (c *Client) ipmiSensors(ctx context.Context, cl *call) ([]Sensor, error) {
+	c.mu.Lock()
+	native := c.native
+	c.mu.Unlock()
+	if native != nil {
+		cl.via, cl.provider = "direct", ipmilan.ProviderName
+		rs, err := native.Sensors(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ss := make([]Sensor, 0, len(rs))
+		for _, r := range rs {
+			ss = append(ss, Sensor{Name: r.Name, Kind: SensorKind(r.Kind), Value: r.Value, Unit: r.Unit})
+		}
+		return ss, nil
+	}
 	out, err := c.ipmitool(ctx, cl, "sdr", "elist", "full")
 	if err != nil {
 		return nil, err

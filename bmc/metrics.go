@@ -12,6 +12,24 @@ type metrics struct {
 	up        *prometheus.GaugeVec
 	unhealthy prometheus.Gauge
 	polls     *prometheus.CounterVec
+	// The poller's sensor readings, named as prometheus-community's
+	// ipmi_exporter names them, by host (the poll's ID) and sensor name.
+	temperature *prometheus.GaugeVec
+	fan         *prometheus.GaugeVec
+	power       *prometheus.GaugeVec
+}
+
+// sensorGauge is the gauge of a sensor kind, nil for others.
+func (m *metrics) sensorGauge(k SensorKind) *prometheus.GaugeVec {
+	switch k {
+	case SensorTemperature:
+		return m.temperature
+	case SensorFan:
+		return m.fan
+	case SensorPower:
+		return m.power
+	}
+	return nil
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -38,5 +56,14 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Name: "rackcloud_bmc_polls_total",
 			Help: "Power-state polls by the poller, by result.",
 		}, []string{"result"}),
+		temperature: sensorVec(f, "ipmi_temperature_celsius", "Temperature sensor readings of the hosts' BMCs, in degrees Celsius."),
+		fan:         sensorVec(f, "ipmi_fan_speed_rpm", "Fan speed sensor readings of the hosts' BMCs, in rotations per minute."),
+		power:       sensorVec(f, "ipmi_power_watts", "Power sensor readings of the hosts' BMCs, in watts."),
 	}
+}
+
+// sensorVec is one kind of the poller's sensor readings, by host and
+// sensor name.
+func sensorVec(f promauto.Factory, name, help string) *prometheus.GaugeVec {
+	return f.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help + " Read by the poller."}, []string{"host", "name"})
 }

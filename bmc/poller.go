@@ -15,6 +15,10 @@ const (
 	DefaultPollInterval    = 30 * time.Second
 	DefaultPollJitter      = 0.2
 	DefaultPollConcurrency = 8
+	// DefaultSensorEvery: the sensors are read on the first poll of a BMC
+	// and then on every DefaultSensorEvery-th (every 2 minutes at the
+	// default interval).
+	DefaultSensorEvery = 4
 )
 
 // PollerConfig configures a Poller.
@@ -30,6 +34,14 @@ type PollerConfig struct {
 	// (DefaultPollConcurrency when zero). A BMC that does not answer holds
 	// one slot for at most Config.Timeout.
 	Concurrency int
+	// SensorEvery: after a good power poll, the BMC's temperature, fan
+	// and power sensors are read too on the first poll and then on every
+	// SensorEvery-th (DefaultSensorEvery when zero, never when negative),
+	// and exported as ipmi_temperature_celsius, ipmi_fan_speed_rpm and
+	// ipmi_power_watts{host,name}, host being the poll's ID. A BMC whose
+	// poll or sensor read fails, or that is removed, has its series
+	// deleted: no stale readings.
+	SensorEvery int
 	// OnResult, when set, is called after every poll, from the polling
 	// goroutine: it must not block for long.
 	OnResult func(PollResult)
@@ -49,6 +61,10 @@ type PollResult struct {
 	// Health is the BMC's health after the poll.
 	Health Health
 	At     time.Time
+	// Sensors are the readings when this poll read them (see
+	// PollerConfig.SensorEvery), SensorsErr why they could not be read.
+	Sensors    []Sensor
+	SensorsErr error
 }
 
 // Poller polls the power state of many BMCs concurrently, each at its own
@@ -74,6 +90,14 @@ type target struct {
 	index  int  // in queue; -1 while polled or removed
 	again  bool // changed while polled: poll again at once
 	gone   bool
+	polls  int                // polls done, for SensorEvery
+	series map[sensorKey]bool // exported sensor series; guarded by Poller.mu
+}
+
+// sensorKey names one exported sensor series of a target.
+type sensorKey struct {
+	kind SensorKind
+	name string
 }
 
 // NewPoller returns a Poller of m's BMCs; add BMCs with Set and start it
@@ -90,6 +114,9 @@ func (m *Manager) NewPoller(cfg PollerConfig) *Poller {
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = DefaultPollConcurrency
+	}
+	if cfg.SensorEvery == 0 {
+		cfg.SensorEvery = DefaultSensorEvery
 	}
 	return &Poller{
 		m:       m,
@@ -152,6 +179,7 @@ func (p *Poller) Remove(id string) {
 	t.gone = true
 	delete(p.targets, id)
 	delete(p.results, id)
+	p.exportLocked(t, nil)
 	if t.index >= 0 {
 		heap.Remove(&p.queue, t.index)
 	}
@@ -235,10 +263,16 @@ func (p *Poller) poll(ctx context.Context, t *target) {
 	client, gen := t.client, t.gen
 	p.mu.Unlock()
 	st, err := client.PowerState(ctx)
+	res := PollResult{ID: t.id, BMC: client.key, Power: st, Err: err, Generation: gen}
+	readSensors := err == nil && p.cfg.SensorEvery > 0 && t.polls%p.cfg.SensorEvery == 0
+	t.polls++
+	if readSensors {
+		res.Sensors, res.SensorsErr = client.Sensors(ctx)
+	}
 	now := time.Now()
 	h := client.Health()
-	res := PollResult{ID: t.id, BMC: client.key, Power: st, Err: err, Generation: gen, Health: h, At: now}
-	if ctx.Err() != nil && err != nil {
+	res.Health, res.At = h, now
+	if ctx.Err() != nil && (err != nil || res.SensorsErr != nil) {
 		return // shutting down: not a result
 	}
 	p.m.met.polls.WithLabelValues(result(err)).Inc()
@@ -254,12 +288,41 @@ func (p *Poller) poll(ctx context.Context, t *target) {
 		t.next = next
 		heap.Push(&p.queue, t)
 		p.results[t.id] = res
+		switch {
+		case err != nil || res.SensorsErr != nil:
+			p.exportLocked(t, nil)
+		case readSensors:
+			p.exportLocked(t, res.Sensors)
+		}
 	}
 	p.mu.Unlock()
 	p.signal()
 	if p.cfg.OnResult != nil {
 		p.cfg.OnResult(res)
 	}
+}
+
+// exportLocked sets t's sensor series to ss, deleting those no longer
+// there (all of them when ss is empty). The caller holds p.mu, so that a
+// removed target's series are not set again by its last poll.
+func (p *Poller) exportLocked(t *target, ss []Sensor) {
+	met := p.m.met
+	keep := make(map[sensorKey]bool, len(ss))
+	for _, s := range ss {
+		g := met.sensorGauge(s.Kind)
+		if g == nil {
+			continue
+		}
+		k := sensorKey{s.Kind, s.Name}
+		keep[k] = true
+		g.WithLabelValues(t.id, s.Name).Set(s.Value)
+	}
+	for k := range t.series {
+		if !keep[k] {
+			met.sensorGauge(k.kind).DeleteLabelValues(t.id, k.name)
+		}
+	}
+	t.series = keep
 }
 
 // pollQueue is a min-heap of targets by next poll time.

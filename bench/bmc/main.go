@@ -1,5 +1,6 @@
 // Command bmc benchmarks power-state polling of many BMCs: rackcloud's
-// bmc.Poller against calling ipmitool directly in a loop, with the same
+// bmc.Poller (its native IPMI provider, bmc/ipmilan, unless
+// -ipmi-provider=ipmitool) against calling ipmitool directly in a loop, with the same
 // concurrency, against the same simulated BMCs (one ipmi_sim per server),
 // in the same run. Rounds alternate between the two so that drift in the
 // machine's load hits both.
@@ -24,6 +25,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/rackcloud/rackcloud"
 	"github.com/rackcloud/rackcloud/bmc"
@@ -43,13 +45,25 @@ type tally struct {
 	// cpu is the CPU time of the ipmitool processes run (user + system):
 	// the client-side cost, which the machine's load does not change.
 	cpu time.Duration
+	// self is this process's CPU time over the phase: rackcloud's own
+	// client-side cost, and the lab's in-process IPMI guards (which
+	// relay every datagram of both) as well.
+	self time.Duration
 }
 
-func (t tally) cpuPerPoll() time.Duration {
+// selfCPU is this process's CPU time so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// perPoll shares d over every poll, good or failed.
+func (t tally) perPoll(d time.Duration) time.Duration {
 	if t.polls+t.errors == 0 {
 		return 0
 	}
-	return t.cpu / time.Duration(t.polls+t.errors)
+	return d / time.Duration(t.polls+t.errors)
 }
 
 // childCPU is the CPU time of the reaped child processes so far.
@@ -72,6 +86,8 @@ func run() error {
 	conc := flag.Int("concurrency", 8, "polls in flight at once, for both")
 	dur := flag.Duration("duration", 4*time.Second, "length of one round of each")
 	rounds := flag.Int("rounds", 6, "rounds of each")
+	perBMC := flag.Float64("rate", 0, "requests per second rackcloud sends one BMC (0: bmc.DefaultRate, the production limit, which caps the poller at rate*bmcs)")
+	provider := flag.String("ipmi-provider", bmc.IPMINative, "rackcloud's IPMI provider: native (ipmilan) or ipmitool")
 	flag.Parse()
 
 	dir, err := os.MkdirTemp("", "bench-bmc-")
@@ -97,7 +113,8 @@ func run() error {
 		want[n.IPMI.String()] = n.Power()
 	}
 
-	mgr, err := bmc.New(bmc.Config{Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)})
+	mgr, err := bmc.New(bmc.Config{Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler),
+		Rate: rate.Limit(*perBMC), Burst: int(max(*perBMC/2, 0)), IPMIProvider: *provider})
 	if err != nil {
 		return err
 	}
@@ -136,15 +153,20 @@ func run() error {
 		peer.errors += p.errors
 		peer.elapsed += p.elapsed
 		peer.cpu += p.cpu
+		peer.self += p.self
+		ours.self += o.self
 		ours.polls += o.polls
 		ours.errors += o.errors
 		ours.elapsed += o.elapsed
 		ours.cpu += o.cpu
 	}
-	fmt.Printf("rackcloud bmc.Poller: %.1f polls/s, error rate %.4f (%d polls, %d errors), ipmitool CPU %s per poll\n",
-		ours.rate(), ours.errRate(), ours.polls, ours.errors, ours.cpuPerPoll().Round(10*time.Microsecond))
-	fmt.Printf("ipmitool loop:        %.1f polls/s, error rate %.4f (%d polls, %d errors), ipmitool CPU %s per poll\n",
-		peer.rate(), peer.errRate(), peer.polls, peer.errors, peer.cpuPerPoll().Round(10*time.Microsecond))
+	fmt.Printf("rackcloud bmc.Poller (%s): %.1f polls/s, error rate %.4f (%d polls, %d errors), ipmitool CPU %s per poll, own CPU %s per poll\n",
+		*provider, ours.rate(), ours.errRate(), ours.polls, ours.errors, ours.perPoll(ours.cpu).Round(10*time.Microsecond), ours.perPoll(ours.self).Round(time.Microsecond))
+	fmt.Printf("ipmitool loop:        %.1f polls/s, error rate %.4f (%d polls, %d errors), ipmitool CPU %s per poll, own CPU %s per poll\n",
+		peer.rate(), peer.errRate(), peer.polls, peer.errors, peer.perPoll(peer.cpu).Round(10*time.Microsecond), peer.perPoll(peer.self).Round(time.Microsecond))
+	if *perBMC == 0 {
+		fmt.Printf("(rackcloud is held to bmc.DefaultRate=%d requests/s per BMC, at most %d polls/s here; -rate lifts it)\n", bmc.DefaultRate, bmc.DefaultRate**bmcs)
+	}
 	fmt.Printf("BENCH bmc polls_per_s=%.1f ipmitool_polls_per_s=%.1f ratio=%.3f\n", ours.rate(), peer.rate(), ours.rate()/peer.rate())
 	return nil
 }
@@ -158,6 +180,7 @@ func pollRackcloud(ctx context.Context, mgr *bmc.Manager, r *rack.Rack, want map
 		Interval:    time.Nanosecond,
 		Jitter:      -1,
 		Concurrency: conc,
+		SensorEvery: -1, // power polls alone, as the peer does
 		OnResult: func(res bmc.PollResult) {
 			all.Add(1)
 			if !counting.Load() {
@@ -178,7 +201,7 @@ func pollRackcloud(ctx context.Context, mgr *bmc.Manager, r *rack.Rack, want map
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	cpu0 := childCPU()
+	cpu0, self0 := childCPU(), selfCPU()
 	go func() { _ = p.Run(ctx); close(done) }()
 	time.Sleep(200 * time.Millisecond) // warm-up: every slot busy
 	counting.Store(true)
@@ -190,8 +213,10 @@ func pollRackcloud(ctx context.Context, mgr *bmc.Manager, r *rack.Rack, want map
 	<-done
 	// CPU over the whole phase (warm-up and the polls cut short at the
 	// end included), shared over every poll of the phase, as for the peer.
-	cpu := time.Duration(float64(childCPU()-cpu0) * float64(polls.Load()+errs.Load()) / float64(max(all.Load(), 1)))
-	return tally{polls: polls.Load(), errors: errs.Load(), elapsed: elapsed, cpu: cpu}, nil
+	share := float64(polls.Load()+errs.Load()) / float64(max(all.Load(), 1))
+	cpu := time.Duration(float64(childCPU()-cpu0) * share)
+	self := time.Duration(float64(selfCPU()-self0) * share)
+	return tally{polls: polls.Load(), errors: errs.Load(), elapsed: elapsed, cpu: cpu, self: self}, nil
 }
 
 func endpoint(n *rack.Node) bmc.Endpoint {
@@ -209,7 +234,7 @@ func pollIpmitool(ctx context.Context, r *rack.Rack, want map[string]rackcloud.P
 	}
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	cpu0 := childCPU()
+	cpu0, self0 := childCPU(), selfCPU()
 	start := time.Now()
 	var wg sync.WaitGroup
 	for w := 0; w < conc; w++ {
@@ -236,5 +261,5 @@ func pollIpmitool(ctx context.Context, r *rack.Rack, want map[string]rackcloud.P
 		}()
 	}
 	wg.Wait()
-	return tally{polls: polls.Load(), errors: errs.Load(), elapsed: time.Since(start), cpu: childCPU() - cpu0}, nil
+	return tally{polls: polls.Load(), errors: errs.Load(), elapsed: time.Since(start), cpu: childCPU() - cpu0, self: selfCPU() - self0}, nil
 }
